@@ -1,0 +1,7 @@
+"""kidneyseg: kidney segmentation, volumetry and evaluation for CT, MRI and ultrasound."""
+
+__version__ = "0.1.0"
+
+from .api import segment, segment_files, train_model  # noqa: E402
+
+__all__ = ["__version__", "segment", "segment_files", "train_model"]

@@ -1,0 +1,224 @@
+"""Python API; the command line is a thin layer over these functions.
+
+>>> import kidneyseg
+>>> result = kidneyseg.segment("image_39.nii.gz")          # doctest: +SKIP
+>>> result.volumes_ml["kidney_left_ml"], result.qc["kidney_count"]  # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from .errors import InputError
+from .io import AtomicOutputs, Image, case_name, mask_to_nifti, read_image
+from .pipelines import DEFAULT_PIPELINE, Result, get_pipeline
+
+log = logging.getLogger(__name__)
+
+
+def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
+            device: str = "auto", keep_largest: bool = True) -> Result:
+    """Segment one image.
+
+    Args:
+        image: an :class:`~kidneyseg.io.Image` or a path (NIfTI, DICOM folder, PAR/REC).
+        pipeline: registered pipeline name (``kidneyseg list-models``).
+        model: local model folder; ``None`` for the pipeline's shipped model.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        keep_largest: keep only the largest component per kidney.
+
+    Returns:
+        :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags).
+
+    Raises:
+        InputError: unreadable or unsuitable input, unknown pipeline, bad model folder.
+    """
+    pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
+    pipe.keep_largest = keep_largest
+    img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
+    return pipe.segment(img)
+
+
+def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+    """Files stay; a folder becomes its NIfTI files (sorted) or, with none, itself as a
+    DICOM series folder.
+
+    Raises:
+        InputError: a path does not exist, or two inputs share a case name.
+    """
+    out: list[Path] = []
+    for raw in inputs:
+        p = Path(raw)
+        if not p.exists():
+            raise InputError(f"{p}: no such file or folder")
+        if p.is_dir():
+            nifti = sorted(q for q in p.iterdir() if q.name.lower().endswith((".nii", ".nii.gz")))
+            out.extend(nifti if nifti else [p])
+        else:
+            out.append(p)
+    names: dict[str, Path] = {}
+    for p in out:
+        n = case_name(p)
+        if n in names:
+            raise InputError(f"{p}: case name {n!r} also used by {names[n]}; outputs would collide")
+        names[n] = p
+    return out
+
+
+def _check_output_dir(out_dir: Path) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise InputError(f"{out_dir}: output path exists and is not a folder")
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(prefix=".kidneyseg-probe-", dir=out_dir)
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise InputError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
+
+
+@dataclass
+class SegmentSummary:
+    """Outcome of :func:`segment_files`: volume rows of finished cases and
+    ``(case, message)`` of failed ones."""
+
+    rows: list[dict] = field(default_factory=list)
+    failures: list[tuple[str, str]] = field(default_factory=list)
+
+
+def case_outputs(out_dir: Path, case: str, overlay: bool = True) -> dict[str, Path]:
+    """Output paths of one case: ``<case>_seg.nii.gz``, ``<case>_labels.json`` and
+    ``<case>_overlay.png``."""
+    paths = {"seg": out_dir / f"{case}_seg.nii.gz", "labels": out_dir / f"{case}_labels.json"}
+    if overlay:
+        paths["overlay"] = out_dir / f"{case}_overlay.png"
+    return paths
+
+
+def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str | None = None,
+                  model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
+                  overlay: bool = True, keep_largest: bool = True, progress: bool = True,
+                  threads: int = 0) -> SegmentSummary:
+    """Segment files and folders into ``out_dir``.
+
+    Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
+    and ``<case>_overlay.png``, and for all finished cases ``volumes.csv`` and
+    ``volumes.json``. Every file is staged and renamed into place only when its case
+    succeeded, so a failure leaves no partial output. A case that fails with bad input is
+    reported in the summary and the others go on.
+
+    Raises:
+        InputError: missing inputs, colliding case names, unwritable output folder,
+            existing outputs without ``overwrite``, unknown pipeline or bad model folder.
+    """
+    from .report import overlay_montage, write_volume_tables
+
+    if threads > 0:
+        import torch
+
+        torch.set_num_threads(threads)
+    files = expand_inputs(list(inputs))
+    out = Path(out_dir)
+    _check_output_dir(out)
+    if not overwrite:
+        targets = [out / "volumes.csv", out / "volumes.json"]
+        for f in files:
+            targets += list(case_outputs(out, case_name(f), overlay).values())
+        existing = [t for t in targets if t.exists()]
+        if existing:
+            raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
+    pipe = get_pipeline(pipeline or DEFAULT_PIPELINE, model=None if model is None else str(model), device=device)
+    pipe.keep_largest = keep_largest
+    summary = SegmentSummary()
+    for f in tqdm(files, desc="segment", disable=not progress or len(files) < 2, unit="case"):
+        case = case_name(f)
+        try:
+            image = read_image(f, dtype=np.float32)
+            result = pipe.segment(image)
+            paths = case_outputs(out, case, overlay)
+            with AtomicOutputs(overwrite=True) as outs:
+                tmp = outs.stage(paths["seg"])
+                mask_to_nifti(result.mask.array, image).to_filename(str(tmp))
+                outs.stage(paths["labels"]).write_text(
+                    json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
+                if overlay:
+                    overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
+                                    title=f"{case}: R {result.volumes_ml['kidney_right_ml']:.0f} mL, "
+                                          f"L {result.volumes_ml['kidney_left_ml']:.0f} mL")
+            summary.rows.append(result.row())
+        except InputError as exc:
+            summary.failures.append((case, str(exc)))
+    if summary.rows:
+        write_volume_tables(summary.rows, out, overwrite=True)
+    return summary
+
+
+def train_model(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True) -> Path:
+    """Train a model (see :class:`kidneyseg.training.TrainConfig`).
+
+    Args:
+        config: the training configuration.
+        out_dir: model folder.
+        folds: ``None`` trains one model on all cases into ``out_dir``; an int trains that
+            cross-validation fold into ``out_dir/fold_N``; ``"all"`` trains every fold,
+            writes ``cv_summary.json`` and then the final model on all cases into ``out_dir``.
+
+    Returns:
+        The folder of the model written last.
+    """
+    from .training.trainer import summarise_cv, train
+
+    out = Path(out_dir)
+    if folds is None:
+        return train(config.replace(fold=None), out, progress)
+    if folds == "all":
+        for k in range(config.folds):
+            train(config.replace(fold=k), out / f"fold_{k}", progress)
+        summarise_cv([out / f"fold_{k}" for k in range(config.folds)], out / "cv_summary.json")
+        return train(config.replace(fold=None), out, progress)
+    return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
+
+
+def example_dir() -> Path:
+    """Folder of the bundled example (CHAOS T2 case 39, CC BY-SA 4.0)."""
+    return Path(str(resources.files("kidneyseg") / "assets" / "example"))
+
+
+def run_demo(out_dir: str | Path = "demo_output", device: str = "auto", overwrite: bool = False,
+             progress: bool = True, threads: int = 0) -> dict:
+    """Segment the bundled example, print volumes and Dice against the expert mask.
+
+    Returns:
+        ``{"volumes": row, "dice": {name: value}}``.
+    """
+    from .metrics import dice
+
+    ex = example_dir()
+    image_path = ex / "image_39.nii.gz"
+    summary = segment_files([image_path], out_dir, device=device, overwrite=overwrite, progress=progress,
+                            threads=threads)
+    if summary.failures:
+        raise InputError(summary.failures[0][1])
+    row = summary.rows[0]
+    pred = np.asarray(read_image(Path(out_dir) / "image_39_seg.nii.gz").array)
+    ref = np.asarray(read_image(ex / "label_39_kidneys.nii.gz").array)
+    labels = json.loads((ex / "label_39_kidneys.json").read_text())
+    scores = {name: dice(pred == int(v), ref == int(v)) for v, name in labels.items()}
+    ref_img = read_image(ex / "label_39_kidneys.nii.gz")
+    print(f"bundled example: CHAOS T2 case 39 (not used for training), written to {out_dir}/")
+    print(f"{'kidney':<14}{'volume mL':>10}{'expert mL':>10}{'Dice':>8}")
+    for v, name in labels.items():
+        ref_ml = float((ref == int(v)).sum()) * ref_img.voxel_volume_ml
+        print(f"{name:<14}{row[name + '_ml']:>10.1f}{ref_ml:>10.1f}{scores[name]:>8.3f}")
+    print(f"segment time {row['seconds']:.1f} s; QC: kidney_count={row['kidney_count']}, "
+          f"touches_border={row['touches_border']}")
+    return {"volumes": row, "dice": scores}

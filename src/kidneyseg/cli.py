@@ -1,0 +1,172 @@
+"""The ``kidneyseg`` command. Every subcommand calls the Python API (:mod:`kidneyseg.api`).
+
+Exit status: 0 success; 2 bad input (one line on stderr naming the file and the
+problem); 1 an unexpected internal error (one line; ``--debug`` shows the traceback).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from .errors import InputError
+
+
+def _add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="kidneyseg", description="Kidney segmentation and volumetry.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files")
+    s.add_argument("inputs", nargs="+", help="image files, folders of NIfTI files, or DICOM series folders")
+    s.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-t2-unet")
+    s.add_argument("--model", default=None, help="local model folder to use instead of the shipped one")
+    s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    s.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
+    s.add_argument("--keep-all-components", action="store_true",
+                   help="do not reduce the mask to the largest component per kidney")
+    s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    _add_common(s)
+
+    t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
+    t.add_argument("--dataset", required=True, help="dataset folder")
+    t.add_argument("--layout", default="chaos", choices=["chaos", "nnunet"])
+    t.add_argument("-o", "--output", required=True, help="model folder (a fold adds fold_N/ inside)")
+    t.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
+    t.add_argument("--fold", default=None, help="fold index to hold out, 'all' for every fold then a final model, "
+                   "or omit to train one model on all cases")
+    t.add_argument("--folds", type=int, default=None)
+    t.add_argument("--iterations", type=int, default=None)
+    t.add_argument("--batch-size", type=int, default=None)
+    t.add_argument("--patch-size", type=int, nargs=2, default=None)
+    t.add_argument("--learning-rate", type=float, default=None)
+    t.add_argument("--context-slices", type=int, default=None)
+    t.add_argument("--seed", type=int, default=None)
+    t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
+    t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
+    t.add_argument("--threads", type=int, default=None)
+    _add_common(t)
+
+    lm = sub.add_parser("list-models", help="list registered pipelines and the shipped model")
+    lm.add_argument("--debug", action="store_true")
+    lm.add_argument("--quiet", action="store_true")
+
+    i = sub.add_parser("info", help="print an image's shape, spacing, orientation and intensity range")
+    i.add_argument("input")
+    i.add_argument("--debug", action="store_true")
+    i.add_argument("--quiet", action="store_true")
+
+    d = sub.add_parser("demo", help="segment the bundled CHAOS example and score it against its expert mask")
+    d.add_argument("-o", "--output", default="demo_output")
+    d.add_argument("--overwrite", action="store_true")
+    d.add_argument("--threads", type=int, default=0)
+    _add_common(d)
+    return parser
+
+
+def _cmd_segment(args) -> int:
+    from .api import segment_files
+
+    summary = segment_files(
+        args.inputs, args.output, pipeline=args.pipeline, model=args.model, device=args.device,
+        overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
+        progress=not args.quiet, threads=args.threads,
+    )
+    for row in summary.rows:
+        if not args.quiet:
+            print(f"{row['case']}: right {row['kidney_right_ml']:.1f} mL, left {row['kidney_left_ml']:.1f} mL, "
+                  f"total {row['total_ml']:.1f} mL, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
+    for case, msg in summary.failures:
+        print(f"kidneyseg: error: {msg}", file=sys.stderr)
+    return 2 if summary.failures else 0
+
+
+def _cmd_train(args) -> int:
+    import json
+
+    from .api import train_model
+    from .training.config import TrainConfig
+
+    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+    fields.update(dataset=args.dataset, layout=args.layout, device=args.device)
+    for flag, key in [("folds", "folds"), ("iterations", "iterations"), ("batch_size", "batch_size"),
+                      ("patch_size", "patch_size"), ("learning_rate", "learning_rate"),
+                      ("context_slices", "context_slices"), ("seed", "seed"), ("exclude", "exclude_cases"),
+                      ("flip_lr", "augment_flip_lr"), ("threads", "num_threads")]:
+        if getattr(args, flag) is not None:
+            fields[key] = getattr(args, flag)
+    try:
+        config = TrainConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train: invalid configuration ({exc})") from None
+    folds = None if args.fold is None else ("all" if args.fold == "all" else int(args.fold))
+    out = train_model(config, args.output, folds=folds, progress=not args.quiet)
+    print(f"model written to {out}")
+    return 0
+
+
+def _cmd_list_models(args) -> int:
+    from .models.store import default_model_dir
+    from .pipelines import DEFAULT_PIPELINE, PIPELINES
+
+    for name, info in PIPELINES.items():
+        mark = " (default)" if name == DEFAULT_PIPELINE else ""
+        print(f"{name}{mark}\t{info.modality}\t{info.description}")
+    print(f"shipped model folder: {default_model_dir()}")
+    return 0
+
+
+def _cmd_info(args) -> int:
+    import numpy as np
+
+    from .io import axcodes, read_image
+
+    img = read_image(args.input)
+    a = np.asarray(img.array)
+    print(f"file: {img.source}\nshape: {img.shape}\ndtype: {a.dtype}\nspacing_mm: "
+          f"{tuple(round(s, 4) for s in img.spacing_mm)}\norientation: {''.join(axcodes(img.affine)) if img.ndim >= 3 else 'n/a'}")
+    if a.dtype.kind in "biuf":
+        print(f"range: {a.min()} .. {a.max()}")
+    return 0
+
+
+def _cmd_demo(args) -> int:
+    from .api import run_demo
+
+    run_demo(args.output, device=args.device, overwrite=args.overwrite, progress=not args.quiet, threads=args.threads)
+    return 0
+
+
+_COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_list_models,
+             "info": _cmd_info, "demo": _cmd_demo}
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``kidneyseg`` console script; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return _COMMANDS[args.command](args)
+    except InputError as exc:
+        print(f"kidneyseg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("kidneyseg: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # an internal error: one line unless --debug
+        if args.debug:
+            raise
+        print(f"kidneyseg: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

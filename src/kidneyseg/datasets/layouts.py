@@ -1,0 +1,109 @@
+"""Dataset layouts for supervised training: CHAOS (as in ``../shared/data/chaos_t2``) and
+the nnU-Net raw layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..errors import InputError
+from ..labels import CHAOS_MR, remap
+
+
+@dataclass(frozen=True)
+class Case:
+    """One training case.
+
+    Attributes:
+        case_id: patient/case identifier (cross-validation splits by it).
+        image: image path.
+        label: label mask path.
+        label_values: ``{file label value: kidneyseg label value}``; values not listed
+            become background.
+    """
+
+    case_id: str
+    image: Path
+    label: Path
+    label_values: dict[int, int]
+
+
+def _natural_key(s: str) -> list:
+    return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
+
+
+def chaos_cases(folder: str | Path, label_map: dict[int, str]) -> list[Case]:
+    """Cases of a CHAOS-style folder: ``image_N.nii.gz`` + ``label_N.nii.gz``.
+
+    CHAOS MR labels: 1 liver, 2 right kidney, 3 left kidney, 4 spleen
+    (:data:`kidneyseg.labels.CHAOS_MR`); they are mapped onto ``label_map`` by name.
+
+    Raises:
+        InputError: the folder is missing or holds no image/label pairs.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: dataset folder not found")
+    values = remap(CHAOS_MR, label_map)
+    cases = []
+    for img in sorted(folder.glob("image_*.nii*"), key=lambda p: _natural_key(p.name)):
+        cid = re.sub(r"\.nii(\.gz)?$", "", img.name)[len("image_"):]
+        lbl = next(iter(folder.glob(f"label_{cid}.nii*")), None)
+        if lbl is None:
+            raise InputError(f"{img}: no matching label_{cid}.nii.gz")
+        cases.append(Case(cid, img, lbl, values))
+    if not cases:
+        raise InputError(f"{folder}: no image_N.nii.gz files (CHAOS layout)")
+    return cases
+
+
+def nnunet_cases(folder: str | Path, label_map: dict[int, str]) -> list[Case]:
+    """Cases of an nnU-Net raw dataset folder (single input channel ``_0000``).
+
+    ``dataset.json["labels"]`` maps names to values (nnU-Net v2) or values to names (v1);
+    names are matched to ``label_map``.
+
+    Raises:
+        InputError: missing ``dataset.json``/folders, several input channels, or no case.
+    """
+    folder = Path(folder)
+    meta = folder / "dataset.json"
+    if not meta.is_file():
+        raise InputError(f"{folder}: not an nnU-Net dataset (missing dataset.json)")
+    labels = json.loads(meta.read_text()).get("labels", {})
+    file_map: dict[int, str] = {}
+    for k, v in labels.items():
+        if str(k).isdigit():
+            file_map[int(k)] = str(v)
+        else:
+            file_map[int(v)] = str(k)
+    values = remap(file_map, label_map)
+    if not values:
+        raise InputError(f"{meta}: no label named {sorted(label_map.values())}")
+    cases = []
+    for img in sorted((folder / "imagesTr").glob("*.nii*"), key=lambda p: _natural_key(p.name)):
+        stem = re.sub(r"\.nii(\.gz)?$", "", img.name)
+        if not stem.endswith("_0000"):
+            if re.search(r"_\d{4}$", stem):
+                continue
+            raise InputError(f"{img}: expected the nnU-Net channel suffix _0000")
+        cid = stem[:-5]
+        lbl = next(iter((folder / "labelsTr").glob(f"{cid}.nii*")), None)
+        if lbl is None:
+            raise InputError(f"{img}: no matching labelsTr/{cid}.nii.gz")
+        cases.append(Case(cid, img, lbl, values))
+    if not cases:
+        raise InputError(f"{folder / 'imagesTr'}: no training images")
+    return cases
+
+
+def list_cases(folder: str | Path, layout: str, label_map: dict[int, str]) -> list[Case]:
+    """Dispatch on ``layout`` (``"chaos"`` or ``"nnunet"``)."""
+    if layout == "chaos":
+        return chaos_cases(folder, label_map)
+    if layout == "nnunet":
+        return nnunet_cases(folder, label_map)
+    raise InputError(f"layout: expected chaos or nnunet, got {layout!r}")

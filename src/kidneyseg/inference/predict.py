@@ -1,0 +1,119 @@
+"""Slice-wise (2.5D) prediction on the canonical grid and mapping back to the input grid.
+
+The same :func:`prepare` is used by training, so a model sees identical preprocessing at
+training and inference time.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..io import Image, Reorientation, from_canonical, to_canonical
+from ..preprocess import resize_slices, zscore_percentile
+
+
+@dataclass
+class Prepared:
+    """A volume ready for the network.
+
+    Attributes:
+        volume: float32 ``(X', Y', Z)`` on the canonical RAS grid, z-scored, resampled
+            in-plane to the model's spacing.
+        canonical: the canonical (RAS) image before resampling, original intensities.
+        reorientation: how to go back to the input's axes.
+    """
+
+    volume: np.ndarray
+    canonical: Image
+    reorientation: Reorientation
+
+
+def prepare(image: Image, target_spacing_mm: float) -> Prepared:
+    """Reorient to RAS, z-score (0.5/99.5 percentile clip), resample in-plane.
+
+    Args:
+        image: 3D image, any orientation.
+        target_spacing_mm: in-plane spacing of the network, mm.
+
+    Returns:
+        :class:`Prepared`. In-plane size is ``round(n * spacing / target)`` per axis.
+    """
+    canonical, reo = to_canonical(image)
+    vol = zscore_percentile(canonical.array)
+    sx, sy, _ = canonical.spacing_mm
+    size = (max(1, round(vol.shape[0] * sx / target_spacing_mm)), max(1, round(vol.shape[1] * sy / target_spacing_mm)))
+    vol = resize_slices(vol, size, mode="bilinear").numpy()
+    return Prepared(vol, canonical, reo)
+
+
+def slice_stack(volume: torch.Tensor, z: torch.Tensor, context: int) -> torch.Tensor:
+    """Gather 2.5D inputs: slice ``z`` and ``context`` neighbours each side as channels.
+
+    Args:
+        volume: ``(X, Y, Z)`` tensor.
+        z: int64 tensor ``(B,)`` of slice indices.
+        context: neighbours per side; edges repeat the first/last slice.
+
+    Returns:
+        ``(B, 2 * context + 1, X, Y)`` tensor, channels ordered inferior to superior.
+    """
+    offsets = torch.arange(-context, context + 1)
+    idx = (z[:, None] + offsets[None, :]).clamp(0, volume.shape[2] - 1)  # (B, C)
+    return volume[:, :, idx].permute(2, 3, 0, 1)
+
+
+@torch.inference_mode()
+def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
+                          batch_slices: int = 8, levels: int = 5) -> torch.Tensor:
+    """Softmax probabilities on the canonical grid.
+
+    Args:
+        network: 2D network mapping ``(B, 2*context+1, X, Y)`` to logits ``(B, C, X, Y)``.
+        prepared: from :func:`prepare`.
+        context: neighbours per side the network expects.
+        device: where to run.
+        batch_slices: slices per forward pass.
+        levels: U-Net levels; inputs are padded to multiples of ``2 ** (levels - 1)``.
+
+    Returns:
+        float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``
+        (probabilities resampled back from the model's in-plane spacing, bilinear).
+    """
+    vol = torch.from_numpy(prepared.volume)
+    nx, ny, nz = vol.shape
+    m = 2 ** (levels - 1)
+    px, py = math.ceil(nx / m) * m - nx, math.ceil(ny / m) * m - ny
+    fill = float(vol.min())
+    vol = F.pad(vol.permute(2, 0, 1), (py // 2, py - py // 2, px // 2, px - px // 2), value=fill).permute(1, 2, 0)
+    out = []
+    for start in range(0, nz, batch_slices):
+        z = torch.arange(start, min(nz, start + batch_slices))
+        x = slice_stack(vol, z, context).to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = network(x).float()
+        out.append(torch.softmax(logits, dim=1)[:, :, px // 2: px // 2 + nx, py // 2: py // 2 + ny].cpu())
+    probs = torch.cat(out, 0).permute(1, 2, 3, 0)  # (C, X', Y', Z)
+    size = prepared.canonical.shape[:2]
+    return resize_slices(probs, size, mode="bilinear")
+
+
+def predict_labels(network: torch.nn.Module, image: Image, target_spacing_mm: float, context: int,
+                   device: torch.device) -> tuple[np.ndarray, Prepared]:
+    """Argmax labels on the canonical grid (no post-processing).
+
+    Returns:
+        ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
+        to the input grid with :func:`kidneyseg.io.from_canonical`.
+    """
+    prepared = prepare(image, target_spacing_mm)
+    probs = predict_probabilities(network, prepared, context, device)
+    return probs.argmax(0).to(torch.uint8).numpy(), prepared
+
+
+__all__ = ["Prepared", "prepare", "slice_stack", "predict_probabilities", "predict_labels", "from_canonical"]

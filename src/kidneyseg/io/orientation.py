@@ -1,0 +1,95 @@
+"""Reorientation between a file's voxel axes and the canonical RAS+ axes. The one module
+that knows about world conventions.
+
+Conventions (NIfTI / nibabel): world coordinates are RAS+, in mm: world x increases
+towards the patient's Right, y towards Anterior, z towards Superior (so the liver and the
+right kidney have larger x than the spleen and the left kidney). DICOM uses LPS+ (x towards Left, y towards Posterior): converting
+between them negates x and y (:data:`LPS_TO_RAS`).
+
+The canonical voxel orientation of kidneyseg models is RAS: array axis 0 runs towards the
+patient's right, axis 1 towards anterior, axis 2 towards superior. Reorientation permutes
+and flips axes only (no resampling, :func:`nibabel.orientations.io_orientation` picks the
+closest axes for an oblique affine), so it is lossless and exactly invertible.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import nibabel as nib
+import numpy as np
+
+from .image import Image
+
+LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
+"""Matrix converting a DICOM/ITK (LPS+) affine to NIfTI (RAS+), and back (it is its own inverse)."""
+
+_RAS = nib.orientations.axcodes2ornt(("R", "A", "S"))
+
+
+@dataclass(frozen=True)
+class Reorientation:
+    """How an image's voxel axes map onto the canonical RAS axes.
+
+    Attributes:
+        ornt: nibabel orientation array ``(3, 2)``: for each original axis, the canonical
+            axis it becomes and whether it is flipped.
+        original_shape: shape of the original array ``(X, Y, Z)``.
+        original_axcodes: e.g. ``("L", "A", "S")`` for CHAOS, ``("I", "P", "L")`` for KiTS19.
+    """
+
+    ornt: np.ndarray
+    original_shape: tuple[int, int, int]
+    original_axcodes: tuple[str, str, str]
+
+
+def axcodes(affine: np.ndarray) -> tuple[str, str, str]:
+    """Closest anatomical axis codes of an affine, e.g. ``("L", "A", "S")`` (nibabel)."""
+    return tuple(nib.aff2axcodes(affine))  # type: ignore[return-value]
+
+
+def to_canonical(image: Image) -> tuple[Image, Reorientation]:
+    """Permute and flip a 3D image's axes to RAS; no interpolation.
+
+    Args:
+        image: a 3D :class:`Image`; any orientation, oblique allowed.
+
+    Returns:
+        ``(canonical_image, reorientation)``; ``canonical_image.affine`` maps the new voxel
+        indices to the same world points, so every voxel keeps its world position.
+        Pass ``reorientation`` to :func:`from_canonical` to go back.
+
+    Raises:
+        ValueError: the image is not 3D.
+    """
+    if image.ndim != 3:
+        raise ValueError(f"to_canonical: expected a 3D image, got shape {image.shape}")
+    ornt = nib.orientations.io_orientation(image.affine)
+    transform = nib.orientations.ornt_transform(ornt, _RAS)
+    array = nib.orientations.apply_orientation(image.array, transform)
+    affine = image.affine @ nib.orientations.inv_ornt_aff(transform, image.shape)
+    canonical = Image(np.ascontiguousarray(array), affine, image.source, None, image.modality)
+    return canonical, Reorientation(ornt, tuple(image.shape), axcodes(image.affine))
+
+
+def from_canonical(array: np.ndarray, reorientation: Reorientation) -> np.ndarray:
+    """Map an array on the canonical RAS grid back to the original voxel axes.
+
+    Args:
+        array: shape ``(X, Y, Z)`` as produced on the canonical grid (any dtype); extra
+            leading axes are not allowed.
+        reorientation: from :func:`to_canonical`.
+
+    Returns:
+        A contiguous array of shape ``reorientation.original_shape``.
+
+    Raises:
+        ValueError: the result's shape differs from the original shape.
+    """
+    back = nib.orientations.ornt_transform(_RAS, reorientation.ornt)
+    out = np.ascontiguousarray(nib.orientations.apply_orientation(array, back))
+    if tuple(out.shape) != reorientation.original_shape:
+        raise ValueError(
+            f"from_canonical: expected shape {reorientation.original_shape}, got {out.shape}"
+        )
+    return out

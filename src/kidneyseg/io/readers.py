@@ -1,0 +1,168 @@
+"""Readers: NIfTI (nibabel), DICOM series folders (SimpleITK/GDCM) and PAR/REC (nibabel)
+into one :class:`~kidneyseg.io.image.Image`.
+
+Every failure is an :class:`~kidneyseg.errors.InputError` whose message starts with the
+path and names the problem in one line. Files are opened read-only; nothing is written.
+"""
+
+from __future__ import annotations
+
+import gzip
+import logging
+import zlib
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+
+from ..errors import InputError
+from .image import Image
+from .orientation import LPS_TO_RAS
+
+log = logging.getLogger(__name__)
+
+
+def read_image(path: str | Path, dtype: type | None = None, series_uid: str | None = None) -> Image:
+    """Read a NIfTI file, a DICOM series folder or a PAR/REC file.
+
+    Args:
+        path: ``.nii``/``.nii.gz`` file, ``.PAR`` (or ``.REC``) file, or a folder holding
+            one DICOM series (or several, with ``series_uid``).
+        dtype: numpy dtype of the returned array; ``None`` keeps the stored type (with the
+            NIfTI scaling applied). Use ``np.float32`` for images fed to a model: the file is
+            converted directly, never through a float64 copy when it is stored narrower.
+        series_uid: SeriesInstanceUID to pick in a folder with several DICOM series.
+
+    Returns:
+        :class:`Image` with the array in the file's own voxel axis order (``(X, Y, Z)`` for
+        NIfTI, ``(columns, rows, slices)`` for DICOM, as ITK orders them), the voxel-to-RAS+
+        affine in mm and ``source=path``.
+
+    Raises:
+        InputError: missing path, unsupported type, unreadable, truncated or corrupt file.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: no such file or folder")
+    if p.is_dir():
+        return _read_dicom_series(p, dtype, series_uid)
+    if p.stat().st_size == 0:
+        raise InputError(f"{p}: file is empty (0 bytes)")
+    low = p.name.lower()
+    if low.endswith((".nii", ".nii.gz")):
+        return _read_nifti(p, dtype)
+    if low.endswith((".par", ".rec")):
+        return _read_parrec(p, dtype)
+    if low.endswith(".dcm"):
+        return _read_dicom_series(p.parent, dtype, series_uid)
+    raise InputError(
+        f"{p}: unsupported file type (expected .nii, .nii.gz, .PAR/.REC or a DICOM folder)"
+    )
+
+
+def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None) -> np.ndarray:
+    try:
+        if dtype is None:
+            return np.asanyarray(img.dataobj)
+        if np.issubdtype(np.dtype(dtype), np.floating):
+            return img.get_fdata(dtype=dtype)
+        return np.asanyarray(img.dataobj).astype(dtype)
+    except (EOFError, OSError, zlib.error, gzip.BadGzipFile, ValueError) as exc:
+        raise InputError(f"{p}: truncated or corrupt image data ({exc.__class__.__name__}: {exc})") from None
+
+
+def _read_nifti(p: Path, dtype: type | None) -> Image:
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:  # nibabel raises many types for a non-NIfTI file
+        raise InputError(f"{p}: not a readable NIfTI file ({exc.__class__.__name__}: {exc})") from None
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        raise InputError(f"{p}: not a NIfTI image (nibabel read it as {type(img).__name__})")
+    array = _load_array(img, p, dtype)
+    return Image(array, img.affine, p, img.header.copy(), "")
+
+
+def _read_parrec(p: Path, dtype: type | None) -> Image:
+    try:
+        img = nib.load(str(p))
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable PAR/REC file ({exc.__class__.__name__}: {exc})") from None
+    array = _load_array(img, p, dtype if dtype is not None else np.float32)
+    return Image(array, img.affine, p, None, "MR")
+
+
+def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None) -> Image:
+    import SimpleITK as sitk
+
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
+    reader = sitk.ImageSeriesReader()
+    try:
+        uids = list(reader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: cannot scan folder for DICOM ({exc})") from None
+    if not uids:
+        raise InputError(f"{folder}: folder holds no DICOM series and no image file was given")
+    if series_uid is None:
+        if len(uids) > 1:
+            raise InputError(
+                f"{folder}: holds {len(uids)} DICOM series ({', '.join(uids)}); choose one by SeriesInstanceUID"
+            )
+        series_uid = uids[0]
+    elif series_uid not in uids:
+        raise InputError(f"{folder}: no DICOM series {series_uid} (found {', '.join(uids)})")
+    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    reader.SetFileNames(files)
+    reader.MetaDataDictionaryArrayUpdateOn()
+    try:
+        sitk_img = reader.Execute()  # GDCM sorts by position and applies rescale slope/intercept
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    array = sitk.GetArrayFromImage(sitk_img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    if dtype is not None:
+        array = array.astype(dtype, copy=False)
+    direction = np.array(sitk_img.GetDirection(), dtype=np.float64).reshape(3, 3)
+    affine_lps = np.eye(4)
+    affine_lps[:3, :3] = direction * np.array(sitk_img.GetSpacing())
+    affine_lps[:3, 3] = sitk_img.GetOrigin()
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
+    return Image(np.ascontiguousarray(array), LPS_TO_RAS @ affine_lps, folder, None, modality)
+
+
+def check_volume(image: Image, what: str = "image") -> Image:
+    """Validate a volume for segmentation; squeeze trailing singleton axes of 4D input.
+
+    Args:
+        image: as returned by :func:`read_image`.
+        what: word used in messages (``"image"``, ``"reference mask"``).
+
+    Returns:
+        The image, 3D.
+
+    Raises:
+        InputError: not 3D (2D or a true 4D series), a dimension of size 0, NaN or Inf
+            voxels, all voxels equal (e.g. all zero), non-finite, zero or negative spacing,
+            or a singular affine.
+    """
+    src = image.source if image.source is not None else what
+    arr = image.array
+    if arr.ndim > 3 and all(s == 1 for s in arr.shape[3:]):
+        arr = arr.reshape(arr.shape[:3])
+        image = Image(arr, image.affine, image.source, image.nifti_header, image.modality)
+    if arr.ndim != 3:
+        raise InputError(f"{src}: expected a 3D {what}, got {arr.ndim}D with shape {tuple(arr.shape)}")
+    if min(arr.shape) == 0:
+        raise InputError(f"{src}: {what} has an empty dimension, shape {tuple(arr.shape)}")
+    if arr.dtype.kind not in "biuf":
+        raise InputError(f"{src}: unsupported voxel type {arr.dtype} (expected integer or float)")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        n_bad = int((~np.isfinite(arr)).sum())
+        raise InputError(f"{src}: {what} has {n_bad} NaN or Inf voxels")
+    if arr.max() == arr.min():
+        raise InputError(f"{src}: {what} is constant (every voxel is {arr.flat[0]!r}), nothing to segment")
+    aff = image.affine
+    if not np.isfinite(aff).all():
+        raise InputError(f"{src}: affine has non-finite entries")
+    det = np.linalg.det(aff[:3, :3])
+    if not np.isfinite(det) or abs(det) < 1e-9:
+        raise InputError(f"{src}: singular affine (zero voxel volume); spacing_mm {image.spacing_mm}")
+    return image

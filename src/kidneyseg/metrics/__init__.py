@@ -1,0 +1,5 @@
+"""Segmentation metrics."""
+
+from .overlap import dice
+
+__all__ = ["dice"]

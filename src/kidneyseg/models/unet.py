@@ -1,0 +1,33 @@
+"""2D U-Net builder for slice-wise (2.5D) kidney segmentation."""
+
+from __future__ import annotations
+
+import torch
+from monai.networks.nets import UNet
+
+
+def build_unet2d(in_channels: int, out_channels: int, channels: tuple[int, ...], num_res_units: int) -> torch.nn.Module:
+    """A MONAI residual U-Net over 2D slices.
+
+    Args:
+        in_channels: number of input slices (the slice itself plus its neighbours: 2.5D).
+        out_channels: classes including background.
+        channels: feature maps per level, e.g. ``(16, 32, 64, 128, 256)``; every level but
+            the last downsamples by 2, so input sizes must be multiples of
+            ``2 ** (len(channels) - 1)``.
+        num_res_units: residual units per block (0 gives plain convolutions).
+
+    Returns:
+        ``monai.networks.nets.UNet`` taking ``(B, in_channels, X, Y)`` float32 and returning
+        logits ``(B, out_channels, X, Y)``. Source: Kerfoot et al. 2018 via MONAI, instance
+        normalisation.
+    """
+    return UNet(
+        spatial_dims=2,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=tuple([2] * (len(channels) - 1)),
+        num_res_units=num_res_units,
+        norm="INSTANCE",
+    )

@@ -1,0 +1,50 @@
+"""Named pipelines. An explicit registry: name -> (description, factory)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .result import Result
+
+
+@dataclass(frozen=True)
+class PipelineInfo:
+    """A registered pipeline: its name, modality, what it does and how to build it."""
+
+    name: str
+    modality: str
+    description: str
+    factory: Callable[..., object]
+
+
+def _mr_t2_factory(model: str | None = None, device: str = "auto"):
+    from .mr_t2 import MRKidneyPipeline
+
+    return MRKidneyPipeline.load(model, device)
+
+
+PIPELINES: dict[str, PipelineInfo] = {
+    "mr-t2-unet": PipelineInfo(
+        "mr-t2-unet", "MR",
+        "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
+        _mr_t2_factory,
+    ),
+}
+DEFAULT_PIPELINE = "mr-t2-unet"
+
+
+def get_pipeline(name: str, model: str | None = None, device: str = "auto"):
+    """Instantiate a registered pipeline.
+
+    Raises:
+        InputError: unknown pipeline name.
+    """
+    from ..errors import InputError
+
+    if name not in PIPELINES:
+        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
+    return PIPELINES[name].factory(model=model, device=device)
+
+
+__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "get_pipeline"]

@@ -1,0 +1,40 @@
+"""The result of segmenting one case."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ..io import Image
+
+
+@dataclass
+class Result:
+    """One segmented case.
+
+    Attributes:
+        case: case name (input file name without extension).
+        mask: label :class:`~kidneyseg.io.Image` on exactly the input's grid (shape, affine).
+        label_map: label value -> name.
+        volumes_ml: ``{"kidney_right_ml": ..., "kidney_left_ml": ..., "total_ml": ...}``.
+        qc: quality-control flags (``kidney_count``, ``touches_border``, ``empty``, ...).
+        voxel_counts: label name -> voxel count.
+        seconds: wall time of the segmentation (load to mask), s.
+    """
+
+    case: str
+    mask: Image
+    label_map: dict[int, str]
+    volumes_ml: dict[str, float]
+    qc: dict[str, object] = field(default_factory=dict)
+    voxel_counts: dict[str, int] = field(default_factory=dict)
+    seconds: float = 0.0
+
+    def row(self) -> dict[str, object]:
+        """Flat row for ``volumes.csv``/``volumes.json``: case, volumes (mL, 3 decimals),
+        voxel counts, QC flags."""
+        row: dict[str, object] = {"case": self.case}
+        row.update({k: round(v, 3) for k, v in self.volumes_ml.items()})
+        row.update({f"{k}_voxels": v for k, v in self.voxel_counts.items()})
+        row.update(self.qc)
+        row["seconds"] = round(self.seconds, 2)
+        return row

@@ -1,0 +1,5 @@
+"""Post-processing: connected components and left/right assignment in world coordinates."""
+
+from .kidneys import KidneyAssignment, assign_kidneys
+
+__all__ = ["KidneyAssignment", "assign_kidneys"]

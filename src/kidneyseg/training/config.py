@@ -1,0 +1,113 @@
+"""Typed training configuration, saved as ``config.json`` beside every trained model."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+from ..labels import MR_KIDNEYS
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that determines a trained 2.5D kidney U-Net.
+
+    Attributes:
+        dataset: dataset folder (CHAOS layout or nnU-Net raw layout).
+        layout: ``"chaos"`` (``image_N.nii.gz`` + ``label_N.nii.gz``) or ``"nnunet"``
+            (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
+        exclude_cases: case ids never used for training (e.g. the bundled example).
+        label_map: output label value -> structure name (background 0 implicit).
+        context_slices: neighbours on each side fed as channels (0 = plain 2D; 1 = three
+            slices, "2.5D").
+        target_spacing_mm: in-plane spacing in mm the network sees; images are resampled
+            in-plane to it (slice spacing is kept).
+        channels: U-Net feature maps per level.
+        num_res_units: residual units per U-Net block.
+        patch_size: training patch ``(X, Y)`` in voxels (multiples of 16).
+        batch_size: patches per iteration.
+        iterations: optimiser steps.
+        learning_rate: AdamW initial learning rate, decayed polynomially (exponent 0.9, as
+            nnU-Net) to 0.
+        weight_decay: AdamW weight decay.
+        foreground_fraction: fraction of each batch whose patch is centred near a kidney
+            voxel (foreground oversampling; nnU-Net uses 1/3).
+        augment_rotation_deg: maximum in-plane rotation.
+        augment_scale: maximum relative zoom (0.15 -> 0.85 to 1.15).
+        augment_flip_lr: mirror along the patient's left-right axis. A mirrored body puts
+            the right kidney on the left, so the labels are swapped with it (explicitly, in
+            :func:`kidneyseg.training.augment.flip_left_right`); off by default because the
+            liver's side is a real cue.
+        folds: number of cross-validation folds, split by patient.
+        fold: the fold to hold out, or ``None`` to train on every (non-excluded) case.
+        seed: seeds numpy and torch (sampling, augmentation, initialisation).
+        num_threads: torch intra-op threads (0 = torch's default).
+        checkpoint_every: iterations between resumable checkpoints.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+    """
+
+    dataset: str = ""
+    layout: str = "chaos"
+    exclude_cases: tuple[str, ...] = ()
+    label_map: dict[int, str] = field(default_factory=lambda: dict(MR_KIDNEYS))
+    context_slices: int = 1
+    target_spacing_mm: float = 1.25
+    channels: tuple[int, ...] = (16, 32, 64, 128, 256)
+    num_res_units: int = 1
+    patch_size: tuple[int, int] = (160, 160)
+    batch_size: int = 12
+    iterations: int = 2000
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    foreground_fraction: float = 0.33
+    augment_rotation_deg: float = 15.0
+    augment_scale: float = 0.15
+    augment_flip_lr: bool = False
+    folds: int = 5
+    fold: int | None = None
+    seed: int = 0
+    num_threads: int = 0
+    checkpoint_every: int = 100
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "exclude_cases", tuple(str(c) for c in self.exclude_cases))
+        object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
+        object.__setattr__(self, "patch_size", tuple(int(c) for c in self.patch_size))
+        object.__setattr__(self, "label_map", {int(k): str(v) for k, v in self.label_map.items()})
+        if self.layout not in ("chaos", "nnunet"):
+            raise ValueError(f"layout: expected 'chaos' or 'nnunet', got {self.layout!r}")
+        if self.context_slices < 0:
+            raise ValueError(f"context_slices: expected >= 0, got {self.context_slices}")
+        if not self.target_spacing_mm > 0:
+            raise ValueError(f"target_spacing_mm: expected > 0, got {self.target_spacing_mm}")
+        factor = 2 ** (len(self.channels) - 1)
+        if len(self.patch_size) != 2 or any(p % factor for p in self.patch_size):
+            raise ValueError(f"patch_size: expected 2 multiples of {factor}, got {self.patch_size}")
+        if not 0.0 <= self.foreground_fraction <= 1.0:
+            raise ValueError(f"foreground_fraction: expected in [0, 1], got {self.foreground_fraction}")
+        if self.batch_size < 1 or self.iterations < 1 or self.checkpoint_every < 1:
+            raise ValueError("batch_size, iterations and checkpoint_every must be >= 1")
+        if self.folds < 2:
+            raise ValueError(f"folds: expected >= 2, got {self.folds}")
+        if self.fold is not None and not 0 <= self.fold < self.folds:
+            raise ValueError(f"fold: expected None or 0..{self.folds - 1}, got {self.fold}")
+        if sorted(self.label_map) != list(range(1, len(self.label_map) + 1)):
+            raise ValueError(f"label_map: expected values 1..N, got {sorted(self.label_map)}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict:
+        """JSON-ready dict (label keys become strings, tuples lists)."""
+        d = dataclasses.asdict(self)
+        d["label_map"] = {str(k): v for k, v in self.label_map.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
+        return cls(**d)
+
+    def replace(self, **changes) -> "TrainConfig":
+        """A copy with some fields changed (validated)."""
+        return dataclasses.replace(self, **changes)

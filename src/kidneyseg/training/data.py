@@ -1,0 +1,128 @@
+"""In-memory training volumes, foreground-oversampling patch sampler and augmentation."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from monai import transforms as mt
+
+from ..datasets import Case
+from ..inference.predict import prepare
+from ..io import check_volume, read_image, to_canonical
+from ..preprocess import resize_slices
+from .config import TrainConfig
+
+
+@dataclass
+class Volume:
+    """A prepared training case: image ``(X, Y, Z)`` float32 z-scored and label uint8, both
+    on the canonical RAS grid at the model's in-plane spacing; ``fg`` holds the
+    ``(N, 3)`` indices of kidney voxels for foreground oversampling."""
+
+    case_id: str
+    image: np.ndarray
+    label: np.ndarray
+    fg: np.ndarray
+
+
+def load_volume(case: Case, config: TrainConfig) -> Volume:
+    """Read, reorient, normalise and resample one case exactly as inference does."""
+    image = check_volume(read_image(case.image, dtype=np.float32))
+    ref = read_image(case.label)
+    if ref.shape[:3] != image.shape or not np.allclose(ref.affine, image.affine, atol=1e-3):
+        raise ValueError(f"{case.label}: label grid differs from {case.image}")
+    lut = np.zeros(int(ref.array.max()) + 1, dtype=np.uint8)
+    for src, dst in case.label_values.items():
+        if src < lut.size:
+            lut[src] = dst
+    label = lut[np.asarray(ref.array).astype(np.int64).reshape(image.shape)]
+    prepared = prepare(image, config.target_spacing_mm)
+    label_c, _ = to_canonical(image.with_array(label))
+    label_r = resize_slices(label_c.array, prepared.volume.shape[:2], mode="nearest-exact").numpy().astype(np.uint8)
+    return Volume(case.case_id, prepared.volume, label_r, np.argwhere(label_r > 0))
+
+
+def flip_left_right(image: np.ndarray, label: np.ndarray, label_map: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
+    """Mirror a canonical (RAS) patch along the patient's left-right axis and swap the labels.
+
+    Args:
+        image: ``(C, X, Y)`` patch, axis ``X`` = patient right-left.
+        label: ``(1, X, Y)`` or ``(X, Y)`` integer labels.
+        label_map: value -> name; every ``*_right`` name swaps value with its ``*_left`` twin.
+
+    Returns:
+        Mirrored ``(image, label)``: what was the right kidney is now labelled left, as
+        anatomy demands after a mirror. Labels without a twin keep their value.
+    """
+    by_name = {n: v for v, n in label_map.items()}
+    lut = np.arange(max(label_map) + 1, dtype=label.dtype)
+    for v, n in label_map.items():
+        for a, b in (("_right", "_left"), ("_left", "_right")):
+            if n.endswith(a) and n[: -len(a)] + b in by_name:
+                lut[v] = by_name[n[: -len(a)] + b]
+    return np.ascontiguousarray(image[:, ::-1]), lut[np.ascontiguousarray(label[..., ::-1, :])]
+
+
+def augmentation(config: TrainConfig) -> mt.Compose:
+    """MONAI dictionary transforms on ``{"image": (C, X, Y), "label": (1, X, Y)}``:
+    rotation and zoom (p 0.5), Gaussian noise (p 0.15), intensity scale (p 0.3), gamma
+    (p 0.3). Mirroring is handled by :func:`flip_left_right` because it changes labels."""
+    rot = np.deg2rad(config.augment_rotation_deg)
+    return mt.Compose([
+        mt.RandAffined(keys=["image", "label"], prob=0.5, rotate_range=(rot,),
+                       scale_range=(config.augment_scale, config.augment_scale),
+                       mode=("bilinear", "nearest"), padding_mode="border"),
+        mt.RandGaussianNoised(keys=["image"], prob=0.15, std=0.1),
+        mt.RandScaleIntensityd(keys=["image"], factors=0.25, prob=0.3),
+        mt.RandAdjustContrastd(keys=["image"], prob=0.3, gamma=(0.7, 1.5)),
+    ])
+
+
+def _crop(vol: np.ndarray, cx: int, cy: int, size: tuple[int, int], fill: float) -> np.ndarray:
+    """Crop ``vol[..., X, Y]`` (leading axes kept... X, Y last two) centred at (cx, cy), padding with ``fill``."""
+    px, py = size
+    x0, y0 = cx - px // 2, cy - py // 2
+    out = np.full(vol.shape[:-2] + (px, py), fill, dtype=vol.dtype)
+    sx0, sy0 = max(x0, 0), max(y0, 0)
+    sx1, sy1 = min(x0 + px, vol.shape[-2]), min(y0 + py, vol.shape[-1])
+    if sx1 > sx0 and sy1 > sy0:
+        out[..., sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = vol[..., sx0:sx1, sy0:sy1]
+    return out
+
+
+def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Generator,
+                 transform: mt.Compose | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of 2.5D patches with foreground oversampling.
+
+    The last ``round(batch_size * foreground_fraction)`` patches are centred (with a
+    random shift of up to a quarter patch) on a random kidney voxel; the others on a
+    random voxel (nnU-Net's scheme, Isensee et al. 2021).
+
+    Returns:
+        ``(images (B, 2k+1, X, Y) float32, labels (B, 1, X, Y) int64)``.
+    """
+    k = config.context_slices
+    n_fg = round(config.batch_size * config.foreground_fraction)
+    images, labels = [], []
+    for b in range(config.batch_size):
+        v = volumes[rng.integers(len(volumes))]
+        nx, ny, nz = v.image.shape
+        if b >= config.batch_size - n_fg and len(v.fg):
+            x, y, z = v.fg[rng.integers(len(v.fg))]
+            jx, jy = (np.array(config.patch_size) // 4)
+            x, y = x + rng.integers(-jx, jx + 1), y + rng.integers(-jy, jy + 1)
+        else:
+            x, y, z = rng.integers(nx), rng.integers(ny), rng.integers(nz)
+        zs = np.clip(np.arange(z - k, z + k + 1), 0, nz - 1)
+        img = _crop(np.moveaxis(v.image[:, :, zs], 2, 0), x, y, config.patch_size, float(v.image.min()))
+        lbl = _crop(v.label[None, :, :, z], x, y, config.patch_size, 0)
+        if config.augment_flip_lr and rng.random() < 0.5:
+            img, lbl = flip_left_right(img, lbl, config.label_map)
+        if transform is not None:
+            out = transform({"image": img, "label": lbl})
+            img, lbl = out["image"], out["label"]
+        images.append(torch.as_tensor(np.asarray(img), dtype=torch.float32))
+        labels.append(torch.as_tensor(np.asarray(lbl)).round().long())
+    return torch.stack(images), torch.stack(labels)
