@@ -40,7 +40,7 @@ def build_network(config: TrainConfig) -> torch.nn.Module:
     """Build the untrained network a config describes."""
     return build_unet2d(
         in_channels=2 * config.context_slices + 1,
-        out_channels=len(config.label_map) + 1,
+        out_channels=config.network_classes,
         channels=config.channels,
         num_res_units=config.num_res_units,
     )

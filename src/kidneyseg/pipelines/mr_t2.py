@@ -16,7 +16,7 @@ from ..errors import GeometryError
 from ..inference import predict_labels
 from ..io import Image, check_volume, from_canonical
 from ..models.store import ModelBundle, load_model
-from ..postprocess import assign_kidneys
+from ..postprocess import assign_kidneys, body_midline_x_mm
 from ..volumetry import label_volumes_ml, touches_border
 from .result import Result
 
@@ -62,8 +62,9 @@ class MRKidneyPipeline:
         cfg = self.bundle.config
         labels_c, prepared = predict_labels(self.bundle.network, image, cfg.target_spacing_mm,
                                             cfg.context_slices, self.bundle.device)
+        midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
-                                  keep_largest=self.keep_largest)
+                                  midline_x_mm=midline, keep_largest=self.keep_largest)
         mask_arr = from_canonical(assigned.labels, prepared.reorientation)
         mask = image.with_array(mask_arr)
         if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
@@ -76,7 +77,6 @@ class MRKidneyPipeline:
             "empty": bool(assigned.kidney_count == 0),
             "touches_border": touches_border(mask_arr),
             "laterality_source": assigned.laterality_source,
-            "network_agreement": round(assigned.network_agreement, 4),
             "removed_voxels": assigned.removed_voxels,
         }
         return Result(

@@ -16,11 +16,11 @@ class KidneyAssignment:
         labels: uint8 array, same shape as the input labels.
         kidney_count: number of kept kidney components (0, 1 or 2).
         laterality_source: ``"world_x"`` (two components, named by their world x),
-            ``"network"`` (one component: the network's per-voxel labels are kept), or
-            ``"none"`` (empty).
+            ``"midline"`` (one component, split or placed by the body midline),
+            ``"network"`` (one component, no midline: input labels kept), or ``"none"``.
         network_agreement: fraction of kept kidney voxels whose final label equals the
-            network's label (1.0 when nothing changed; low values mean the network
-            confused the sides).
+            input label (meaningful when the network predicts sides; with one "kidney"
+            class it is the fraction named right).
         removed_voxels: kidney voxels dropped as small components.
         centroids_world_mm: label name -> world (RAS, mm) centroid of the kept kidney.
     """
@@ -33,23 +33,51 @@ class KidneyAssignment:
     centroids_world_mm: dict[str, list[float]] = field(default_factory=dict)
 
 
-def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, str],
-                   keep_largest: bool = True, min_second_fraction: float = 0.1) -> KidneyAssignment:
-    """Keep at most two kidney components and label them by world position.
+def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
+    """World x (RAS+, mm) of the body's centroid, used as the patient's midline.
 
-    The union of all kidney labels is split into 3D connected components (26-connectivity,
-    ``scipy.ndimage.label``). With ``keep_largest``, the largest component is kept, and
-    the second largest too when it has at least ``min_second_fraction`` of the largest's
-    voxels; the rest is removed. Two kept components are named by the world x of their
-    centroids (RAS+: the one with larger x is the patient's right kidney), never by array
-    index. A single kept component keeps the network's per-voxel labels (a horseshoe
-    kidney or a solitary kidney is not forced to one side).
+    The body is the largest connected component above Otsu's threshold
+    (``skimage.filters.threshold_otsu``, ``scipy.ndimage.label``).
 
     Args:
-        labels: integer label array (any 3D orientation), values from ``label_map`` or 0.
+        image: 3D intensities, any orientation.
+        affine: its voxel-to-RAS+ matrix.
+    """
+    from skimage.filters import threshold_otsu
+
+    body = image > threshold_otsu(image)
+    cc, n = ndimage.label(body)
+    if n > 1:
+        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
+    centre = np.argwhere(body).mean(axis=0) if body.any() else (np.array(image.shape) - 1) / 2
+    return float((affine[:3, :3] @ centre + affine[:3, 3])[0])
+
+
+def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, str],
+                   midline_x_mm: float | None = None, keep_largest: bool = True,
+                   min_second_fraction: float = 0.1) -> KidneyAssignment:
+    """Keep at most two kidney components and name them right/left by world position.
+
+    The union of all non-zero labels is split into 3D connected components (26-connectivity,
+    ``scipy.ndimage.label``). With ``keep_largest``, the largest component is kept, and the
+    second largest too when it has at least ``min_second_fraction`` of the largest's voxels;
+    the rest is removed. Sides are then decided in world coordinates (RAS+: larger x is the
+    patient's right), never by array index:
+
+    * two kept components: the one whose centroid has the larger world x is the right kidney;
+    * one kept component, with ``midline_x_mm`` given: voxels with world x above the midline
+      are right, below are left (a solitary kidney falls wholly on one side; a horseshoe
+      kidney is split at the midline);
+    * one kept component without a midline: the input's per-side labels are kept
+      (``laterality_source="network"``).
+
+    Args:
+        labels: integer label array (3D, any orientation): either one "kidney" class (1) or
+            per-side values from ``label_map``.
         affine: ``(4, 4)`` voxel-to-RAS+ mm matrix of ``labels``' grid.
-        label_map: must name exactly ``kidney_right`` and ``kidney_left``.
-        keep_largest: remove components beyond the two largest (default, as the issue asks).
+        label_map: must name ``kidney_right`` and ``kidney_left``; output values follow it.
+        midline_x_mm: world x of the patient's midline (see :func:`body_midline_x_mm`).
+        keep_largest: remove all but the two largest components (default).
         min_second_fraction: size ratio below which the second component is noise.
 
     Returns:
@@ -68,24 +96,31 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     if n == 0:
         return KidneyAssignment(out, 0, "none", 1.0, 0)
     sizes = np.bincount(cc.ravel())[1:]
-    order = np.argsort(sizes)[::-1] + 1
+    order = np.argsort(sizes, kind="stable")[::-1] + 1
     keep = [int(order[0])]
     if len(order) > 1 and sizes[order[1] - 1] >= min_second_fraction * sizes[order[0] - 1]:
         keep.append(int(order[1]))
     if not keep_largest:
         keep = [int(i) for i in order]
     removed = int(fg.sum() - sum(sizes[i - 1] for i in keep))
-    centres = ndimage.center_of_mass(fg, cc, keep)
-    world_x = [float((affine[:3, :3] @ np.asarray(c) + affine[:3, 3])[0]) for c in centres]
-    if len(keep) == 2:
-        r_idx = int(np.argmax(world_x))
+    if len(keep) >= 2:
+        centres = ndimage.center_of_mass(fg, cc, keep)
+        world_x = [float((affine[:3, :3] @ np.asarray(c) + affine[:3, 3])[0]) for c in centres]
+        r_idx = int(np.argmax(world_x[:2]))
         out[cc == keep[r_idx]] = right
         out[cc == keep[1 - r_idx]] = left
+        for extra, x in zip(keep[2:], world_x[2:]):  # only with keep_largest=False
+            out[cc == extra] = right if abs(x - world_x[r_idx]) < abs(x - world_x[1 - r_idx]) else left
         source = "world_x"
+    elif midline_x_mm is not None:
+        sel = cc == keep[0]
+        idx = np.argwhere(sel)
+        x = idx @ affine[0, :3] + affine[0, 3]
+        out[tuple(idx.T)] = np.where(x > midline_x_mm, right, left)
+        source = "midline"
     else:
-        for i in keep:
-            sel = cc == i
-            out[sel] = labels[sel]
+        sel = cc == keep[0]
+        out[sel] = labels[sel]
         source = "network"
     kept = out > 0
     agreement = float((out[kept] == labels[kept]).mean()) if kept.any() else 1.0

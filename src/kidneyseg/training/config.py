@@ -18,6 +18,11 @@ class TrainConfig:
             (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
         exclude_cases: case ids never used for training (e.g. the bundled example).
         label_map: output label value -> structure name (background 0 implicit).
+        merge_sides: train the network on one "kidney" class (union of the sides) and
+            name right and left afterwards from world coordinates
+            (:func:`kidneyseg.postprocess.assign_kidneys`). A patch-based network cannot
+            see where a patch lies in the body, so per-side classes are learnt poorly
+            (measured: see benchmarks/README.md); this is the default.
         context_slices: neighbours on each side fed as channels (0 = plain 2D; 1 = three
             slices, "2.5D").
         target_spacing_mm: in-plane spacing in mm the network sees; images are resampled
@@ -50,6 +55,7 @@ class TrainConfig:
     layout: str = "chaos"
     exclude_cases: tuple[str, ...] = ()
     label_map: dict[int, str] = field(default_factory=lambda: dict(MR_KIDNEYS))
+    merge_sides: bool = True
     context_slices: int = 1
     target_spacing_mm: float = 1.25
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -96,6 +102,11 @@ class TrainConfig:
             raise ValueError(f"label_map: expected values 1..N, got {sorted(self.label_map)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def network_classes(self) -> int:
+        """Output channels of the network, background included."""
+        return 2 if self.merge_sides else len(self.label_map) + 1
 
     def to_dict(self) -> dict:
         """JSON-ready dict (label keys become strings, tuples lists)."""

@@ -38,6 +38,8 @@ def load_volume(case: Case, config: TrainConfig) -> Volume:
         if src < lut.size:
             lut[src] = dst
     label = lut[np.asarray(ref.array).astype(np.int64).reshape(image.shape)]
+    if config.merge_sides:
+        label = (label > 0).astype(np.uint8)
     prepared = prepare(image, config.target_spacing_mm)
     label_c, _ = to_canonical(image.with_array(label))
     label_r = resize_slices(label_c.array, prepared.volume.shape[:2], mode="nearest-exact").numpy().astype(np.uint8)
@@ -119,7 +121,10 @@ def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Gene
         img = _crop(np.moveaxis(v.image[:, :, zs], 2, 0), x, y, config.patch_size, float(v.image.min()))
         lbl = _crop(v.label[None, :, :, z], x, y, config.patch_size, 0)
         if config.augment_flip_lr and rng.random() < 0.5:
-            img, lbl = flip_left_right(img, lbl, config.label_map)
+            if config.merge_sides:  # one "kidney" class: a mirror changes no label
+                img, lbl = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(lbl[:, ::-1])
+            else:
+                img, lbl = flip_left_right(img, lbl, config.label_map)
         if transform is not None:
             out = transform({"image": img, "label": lbl})
             img, lbl = out["image"], out["label"]

@@ -122,7 +122,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
-        lv = float(loss)
+        lv = float(loss.detach())
         running = lv if running is None else 0.95 * running + 0.05 * lv
         bar.set_postfix(loss=f"{running:.3f}")
         done = it + 1

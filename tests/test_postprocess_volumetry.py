@@ -1,0 +1,106 @@
+"""Left/right assignment in world coordinates, component filtering, volumes in mL."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from kidneyseg.io import Image, to_canonical
+from kidneyseg.labels import MR_KIDNEYS
+from kidneyseg.metrics import dice
+from kidneyseg.postprocess import assign_kidneys
+from kidneyseg.volumetry import label_volumes_ml, touches_border
+
+from .conftest import ellipsoid
+
+
+def test_two_components_named_by_world_x(two_kidney_phantom):
+    _, labels, affine = two_kidney_phantom
+    swapped = np.where(labels == 1, 2, np.where(labels == 2, 1, 0)).astype(np.uint8)  # network confused sides
+    res = assign_kidneys(swapped, affine, MR_KIDNEYS)
+    assert res.kidney_count == 2 and res.laterality_source == "world_x"
+    assert np.array_equal(res.labels, labels)
+    assert res.network_agreement == 0.0
+    assert res.centroids_world_mm["kidney_right"][0] > res.centroids_world_mm["kidney_left"][0]
+
+
+@pytest.mark.parametrize("flip_axes", [(), (0,), (1,), (0, 2), (0, 1, 2)])
+def test_laterality_follows_affine_not_array_index(two_kidney_phantom, flip_axes):
+    """Flip the array AND the affine (same anatomy, stored differently): the kidney at
+    larger world x must stay 'right' however the array is ordered."""
+    _, labels, affine = two_kidney_phantom
+    arr, aff = labels.copy(), affine.copy()
+    for ax in flip_axes:
+        arr = np.flip(arr, ax)
+        flip = np.eye(4)
+        flip[ax, ax] = -1
+        flip[ax, 3] = labels.shape[ax] - 1
+        aff = aff @ flip
+    res = assign_kidneys(arr, aff, MR_KIDNEYS)
+    assert np.array_equal(res.labels, arr)
+
+
+def test_small_components_removed_and_single_component_keeps_network_labels(two_kidney_phantom):
+    _, labels, affine = two_kidney_phantom
+    noisy = labels.copy()
+    noisy[0:2, 0:2, 0:2] = 1  # speck far from both kidneys
+    res = assign_kidneys(noisy, affine, MR_KIDNEYS)
+    assert res.removed_voxels == 8 and np.array_equal(res.labels, labels)
+    only_right = np.where(labels == 1, 1, 0).astype(np.uint8)
+    res1 = assign_kidneys(only_right, affine, MR_KIDNEYS)
+    assert res1.kidney_count == 1 and res1.laterality_source == "network"
+    assert np.array_equal(res1.labels, only_right)
+    empty = assign_kidneys(np.zeros_like(labels), affine, MR_KIDNEYS)
+    assert empty.kidney_count == 0 and not empty.labels.any()
+
+
+def test_keep_all_components_keeps_speck(two_kidney_phantom):
+    _, labels, affine = two_kidney_phantom
+    noisy = labels.copy()
+    noisy[0:2, 0:2, 0:2] = 1
+    res = assign_kidneys(noisy, affine, MR_KIDNEYS, keep_largest=False)
+    assert res.removed_voxels == 0 and (res.labels > 0).sum() == (noisy > 0).sum()
+
+
+def test_ellipsoid_volume_in_ml_at_anisotropic_spacing():
+    spacing = (0.8, 0.8, 2.5)
+    radii = (30.0, 20.0, 55.0)  # mm: 4/3 pi abc = 138.2 mL, kidney-sized
+    shape = (100, 70, 60)
+    mask = ellipsoid(shape, spacing, (40, 28, 75), radii).astype(np.uint8)
+    img = Image(mask, np.diag(list(spacing) + [1.0]))
+    vol = label_volumes_ml(img, {1: "kidney"})["kidney_ml"]
+    expected = 4 / 3 * np.pi * np.prod(radii) / 1000
+    assert abs(vol - expected) / expected < 0.01
+    # an oblique, flipped affine with the same spacing gives the same volume
+    rot = np.array([[0, -1, 0], [1, 0, 0], [0, 0, -1]]) @ np.diag(spacing)
+    aff = np.eye(4)
+    aff[:3, :3] = rot
+    assert label_volumes_ml(Image(mask, aff), {1: "kidney"})["kidney_ml"] == pytest.approx(vol)
+
+
+def test_touches_border():
+    m = np.zeros((5, 5, 5), np.uint8)
+    m[2, 2, 2] = 1
+    assert not touches_border(m)
+    m[2, 2, 4] = 1
+    assert touches_border(m)
+
+
+def test_dice_empty_rules():
+    z = np.zeros((3, 3), bool)
+    o = z.copy()
+    o[1, 1] = True
+    assert dice(z, z) == 1.0
+    assert dice(o, z) == 0.0 and dice(z, o) == 0.0
+    assert dice(o, o) == 1.0
+    with pytest.raises(ValueError):
+        dice(z, np.zeros((3, 4), bool))
+
+
+def test_phantom_world_x_matches_canonical_axis(two_kidney_phantom):
+    """Sanity of the convention: in a RAS canonical array, the right kidney has larger index on axis 0."""
+    _, labels, affine = two_kidney_phantom
+    can, _ = to_canonical(Image(labels, affine))
+    xs_right = np.argwhere(can.array == 1)[:, 0].mean()
+    xs_left = np.argwhere(can.array == 2)[:, 0].mean()
+    assert xs_right > xs_left

@@ -1,0 +1,144 @@
+"""Training pieces: config, folds, label-safe mirroring, foreground oversampling, resume."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.datasets import chaos_cases, nnunet_cases
+from kidneyseg.errors import InputError
+from kidneyseg.labels import MR_KIDNEYS
+from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
+from kidneyseg.training.trainer import split_folds, train
+
+from .conftest import CHAOS, needs_chaos, save_nifti
+
+TINY = dict(channels=(4, 8, 16), num_res_units=0, patch_size=(32, 32), batch_size=3, iterations=4,
+            checkpoint_every=2, num_threads=1, device="cpu", folds=2, context_slices=1)
+
+
+@pytest.fixture
+def nnunet_dataset(tmp_path, two_kidney_phantom):
+    image, labels, affine = two_kidney_phantom
+    root = tmp_path / "Dataset001_Kidney"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        save_nifti(image + rng.normal(0, 2, image.shape).astype(np.float32), affine, root / "imagesTr" / f"k_{i:03d}_0000.nii.gz")
+        save_nifti(labels, affine, root / "labelsTr" / f"k_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "kidney_right": 1, "kidney_left": 2},
+        "numTraining": 4, "file_ending": ".nii.gz"}))
+    return root
+
+
+def test_config_json_round_trip_and_validation():
+    cfg = TrainConfig(dataset="x", exclude_cases=("39",), fold=1)
+    again = TrainConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert again == cfg
+    with pytest.raises(ValueError, match="patch_size"):
+        TrainConfig(patch_size=(100, 100))
+    with pytest.raises(ValueError, match="fold"):
+        TrainConfig(fold=5, folds=5)
+    with pytest.raises(TypeError):
+        TrainConfig.from_dict({"not_a_field": 1})
+
+
+def test_split_folds_by_patient_disjoint_and_complete():
+    ids = [str(i) for i in range(14)]
+    folds = split_folds(ids, 5, seed=0)
+    flat = [c for f in folds for c in f]
+    assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
+    assert [len(f) for f in folds] == [3, 3, 3, 3, 2]
+    assert split_folds(ids, 5, seed=0) == folds and split_folds(ids, 5, seed=1) != folds
+
+
+def test_flip_left_right_swaps_kidney_labels():
+    image = np.arange(2 * 4 * 3, dtype=np.float32).reshape(2, 4, 3)
+    label = np.zeros((1, 4, 3), np.uint8)
+    label[0, 0, :] = 1  # right kidney at low x ... after mirroring it is the left kidney
+    label[0, 3, :] = 2
+    img2, lab2 = flip_left_right(image, label, MR_KIDNEYS)
+    assert np.array_equal(img2, image[:, ::-1])
+    assert (lab2[0, 3] == 2).all() and (lab2[0, 0] == 1).all()  # mirrored positions, swapped names
+    assert np.array_equal(lab2 == 2, (label == 1)[:, ::-1])
+    other = {1: "liver", 2: "kidney_right", 3: "kidney_left"}
+    l3 = np.array([[[1, 2, 3]]], np.uint8).reshape(1, 3, 1)
+    _, out = flip_left_right(np.zeros((1, 3, 1), np.float32), l3, other)
+    assert out.ravel().tolist() == [2, 3, 1]  # reversed order, right<->left swapped, liver kept
+
+
+def test_nnunet_layout_reader_and_foreground_oversampling(nnunet_dataset):
+    cases = nnunet_cases(nnunet_dataset, MR_KIDNEYS)
+    assert [c.case_id for c in cases] == ["k_000", "k_001", "k_002", "k_003"]
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", **{**TINY, "batch_size": 30},
+                      foreground_fraction=1.0, target_spacing_mm=1.5)
+    vol = load_volume(cases[0], cfg)
+    assert vol.image.dtype == np.float32 and abs(float(vol.image.mean())) < 0.5
+    _, y = sample_batch([vol], cfg, np.random.default_rng(0), None)
+    assert all(y[b].any() for b in range(30))  # every patch holds kidney
+    with pytest.raises(InputError, match="dataset.json"):
+        nnunet_cases(nnunet_dataset / "imagesTr", MR_KIDNEYS)
+
+
+def test_training_resumes_after_kill_to_identical_weights(nnunet_dataset, tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
+    full = train(cfg, tmp_path / "full", progress=False)
+
+    import kidneyseg.training.trainer as trainer
+
+    real = trainer.sample_batch
+    calls = {"n": 0}
+
+    def killed_after_three(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 4:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "sample_batch", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "resumed", progress=False)
+    assert (tmp_path / "resumed" / "checkpoint.pt").exists()
+    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    monkeypatch.setattr(trainer, "sample_batch", real)
+    resumed = train(cfg, tmp_path / "resumed", progress=False)
+    a = torch.load(full / "model.pt", weights_only=True)
+    b = torch.load(resumed / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert not (resumed / "checkpoint.pt").exists()
+    saved = json.loads((resumed / "config.json").read_text())
+    assert TrainConfig.from_dict(saved) == cfg
+
+
+def test_checkpoint_with_other_config_is_refused(nnunet_dataset, tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
+    import kidneyseg.training.trainer as trainer
+
+    real = trainer.sample_batch
+    calls = {"n": 0}
+
+    def killed(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+
+    monkeypatch.setattr(trainer, "sample_batch", killed)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, tmp_path / "m", progress=False)
+    monkeypatch.setattr(trainer, "sample_batch", real)
+    with pytest.raises(ValueError, match="another config"):
+        train(cfg.replace(seed=5), tmp_path / "m", progress=False)
+
+
+@needs_chaos
+def test_chaos_reader_maps_labels_by_name():
+    cases = chaos_cases(CHAOS, MR_KIDNEYS)
+    assert len(cases) == 15 and cases[0].case_id == "1"
+    assert cases[0].label_values == {2: 1, 3: 2}  # CHAOS 2 right kidney -> 1, 3 left kidney -> 2
