@@ -104,3 +104,22 @@ def test_phantom_world_x_matches_canonical_axis(two_kidney_phantom):
     xs_right = np.argwhere(can.array == 1)[:, 0].mean()
     xs_left = np.argwhere(can.array == 2)[:, 0].mean()
     assert xs_right > xs_left
+
+
+def test_single_component_placed_or_split_by_midline(two_kidney_phantom):
+    _, labels, affine = two_kidney_phantom
+    from kidneyseg.postprocess import body_midline_x_mm
+
+    solitary = (labels == 2).astype(np.uint8)  # one "kidney" class, on the patient's left
+    res = assign_kidneys(solitary, affine, MR_KIDNEYS, midline_x_mm=0.0)
+    assert res.laterality_source == "midline" and res.kidney_count == 1
+    assert np.array_equal(res.labels, solitary * 2)
+    horseshoe = (labels > 0).astype(np.uint8)
+    horseshoe[30:70, 28:36, 8:12] = 1  # isthmus joining both kidneys across the midline
+    res = assign_kidneys(horseshoe, affine, MR_KIDNEYS, midline_x_mm=0.0)
+    assert res.kidney_count == 1
+    x_world = np.arange(labels.shape[0]) * affine[0, 0] + affine[0, 3]
+    assert (res.labels[x_world > 0] != 2).all() and (res.labels[x_world < 0] != 1).all()
+    image = np.zeros(labels.shape, np.float32)
+    image[20:90, 10:50, :] = 100.0  # a body box centred at index 54.5 -> x = 9.75 mm
+    assert body_midline_x_mm(image, affine) == pytest.approx(54.5 * 1.5 - 72.0)

@@ -1,0 +1,101 @@
+"""Copy a trained model folder into the package and write its model card.
+
+Usage: python scripts/ship_model.py --final runs/final --folds runs/fold0 runs/fold1 ... \
+           [--dest src/kidneyseg/assets/models/mr_t2_kidney]
+
+The card holds: training data, the config, cross-validation Dice per kidney (pooled over the
+folds' held-out cases, full pipeline with post-processing), total-kidney-volume error,
+training time, date and the sha256 of model.pt.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import torch
+
+from kidneyseg.models.store import sha256
+from kidneyseg.training.trainer import summarise_cv
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--final", required=True, type=Path)
+    ap.add_argument("--folds", nargs="+", required=True, type=Path)
+    ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_t2_kidney"))
+    args = ap.parse_args()
+
+    dest = args.dest
+    dest.mkdir(parents=True, exist_ok=True)
+    for name in ("model.pt", "config.json", "training_log.csv", "training_summary.json"):
+        shutil.copy2(args.final / name, dest / name)
+    cv = summarise_cv(args.folds, dest / "cv_summary.json")
+    fold_secs = [json.loads((f / "training_summary.json").read_text())["train_seconds"] for f in args.folds]
+    final = json.loads((args.final / "training_summary.json").read_text())
+    config = json.loads((args.final / "config.json").read_text())
+    digest = sha256(dest / "model.pt")
+    size_mb = (dest / "model.pt").stat().st_size / 1e6
+    n_params = sum(v.numel() for v in torch.load(dest / "model.pt", weights_only=True).values())
+    rows = "\n".join(
+        f"| {r['fold']} | {r['case']} | {r['dice_kidney_right']:.3f} | {r['dice_kidney_left']:.3f} | "
+        f"{r['kidney_right_ml']:.1f} / {r['kidney_right_ref_ml']:.1f} | {r['kidney_left_ml']:.1f} / {r['kidney_left_ref_ml']:.1f} |"
+        for r in cv["cases"])
+    dr, dl = cv["dice_kidney_right"], cv["dice_kidney_left"]
+    card = f"""# Model card: `mr_t2_kidney` (pipeline `mr-t2-unet`)
+
+Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
+
+- **Date**: {dt.date.today().isoformat()}
+- **File**: `model.pt`, {size_mb:.1f} MB, {n_params:,} parameters, sha256 `{digest}`
+- **Labels written**: 1 `kidney_right`, 2 `kidney_left` (patient's sides). The network predicts one
+  "kidney" class; sides are named from world (RAS+) coordinates after connected components
+  (`kidneyseg.postprocess.assign_kidneys`).
+- **Architecture**: MONAI `UNet` 2D, channels {tuple(config['channels'])}, {config['num_res_units']} residual unit(s),
+  instance norm; input = the slice and {config['context_slices']} neighbour(s) on each side (2.5D); in-plane
+  resampling to {config['target_spacing_mm']} mm; intensities clipped to the 0.5/99.5 percentiles and z-scored per volume.
+- **Training**: {config['iterations']} iterations of AdamW (lr {config['learning_rate']}, poly decay), batch
+  {config['batch_size']} patches of {config['patch_size'][0]} x {config['patch_size'][1]}, Dice + cross-entropy
+  (MONAI `DiceCELoss`), foreground oversampling {config['foreground_fraction']}, rotation/zoom/noise/intensity/gamma
+  augmentation (MONAI), seed {config['seed']}. Full config: `config.json`.
+- **Training data**: CHAOS challenge MR T2-SPIR, cases {', '.join(final['train_cases'])} from
+  `../shared/data/chaos_t2` (expert labels; CC BY-SA 4.0, Kavur et al., Medical Image Analysis 69, 2021,
+  Zenodo 3431873). Case 39 was never used for training: it is the bundled example.
+- **Training time**: final model {final['train_seconds'] / 60:.1f} min on {platform.processor() or platform.machine()}
+  CPU, torch {torch.__version__}, 1 intra-op thread (two trainings shared the machine's 2 cores); folds
+  {min(fold_secs) / 60:.1f} to {max(fold_secs) / 60:.1f} min each.
+
+## Cross-validation ({len(args.folds)}-fold, split by patient, {cv['n_cases']} cases)
+
+Each fold's model segmented its held-out cases with the full pipeline (post-processing included);
+Dice is computed on the original grid against the expert mask.
+
+| kidney | mean Dice | std | median | min |
+| --- | --- | --- | --- | --- |
+| right | {dr['mean']:.3f} | {dr['std']:.3f} | {dr['median']:.3f} | {dr['min']:.3f} |
+| left | {dl['mean']:.3f} | {dl['std']:.3f} | {dl['median']:.3f} | {dl['min']:.3f} |
+
+Total kidney volume error against the expert: mean absolute {cv['total_volume_error_pct']['mean_abs']:.1f} %,
+mean signed {cv['total_volume_error_pct']['mean_signed']:+.1f} %, worst {cv['total_volume_error_pct']['max_abs']:.1f} %.
+
+| fold | case | Dice right | Dice left | right mL (pred / expert) | left mL (pred / expert) |
+| --- | --- | --- | --- | --- | --- |
+{rows}
+
+## Intended use and limits
+Research volumetry of native kidneys on T2-weighted axial abdominal MRI similar to the
+CHAOS T2-SPIR scans (the training copies are resampled to 1.25 x 1.25 x 7.7 mm). Not validated on other MR contrasts,
+coronal acquisitions, transplanted or severely diseased kidneys, children, or CT. Sides are only
+correct when the image's affine is correct. 15 training subjects is a small sample: check the
+overlay of every case.
+"""
+    (dest / "model_card.md").write_text(card)
+    print(card)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,160 @@
+"""The command line as a user runs it: a subprocess on the bundled example, and bad input."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kidneyseg.api import example_dir
+from kidneyseg.metrics import dice
+from kidneyseg.models.store import default_model_dir
+
+from .conftest import save_nifti, sha256
+
+EXAMPLE = example_dir() / "image_39.nii.gz"
+HAVE_MODEL = (default_model_dir() / "model.pt").exists()
+needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="shipped model not built yet")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "kidneyseg.cli", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def example_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg")
+    before = sha256(EXAMPLE)
+    proc = run("segment", str(EXAMPLE), "-o", str(out), "--device", "cpu", "--quiet")
+    return proc, out, before
+
+
+@needs_model
+def test_segment_bundled_example_geometry_and_dice(example_run):
+    proc, out, before = example_run
+    assert proc.returncode == 0, proc.stderr
+    assert sha256(EXAMPLE) == before  # input untouched
+    seg = nib.load(out / "image_39_seg.nii.gz")
+    src = nib.load(EXAMPLE)
+    assert seg.shape == src.shape
+    assert np.array_equal(seg.affine, src.affine)
+    assert int(seg.header["qform_code"]) == int(src.header["qform_code"])
+    assert int(seg.header["sform_code"]) == int(src.header["sform_code"])
+    ref = np.asarray(nib.load(example_dir() / "label_39_kidneys.nii.gz").dataobj)
+    pred = np.asarray(seg.dataobj)
+    for value in (1, 2):  # 1 kidney_right, 2 kidney_left
+        assert dice(pred == value, ref == value) >= 0.85
+    labels = json.loads((out / "image_39_labels.json").read_text())
+    assert labels == {"1": "kidney_right", "2": "kidney_left"}
+    rows = json.loads((out / "volumes.json").read_text())
+    assert rows[0]["case"] == "image_39" and rows[0]["kidney_count"] == 2 and rows[0]["empty"] is False
+    vox_ml = abs(np.linalg.det(src.affine[:3, :3])) / 1000
+    assert rows[0]["kidney_left_ml"] == pytest.approx((pred == 2).sum() * vox_ml, abs=1e-3)
+    assert rows[0]["total_ml"] == pytest.approx(rows[0]["kidney_left_ml"] + rows[0]["kidney_right_ml"], abs=2e-3)
+    assert (out / "volumes.csv").read_text().startswith("case,kidney_right_ml,kidney_left_ml,total_ml")
+    png = (out / "image_39_overlay.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
+    assert not [p for p in out.iterdir() if p.name.startswith(".")]  # no temporary leftovers
+
+
+@needs_model
+def test_existing_outputs_not_overwritten(example_run):
+    proc, out, _ = example_run
+    stamp = sha256(out / "image_39_seg.nii.gz")
+    again = run("segment", str(EXAMPLE), "-o", str(out), "--device", "cpu", "--quiet")
+    assert again.returncode == 2
+    assert "output exists" in again.stderr and "--overwrite" in again.stderr
+    assert sha256(out / "image_39_seg.nii.gz") == stamp
+
+
+def _bad_inputs(tmp: Path) -> dict[str, tuple[Path, str]]:
+    good = np.random.default_rng(0).normal(100, 10, size=(48, 40, 12)).astype(np.float32)
+    aff = np.diag([1.25, 1.25, 7.7, 1.0])
+    cases: dict[str, tuple[Path, str]] = {}
+    cases["missing"] = (tmp / "does_not_exist.nii.gz", "no such file")
+    text = tmp / "text.nii.gz"
+    text.write_text("hello\n" * 100)
+    cases["not_an_image"] = (text, "not a readable NIfTI")
+    full = save_nifti(good, aff, tmp / "full.nii.gz")
+    trunc = tmp / "truncated.nii.gz"
+    trunc.write_bytes(full.read_bytes()[: full.stat().st_size // 3])
+    cases["truncated"] = (trunc, "truncated|not a readable")
+    cases["2d"] = (save_nifti(good[:, :, 0], aff, tmp / "flat.nii.gz"), "expected a 3D image, got 2D")
+    cases["4d"] = (save_nifti(np.stack([good, good], -1), aff, tmp / "series.nii.gz"), "expected a 3D image, got 4D")
+    cases["all_zero"] = (save_nifti(np.zeros_like(good), aff, tmp / "zeros.nii.gz"), "constant")
+    nan = good.copy()
+    nan[3, 4, 5] = np.nan
+    cases["nan"] = (save_nifti(nan, aff, tmp / "nan.nii.gz"), "NaN or Inf")
+    empty = tmp / "empty.nii.gz"
+    empty.write_bytes(b"")
+    cases["zero_bytes"] = (empty, "empty")
+    wrong = tmp / "image.txt"
+    wrong.write_bytes(gzip.compress(b"x"))
+    cases["wrong_extension"] = (wrong, "unsupported file type")
+    return cases
+
+
+@needs_model
+@pytest.mark.parametrize("kind", ["missing", "not_an_image", "truncated", "2d", "4d", "all_zero", "nan",
+                                  "zero_bytes", "wrong_extension"])
+def test_bad_input_one_line_exit_2_nothing_written(tmp_path, kind):
+    path, pattern = _bad_inputs(tmp_path)[kind]
+    before = sha256(path) if path.exists() else None
+    out = tmp_path / "out"
+    proc = run("segment", str(path), "-o", str(out), "--device", "cpu", "--quiet")
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in proc.stderr
+    assert str(path) in lines[0]
+    import re
+
+    assert re.search(pattern, lines[0]), lines[0]
+    if before is not None:
+        assert sha256(path) == before
+    assert not out.exists() or not any(out.iterdir())
+
+
+@needs_model
+@pytest.mark.skipif(os.geteuid() == 0, reason="root can write to read-only folders")
+def test_unwritable_output_folder(tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    proc = run("segment", str(EXAMPLE), "-o", str(out), "--quiet")
+    assert proc.returncode == 2 and "not writable" in proc.stderr
+
+
+def test_output_folder_that_cannot_be_created():
+    out = Path("/proc/kidneyseg-cannot-write-here")
+    proc = run("segment", str(EXAMPLE), "-o", str(out), "--quiet")
+    assert proc.returncode == 2 and "not writable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_output_path_is_a_file(tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("keep me")
+    proc = run("segment", str(EXAMPLE), "-o", str(f), "--quiet")
+    assert proc.returncode == 2 and "not a folder" in proc.stderr and f.read_text() == "keep me"
+
+
+def test_unknown_pipeline_and_bad_model_folder(tmp_path):
+    proc = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o"), "--pipeline", "nope", "--quiet")
+    assert proc.returncode == 2 and "unknown pipeline 'nope'" in proc.stderr
+    proc = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o2"), "--model", str(tmp_path), "--quiet")
+    assert proc.returncode == 2 and "not a kidneyseg model folder" in proc.stderr
+    assert not list((tmp_path / "o2").glob("*"))
+
+
+def test_list_models_and_info():
+    proc = run("list-models")
+    assert proc.returncode == 0 and "mr-t2-unet (default)" in proc.stdout
+    proc = run("info", str(EXAMPLE))
+    assert proc.returncode == 0 and "orientation: LAS" in proc.stdout and "(256, 256, 31)" in proc.stdout
