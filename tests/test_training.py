@@ -142,3 +142,19 @@ def test_chaos_reader_maps_labels_by_name():
     cases = chaos_cases(CHAOS, MR_KIDNEYS)
     assert len(cases) == 15 and cases[0].case_id == "1"
     assert cases[0].label_values == {2: 1, 3: 2}  # CHAOS 2 right kidney -> 1, 3 left kidney -> 2
+
+
+def test_3d_unet_trains_and_segments_on_input_grid(nnunet_dataset, tmp_path):
+    from kidneyseg.io import read_image
+    from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline
+
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5,
+                      **{**TINY, "spatial_dims": 3, "patch_size": (32, 32, 8), "z_pool_levels": 1})
+    assert cfg.strides == [(2, 2, 1), (2, 2, 2)]
+    out = train(cfg, tmp_path / "m3d", progress=False)
+    pipe = MRKidneyPipeline.load(str(out), "cpu")
+    image = read_image(next((nnunet_dataset / "imagesTr").glob("*.nii.gz")), dtype=np.float32)
+    result = pipe.segment(image)
+    assert result.mask.shape == image.shape and np.array_equal(result.mask.affine, image.affine)
+    with pytest.raises(ValueError, match="patch_size"):
+        cfg.replace(patch_size=(32, 32, 7))

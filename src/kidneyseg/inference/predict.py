@@ -103,16 +103,43 @@ def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context:
     return resize_slices(probs, size, mode="bilinear")
 
 
-def predict_labels(network: torch.nn.Module, image: Image, target_spacing_mm: float, context: int,
-                   device: torch.device) -> tuple[np.ndarray, Prepared]:
+@torch.inference_mode()
+def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch_size: tuple[int, int, int],
+                             device: torch.device, overlap: float = 0.5) -> torch.Tensor:
+    """Softmax probabilities of a 3D network by Gaussian-weighted sliding window
+    (``monai.inferers.sliding_window_inference``, half-patch overlap as nnU-Net).
+
+    Returns:
+        float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``.
+    """
+    from monai.inferers import sliding_window_inference
+
+    x = torch.from_numpy(prepared.volume)[None, None].to(device)
+    logits = sliding_window_inference(x, roi_size=tuple(patch_size), sw_batch_size=2, predictor=network,
+                                      overlap=overlap, mode="gaussian")
+    probs = torch.softmax(logits.float(), dim=1)[0].cpu()
+    return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
+
+
+def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device) -> tuple[np.ndarray, Prepared]:
     """Argmax labels on the canonical grid (no post-processing).
+
+    Args:
+        network: the trained network, eval mode.
+        image: 3D image, any orientation.
+        config: its :class:`~kidneyseg.training.TrainConfig` (spacing, 2D/3D, context, patch).
+        device: where to run.
 
     Returns:
         ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
         to the input grid with :func:`kidneyseg.io.from_canonical`.
     """
-    prepared = prepare(image, target_spacing_mm)
-    probs = predict_probabilities(network, prepared, context, device)
+    prepared = prepare(image, config.target_spacing_mm)
+    if config.spatial_dims == 3:
+        probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
+    else:
+        probs = predict_probabilities(network, prepared, config.context_slices, device,
+                                      levels=len(config.channels))
     return probs.argmax(0).to(torch.uint8).numpy(), prepared
 
 

@@ -15,7 +15,7 @@ import torch
 
 from ..errors import InputError
 from ..training.config import TrainConfig
-from .unet import build_unet2d
+from .unet import build_unet2d, build_unet3d
 
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
@@ -38,6 +38,8 @@ def default_model_dir() -> Path:
 
 def build_network(config: TrainConfig) -> torch.nn.Module:
     """Build the untrained network a config describes."""
+    if config.spatial_dims == 3:
+        return build_unet3d(1, config.network_classes, config.channels, config.strides, config.num_res_units)
     return build_unet2d(
         in_channels=2 * config.context_slices + 1,
         out_channels=config.network_classes,
@@ -102,6 +104,6 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
     except Exception as exc:
         raise InputError(f"{folder / WEIGHTS}: weights do not load ({exc.__class__.__name__})") from None
     network.to(dev).eval()
-    if dev.type == "cpu":
+    if dev.type == "cpu" and config.spatial_dims == 2:
         network = network.to(memory_format=torch.channels_last)
     return ModelBundle(network, config, folder, dev)

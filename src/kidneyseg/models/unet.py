@@ -31,3 +31,29 @@ def build_unet2d(in_channels: int, out_channels: int, channels: tuple[int, ...],
         num_res_units=num_res_units,
         norm="INSTANCE",
     )
+
+
+def build_unet3d(in_channels: int, out_channels: int, channels: tuple[int, ...], strides: list[tuple[int, ...]],
+                 num_res_units: int) -> torch.nn.Module:
+    """A MONAI residual 3D U-Net with per-level (anisotropic) strides.
+
+    Args:
+        in_channels: input channels (1 for one MR sequence).
+        out_channels: classes including background.
+        channels: feature maps per level.
+        strides: ``len(channels) - 1`` tuples ``(sx, sy, sz)``, e.g. ``(2, 2, 1)`` to pool
+            in-plane only.
+        num_res_units: residual units per block.
+
+    Returns:
+        ``monai.networks.nets.UNet`` taking ``(B, C, X, Y, Z)``, returning logits.
+    """
+    return UNet(
+        spatial_dims=3,
+        in_channels=in_channels,
+        out_channels=out_channels,
+        channels=tuple(channels),
+        strides=tuple(tuple(s) for s in strides),
+        num_res_units=num_res_units,
+        norm="INSTANCE",
+    )

@@ -60,8 +60,7 @@ class MRKidneyPipeline:
         if image.array.dtype != np.float32:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
         cfg = self.bundle.config
-        labels_c, prepared = predict_labels(self.bundle.network, image, cfg.target_spacing_mm,
-                                            cfg.context_slices, self.bundle.device)
+        labels_c, prepared = predict_labels(self.bundle.network, image, cfg, self.bundle.device)
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
                                   midline_x_mm=midline, keep_largest=self.keep_largest)
@@ -83,6 +82,7 @@ class MRKidneyPipeline:
             case=image.name, mask=mask, label_map=dict(self.label_map), volumes_ml=volumes, qc=qc,
             voxel_counts={n: int(counts[v]) for v, n in self.label_map.items()},
             seconds=time.perf_counter() - t0,
+            network_labels=from_canonical(labels_c, prepared.reorientation),
         )
 
 

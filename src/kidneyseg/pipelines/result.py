@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..io import Image
 
 
@@ -19,6 +21,8 @@ class Result:
         qc: quality-control flags (``kidney_count``, ``touches_border``, ``empty``, ...).
         voxel_counts: label name -> voxel count.
         seconds: wall time of the segmentation (load to mask), s.
+        network_labels: the network's argmax on the input grid before post-processing
+            (for diagnostics and benchmarks; ``None`` when not kept).
     """
 
     case: str
@@ -28,6 +32,7 @@ class Result:
     qc: dict[str, object] = field(default_factory=dict)
     voxel_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    network_labels: np.ndarray | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, object]:
         """Flat row for ``volumes.csv``/``volumes.json``: case, volumes (mL, 3 decimals),

@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ..labels import MR_KIDNEYS
 
 
@@ -29,7 +31,13 @@ class TrainConfig:
             in-plane to it (slice spacing is kept).
         channels: U-Net feature maps per level.
         num_res_units: residual units per U-Net block.
-        patch_size: training patch ``(X, Y)`` in voxels (multiples of 16).
+        spatial_dims: 2 for the slice-wise (2.5D) U-Net, 3 for a 3D U-Net trained on
+            patches and run as a Gaussian-weighted sliding window (MONAI).
+        z_pool_levels: 3D only: how many of the deepest U-Net levels also downsample along
+            the slice axis (the others pool in-plane only, as nnU-Net does for anisotropic
+            voxels: 1.25 x 1.25 x 7.7 mm becomes about isotropic after two in-plane poolings).
+        patch_size: training patch in voxels, ``(X, Y)`` for 2D or ``(X, Y, Z)`` for 3D;
+            every axis a multiple of its total downsampling.
         batch_size: patches per iteration.
         iterations: optimiser steps.
         learning_rate: AdamW initial learning rate, decayed polynomially (exponent 0.9, as
@@ -60,7 +68,9 @@ class TrainConfig:
     target_spacing_mm: float = 1.25
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
     num_res_units: int = 1
-    patch_size: tuple[int, int] = (160, 160)
+    spatial_dims: int = 2
+    z_pool_levels: int = 2
+    patch_size: tuple[int, ...] = (160, 160)
     batch_size: int = 12
     iterations: int = 2000
     learning_rate: float = 2e-3
@@ -87,9 +97,11 @@ class TrainConfig:
             raise ValueError(f"context_slices: expected >= 0, got {self.context_slices}")
         if not self.target_spacing_mm > 0:
             raise ValueError(f"target_spacing_mm: expected > 0, got {self.target_spacing_mm}")
-        factor = 2 ** (len(self.channels) - 1)
-        if len(self.patch_size) != 2 or any(p % factor for p in self.patch_size):
-            raise ValueError(f"patch_size: expected 2 multiples of {factor}, got {self.patch_size}")
+        if self.spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims: expected 2 or 3, got {self.spatial_dims}")
+        factors = [int(np.prod([s[a] for s in self.strides])) for a in range(self.spatial_dims)]
+        if len(self.patch_size) != self.spatial_dims or any(p % f for p, f in zip(self.patch_size, factors)):
+            raise ValueError(f"patch_size: expected {self.spatial_dims} sizes, multiples of {factors}, got {self.patch_size}")
         if not 0.0 <= self.foreground_fraction <= 1.0:
             raise ValueError(f"foreground_fraction: expected in [0, 1], got {self.foreground_fraction}")
         if self.batch_size < 1 or self.iterations < 1 or self.checkpoint_every < 1:
@@ -102,6 +114,14 @@ class TrainConfig:
             raise ValueError(f"label_map: expected values 1..N, got {sorted(self.label_map)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+
+    @property
+    def strides(self) -> list[tuple[int, ...]]:
+        """Per-level downsampling factors of the U-Net, one tuple per level."""
+        levels = len(self.channels) - 1
+        if self.spatial_dims == 2:
+            return [(2, 2)] * levels
+        return [(2, 2, 2 if lvl >= levels - self.z_pool_levels else 1) for lvl in range(levels)]
 
     @property
     def network_classes(self) -> int:

@@ -72,9 +72,12 @@ def augmentation(config: TrainConfig) -> mt.Compose:
     rotation and zoom (p 0.5), Gaussian noise (p 0.15), intensity scale (p 0.3), gamma
     (p 0.3). Mirroring is handled by :func:`flip_left_right` because it changes labels."""
     rot = np.deg2rad(config.augment_rotation_deg)
+    if config.spatial_dims == 3:  # rotate about the slice axis, zoom in-plane only
+        rotate, scale = (0.0, 0.0, rot), (config.augment_scale, config.augment_scale, 0.0)
+    else:
+        rotate, scale = (rot,), (config.augment_scale, config.augment_scale)
     return mt.Compose([
-        mt.RandAffined(keys=["image", "label"], prob=0.5, rotate_range=(rot,),
-                       scale_range=(config.augment_scale, config.augment_scale),
+        mt.RandAffined(keys=["image", "label"], prob=0.5, rotate_range=rotate, scale_range=scale,
                        mode=("bilinear", "nearest"), padding_mode="border"),
         mt.RandGaussianNoised(keys=["image"], prob=0.15, std=0.1),
         mt.RandScaleIntensityd(keys=["image"], factors=0.25, prob=0.3),
@@ -82,15 +85,21 @@ def augmentation(config: TrainConfig) -> mt.Compose:
     ])
 
 
-def _crop(vol: np.ndarray, cx: int, cy: int, size: tuple[int, int], fill: float) -> np.ndarray:
-    """Crop ``vol[..., X, Y]`` (leading axes kept... X, Y last two) centred at (cx, cy), padding with ``fill``."""
-    px, py = size
-    x0, y0 = cx - px // 2, cy - py // 2
-    out = np.full(vol.shape[:-2] + (px, py), fill, dtype=vol.dtype)
-    sx0, sy0 = max(x0, 0), max(y0, 0)
-    sx1, sy1 = min(x0 + px, vol.shape[-2]), min(y0 + py, vol.shape[-1])
-    if sx1 > sx0 and sy1 > sy0:
-        out[..., sx0 - x0: sx1 - x0, sy0 - y0: sy1 - y0] = vol[..., sx0:sx1, sy0:sy1]
+def _crop(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...], fill: float) -> np.ndarray:
+    """Crop the last ``len(size)`` axes of ``vol`` to ``size`` around ``centre`` (leading
+    axes kept), padding outside the volume with ``fill``."""
+    n = len(size)
+    lead = vol.shape[:-n]
+    out = np.full(lead + tuple(size), fill, dtype=vol.dtype)
+    src, dst = [], []
+    for c, p, dim in zip(centre, size, vol.shape[-n:]):
+        a0 = int(c) - p // 2
+        s0, s1 = max(a0, 0), min(a0 + p, dim)
+        if s1 <= s0:
+            return out
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - a0, s1 - a0))
+    out[(Ellipsis, *dst)] = vol[(Ellipsis, *src)]
     return out
 
 
@@ -103,7 +112,8 @@ def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Gene
     random voxel (nnU-Net's scheme, Isensee et al. 2021).
 
     Returns:
-        ``(images (B, 2k+1, X, Y) float32, labels (B, 1, X, Y) int64)``.
+        2D: ``(images (B, 2k+1, X, Y) float32, labels (B, 1, X, Y) int64)``;
+        3D: ``(images (B, 1, X, Y, Z), labels (B, 1, X, Y, Z))``.
     """
     k = config.context_slices
     n_fg = round(config.batch_size * config.foreground_fraction)
@@ -113,13 +123,20 @@ def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Gene
         nx, ny, nz = v.image.shape
         if b >= config.batch_size - n_fg and len(v.fg):
             x, y, z = v.fg[rng.integers(len(v.fg))]
-            jx, jy = (np.array(config.patch_size) // 4)
-            x, y = x + rng.integers(-jx, jx + 1), y + rng.integers(-jy, jy + 1)
+            jit = np.array(config.patch_size) // 4
+            x, y = x + rng.integers(-jit[0], jit[0] + 1), y + rng.integers(-jit[1], jit[1] + 1)
+            if config.spatial_dims == 3:
+                z = z + rng.integers(-jit[2], jit[2] + 1)
         else:
             x, y, z = rng.integers(nx), rng.integers(ny), rng.integers(nz)
-        zs = np.clip(np.arange(z - k, z + k + 1), 0, nz - 1)
-        img = _crop(np.moveaxis(v.image[:, :, zs], 2, 0), x, y, config.patch_size, float(v.image.min()))
-        lbl = _crop(v.label[None, :, :, z], x, y, config.patch_size, 0)
+        fill = float(v.image.min())
+        if config.spatial_dims == 3:
+            img = _crop(v.image[None], (x, y, z), config.patch_size, fill)
+            lbl = _crop(v.label[None], (x, y, z), config.patch_size, 0)
+        else:
+            zs = np.clip(np.arange(z - k, z + k + 1), 0, nz - 1)
+            img = _crop(np.moveaxis(v.image[:, :, zs], 2, 0), (x, y), config.patch_size, fill)
+            lbl = _crop(v.label[None, :, :, z], (x, y), config.patch_size, 0)
         if config.augment_flip_lr and rng.random() < 0.5:
             if config.merge_sides:  # one "kidney" class: a mirror changes no label
                 img, lbl = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(lbl[:, ::-1])

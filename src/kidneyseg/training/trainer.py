@@ -80,7 +80,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     t_start = time.perf_counter()
     volumes = [load_volume(c, config) for c in tqdm(train_cases, desc="loading", disable=not progress)]
     net = build_network(config).to(device)
-    if device.type == "cpu":
+    channels_last = device.type == "cpu" and config.spatial_dims == 2
+    if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
     loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
@@ -112,7 +113,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         transform.set_random_state(seed=int(rng.integers(2**31)))
         x, y = sample_batch(volumes, config, rng, transform)
         x = x.to(device)
-        if device.type == "cpu":
+        if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         y = y.to(device)
         for g in opt.param_groups:
@@ -152,7 +153,9 @@ def validate(model_dir: str | Path, cases: list[Case], device: str = "auto") -> 
     score it against their reference on the original grid.
 
     Returns:
-        One dict per case: Dice per kidney, predicted and reference volumes (mL), seconds.
+        One dict per case: Dice per kidney after post-processing, Dice of the network's raw
+        kidney mask (both sides together; and per side for per-side networks), predicted
+        and reference volumes (mL), seconds.
     """
     from ..io import read_image
     from ..pipelines.mr_t2 import MRKidneyPipeline
@@ -164,10 +167,14 @@ def validate(model_dir: str | Path, cases: list[Case], device: str = "auto") -> 
         ref = np.asarray(read_image(case.label).array).astype(np.int64)
         result = pipe.segment(image)
         row: dict[str, object] = {"case": case.case_id, "seconds": round(result.seconds, 2)}
+        ref_any = np.isin(ref, list(case.label_values))
+        row["dice_kidneys_network"] = round(dice(result.network_labels > 0, ref_any), 4)
         for v, name in pipe.label_map.items():
             src = [s for s, d in case.label_values.items() if d == v]
             ref_k = np.isin(ref, src)
             row[f"dice_{name}"] = round(dice(result.mask.array == v, ref_k), 4)
+            if not pipe.bundle.config.merge_sides:  # the network's own sides, before post-processing
+                row[f"dice_{name}_network"] = round(dice(result.network_labels == v, ref_k), 4)
             row[f"{name}_ml"] = round(result.volumes_ml[f"{name}_ml"], 2)
             row[f"{name}_ref_ml"] = round(float(ref_k.sum()) * image.voxel_volume_ml, 2)
         rows.append(row)
