@@ -158,3 +158,33 @@ def test_list_models_and_info():
     assert proc.returncode == 0 and "mr-t2-unet (default)" in proc.stdout
     proc = run("info", str(EXAMPLE))
     assert proc.returncode == 0 and "orientation: LAS" in proc.stdout and "(256, 256, 31)" in proc.stdout
+
+
+def test_train_then_segment_with_local_model(tmp_path, two_kidney_phantom):
+    image, labels, affine = two_kidney_phantom
+    root = tmp_path / "Dataset002"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    for i in range(2):
+        save_nifti(image, affine, root / "imagesTr" / f"c{i}_0000.nii.gz")
+        save_nifti(labels, affine, root / "labelsTr" / f"c{i}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({"labels": {"background": 0, "kidney_right": 1, "kidney_left": 2}}))
+    cfg = tmp_path / "tiny.json"
+    cfg.write_text(json.dumps({"channels": [4, 8, 16], "num_res_units": 0, "patch_size": [32, 32],
+                               "batch_size": 2, "target_spacing_mm": 1.5, "checkpoint_every": 1}))
+    model = tmp_path / "model"
+    proc = run("train", "--dataset", str(root), "--layout", "nnunet", "-o", str(model), "--config", str(cfg),
+               "--iterations", "2", "--device", "cpu", "--threads", "1", "--quiet")
+    assert proc.returncode == 0, proc.stderr
+    saved = json.loads((model / "config.json").read_text())
+    assert saved["iterations"] == 2 and saved["layout"] == "nnunet" and saved["channels"] == [4, 8, 16]
+    src = root / "imagesTr" / "c0_0000.nii.gz"
+    proc = run("segment", str(src), "-o", str(tmp_path / "seg"), "--model", str(model), "--device", "cpu",
+               "--quiet", "--no-overlay")
+    assert proc.returncode == 0, proc.stderr
+    seg = nib.load(tmp_path / "seg" / "c0_0000_seg.nii.gz")
+    assert seg.shape == image.shape and np.array_equal(seg.affine, nib.load(src).affine)
+    assert not (tmp_path / "seg" / "c0_0000_overlay.png").exists()
+    bad = run("train", "--dataset", str(root), "--layout", "nnunet", "-o", str(tmp_path / "m2"),
+              "--patch-size", "30", "30", "--quiet")
+    assert bad.returncode == 2 and "patch_size" in bad.stderr

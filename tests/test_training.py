@@ -158,3 +158,13 @@ def test_3d_unet_trains_and_segments_on_input_grid(nnunet_dataset, tmp_path):
     assert result.mask.shape == image.shape and np.array_equal(result.mask.affine, image.affine)
     with pytest.raises(ValueError, match="patch_size"):
         cfg.replace(patch_size=(32, 32, 7))
+
+
+@needs_chaos
+def test_chaos_auxiliary_organs_become_extra_classes():
+    cfg = TrainConfig(dataset=str(CHAOS))
+    assert cfg.network_classes == 4 and cfg.kidney_classes == 1
+    case = chaos_cases(CHAOS, MR_KIDNEYS)[-1]
+    vol = load_volume(case, cfg)
+    assert set(np.unique(vol.label)) == {0, 1, 2, 3}  # background, kidney, liver, spleen
+    assert (vol.label[tuple(vol.fg.T)] == 1).all()  # foreground oversampling only targets kidney

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
@@ -23,12 +23,15 @@ class Case:
         label: label mask path.
         label_values: ``{file label value: kidneyseg label value}``; values not listed
             become background.
+        file_labels: the file's own label map, value -> structure name (used for
+            auxiliary training classes such as liver and spleen).
     """
 
     case_id: str
     image: Path
     label: Path
     label_values: dict[int, int]
+    file_labels: dict[int, str] = field(default_factory=dict)
 
 
 def _natural_key(s: str) -> list:
@@ -54,7 +57,7 @@ def chaos_cases(folder: str | Path, label_map: dict[int, str]) -> list[Case]:
         lbl = next(iter(folder.glob(f"label_{cid}.nii*")), None)
         if lbl is None:
             raise InputError(f"{img}: no matching label_{cid}.nii.gz")
-        cases.append(Case(cid, img, lbl, values))
+        cases.append(Case(cid, img, lbl, values, dict(CHAOS_MR)))
     if not cases:
         raise InputError(f"{folder}: no image_N.nii.gz files (CHAOS layout)")
     return cases
@@ -94,7 +97,7 @@ def nnunet_cases(folder: str | Path, label_map: dict[int, str]) -> list[Case]:
         lbl = next(iter((folder / "labelsTr").glob(f"{cid}.nii*")), None)
         if lbl is None:
             raise InputError(f"{img}: no matching labelsTr/{cid}.nii.gz")
-        cases.append(Case(cid, img, lbl, values))
+        cases.append(Case(cid, img, lbl, values, file_map))
     if not cases:
         raise InputError(f"{folder / 'imagesTr'}: no training images")
     return cases

@@ -61,6 +61,7 @@ class MRKidneyPipeline:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
         cfg = self.bundle.config
         labels_c, prepared = predict_labels(self.bundle.network, image, cfg, self.bundle.device)
+        labels_c[labels_c > cfg.kidney_classes] = 0  # auxiliary organs (liver, spleen) are not output
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
                                   midline_x_mm=midline, keep_largest=self.keep_largest)

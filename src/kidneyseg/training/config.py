@@ -25,6 +25,10 @@ class TrainConfig:
             (:func:`kidneyseg.postprocess.assign_kidneys`). A patch-based network cannot
             see where a patch lies in the body, so per-side classes are learnt poorly
             (measured: see benchmarks/README.md); this is the default.
+        auxiliary_labels: structures of the training labels (by name, e.g. ``liver`` and
+            ``spleen`` in CHAOS) learnt as extra classes so the network is taught what
+            bright organs next to a kidney are *not*; they are discarded at inference.
+            Names absent from a dataset's labels simply never occur.
         context_slices: neighbours on each side fed as channels (0 = plain 2D; 1 = three
             slices, "2.5D").
         target_spacing_mm: in-plane spacing in mm the network sees; images are resampled
@@ -64,6 +68,7 @@ class TrainConfig:
     exclude_cases: tuple[str, ...] = ()
     label_map: dict[int, str] = field(default_factory=lambda: dict(MR_KIDNEYS))
     merge_sides: bool = True
+    auxiliary_labels: tuple[str, ...] = ("liver", "spleen")
     context_slices: int = 1
     target_spacing_mm: float = 1.25
     channels: tuple[int, ...] = (16, 32, 64, 128, 256)
@@ -88,6 +93,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "exclude_cases", tuple(str(c) for c in self.exclude_cases))
+        object.__setattr__(self, "auxiliary_labels", tuple(str(c) for c in self.auxiliary_labels))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))
         object.__setattr__(self, "patch_size", tuple(int(c) for c in self.patch_size))
         object.__setattr__(self, "label_map", {int(k): str(v) for k, v in self.label_map.items()})
@@ -124,9 +130,14 @@ class TrainConfig:
         return [(2, 2, 2 if lvl >= levels - self.z_pool_levels else 1) for lvl in range(levels)]
 
     @property
+    def kidney_classes(self) -> int:
+        """Network classes that are kidney (values 1..kidney_classes of its argmax)."""
+        return 1 if self.merge_sides else len(self.label_map)
+
+    @property
     def network_classes(self) -> int:
-        """Output channels of the network, background included."""
-        return 2 if self.merge_sides else len(self.label_map) + 1
+        """Output channels of the network: background, kidney class(es), auxiliary classes."""
+        return 1 + self.kidney_classes + len(self.auxiliary_labels)
 
     def to_dict(self) -> dict:
         """JSON-ready dict (label keys become strings, tuples lists)."""

@@ -40,10 +40,17 @@ def load_volume(case: Case, config: TrainConfig) -> Volume:
     label = lut[np.asarray(ref.array).astype(np.int64).reshape(image.shape)]
     if config.merge_sides:
         label = (label > 0).astype(np.uint8)
+    raw = None
+    for j, name in enumerate(config.auxiliary_labels):
+        values = [v for v, n in case.file_labels.items() if n == name]
+        if values:
+            raw = np.asarray(ref.array).astype(np.int64).reshape(image.shape) if raw is None else raw
+            label[np.isin(raw, values) & (label == 0)] = 1 + config.kidney_classes + j
     prepared = prepare(image, config.target_spacing_mm)
     label_c, _ = to_canonical(image.with_array(label))
     label_r = resize_slices(label_c.array, prepared.volume.shape[:2], mode="nearest-exact").numpy().astype(np.uint8)
-    return Volume(case.case_id, prepared.volume, label_r, np.argwhere(label_r > 0))
+    fg = (label_r > 0) & (label_r <= config.kidney_classes)
+    return Volume(case.case_id, prepared.volume, label_r, np.argwhere(fg))
 
 
 def flip_left_right(image: np.ndarray, label: np.ndarray, label_map: dict[int, str]) -> tuple[np.ndarray, np.ndarray]:
@@ -59,7 +66,7 @@ def flip_left_right(image: np.ndarray, label: np.ndarray, label_map: dict[int, s
         anatomy demands after a mirror. Labels without a twin keep their value.
     """
     by_name = {n: v for v, n in label_map.items()}
-    lut = np.arange(max(label_map) + 1, dtype=label.dtype)
+    lut = np.arange(max(max(label_map), int(label.max())) + 1, dtype=label.dtype)
     for v, n in label_map.items():
         for a, b in (("_right", "_left"), ("_left", "_right")):
             if n.endswith(a) and n[: -len(a)] + b in by_name:
