@@ -102,7 +102,8 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
         state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
         network.load_state_dict(state)
     except Exception as exc:
-        raise InputError(f"{folder / WEIGHTS}: weights do not load ({exc.__class__.__name__})") from None
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise InputError(f"{folder / WEIGHTS}: weights do not fit config.json ({exc.__class__.__name__}: {first})") from None
     network.to(dev).eval()
     if dev.type == "cpu" and config.spatial_dims == 2:
         network = network.to(memory_format=torch.channels_last)
