@@ -86,27 +86,31 @@ def test_nnunet_layout_reader_and_foreground_oversampling(nnunet_dataset):
         nnunet_cases(nnunet_dataset / "imagesTr", MR_KIDNEYS)
 
 
-def test_training_resumes_after_kill_to_identical_weights(nnunet_dataset, tmp_path, monkeypatch):
-    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
-    full = train(cfg, tmp_path / "full", progress=False)
-
+def _train_killed_at_batch(cfg, out, monkeypatch, kill_at: int) -> None:
+    """Run ``train`` and raise KeyboardInterrupt when batch number ``kill_at`` is drawn."""
     import kidneyseg.training.trainer as trainer
 
     real = trainer.sample_batch
     calls = {"n": 0}
 
-    def killed_after_three(*a, **k):
+    def killed(*a, **k):
         calls["n"] += 1
-        if calls["n"] == 4:
+        if calls["n"] == kill_at:
             raise KeyboardInterrupt
         return real(*a, **k)
 
-    monkeypatch.setattr(trainer, "sample_batch", killed_after_three)
+    monkeypatch.setattr(trainer, "sample_batch", killed)
     with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "resumed", progress=False)
+        train(cfg, out, progress=False)
+    monkeypatch.setattr(trainer, "sample_batch", real)
+
+
+def test_training_resumes_after_kill_to_identical_weights(nnunet_dataset, tmp_path, monkeypatch):
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
+    full = train(cfg, tmp_path / "full", progress=False)
+    _train_killed_at_batch(cfg, tmp_path / "resumed", monkeypatch, kill_at=4)
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
     assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["iteration"] == 2
-    monkeypatch.setattr(trainer, "sample_batch", real)
     resumed = train(cfg, tmp_path / "resumed", progress=False)
     a = torch.load(full / "model.pt", weights_only=True)
     b = torch.load(resumed / "model.pt", weights_only=True)
@@ -118,21 +122,7 @@ def test_training_resumes_after_kill_to_identical_weights(nnunet_dataset, tmp_pa
 
 def test_checkpoint_with_other_config_is_refused(nnunet_dataset, tmp_path, monkeypatch):
     cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
-    import kidneyseg.training.trainer as trainer
-
-    real = trainer.sample_batch
-    calls = {"n": 0}
-
-    def killed(*a, **k):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return real(*a, **k)
-
-    monkeypatch.setattr(trainer, "sample_batch", killed)
-    with pytest.raises(KeyboardInterrupt):
-        train(cfg, tmp_path / "m", progress=False)
-    monkeypatch.setattr(trainer, "sample_batch", real)
+    _train_killed_at_batch(cfg, tmp_path / "m", monkeypatch, kill_at=3)
     with pytest.raises(ValueError, match="another config"):
         train(cfg.replace(seed=5), tmp_path / "m", progress=False)
 

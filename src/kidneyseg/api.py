@@ -210,10 +210,10 @@ def run_demo(out_dir: str | Path = "demo_output", device: str = "auto", overwrit
         raise InputError(summary.failures[0][1])
     row = summary.rows[0]
     pred = np.asarray(read_image(Path(out_dir) / "image_39_seg.nii.gz").array)
-    ref = np.asarray(read_image(ex / "label_39_kidneys.nii.gz").array)
+    ref_img = read_image(ex / "label_39_kidneys.nii.gz")
+    ref = np.asarray(ref_img.array)
     labels = json.loads((ex / "label_39_kidneys.json").read_text())
     scores = {name: dice(pred == int(v), ref == int(v)) for v, name in labels.items()}
-    ref_img = read_image(ex / "label_39_kidneys.nii.gz")
     print(f"bundled example: CHAOS T2 case 39 (not used for training), written to {out_dir}/")
     print(f"{'kidney':<14}{'volume mL':>10}{'expert mL':>10}{'Dice':>8}")
     for v, name in labels.items():

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..io import Image, Reorientation, from_canonical, to_canonical
+from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
 
 
@@ -142,5 +142,3 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
                                       levels=len(config.channels))
     return probs.argmax(0).to(torch.uint8).numpy(), prepared
 
-
-__all__ = ["Prepared", "prepare", "slice_stack", "predict_probabilities", "predict_labels", "from_canonical"]

@@ -9,7 +9,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -130,8 +130,3 @@ def write_json(obj: object, path: str | Path) -> None:
     """Write JSON (indent 2) atomically."""
     write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", path)
 
-
-def save_with(writer: Callable[[Path], None], path: str | Path) -> None:
-    """Call ``writer(tmp_path)`` and rename the result onto ``path`` when it succeeds."""
-    with atomic_path(path) as tmp:
-        writer(tmp)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import time
 
 import numpy as np
-import torch
 
 from ..errors import GeometryError
 from ..inference import predict_labels
@@ -86,8 +85,3 @@ class MRKidneyPipeline:
             network_labels=from_canonical(labels_c, prepared.reorientation),
         )
 
-
-def set_threads(num_threads: int) -> None:
-    """Set torch intra-op threads (0 keeps torch's default)."""
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
