@@ -188,6 +188,20 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
 
 
+def evaluate(pred: str | Path, ref: str | Path, out_dir: str | Path | None = None, **options):
+    """Score predicted masks against references; see
+    :func:`kidneyseg.metrics.files.evaluate_files` for the options, outputs and errors.
+
+    Example::
+
+        ev = kidneyseg.evaluate("out/", "refs/", "eval/", regions="kits")
+        ev.summary  # per region and metric: n, n_inf, mean, std, median, min, max
+    """
+    from .metrics.files import evaluate_files
+
+    return evaluate_files(pred, ref, out_dir, **options)
+
+
 def example_dir() -> Path:
     """Folder of the bundled example (CHAOS T2 case 39, CC BY-SA 4.0)."""
     return Path(str(resources.files("kidneyseg") / "assets" / "example"))

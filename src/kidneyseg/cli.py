@@ -55,6 +55,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--threads", type=int, default=None)
     _add_common(t)
 
+    e = sub.add_parser("evaluate", help="score predicted masks against reference masks (Dice, HD95, surface Dice, ...)")
+    e.add_argument("pred", help="predicted mask (NIfTI) or a folder of them")
+    e.add_argument("ref", help="reference mask or folder (also KiTS case_*/segmentation.nii.gz)")
+    e.add_argument("-o", "--output", required=True, help="output folder for metrics.csv, summary.csv, metrics.json, plots")
+    e.add_argument("--regions", default="labels", choices=["labels", "kits", "mr-kidneys", "foreground"],
+                   help="labels: each label value; kits: kidney_and_masses, masses, tumor (KiTS23 tolerances); "
+                        "mr-kidneys: kidney_right, kidney_left, kidneys; foreground: all labels as one")
+    e.add_argument("--labels", type=int, nargs="+", default=None, help="label values to evaluate (with --regions labels)")
+    e.add_argument("--label-map", default=None, choices=["mr_kidneys", "kits", "chaos_mr"],
+                   help="name label regions after this label map")
+    e.add_argument("--tolerance-mm", type=float, default=1.0,
+                   help="surface Dice tolerance in mm (default 1.0; the kits regions use the KiTS23 values)")
+    e.add_argument("--no-plots", action="store_true", help="skip the violin plots")
+    e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    e.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
+    e.add_argument("--quiet", action="store_true")
+    e.add_argument("--debug", action="store_true")
+
     lm = sub.add_parser("list-models", help="list registered pipelines and the shipped model")
     lm.add_argument("--debug", action="store_true")
     lm.add_argument("--quiet", action="store_true")
@@ -124,6 +142,34 @@ def _cmd_list_models(args) -> int:
     return 0
 
 
+def _fmt(v: float) -> str:
+    return "inf" if v == float("inf") else f"{v:.4g}"
+
+
+def _cmd_evaluate(args) -> int:
+    from .api import evaluate
+
+    ev = evaluate(args.pred, args.ref, args.output, regions=args.regions, labels=args.labels,
+                  label_map=args.label_map, tolerance_mm=args.tolerance_mm, plots=not args.no_plots,
+                  overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
+    for kind, ids in (("prediction", ev.unmatched_pred), ("reference", ev.unmatched_ref)):
+        if ids:
+            print(f"kidneyseg: warning: {len(ids)} case(s) with a {kind} only, not evaluated: {', '.join(ids)}",
+                  file=sys.stderr)
+    if not args.quiet:
+        cases = len({r["case"] for r in ev.rows})
+        print(f"{cases} case(s) evaluated; median (mean) [n_inf]:")
+        stats = {(s["region"], s["metric"]): s for s in ev.summary}
+        for region in dict.fromkeys(r["region"] for r in ev.rows):
+            parts = []
+            for m in ("dice", "hd95_mm", "assd_mm", "surface_dice"):
+                s = stats[(region, m)]
+                parts.append(f"{m} {_fmt(s['median'])} ({_fmt(s['mean'])})" + (f" [{s['n_inf']}]" if s["n_inf"] else ""))
+            print(f"  {region}: " + ", ".join(parts))
+        print(f"tables and plots written to {args.output}")
+    return 0
+
+
 def _cmd_info(args) -> int:
     import numpy as np
 
@@ -146,7 +192,7 @@ def _cmd_demo(args) -> int:
 
 
 _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_list_models,
-             "info": _cmd_info, "demo": _cmd_demo}
+             "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -51,6 +51,12 @@ class TrainConfig:
             voxel (foreground oversampling; nnU-Net uses 1/3).
         augment_rotation_deg: maximum in-plane rotation.
         augment_scale: maximum relative zoom (0.15 -> 0.85 to 1.15).
+        augment_intensity: "standard" (intensity scale +-25 %, gamma 0.7-1.5, Gaussian
+            noise) or "strong", which adds a random monotone remapping of the intensity
+            histogram (MONAI ``RandHistogramShiftd``, p 0.5) and a smooth multiplicative
+            bias field (MONAI ``RandBiasFieldd``, p 0.3), for scans whose contrast
+            differs from the training set's (for example, CHAOS case 36, where fluid
+            rather than kidney is the brightest tissue).
         augment_flip_lr: mirror along the patient's left-right axis. A mirrored body puts
             the right kidney on the left, so the labels are swapped with it (explicitly, in
             :func:`kidneyseg.training.augment.flip_left_right`); off by default because the
@@ -84,6 +90,7 @@ class TrainConfig:
     augment_rotation_deg: float = 15.0
     augment_scale: float = 0.15
     augment_flip_lr: bool = False
+    augment_intensity: str = "standard"
     folds: int = 5
     fold: int | None = None
     seed: int = 0
@@ -120,6 +127,8 @@ class TrainConfig:
             raise ValueError(f"label_map: expected values 1..N, got {sorted(self.label_map)}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
+        if self.augment_intensity not in ("standard", "strong"):
+            raise ValueError(f"augment_intensity: expected 'standard' or 'strong', got {self.augment_intensity!r}")
 
     @property
     def strides(self) -> list[tuple[int, ...]]:

@@ -77,19 +77,28 @@ def flip_left_right(image: np.ndarray, label: np.ndarray, label_map: dict[int, s
 def augmentation(config: TrainConfig) -> mt.Compose:
     """MONAI dictionary transforms on ``{"image": (C, X, Y), "label": (1, X, Y)}``:
     rotation and zoom (p 0.5), Gaussian noise (p 0.15), intensity scale (p 0.3), gamma
-    (p 0.3). Mirroring is handled by :func:`flip_left_right` because it changes labels."""
+    (p 0.3); with ``augment_intensity="strong"`` also a histogram shift (p 0.5) and a bias
+    field (p 0.3). Mirroring is handled by :func:`flip_left_right` because it changes labels."""
     rot = np.deg2rad(config.augment_rotation_deg)
     if config.spatial_dims == 3:  # rotate about the slice axis, zoom in-plane only
         rotate, scale = (0.0, 0.0, rot), (config.augment_scale, config.augment_scale, 0.0)
     else:
         rotate, scale = (rot,), (config.augment_scale, config.augment_scale)
-    return mt.Compose([
+    transforms = [
         mt.RandAffined(keys=["image", "label"], prob=0.5, rotate_range=rotate, scale_range=scale,
                        mode=("bilinear", "nearest"), padding_mode="border"),
+    ]
+    if config.augment_intensity == "strong":
+        transforms += [
+            mt.RandBiasFieldd(keys=["image"], degree=3, coeff_range=(0.0, 0.3), prob=0.3),
+            mt.RandHistogramShiftd(keys=["image"], num_control_points=(5, 10), prob=0.5),
+        ]
+    transforms += [
         mt.RandGaussianNoised(keys=["image"], prob=0.15, std=0.1),
         mt.RandScaleIntensityd(keys=["image"], factors=0.25, prob=0.3),
         mt.RandAdjustContrastd(keys=["image"], prob=0.3, gamma=(0.7, 1.5)),
-    ])
+    ]
+    return mt.Compose(transforms)
 
 
 def _crop(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...], fill: float) -> np.ndarray:
