@@ -24,6 +24,8 @@ test: install
 
 benchmark: install
 	$(BIN)/python benchmarks/mr_kidney.py
+	$(BIN)/python benchmarks/metrics_speed.py
+	$(BIN)/python benchmarks/kidneyus_interobserver.py
 
 clean:
 	rm -rf $(VENV) demo_output
