@@ -19,8 +19,8 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import InputError
-from .io import AtomicOutputs, Image, case_name, mask_to_nifti, read_image
-from .pipelines import DEFAULT_PIPELINE, Result, get_pipeline
+from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, read_image
+from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -120,15 +120,25 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
         InputError: missing inputs, colliding case names, unwritable output folder,
             existing outputs without ``overwrite``, unknown pipeline or bad model folder.
     """
-    from .report import overlay_montage, write_volume_tables
-
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     files = expand_inputs(list(inputs))
     out = Path(out_dir)
+    created = not out.exists()
     _check_output_dir(out)
+    try:
+        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress)
+    finally:
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()  # nothing was written: leave no trace
+
+
+def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
+                  overlay: bool, keep_largest: bool, progress: bool) -> SegmentSummary:
+    from .report import overlay_montage, write_volume_tables
+
     if not overwrite:
         targets = [out / "volumes.csv", out / "volumes.json"]
         for f in files:
@@ -136,29 +146,44 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
-    pipe = get_pipeline(pipeline or DEFAULT_PIPELINE, model=None if model is None else str(model), device=device)
-    pipe.keep_largest = keep_largest
+    name = pipeline or DEFAULT_PIPELINE
+    if name not in PIPELINES:
+        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
+    pipe = None  # loaded at the first readable image, so bad input fails fast
     summary = SegmentSummary()
-    for f in tqdm(files, desc="segment", disable=not progress or len(files) < 2, unit="case"):
+    for f in tqdm(files, desc="segment", disable=True if not progress or len(files) < 2 else None, unit="case"):
         case = case_name(f)
         try:
-            image = read_image(f, dtype=np.float32)
+            image = check_volume(read_image(f, dtype=np.float32))
+        except InputError as exc:
+            summary.failures.append((case, str(exc)))
+            continue
+        if pipe is None:  # a bad model folder stops the run (InputError propagates)
+            pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
+            pipe.keep_largest = keep_largest
+        try:
             result = pipe.segment(image)
             paths = case_outputs(out, case, overlay)
-            with AtomicOutputs(overwrite=True) as outs:
-                tmp = outs.stage(paths["seg"])
-                mask_to_nifti(result.mask.array, image).to_filename(str(tmp))
-                outs.stage(paths["labels"]).write_text(
-                    json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
-                if overlay:
-                    overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                    title=f"{case}: R {result.volumes_ml['kidney_right_ml']:.0f} mL, "
-                                          f"L {result.volumes_ml['kidney_left_ml']:.0f} mL")
+            try:
+                with AtomicOutputs(overwrite=True) as outs:
+                    tmp = outs.stage(paths["seg"])
+                    mask_to_nifti(result.mask.array, image).to_filename(str(tmp))
+                    outs.stage(paths["labels"]).write_text(
+                        json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
+                    if overlay:
+                        overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
+                                        title=f"{case}: R {result.volumes_ml['kidney_right_ml']:.0f} mL, "
+                                              f"L {result.volumes_ml['kidney_left_ml']:.0f} mL")
+            except OSError as exc:
+                raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
             summary.rows.append(result.row())
         except InputError as exc:
             summary.failures.append((case, str(exc)))
     if summary.rows:
-        write_volume_tables(summary.rows, out, overwrite=True)
+        try:
+            write_volume_tables(summary.rows, out, overwrite=True)
+        except OSError as exc:
+            raise InputError(f"{out}: cannot write volumes.csv/volumes.json ({exc.strerror or exc})") from None
     return summary
 
 

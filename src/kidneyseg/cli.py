@@ -103,7 +103,7 @@ def _cmd_segment(args) -> int:
             print(f"{row['case']}: right {row['kidney_right_ml']:.1f} mL, left {row['kidney_left_ml']:.1f} mL, "
                   f"total {row['total_ml']:.1f} mL, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
     for case, msg in summary.failures:
-        print(f"kidneyseg: error: {msg}", file=sys.stderr)
+        print(f"kidneyseg: error: {_one_line(msg)}", file=sys.stderr)
     return 2 if summary.failures else 0
 
 
@@ -177,8 +177,11 @@ def _cmd_info(args) -> int:
 
     img = read_image(args.input)
     a = np.asarray(img.array)
+    codes = axcodes(img.affine) if img.ndim >= 3 else None
+    orientation = "n/a (2D)" if codes is None else (
+        "".join(codes) if None not in codes else "undefined (singular affine: an axis has no direction)")
     print(f"file: {img.source}\nshape: {img.shape}\ndtype: {a.dtype}\nspacing_mm: "
-          f"{tuple(round(s, 4) for s in img.spacing_mm)}\norientation: {''.join(axcodes(img.affine)) if img.ndim >= 3 else 'n/a'}")
+          f"{tuple(round(s, 4) for s in img.spacing_mm)}\norientation: {orientation}")
     if a.dtype.kind in "biuf":
         print(f"range: {a.min()} .. {a.max()}")
     return 0
@@ -195,6 +198,11 @@ _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_l
              "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate}
 
 
+def _one_line(message: object) -> str:
+    """A message on one line: library messages may carry newlines."""
+    return " ".join(str(message).split())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kidneyseg`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
@@ -202,7 +210,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _COMMANDS[args.command](args)
     except InputError as exc:
-        print(f"kidneyseg: error: {exc}", file=sys.stderr)
+        print(f"kidneyseg: error: {_one_line(exc)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("kidneyseg: interrupted", file=sys.stderr)
@@ -210,7 +218,7 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as exc:  # an internal error: one line unless --debug
         if args.debug:
             raise
-        print(f"kidneyseg: internal error: {exc.__class__.__name__}: {exc} (rerun with --debug)", file=sys.stderr)
+        print(f"kidneyseg: internal error: {exc.__class__.__name__}: {_one_line(exc)} (rerun with --debug)", file=sys.stderr)
         return 1
 
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..errors import InputError
 from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
 
@@ -33,6 +34,12 @@ class Prepared:
     reorientation: Reorientation
 
 
+MIN_FOV_MM = 32.0
+"""Smallest in-plane field of view (mm) accepted: a kidney is longer than this."""
+MAX_SLICE_PX = 1024
+"""Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
+
+
 def prepare(image: Image, target_spacing_mm: float) -> Prepared:
     """Reorient to RAS, z-score (0.5/99.5 percentile clip), resample in-plane.
 
@@ -42,11 +49,24 @@ def prepare(image: Image, target_spacing_mm: float) -> Prepared:
 
     Returns:
         :class:`Prepared`. In-plane size is ``round(n * spacing / target)`` per axis.
+
+    Raises:
+        InputError: an in-plane field of view under :data:`MIN_FOV_MM` (too small to hold a
+            kidney) or a resampled slice larger than :data:`MAX_SLICE_PX` pixels per side
+            (implausible spacing, e.g. metres).
     """
     canonical, reo = to_canonical(image)
-    vol = zscore_percentile(canonical.array)
     sx, sy, _ = canonical.spacing_mm
-    size = (max(1, round(vol.shape[0] * sx / target_spacing_mm)), max(1, round(vol.shape[1] * sy / target_spacing_mm)))
+    fov = (canonical.shape[0] * sx, canonical.shape[1] * sy)
+    size = (max(1, round(canonical.shape[0] * sx / target_spacing_mm)), max(1, round(canonical.shape[1] * sy / target_spacing_mm)))
+    src = image.source if image.source is not None else "image"
+    if min(fov) < MIN_FOV_MM:
+        raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small to hold a kidney "
+                         f"(need >= {MIN_FOV_MM:.0f} mm; spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)})")
+    if max(size) > MAX_SLICE_PX:
+        raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is implausible for a body scan "
+                         f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
+    vol = zscore_percentile(canonical.array)
     vol = resize_slices(vol, size, mode="bilinear").numpy()
     return Prepared(vol, canonical, reo)
 

@@ -61,6 +61,10 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
 
 
 def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None) -> np.ndarray:
+    stored = np.dtype(img.get_data_dtype())
+    if stored.kind not in "biuf":
+        what = "RGB/structured" if stored.kind == "V" else str(stored)
+        raise InputError(f"{p}: unsupported voxel type {what} (expected integer or float intensities)")
     try:
         if dtype is None:
             return np.asanyarray(img.dataobj)
@@ -91,6 +95,30 @@ def _read_parrec(p: Path, dtype: type | None) -> Image:
     return Image(array, img.affine, p, None, "MR")
 
 
+def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> None:
+    """Raise if the sorted slices of a series are not evenly spaced: a missing slice, or
+    uneven spacing, would otherwise give a volume with the wrong geometry (ITK only warns)."""
+    if n < 3:
+        return
+    pos = []
+    for i in range(n):
+        if not reader.HasMetaDataKey(i, "0020|0032"):
+            return  # no ImagePositionPatient (e.g. a single multi-frame file): nothing to check
+        try:
+            pos.append(float(np.dot(normal, [float(v) for v in reader.GetMetaData(i, "0020|0032").split("\\")])))
+        except ValueError:
+            raise InputError(f"{folder}: unreadable ImagePositionPatient in slice {i + 1}") from None
+    gaps = np.diff(np.sort(np.asarray(pos)))
+    step = float(np.median(gaps))
+    if step <= 0:
+        raise InputError(f"{folder}: several slices share one position (duplicate or mixed series)")
+    worst = int(np.argmax(np.abs(gaps - step)))
+    if abs(gaps[worst] - step) > 0.01 * step + 1e-3:
+        kind = "missing slice(s)" if gaps[worst] > 1.5 * step else "uneven slice spacing"
+        raise InputError(f"{folder}: {kind}: gap of {gaps[worst]:.3g} mm after slice {worst + 1} of {n}, "
+                         f"others {step:.3g} mm")
+
+
 def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None) -> Image:
     import SimpleITK as sitk
 
@@ -117,6 +145,7 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
         sitk_img = reader.Execute()  # GDCM sorts by position and applies rescale slope/intercept
     except RuntimeError as exc:
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
     array = sitk.GetArrayFromImage(sitk_img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
     if dtype is not None:
         array = array.astype(dtype, copy=False)

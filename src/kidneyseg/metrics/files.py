@@ -250,17 +250,18 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
     from tqdm import tqdm
 
     results: list[_CaseResult] = []
-    bar = tqdm(total=len(tasks), desc="evaluate", unit="case", disable=not progress)
-    if workers > 1 and len(tasks) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            for res in pool.map(_evaluate_task, tasks):
-                results.append(res)
+    # no bar when stderr is not a terminal (logs, pipes), so an error stays one line there
+    with tqdm(total=len(tasks), desc="evaluate", unit="case", disable=True if not progress else None,
+              leave=False) as bar:
+        if workers > 1 and len(tasks) > 1:
+            with ProcessPoolExecutor(max_workers=workers) as pool:
+                for res in pool.map(_evaluate_task, tasks):
+                    results.append(res)
+                    bar.update()
+        else:
+            for t in tasks:
+                results.append(_evaluate_task(t))
                 bar.update()
-    else:
-        for t in tasks:
-            results.append(_evaluate_task(t))
-            bar.update()
-    bar.close()
     rows = _complete_rows(results)
     if labels:
         for v in labels:
