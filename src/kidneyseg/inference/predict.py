@@ -55,7 +55,7 @@ def prepare(image: Image, target_spacing_mm: float) -> Prepared:
             kidney) or a resampled slice larger than :data:`MAX_SLICE_PX` pixels per side
             (implausible spacing, e.g. metres).
     """
-    canonical, reo = to_canonical(image)
+    canonical, reo = to_canonical(image, copy=False)  # a view: zscore_percentile makes the one copy
     sx, sy, _ = canonical.spacing_mm
     fov = (canonical.shape[0] * sx, canonical.shape[1] * sy)
     size = (max(1, round(canonical.shape[0] * sx / target_spacing_mm)), max(1, round(canonical.shape[1] * sy / target_spacing_mm)))
@@ -87,6 +87,25 @@ def slice_stack(volume: torch.Tensor, z: torch.Tensor, context: int) -> torch.Te
     return volume[:, :, idx].permute(2, 3, 0, 1)
 
 
+def _slice_batches(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
+                   batch_slices: int, levels: int):
+    """Yield ``(z0, z1, probs)`` with softmax ``probs`` ``(B, C, X', Y')`` at the model's
+    in-plane spacing for slices ``z0:z1``."""
+    vol = torch.from_numpy(prepared.volume)
+    nx, ny, nz = vol.shape
+    m = 2 ** (levels - 1)
+    px, py = math.ceil(nx / m) * m - nx, math.ceil(ny / m) * m - ny
+    fill = float(vol.min())
+    vol = F.pad(vol.permute(2, 0, 1), (py // 2, py - py // 2, px // 2, px - px // 2), value=fill).permute(1, 2, 0)
+    for start in range(0, nz, batch_slices):
+        z = torch.arange(start, min(nz, start + batch_slices))
+        x = slice_stack(vol, z, context).to(device)
+        if device.type == "cpu":
+            x = x.contiguous(memory_format=torch.channels_last)
+        logits = network(x).float()
+        yield start, start + len(z), torch.softmax(logits, dim=1)[:, :, px // 2: px // 2 + nx, py // 2: py // 2 + ny].cpu()
+
+
 @torch.inference_mode()
 def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
                           batch_slices: int = 8, levels: int = 5) -> torch.Tensor:
@@ -102,25 +121,31 @@ def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context:
 
     Returns:
         float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``
-        (probabilities resampled back from the model's in-plane spacing, bilinear).
+        (probabilities resampled back from the model's in-plane spacing, bilinear). Holds
+        C float32 volumes; :func:`predict_labels` streams instead.
     """
-    vol = torch.from_numpy(prepared.volume)
-    nx, ny, nz = vol.shape
-    m = 2 ** (levels - 1)
-    px, py = math.ceil(nx / m) * m - nx, math.ceil(ny / m) * m - ny
-    fill = float(vol.min())
-    vol = F.pad(vol.permute(2, 0, 1), (py // 2, py - py // 2, px // 2, px - px // 2), value=fill).permute(1, 2, 0)
-    out = []
-    for start in range(0, nz, batch_slices):
-        z = torch.arange(start, min(nz, start + batch_slices))
-        x = slice_stack(vol, z, context).to(device)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = network(x).float()
-        out.append(torch.softmax(logits, dim=1)[:, :, px // 2: px // 2 + nx, py // 2: py // 2 + ny].cpu())
+    out = [p for _, _, p in _slice_batches(network, prepared, context, device, batch_slices, levels)]
     probs = torch.cat(out, 0).permute(1, 2, 3, 0)  # (C, X', Y', Z)
-    size = prepared.canonical.shape[:2]
-    return resize_slices(probs, size, mode="bilinear")
+    return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
+
+
+@torch.inference_mode()
+def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
+                      batch_slices: int = 8, levels: int = 5) -> np.ndarray:
+    """Argmax of :func:`predict_probabilities`, computed batch by batch of slices so that
+    only uint8 labels are held for the whole volume (the resampling is in-plane, so the
+    result is identical).
+
+    Returns:
+        uint8 ``(X, Y, Z)`` on the canonical grid.
+    """
+    size = tuple(prepared.canonical.shape[:2])
+    labels = np.empty(prepared.canonical.shape, dtype=np.uint8)
+    for z0, z1, probs in _slice_batches(network, prepared, context, device, batch_slices, levels):
+        if tuple(probs.shape[2:]) != size:
+            probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
+        labels[:, :, z0:z1] = probs.argmax(1).to(torch.uint8).permute(1, 2, 0).numpy()
+    return labels
 
 
 @torch.inference_mode()
@@ -157,8 +182,7 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
     prepared = prepare(image, config.target_spacing_mm)
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
-    else:
-        probs = predict_probabilities(network, prepared, config.context_slices, device,
-                                      levels=len(config.channels))
-    return probs.argmax(0).to(torch.uint8).numpy(), prepared
+        return probs.argmax(0).to(torch.uint8).numpy(), prepared
+    labels = predict_labels_2d(network, prepared, config.context_slices, device, levels=len(config.channels))
+    return labels, prepared
 

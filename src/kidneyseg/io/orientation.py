@@ -48,7 +48,7 @@ def axcodes(affine: np.ndarray) -> tuple[str, str, str]:
     return tuple(nib.aff2axcodes(affine))  # type: ignore[return-value]
 
 
-def to_canonical(image: Image) -> tuple[Image, Reorientation]:
+def to_canonical(image: Image, copy: bool = True) -> tuple[Image, Reorientation]:
     """Permute and flip a 3D image's axes to RAS; no interpolation.
 
     Args:
@@ -61,6 +61,9 @@ def to_canonical(image: Image) -> tuple[Image, Reorientation]:
 
     Raises:
         ValueError: the image is not 3D.
+
+    With ``copy=False`` the canonical array is a view of the input's (permuted and flipped
+    strides, no memory), for callers that only read it.
     """
     if image.ndim != 3:
         raise ValueError(f"to_canonical: expected a 3D image, got shape {image.shape}")
@@ -68,7 +71,7 @@ def to_canonical(image: Image) -> tuple[Image, Reorientation]:
     transform = nib.orientations.ornt_transform(ornt, _RAS)
     array = nib.orientations.apply_orientation(image.array, transform)
     affine = image.affine @ nib.orientations.inv_ornt_aff(transform, image.shape)
-    canonical = Image(np.ascontiguousarray(array), affine, image.source, None, image.modality)
+    canonical = Image(np.ascontiguousarray(array) if copy else array, affine, image.source, None, image.modality)
     return canonical, Reorientation(ornt, tuple(image.shape), axcodes(image.affine))
 
 

@@ -33,6 +33,10 @@ class KidneyAssignment:
     centroids_world_mm: dict[str, list[float]] = field(default_factory=dict)
 
 
+MIDLINE_MAX_VOXELS = 32_000_000
+"""Above this many voxels the midline is found on an in-plane subsample (memory)."""
+
+
 def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     """World x (RAS+, mm) of the body's centroid, used as the patient's midline.
 
@@ -45,11 +49,23 @@ def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     """
     from skimage.filters import threshold_otsu
 
+    step = 1
+    while image[::step, ::step].size > MIDLINE_MAX_VOXELS and step < 8:
+        step *= 2  # large volumes: every step-th voxel in-plane (the midline needs mm, not voxels)
+    if step > 1:
+        image = image[::step, ::step]
+        affine = affine @ np.diag([step, step, 1, 1])
     body = image > threshold_otsu(image)
     cc, n = ndimage.label(body)
     if n > 1:
         body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
-    centre = np.argwhere(body).mean(axis=0) if body.any() else (np.array(image.shape) - 1) / 2
+    del cc
+    total = np.count_nonzero(body)
+    if total == 0:
+        centre = (np.array(image.shape) - 1) / 2
+    else:  # centroid from per-axis projections, without an (N, 3) index array
+        centre = np.array([np.dot(np.arange(body.shape[ax]), body.sum(axis=tuple(a for a in range(3) if a != ax)))
+                           for ax in range(3)], dtype=np.float64) / total
     return float((affine[:3, :3] @ centre + affine[:3, 3])[0])
 
 
@@ -90,6 +106,23 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     if "kidney_right" not in by_name or "kidney_left" not in by_name:
         raise ValueError(f"label_map: expected kidney_right and kidney_left, got {sorted(by_name)}")
     right, left = by_name["kidney_right"], by_name["kidney_left"]
+    # work inside the bounding box of the foreground only (exact: every component lies in it)
+    nz = [np.flatnonzero(np.any(labels > 0, axis=tuple(a for a in range(labels.ndim) if a != ax)))
+          for ax in range(labels.ndim)]
+    if any(v.size == 0 for v in nz):
+        return KidneyAssignment(np.zeros(labels.shape, dtype=np.uint8), 0, "none", 1.0, 0)
+    box = tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
+    shift = np.eye(4)
+    shift[:3, 3] = [b.start for b in box]
+    result = _assign_in_box(labels[box], affine @ shift, right, left, midline_x_mm, keep_largest, min_second_fraction)
+    full = np.zeros(labels.shape, dtype=np.uint8)
+    full[box] = result.labels
+    result.labels = full
+    return result
+
+
+def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int, midline_x_mm: float | None,
+                   keep_largest: bool, min_second_fraction: float) -> KidneyAssignment:
     fg = labels > 0
     cc, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
     out = np.zeros(labels.shape, dtype=np.uint8)

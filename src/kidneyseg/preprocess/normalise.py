@@ -22,10 +22,12 @@ def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5
     Raises:
         ValueError: the array is constant after clipping (std 0).
     """
-    a = np.asarray(array, dtype=np.float32)
+    a = np.array(array, dtype=np.float32, copy=True)  # the one working copy; the input is untouched
     lo, hi = np.percentile(a, [lower, upper])
-    a = np.clip(a, lo, hi)
+    np.clip(a, lo, hi, out=a)
     std = float(a.std())
     if std == 0.0:
         raise ValueError("zscore_percentile: array is constant after percentile clipping")
-    return ((a - float(a.mean())) / std).astype(np.float32, copy=False)
+    a -= float(a.mean())
+    a /= std
+    return a

@@ -37,8 +37,8 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
         max_slices: panels at most.
         title: figure title.
     """
-    img_c, _ = to_canonical(image)
-    msk_c, _ = to_canonical(mask)
+    img_c, _ = to_canonical(image, copy=False)  # read-only views, no copies of a large volume
+    msk_c, _ = to_canonical(mask, copy=False)
     vol, lab = np.asarray(img_c.array, dtype=np.float32), np.asarray(msk_c.array)
     zs = np.flatnonzero(lab.any(axis=(0, 1)))
     lo, hi = (zs[0], zs[-1]) if zs.size else (0, vol.shape[2] - 1)
@@ -47,7 +47,7 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
     cols = min(4, len(slices))
     rows = int(np.ceil(len(slices) / cols))
     sx, sy, _ = img_c.spacing_mm
-    vmin, vmax = np.percentile(vol, [1, 99.5])
+    vmin, vmax = np.percentile(vol[:, :, slices], [1, 99.5])  # the displayed slices only
     fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * (vol.shape[1] * sy) / (vol.shape[0] * sx) + 0.5),
                              squeeze=False, facecolor="black")
     for ax in axes.ravel():
