@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from .errors import InputError
@@ -198,6 +200,10 @@ _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_l
              "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate}
 
 
+def _terminated(signum, frame):
+    raise SystemExit(128 + signum)
+
+
 def _one_line(message: object) -> str:
     """A message on one line: library messages may carry newlines."""
     return " ".join(str(message).split())
@@ -206,6 +212,9 @@ def _one_line(message: object) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kidneyseg`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        # SIGTERM unwinds like an exception, so staged temporary files are deleted
+        signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
     try:
         return _COMMANDS[args.command](args)
