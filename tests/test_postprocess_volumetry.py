@@ -123,3 +123,16 @@ def test_single_component_placed_or_split_by_midline(two_kidney_phantom):
     image = np.zeros(labels.shape, np.float32)
     image[20:90, 10:50, :] = 100.0  # a body box centred at index 54.5 -> x = 9.75 mm
     assert body_midline_x_mm(image, affine) == pytest.approx(54.5 * 1.5 - 72.0)
+
+
+def test_laterality_conflict_flag(two_kidney_phantom):
+    """Two components on one side of the body midline (as when a cyst is taken for a kidney)
+    are still named by world x, but flagged; two kidneys either side are not."""
+    _, labels, affine = two_kidney_phantom
+    fg = (labels > 0).astype(np.uint8)
+    xs = [float((affine[:3, :3] @ np.argwhere(labels == v).mean(0) + affine[:3, 3])[0]) for v in (1, 2)]
+    between = sum(xs) / 2
+    assert not assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=between).laterality_conflict
+    res = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=min(xs) - 50.0)
+    assert res.laterality_conflict and res.kidney_count == 2
+    assert np.count_nonzero(res.labels == 1) == np.count_nonzero(labels == 1)  # naming itself unchanged

@@ -76,6 +76,7 @@ class MRKidneyPipeline:
             "empty": bool(assigned.kidney_count == 0),
             "touches_border": touches_border(mask_arr),
             "laterality_source": assigned.laterality_source,
+            "laterality_conflict": assigned.laterality_conflict,
             "removed_voxels": assigned.removed_voxels,
         }
         return Result(

@@ -23,6 +23,9 @@ class KidneyAssignment:
             class it is the fraction named right).
         removed_voxels: kidney voxels dropped as small components.
         centroids_world_mm: label name -> world (RAS, mm) centroid of the kept kidney.
+        laterality_conflict: two components were kept but both centroids lie on the same
+            side of the body midline, so the right/left naming by world x is doubtful (for
+            example one of them is not a kidney); a QC flag, nothing is changed.
     """
 
     labels: np.ndarray
@@ -31,6 +34,7 @@ class KidneyAssignment:
     network_agreement: float
     removed_voxels: int
     centroids_world_mm: dict[str, list[float]] = field(default_factory=dict)
+    laterality_conflict: bool = False
 
 
 MIDLINE_MAX_VOXELS = 32_000_000
@@ -136,10 +140,12 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
     if not keep_largest:
         keep = [int(i) for i in order]
     removed = int(fg.sum() - sum(sizes[i - 1] for i in keep))
+    conflict = False
     if len(keep) >= 2:
         centres = ndimage.center_of_mass(fg, cc, keep)
         world_x = [float((affine[:3, :3] @ np.asarray(c) + affine[:3, 3])[0]) for c in centres]
         r_idx = int(np.argmax(world_x[:2]))
+        conflict = midline_x_mm is not None and (world_x[0] - midline_x_mm) * (world_x[1] - midline_x_mm) > 0
         out[cc == keep[r_idx]] = right
         out[cc == keep[1 - r_idx]] = left
         for extra, x in zip(keep[2:], world_x[2:]):  # only with keep_largest=False
@@ -162,4 +168,5 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
         if (out == v).any():
             c = np.asarray(ndimage.center_of_mass(out == v))
             centroids[name] = [round(float(t), 2) for t in affine[:3, :3] @ c + affine[:3, 3]]
-    return KidneyAssignment(out, len(keep), source, agreement, removed, centroids)
+    return KidneyAssignment(out, len(keep), source, agreement, removed, centroids,
+                            laterality_conflict=bool(len(keep) >= 2 and conflict))
