@@ -44,8 +44,11 @@ MIDLINE_MAX_VOXELS = 32_000_000
 def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     """World x (RAS+, mm) of the body's centroid, used as the patient's midline.
 
-    The body is the largest connected component above Otsu's threshold
-    (``skimage.filters.threshold_otsu``, ``scipy.ndimage.label``).
+    The body is the largest connected component above Otsu's threshold of the log
+    intensities, ``log(1 + I - min I)`` (``skimage.filters.threshold_otsu``,
+    ``scipy.ndimage.label``). On the 15 CHAOS T2 cases this midline lies within 11 mm of
+    the midpoint between the expert's kidney centroids (mean 5 mm); Otsu on the linear
+    intensities was off by up to 65 mm (case 36, a large fluid-filled cyst).
 
     Args:
         image: 3D intensities, any orientation.
@@ -59,7 +62,11 @@ def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     if step > 1:
         image = image[::step, ::step]
         affine = affine @ np.diag([step, step, 1, 1])
-    body = image > threshold_otsu(image)
+    # Otsu on log intensities: MR intensities are heavy-tailed, and on a linear scale a
+    # large bright structure (fluid, a cyst) can take the "body" class for itself
+    logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
+    body = logged > threshold_otsu(logged)
+    del logged
     cc, n = ndimage.label(body)
     if n > 1:
         body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
