@@ -138,3 +138,19 @@ def test_existing_outputs_need_overwrite_subprocess(tmp_path):
     again = subprocess.run(cmd, capture_output=True, text=True)
     assert again.returncode == 2 and "--overwrite" in again.stderr and again.stderr.count("\n") == 1
     assert subprocess.run(cmd + ["--overwrite"], capture_output=True, text=True).returncode == 0
+
+
+def test_2d_masks_give_areas_in_mm2(tmp_path):
+    a = np.zeros((40, 30), np.uint8)
+    a[5:20, 5:15] = 1
+    b = np.zeros_like(a)
+    b[6:21, 5:16] = 1
+    aff = np.diag([0.5, 0.75, 1.0, 1.0])
+    p, r = save_nifti(a, aff, tmp_path / "p.nii.gz"), save_nifti(b, aff, tmp_path / "r.nii.gz")
+    out = tmp_path / "eval"
+    assert main(["evaluate", str(p), str(r), "-o", str(out), "--no-plots", "--quiet"]) == 0
+    row = _rows(out / "metrics.csv")[0]
+    assert float(row["area_pred_mm2"]) == pytest.approx(150 * 0.375)
+    assert float(row["area_ref_mm2"]) == pytest.approx(165 * 0.375)
+    assert row["volume_pred_ml"] == ""
+    assert float(row["dice"]) == pytest.approx(2 * 140 / 315)

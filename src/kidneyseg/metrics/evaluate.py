@@ -143,7 +143,7 @@ def evaluate_region(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
 def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[float],
                     regions: Sequence[Region] | None = None, voxel_volume_ml: float | None = None,
                     require_present: bool = False, names: Mapping[int, str] | None = None,
-                    tolerance_mm: float = 1.0) -> list[dict]:
+                    tolerance_mm: float = 1.0, pixel_area_mm2: float | None = None) -> list[dict]:
     """Evaluate two label maps region by region.
 
     Both maps are first cropped to the bounding box of all their non-zero voxels, so each
@@ -161,6 +161,8 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
             ``volume_pred_ml`` and ``volume_ref_ml``.
         require_present: raise if a region's labels occur in neither map (use when the
             user named the labels explicitly).
+        pixel_area_mm2: area of one pixel of a 2D map in mm^2; if given, rows carry
+            ``area_pred_mm2`` and ``area_ref_mm2``.
         names: label value -> region name, for ``regions=None``.
         tolerance_mm: surface Dice tolerance for ``regions=None``.
 
@@ -201,6 +203,9 @@ def evaluate_labels(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
         if voxel_volume_ml is not None:
             row["volume_pred_ml"] = row["voxels_pred"] * voxel_volume_ml
             row["volume_ref_ml"] = row["voxels_ref"] * voxel_volume_ml
+        if pixel_area_mm2 is not None:
+            row["area_pred_mm2"] = row["voxels_pred"] * pixel_area_mm2
+            row["area_ref_mm2"] = row["voxels_ref"] * pixel_area_mm2
         row["pred_empty"] = row["voxels_pred"] == 0
         row["ref_empty"] = row["voxels_ref"] == 0
         rows.append(row)

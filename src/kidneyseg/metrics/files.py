@@ -158,7 +158,10 @@ def _evaluate_task(t: _Task) -> _CaseResult:
         regions = None  # the labels present in this case, found on the foreground crop
     else:
         regions = _regions_for(t.regions, t.labels, t.names, t.tolerance_mm)
-    rows = evaluate_labels(arrays[0], arrays[1], spacing, regions, voxel_volume_ml=pred.voxel_volume_ml,
+    flat = arrays[0].ndim == 2  # 2D masks: areas in mm^2, not volumes
+    rows = evaluate_labels(arrays[0], arrays[1], spacing, regions,
+                           voxel_volume_ml=None if flat else pred.voxel_volume_ml,
+                           pixel_area_mm2=float(np.prod(spacing)) if flat else None,
                            names=t.names, tolerance_mm=t.tolerance_mm)
     for r in rows:
         r["case"] = t.case
@@ -186,7 +189,8 @@ class Evaluation:
 
 
 ROW_COLUMNS: tuple[str, ...] = ("case", "region", "labels", "tolerance_mm", "voxels_pred", "voxels_ref",
-                                "volume_pred_ml", "volume_ref_ml", "pred_empty", "ref_empty") + METRICS
+                                "volume_pred_ml", "volume_ref_ml", "area_pred_mm2", "area_ref_mm2",
+                                "pred_empty", "ref_empty") + METRICS
 
 
 def _json_value(v):
@@ -295,7 +299,9 @@ def _complete_rows(results: list[_CaseResult]) -> list[dict]:
             row = {"case": res.rows[0]["case"] if res.rows else "", "region": name, "labels": proto["labels"],
                    "tolerance_mm": proto["tolerance_mm"]}
             row.update(evaluate_region(empty, empty, res.spacing_mm, proto["tolerance_mm"], size=res.size))
-            row.update(volume_pred_ml=0.0, volume_ref_ml=0.0, pred_empty=True, ref_empty=True)
+            sizes = {"area_pred_mm2": 0.0, "area_ref_mm2": 0.0} if len(res.spacing_mm) == 2 else \
+                {"volume_pred_ml": 0.0, "volume_ref_ml": 0.0}
+            row.update(sizes, pred_empty=True, ref_empty=True)
             rows.append(row)
         order = list(seen)
         rows.sort(key=lambda r: order.index(r["region"]))
