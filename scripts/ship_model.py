@@ -46,6 +46,8 @@ def main() -> None:
         f"{r['kidney_right_ml']:.1f} / {r['kidney_right_ref_ml']:.1f} | {r['kidney_left_ml']:.1f} / {r['kidney_left_ref_ml']:.1f} |"
         for r in cv["cases"])
     dr, dl = cv["dice_kidney_right"], cv["dice_kidney_left"]
+    aug_extra = (" plus a random histogram shift and a bias field (`augment_intensity` \"strong\")"
+                 if config.get("augment_intensity") == "strong" else "")
     card = f"""# Model card: `mr_t2_kidney` (pipeline `mr-t2-unet`)
 
 Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
@@ -61,7 +63,7 @@ Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
 - **Training**: {config['iterations']} iterations of AdamW (lr {config['learning_rate']}, poly decay), batch
   {config['batch_size']} patches of {config['patch_size'][0]} x {config['patch_size'][1]}, Dice + cross-entropy
   (MONAI `DiceCELoss`), foreground oversampling {config['foreground_fraction']}, rotation/zoom/noise/intensity/gamma
-  augmentation (MONAI), seed {config['seed']}. Full config: `config.json`.
+  augmentation (MONAI){aug_extra}, seed {config['seed']}. Full config: `config.json`.
 - **Training data**: CHAOS challenge MR T2-SPIR, cases {', '.join(final['train_cases'])} from
   `../shared/data/chaos_t2` (expert labels; CC BY-SA 4.0, Kavur et al., Medical Image Analysis 69, 2021,
   Zenodo 3431873). Case 39 was never used for training: it is the bundled example.
@@ -88,8 +90,9 @@ mean signed {cv['total_volume_error_pct']['mean_signed']:+.1f} %, worst {cv['tot
 
 ## Intended use and limits
 Research volumetry of native kidneys on T2-weighted axial abdominal MRI similar to the
-CHAOS T2-SPIR scans (the training copies are resampled to 1.25 x 1.25 x 7.7 mm). Not validated on other MR contrasts,
-coronal acquisitions, transplanted or severely diseased kidneys, children, or CT. Sides are only
+CHAOS T2-SPIR scans (the training copies are resampled to 1.25 x 1.25 x 7.7 mm). It fails on gradient-echo scans
+(Dice 0 on the three ukat scans, `benchmarks/results/ukat_generalisation.md`); not validated on other
+MR contrasts, coronal acquisitions, transplanted or severely diseased kidneys, children, or CT. Sides are only
 correct when the image's affine is correct. 15 training subjects is a small sample: check the
 overlay of every case.
 """
