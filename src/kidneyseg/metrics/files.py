@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import InputError
 from ..io import AtomicOutputs, read_image
 from ..labels import REGISTRY
-from .evaluate import KITS_REGIONS, METRICS, MR_KIDNEY_REGIONS, Region, evaluate_labels, evaluate_region, summarise
+from .evaluate import (KITS_REGIONS, METRICS, MR_KIDNEY_REGIONS, Region, evaluate_labels, evaluate_region,
+                       label_regions, summarise)
 
 REGION_SETS: dict[str, str] = {
     "labels": "one region per label value found in the masks (or given with labels=)",
@@ -105,7 +106,7 @@ def _regions_for(spec: str, labels: Sequence[int] | None, names: dict[int, str],
         return KITS_REGIONS
     if spec == "mr-kidneys":
         return tuple(Region(r.name, r.labels, tolerance_mm) for r in MR_KIDNEY_REGIONS)
-    return tuple(Region(names.get(int(v), f"label_{int(v)}"), (int(v),), tolerance_mm) for v in labels or ())
+    return label_regions(labels or (), names, tolerance_mm)
 
 
 @dataclass
