@@ -1,6 +1,7 @@
-"""Preprocessing steps: intensity normalisation and in-plane resampling."""
+"""Preprocessing steps: intensity normalisation, in-plane resampling, N4 bias-field correction."""
 
+from .bias import n4_bias_correct
 from .normalise import zscore_percentile
 from .resample import resize_slices
 
-__all__ = ["zscore_percentile", "resize_slices"]
+__all__ = ["n4_bias_correct", "zscore_percentile", "resize_slices"]
