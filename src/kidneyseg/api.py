@@ -20,6 +20,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, read_image
+from .io.writers import _signals_deferred
 from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
 
 log = logging.getLogger(__name__)
@@ -79,9 +80,10 @@ def _check_output_dir(out_dir: Path) -> None:
         raise InputError(f"{out_dir}: output path exists and is not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        fd, probe = tempfile.mkstemp(prefix=".kidneyseg-probe-", dir=out_dir)
-        os.close(fd)
-        os.unlink(probe)
+        with _signals_deferred():  # the probe never outlives an interrupt
+            fd, probe = tempfile.mkstemp(prefix=".kidneyseg-probe-", dir=out_dir)
+            os.close(fd)
+            os.unlink(probe)
     except OSError as exc:
         raise InputError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
 

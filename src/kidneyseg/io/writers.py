@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import tempfile
 from pathlib import Path
 from typing import Iterator
@@ -16,6 +17,21 @@ import numpy as np
 
 from ..errors import GeometryError, InputError
 from .image import Image
+
+
+@contextlib.contextmanager
+def _signals_deferred() -> Iterator[None]:
+    """Hold SIGTERM and SIGINT until the block ends, so that the bookkeeping of staged files
+    (create + register, rename all, delete all) is never interrupted half-way."""
+    sigs = {signal.SIGTERM, signal.SIGINT}
+    if not hasattr(signal, "pthread_sigmask"):
+        yield
+        return
+    old = signal.pthread_sigmask(signal.SIG_BLOCK, sigs)
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
 class AtomicOutputs:
@@ -39,23 +55,26 @@ class AtomicOutputs:
         if target.is_dir():
             raise InputError(f"{target}: output path is a folder")
         suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-        fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp" + suffix, dir=target.parent)
-        os.close(fd)
-        self._staged.append((Path(tmp), target))
+        with _signals_deferred():
+            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp" + suffix, dir=target.parent)
+            self._staged.append((Path(tmp), target))
+            os.close(fd)
         return Path(tmp)
 
     def commit(self) -> None:
         """Rename every staged file onto its target."""
-        for tmp, target in self._staged:
-            os.replace(tmp, target)
-        self._staged.clear()
+        with _signals_deferred():
+            for tmp, target in self._staged:
+                os.replace(tmp, target)
+            self._staged.clear()
 
     def abort(self) -> None:
         """Delete every staged temporary file."""
-        for tmp, _ in self._staged:
-            with contextlib.suppress(FileNotFoundError):
-                tmp.unlink()
-        self._staged.clear()
+        with _signals_deferred():
+            for tmp, _ in self._staged:
+                with contextlib.suppress(FileNotFoundError):
+                    tmp.unlink()
+            self._staged.clear()
 
     def __enter__(self) -> "AtomicOutputs":
         return self
