@@ -20,7 +20,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, read_image
-from .io.writers import _signals_deferred
+from .io.writers import signals_deferred
 from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
 
 log = logging.getLogger(__name__)
@@ -80,7 +80,7 @@ def _check_output_dir(out_dir: Path) -> None:
         raise InputError(f"{out_dir}: output path exists and is not a folder")
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        with _signals_deferred():  # the probe never outlives an interrupt
+        with signals_deferred():  # the probe never outlives an interrupt
             fd, probe = tempfile.mkstemp(prefix=".kidneyseg-probe-", dir=out_dir)
             os.close(fd)
             os.unlink(probe)

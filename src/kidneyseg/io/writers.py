@@ -20,7 +20,7 @@ from .image import Image
 
 
 @contextlib.contextmanager
-def _signals_deferred() -> Iterator[None]:
+def signals_deferred() -> Iterator[None]:
     """Hold SIGTERM and SIGINT until the block ends, so that the bookkeeping of staged files
     (create + register, rename all, delete all) is never interrupted half-way."""
     sigs = {signal.SIGTERM, signal.SIGINT}
@@ -55,7 +55,7 @@ class AtomicOutputs:
         if target.is_dir():
             raise InputError(f"{target}: output path is a folder")
         suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
-        with _signals_deferred():
+        with signals_deferred():
             fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp" + suffix, dir=target.parent)
             self._staged.append((Path(tmp), target))
             os.close(fd)
@@ -63,14 +63,14 @@ class AtomicOutputs:
 
     def commit(self) -> None:
         """Rename every staged file onto its target."""
-        with _signals_deferred():
+        with signals_deferred():
             for tmp, target in self._staged:
                 os.replace(tmp, target)
             self._staged.clear()
 
     def abort(self) -> None:
         """Delete every staged temporary file."""
-        with _signals_deferred():
+        with signals_deferred():
             for tmp, _ in self._staged:
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()

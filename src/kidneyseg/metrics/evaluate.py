@@ -11,11 +11,11 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
+from ..arrays import bounding_box
 from .overlap import Confusion
 from .surface import (
     average_surface_distances_mm,
     assd_mm,
-    bounding_box,
     check_spacing,
     hausdorff95_mm,
     hausdorff_mm,
@@ -98,7 +98,7 @@ def check_label_array(name: str, arr: object) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise TypeError(f"{name}: expected integer labels, got dtype {arr.dtype} with non-integer values")
-        arr = arr.astype(np.int64)
+        arr = arr.astype(np.int32)
     if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, found {int(arr.min())}")
     return arr

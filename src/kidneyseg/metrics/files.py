@@ -19,8 +19,8 @@ import numpy as np
 from ..errors import InputError
 from ..io import AtomicOutputs, read_image
 from ..labels import REGISTRY
-from .evaluate import (KITS_REGIONS, METRICS, MR_KIDNEY_REGIONS, Region, evaluate_labels, evaluate_region,
-                       label_regions, summarise)
+from .evaluate import (KITS_REGIONS, METRICS, MR_KIDNEY_REGIONS, Region, check_label_array, evaluate_labels,
+                       evaluate_region, label_regions, summarise)
 
 REGION_SETS: dict[str, str] = {
     "labels": "one region per label value found in the masks (or given with labels=)",
@@ -140,16 +140,10 @@ def _evaluate_task(t: _Task) -> _CaseResult:
         raise InputError(f"{t.pred} and {t.ref}: affines differ by up to {diff:.4g} mm (masks must share one grid)")
     arrays = []
     for img, name in ((pred, t.pred), (ref, t.ref)):
-        a = img.array
-        if a.dtype.kind == "f":
-            if not np.all(np.isfinite(a)) or not np.all(a == np.round(a)) or (a.size and a.min() < 0):
-                raise InputError(f"{name}: not a label mask (non-integer, negative or non-finite values)")
-            a = a.astype(np.int32)
-        elif a.dtype.kind == "i" and a.size and a.min() < 0:
-            raise InputError(f"{name}: not a label mask (negative values)")
-        elif a.dtype.kind not in "uib":
-            raise InputError(f"{name}: not a label mask (dtype {a.dtype})")
-        arrays.append(a)
+        try:
+            arrays.append(check_label_array(str(name), img.array))
+        except (TypeError, ValueError) as exc:
+            raise InputError(f"{exc} (not a label mask)") from None
     spacing = pred.spacing_mm[: arrays[0].ndim]
     regions: tuple[Region, ...] | None
     if t.regions == "foreground":

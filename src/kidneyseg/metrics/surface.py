@@ -32,6 +32,7 @@ from dataclasses import dataclass
 import numpy as np
 from scipy.spatial import cKDTree
 
+from ..arrays import bounding_box
 from .overlap import check_masks
 
 
@@ -77,19 +78,6 @@ def _kernel(ndim: int) -> np.ndarray:
     if ndim == 3:
         return np.array([[[128, 64], [32, 16]], [[8, 4], [2, 1]]], dtype=np.uint8)
     return np.array([[8, 4], [2, 1]], dtype=np.uint8)
-
-
-def bounding_box(mask: np.ndarray) -> tuple[tuple[int, ...], tuple[int, ...]] | None:
-    """Inclusive-exclusive bounding box ``(lo, hi)`` of the True voxels, ``None`` if empty."""
-    lo, hi = [], []
-    for axis in range(mask.ndim):
-        other = tuple(a for a in range(mask.ndim) if a != axis)
-        nz = np.flatnonzero(mask.any(axis=other) if other else mask)
-        if nz.size == 0:
-            return None
-        lo.append(int(nz[0]))
-        hi.append(int(nz[-1]) + 1)
-    return tuple(lo), tuple(hi)
 
 
 def _surfels(padded: np.ndarray, spacing_mm: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
+from ..arrays import bounding_box
+
 
 @dataclass
 class KidneyAssignment:
@@ -118,11 +120,10 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
         raise ValueError(f"label_map: expected kidney_right and kidney_left, got {sorted(by_name)}")
     right, left = by_name["kidney_right"], by_name["kidney_left"]
     # work inside the bounding box of the foreground only (exact: every component lies in it)
-    nz = [np.flatnonzero(np.any(labels > 0, axis=tuple(a for a in range(labels.ndim) if a != ax)))
-          for ax in range(labels.ndim)]
-    if any(v.size == 0 for v in nz):
+    found = bounding_box(labels > 0)
+    if found is None:
         return KidneyAssignment(np.zeros(labels.shape, dtype=np.uint8), 0, "none", 1.0, 0)
-    box = tuple(slice(int(v[0]), int(v[-1]) + 1) for v in nz)
+    box = tuple(slice(a, b) for a, b in zip(*found))
     shift = np.eye(4)
     shift[:3, 3] = [b.start for b in box]
     result = _assign_in_box(labels[box], affine @ shift, right, left, midline_x_mm, keep_largest, min_second_fraction)
