@@ -24,11 +24,23 @@ def _mr_t2_factory(model: str | None = None, device: str = "auto"):
     return MRKidneyPipeline.load(model, device)
 
 
+def _unsupervised_factory(model: str | None = None, device: str = "auto"):
+    from .unsupervised import UnsupervisedKidneyPipeline
+
+    return UnsupervisedKidneyPipeline.load(model, device)
+
+
 PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
         _mr_t2_factory,
+    ),
+    "unsupervised-cluster": PipelineInfo(
+        "unsupervised-cluster", "MR",
+        "no model: N4, kidney boxes by threshold + morphology, a small 3D CNN clustered per box (seed 001); "
+        "optional second sequence (--secondary), registered and fused",
+        _unsupervised_factory,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
