@@ -27,7 +27,7 @@ log = logging.getLogger(__name__)
 
 
 def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
-            device: str = "auto", keep_largest: bool = True) -> Result:
+            device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None) -> Result:
     """Segment one image.
 
     Args:
@@ -36,17 +36,40 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
         model: local model folder; ``None`` for the pipeline's shipped model.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         keep_largest: keep only the largest component per kidney.
+        secondary: a second sequence of the same exam (``unsupervised-cluster`` only); it is
+            registered to ``image`` and fused as a channel.
 
     Returns:
         :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags).
 
     Raises:
-        InputError: unreadable or unsuitable input, unknown pipeline, bad model folder.
+        InputError: unreadable or unsuitable input, unknown pipeline, bad model folder, a
+            secondary image for a pipeline that takes none, failed registration.
     """
     pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
     pipe.keep_largest = keep_largest
     img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
-    return pipe.segment(img)
+    if secondary is None:
+        return pipe.segment(img)
+    _check_takes_secondary(pipeline)
+    sec = secondary if isinstance(secondary, Image) else read_image(secondary, dtype=np.float32)
+    return pipe.segment(img, secondary=sec)
+
+
+def volume_caption(volumes_ml: dict[str, float]) -> str:
+    """``"R 180 mL, L 175 mL"`` (or ``"kidney 150 mL"`` for a single-kidney label map)."""
+    short = {"kidney_right_ml": "R", "kidney_left_ml": "L"}
+    return ", ".join(f"{short.get(k, k[:-3])} {v:.0f} mL" for k, v in volumes_ml.items() if k != "total_ml")
+
+
+SECONDARY_PIPELINES = ("unsupervised-cluster",)
+"""Pipelines that fuse a second, registered sequence."""
+
+
+def _check_takes_secondary(pipeline: str) -> None:
+    if pipeline not in SECONDARY_PIPELINES:
+        raise InputError(f"--secondary: pipeline {pipeline!r} takes one sequence "
+                         f"(a second one is fused by: {', '.join(SECONDARY_PIPELINES)})")
 
 
 def expand_inputs(inputs: list[str | Path]) -> list[Path]:
@@ -109,7 +132,7 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True) -> dict[str, Pa
 def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str | None = None,
                   model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
                   overlay: bool = True, keep_largest: bool = True, progress: bool = True,
-                  threads: int = 0) -> SegmentSummary:
+                  threads: int = 0, secondary: str | Path | None = None) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -118,27 +141,38 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     succeeded, so a failure leaves no partial output. A case that fails with bad input is
     reported in the summary and the others go on.
 
+    ``secondary`` (``unsupervised-cluster`` only, one input only) is a second sequence of
+    the same exam, registered to the input and fused as a channel.
+
     Raises:
         InputError: missing inputs, colliding case names, unwritable output folder,
-            existing outputs without ``overwrite``, unknown pipeline or bad model folder.
+            existing outputs without ``overwrite``, unknown pipeline or bad model folder,
+            ``secondary`` with several inputs or a pipeline that takes none, or an
+            unreadable secondary image.
     """
     if threads > 0:
         import torch
 
         torch.set_num_threads(threads)
     files = expand_inputs(list(inputs))
+    sec_image = None
+    if secondary is not None:
+        _check_takes_secondary(pipeline or DEFAULT_PIPELINE)
+        if len(files) != 1:
+            raise InputError(f"--secondary: expected exactly one input image, got {len(files)}")
+        sec_image = check_volume(read_image(secondary, dtype=np.float32), "secondary image")
     out = Path(out_dir)
     created = not out.exists()
     _check_output_dir(out)
     try:
-        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress)
+        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
 
 
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
-                  overlay: bool, keep_largest: bool, progress: bool) -> SegmentSummary:
+                  overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None) -> SegmentSummary:
     from .report import overlay_montage, write_volume_tables
 
     if not overwrite:
@@ -164,7 +198,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
             pipe.keep_largest = keep_largest
         try:
-            result = pipe.segment(image)
+            result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
             paths = case_outputs(out, case, overlay)
             try:
                 with AtomicOutputs(overwrite=True) as outs:
@@ -174,8 +208,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
                         json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
                     if overlay:
                         overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                        title=f"{case}: R {result.volumes_ml['kidney_right_ml']:.0f} mL, "
-                                              f"L {result.volumes_ml['kidney_left_ml']:.0f} mL")
+                                        title=f"{case}: " + volume_caption(result.volumes_ml))
             except OSError as exc:
                 raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
             summary.rows.append(result.row())

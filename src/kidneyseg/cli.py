@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--secondary", default=None,
+                   help="unsupervised-cluster: a second sequence of the same exam (one input only); "
+                        "registered to the input and fused as a channel")
     _add_common(s)
 
     t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
@@ -98,12 +101,13 @@ def _cmd_segment(args) -> int:
     summary = segment_files(
         args.inputs, args.output, pipeline=args.pipeline, model=args.model, device=args.device,
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
-        progress=not args.quiet, threads=args.threads,
+        progress=not args.quiet, threads=args.threads, secondary=args.secondary,
     )
     for row in summary.rows:
         if not args.quiet:
-            print(f"{row['case']}: right {row['kidney_right_ml']:.1f} mL, left {row['kidney_left_ml']:.1f} mL, "
-                  f"total {row['total_ml']:.1f} mL, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
+            vols = ", ".join(f"{k[:-3].replace('kidney_', '')} {v:.1f} mL" for k, v in row.items()
+                             if isinstance(k, str) and k.endswith("_ml"))
+            print(f"{row['case']}: {vols}, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
     for case, msg in summary.failures:
         print(f"kidneyseg: error: {_one_line(msg)}", file=sys.stderr)
     return 2 if summary.failures else 0

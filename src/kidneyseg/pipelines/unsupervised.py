@@ -5,8 +5,8 @@ read -> RAS canonical -> N4 bias correction (2 iterations x 8 levels) -> [second
 N4, rigid + B-spline registration onto the first, early fusion as a channel] -> kidney boxes
 (threshold at the high-intensity mode, closing r5, opening r4, components, one box per side)
 -> per box: z-score per channel, in-plane block mean to ``working_spacing_mm`` -> clustering
-network optimised on the box (or Otsu / watershed) -> clusters near the bright seed ->
-component at the seed, holes filled per slice -> right/left from the box's side of the body
+network optimised on the box (or Otsu / watershed) -> clusters near the bright seed -> back to the box's grid, surface voxels re-decided by
+intensity -> component at the seed, holes filled per slice -> right/left from the box's side of the body
 midline -> input grid.
 """
 
@@ -23,7 +23,7 @@ from ..io import Image, check_volume, from_canonical, to_canonical
 from ..labels import MR_KIDNEYS
 from ..localize import ROIConfig, detect_kidney_rois
 from ..postprocess import body_midline_x_mm
-from ..postprocess.clusters import select_kidney_clusters
+from ..postprocess.clusters import component_at_seed, refine_boundary, select_kidney_clusters
 from ..training.clustering import ClusterConfig, optimise_clusters
 from ..volumetry import label_volumes_ml, touches_border
 from .result import Result
@@ -51,7 +51,8 @@ class UnsupervisedConfig:
             factor that brings it closest (at least 1) before clustering; labels are
             repeated back. A CPU-time departure from the paper, which clusters at native
             resolution on a GPU; ``0`` keeps native resolution.
-        selection_radius_mm: see :func:`kidneyseg.postprocess.clusters.select_kidney_clusters`.
+        selection_radius_mm, selection_min_contrast: ``radius_mm`` and ``min_contrast`` of
+            :func:`kidneyseg.postprocess.clusters.select_kidney_clusters`.
         registration_metric: ``"ncc"``, ``"mse"`` or ``"mi"`` for a second sequence.
     """
 
@@ -62,6 +63,7 @@ class UnsupervisedConfig:
     n4_fitting_levels: int = 8
     working_spacing_mm: float = 2.5
     selection_radius_mm: float = 10.0
+    selection_min_contrast: float = 0.3
     registration_metric: str = "mi"
 
     def __post_init__(self) -> None:
@@ -86,12 +88,16 @@ def _factors(spacing_mm: tuple[float, ...], working_mm: float) -> tuple[int, ...
     return tuple(max(1, int(round(working_mm / s))) for s in spacing_mm)
 
 
-def _upsample(labels: np.ndarray, factors: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    out = labels
-    for axis, f in enumerate(factors):
-        if f > 1:
-            out = np.repeat(out, f, axis=axis)
-    return out[tuple(slice(0, s) for s in shape)]
+def _upsample_mask(mask: np.ndarray, factors: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
+    """Inverse of a block mean by ``factors``: linear interpolation of the mask with the blocks'
+    centres aligned (``scipy.ndimage.zoom``, ``grid_mode=True``), thresholded at 0.5 and cut
+    to ``shape`` (nearest-neighbour repetition would leave block steps on the surface)."""
+    from scipy.ndimage import zoom
+
+    if all(f == 1 for f in factors):
+        return mask.astype(bool)[tuple(slice(0, s) for s in shape)]
+    up = zoom(mask.astype(np.float32), factors, order=1, grid_mode=True, mode="grid-constant", cval=0.0)
+    return (up >= 0.5)[tuple(slice(0, s) for s in shape)]
 
 
 class UnsupervisedKidneyPipeline:
@@ -157,8 +163,15 @@ class UnsupervisedKidneyPipeline:
         info = {"iterations": iterations, "converged": bool(converged)}
         if not converged:
             return np.zeros(seed.shape, dtype=bool), info
-        full = _upsample(labels, factors, seed.shape)
-        mask, chosen = select_kidney_clusters(full, seed, spacing, cfg.selection_radius_mm, slice_axis=slice_axis)
+        # select at the working resolution, then bring the kidney mask back to the box's grid
+        small_seed = downscale_local_mean(seed.astype(np.float32), factors) >= 0.5
+        small_spacing = tuple(s * f for s, f in zip(spacing, factors))
+        small_mask, chosen = select_kidney_clusters(labels, small_seed, small_spacing, cfg.selection_radius_mm,
+                                                    slice_axis=slice_axis, intensity=small[0],
+                                                    min_contrast=cfg.selection_min_contrast)
+        mask = refine_boundary(_upsample_mask(small_mask, factors, seed.shape), x[0], seed, spacing, factors,
+                               cfg.selection_radius_mm, cfg.selection_min_contrast)
+        mask = component_at_seed(mask, seed, slice_axis)
         info["clusters"] = int(np.unique(labels).size)
         info["kidney_clusters"] = len(chosen)
         return mask, info
@@ -197,7 +210,7 @@ class UnsupervisedKidneyPipeline:
         if secondary is not None:
             from ..preprocess.registration import register_to
 
-            secondary = check_volume(secondary, "secondary")
+            secondary = check_volume(secondary, "secondary image")
             sec_c, _ = to_canonical(secondary.with_array(np.asarray(secondary.array, dtype=np.float32)))
             sec_corr, _ = n4_bias_correct(sec_c, cfg.n4_iterations, cfg.n4_fitting_levels)
             channels.append(register_to(corrected, sec_corr, cfg.registration_metric).image.array)

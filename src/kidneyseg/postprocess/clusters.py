@@ -35,7 +35,8 @@ def component_at_seed(mask: np.ndarray, seed: np.ndarray, slice_axis: int = -1) 
 
 def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tuple[float, ...],
                            radius_mm: float = 10.0, min_fraction: float = 0.5,
-                           slice_axis: int | None = None) -> tuple[np.ndarray, list[int]]:
+                           slice_axis: int | None = None, intensity: np.ndarray | None = None,
+                           min_contrast: float = 0.3) -> tuple[np.ndarray, list[int]]:
     """Kidney mask from a clustering of a region of interest.
 
     The paper (seed 001, section 2.2) takes "the first connected component class", which is
@@ -45,8 +46,16 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
     brightest part of the kidney; the radius lets the clusters of its darker rim and medulla
     join while clusters that extend into the surroundings (fat, liver, bowel) stay out. The
     union of kidney clusters is reduced to the component at the seed, holes filled per
-    slice (:func:`component_at_seed`). The radius (10 mm) was chosen on the three
-    development cases (CHAOS 1, 2 and 5) among 3, 6 and 10 mm.
+    slice (:func:`component_at_seed`).
+
+    With ``intensity``, a kidney cluster must also be bright: its median at least
+    ``min_contrast`` of the way from the median of the voxels farther than ``radius_mm``
+    from the seed (the surroundings) to the seed's median. This drops the rim cluster the
+    3x3x3 receptive field forms just outside a bright organ's edge.
+
+    The radius (10 mm) and ``min_contrast`` (0.3) were chosen on the three development
+    cases (CHAOS 1, 2 and 5; radius among 3, 6, 10 and 15 mm, contrast among none, 0.3,
+    0.4 and 0.5); see ``benchmarks/README.md``.
 
     Args:
         labels: int cluster index per voxel, shape ``(X, Y, Z)`` (2D variant: make cluster
@@ -56,6 +65,8 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
         radius_mm: distance from the seed, mm.
         min_fraction: fraction of a cluster's voxels that must lie near the seed.
         slice_axis: axis of the per-slice hole filling; ``None``: the coarsest axis.
+        intensity: optional float image of ``labels``' shape (the first channel).
+        min_contrast: see above.
 
     Returns:
         ``(mask, clusters)``: bool kidney mask of ``labels``' shape, and the selected cluster
@@ -68,15 +79,65 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
         raise ValueError(f"seed: expected shape {labels.shape}, got {seed.shape}")
     if not seed.any():
         return np.zeros(labels.shape, dtype=bool), []
+    if intensity is not None and intensity.shape != labels.shape:
+        raise ValueError(f"intensity: expected shape {labels.shape}, got {intensity.shape}")
     near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
     flat = labels.ravel()
     ids, inverse = np.unique(flat, return_inverse=True)
     total = np.bincount(inverse, minlength=ids.size)
     close = np.bincount(inverse, weights=near.ravel(), minlength=ids.size)
-    chosen = ids[close >= min_fraction * total]
+    keep = close >= min_fraction * total
+    if intensity is not None:
+        values = np.asarray(intensity, dtype=np.float64).ravel()
+        cut = contrast_cut(intensity, seed, spacing_mm, radius_mm, min_contrast)
+        for i in np.flatnonzero(keep):
+            if np.median(values[inverse == i]) < cut:
+                keep[i] = False
+    chosen = ids[keep]
     mask = np.isin(labels, chosen)
     axis = int(np.argmax(spacing_mm)) if slice_axis is None else slice_axis
     return component_at_seed(mask, seed, axis), [int(c) for c in chosen]
 
 
-__all__ = ["fill_holes_per_slice", "component_at_seed", "select_kidney_clusters"]
+def contrast_cut(intensity: np.ndarray, seed: np.ndarray, spacing_mm: tuple[float, ...], radius_mm: float,
+                 min_contrast: float) -> float:
+    """Intensity ``min_contrast`` of the way from the surroundings' median (voxels farther than
+    ``radius_mm`` from the seed) to the seed's median."""
+    near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
+    values = np.asarray(intensity, dtype=np.float64)
+    low = float(np.median(values[~near])) if (~near).any() else float(values.min())
+    return low + min_contrast * (float(np.median(values[seed])) - low)
+
+
+def refine_boundary(mask: np.ndarray, intensity: np.ndarray, seed: np.ndarray, spacing_mm: tuple[float, ...],
+                    factors: tuple[int, ...], radius_mm: float = 10.0, min_contrast: float = 0.3) -> np.ndarray:
+    """Re-decide the voxels of a mask made at a coarser working resolution along its surface.
+
+    A mask upsampled from blocks of ``factors`` voxels is uncertain by one block at its
+    surface (a block half in the kidney is wholly in or out). Voxels within one block of the
+    surface (binary dilation minus erosion with a box of 3 voxels along each axis whose
+    factor exceeds 1) are set to ``intensity >= cut``, the cut of :func:`contrast_cut`. On
+    the three development cases this raised the mean Dice from 0.755 to 0.802.
+
+    Args:
+        mask: bool ``(X, Y, Z)`` at full resolution.
+        intensity: float image of the same shape.
+        seed: bool seed mask of the same shape.
+        spacing_mm: full-resolution spacing.
+        factors: block factors of the working resolution.
+        radius_mm, min_contrast: as in :func:`select_kidney_clusters`.
+
+    Returns:
+        bool mask of the same shape (holes and components not yet handled).
+    """
+    if not mask.any() or all(f == 1 for f in factors):
+        return mask
+    structure = np.ones(tuple(3 if f > 1 else 1 for f in factors), dtype=bool)
+    band = ndimage.binary_dilation(mask, structure) & ~ndimage.binary_erosion(mask, structure)
+    cut = contrast_cut(intensity, seed, spacing_mm, radius_mm, min_contrast)
+    out = mask.copy()
+    out[band] = intensity[band] >= cut
+    return out
+
+
+__all__ = ["fill_holes_per_slice", "component_at_seed", "select_kidney_clusters", "contrast_cut", "refine_boundary"]

@@ -1,0 +1,230 @@
+"""Unsupervised pipeline (seed 001): ROI detection on a phantom, cluster selection, the
+baselines, registration, the flags for bad input, and the CLI end to end on a real crop."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from kidneyseg.api import example_dir
+from kidneyseg.io import Image, read_image
+from kidneyseg.localize import ROIConfig, ball_mm, detect_kidney_rois, high_intensity_mode
+from kidneyseg.metrics import dice
+from kidneyseg.models.baselines import otsu_kidney, watershed_kidney
+from kidneyseg.pipelines.unsupervised import UnsupervisedConfig, UnsupervisedKidneyPipeline
+from kidneyseg.postprocess.clusters import select_kidney_clusters
+from kidneyseg.preprocess.registration import RegistrationError, register_to
+from kidneyseg.training.clustering import ClusterConfig
+
+from .conftest import ellipsoid, save_nifti
+
+SPACING = (1.5, 1.5, 6.0)
+
+
+@pytest.fixture(scope="module")
+def body_phantom():
+    """RAS volume: an elliptical 'body' (intensity 100) holding two bright ellipsoidal
+    'kidneys' (400) posteriorly, one each side of the midline, a bright 'spine' column on
+    the midline and a bright anterior 'bowel' blob on the right; Gaussian noise."""
+    shape = (160, 120, 24)
+    grid_c = np.array(shape) * SPACING / 2
+    body = ellipsoid(shape, SPACING, grid_c, (110, 80, 400))
+    right = ellipsoid(shape, SPACING, (grid_c[0] + 60, grid_c[1] - 35, 70), (22, 16, 45))
+    left = ellipsoid(shape, SPACING, (grid_c[0] - 60, grid_c[1] - 35, 80), (22, 16, 45))
+    spine = ellipsoid(shape, SPACING, (grid_c[0], grid_c[1] - 50, 72), (8, 8, 400))
+    bowel = ellipsoid(shape, SPACING, (grid_c[0] + 40, grid_c[1] + 40, 72), (15, 15, 30))
+    rng = np.random.default_rng(1)
+    img = np.where(body, 100.0, 5.0)
+    for m in (right, left, spine, bowel):
+        img[m] = 400.0
+    img = (img + rng.normal(0, 8, shape)).astype(np.float32)
+    affine = np.diag(list(SPACING) + [1.0])
+    affine[:3, 3] = (-grid_c[0], -grid_c[1], -60.0)
+    return img, affine, right, left
+
+
+def test_high_intensity_mode_finds_the_bright_class():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(100, 10, 50_000), rng.normal(300, 20, 20_000), rng.normal(700, 30, 8_000)])
+    mode, thr = high_intensity_mode(values)
+    assert mode == pytest.approx(700, abs=15)
+    assert 640 < thr < mode  # the lower half-height edge of the mode (700 - 1.18 * 30 = 665)
+    with pytest.raises(ValueError, match="distinct"):
+        high_intensity_mode(np.ones(100))
+
+
+def test_ball_mm_is_a_ball_in_physical_space():
+    b = ball_mm(5, (1.25, 1.25, 7.7))
+    assert b.shape == (11, 11, 1)  # 6.25 mm: 5 voxels in-plane, none through-plane
+    iso = ball_mm(2, (1.0, 1.0, 1.0))
+    assert iso.shape == (5, 5, 5) and iso.sum() == 33 and iso[2, 2, 2]
+    assert ball_mm(0, (1.0, 2.0, 3.0)).shape == (1, 1, 1)
+
+
+def test_roi_boxes_hold_each_kidney_on_its_side(body_phantom):
+    img, affine, right, left = body_phantom
+    found = detect_kidney_rois(img, affine)
+    sides = {r.side: r for r in found.rois}
+    assert set(sides) == {"right", "left"}
+    for side, truth in (("right", right), ("left", left)):
+        roi = sides[side]
+        assert truth[roi.slices].sum() == truth.sum()  # the whole kidney is inside its box
+        assert dice(roi.seed, truth[roi.slices]) > 0.9  # and the seed is the kidney, not the spine or bowel
+        # world corners follow from the voxel corners through the affine
+        lo = affine[:3, :3] @ np.array(roi.lo_voxel) + affine[:3, 3]
+        assert np.allclose(lo, roi.lo_world_mm)
+    assert sides["right"].lo_world_mm[0] > found.midline_x_mm > sides["left"].hi_world_mm[0]
+    single = detect_kidney_rois(img, affine, ROIConfig(expected_kidneys=1))
+    assert [r.side for r in single.rois] == ["single"]
+
+
+def test_roi_none_in_a_volume_without_bright_structures():
+    rng = np.random.default_rng(2)
+    img = rng.normal(100, 3, (64, 64, 10)).astype(np.float32)  # noise: morphology leaves nothing
+    found = detect_kidney_rois(img, np.diag([1.5, 1.5, 6.0, 1.0]))
+    assert found.rois == []
+
+
+def test_select_kidney_clusters_by_hand():
+    labels = np.zeros((20, 20, 3), np.int64)
+    labels[5:15, 5:15] = 1      # the bright core (the seed)
+    labels[4:16, 4:16][labels[4:16, 4:16] == 0] = 2  # a one-voxel rim around it: kidney
+    labels[:, 18:] = 3          # a band far from the seed: not kidney
+    seed = labels == 1
+    mask, chosen = select_kidney_clusters(labels, seed, (1.0, 1.0, 1.0), radius_mm=3.0)
+    assert sorted(chosen) == [0, 1, 2] or sorted(chosen) == [1, 2]
+    assert mask[4:16, 4:16].all() and not mask[:, 18:].any()
+    # background cluster 0 surrounds everything: most of its voxels are far from the seed
+    assert 0 not in chosen
+    empty, none = select_kidney_clusters(labels, np.zeros_like(seed), (1.0, 1.0, 1.0))
+    assert not empty.any() and none == []
+    with pytest.raises(ValueError, match="shape"):
+        select_kidney_clusters(labels, seed[:-1], (1.0, 1.0, 1.0))
+
+
+def test_baselines_recover_a_bright_ellipsoid(body_phantom):
+    img, affine, right, _ = body_phantom
+    roi = {r.side: r for r in detect_kidney_rois(img, affine).rois}["right"]
+    box = img[roi.slices]
+    truth = right[roi.slices]
+    assert dice(otsu_kidney(box, roi.seed), truth) > 0.9
+    assert dice(watershed_kidney(box, roi.seed, SPACING), truth) > 0.9
+
+
+def test_pipeline_flags_no_roi_and_not_converged(body_phantom):
+    img, affine, right, left = body_phantom
+    noise = Image(np.random.default_rng(3).normal(100, 3, (64, 64, 10)).astype(np.float32), np.diag([1.5, 1.5, 6.0, 1.0]))
+    res = UnsupervisedKidneyPipeline().segment(noise)
+    assert res.qc["no_roi"] and res.qc["empty"] and not res.mask.array.any()
+    stuck = UnsupervisedConfig(cluster=ClusterConfig(max_iterations=3, min_iterations=3, epsilon=0.0))
+    res = UnsupervisedKidneyPipeline(stuck).segment(Image(img, affine))
+    assert res.qc["not_converged"] and not res.mask.array.any()
+    assert res.qc["iterations_right"] == 3
+
+
+def test_pipeline_on_the_phantom_segments_both_kidneys(body_phantom):
+    img, affine, right, left = body_phantom
+    res = UnsupervisedKidneyPipeline().segment(Image(img, affine))
+    assert res.qc["kidney_count"] == 2 and not res.qc["not_converged"]
+    assert dice(res.mask.array == 1, right) > 0.85
+    assert dice(res.mask.array == 2, left) > 0.85
+    assert res.mask.shape == img.shape and np.array_equal(res.mask.affine, affine)
+
+
+def test_registration_undoes_a_known_shift():
+    img = read_image(example_dir() / "image_39.nii.gz", dtype=np.float32)
+    crop = img.array[40:200, 50:150, 4:20]
+    aff = img.affine.copy()
+    aff[:3, 3] = aff[:3, :3] @ np.array([40, 50, 4]) + aff[:3, 3]
+    fixed = Image(crop, aff)
+    moved_aff = aff.copy()
+    moved_aff[:3, 3] += (6.0, -5.0, 0.0)  # same voxels, placed 6 / 5 mm away in world space
+    moving = Image(crop.copy(), moved_aff)
+    reg = register_to(fixed, moving, metric="mse", iterations=30)
+    assert reg.image.shape == fixed.shape and np.array_equal(reg.image.affine, fixed.affine)
+    inner = (slice(15, -15), slice(15, -15), slice(2, -2))
+
+    def err(a):
+        return float(np.mean(np.abs(a[inner] - crop[inner])))
+
+    from kidneyseg.preprocess.registration import _to_sitk  # the naive resampling, for reference
+    import SimpleITK as sitk
+    naive = sitk.GetArrayFromImage(sitk.Resample(_to_sitk(moving), _to_sitk(fixed))).transpose(2, 1, 0)
+    assert err(reg.image.array) < 0.5 * err(naive)
+    with pytest.raises(ValueError, match="metric"):
+        register_to(fixed, moving, metric="cc")
+    far = moved_aff.copy()
+    far[:3, 3] += 2000.0
+    with pytest.raises(RegistrationError, match="registration|covers"):
+        register_to(fixed, Image(crop.copy(), far), metric="mse", iterations=5)
+
+
+@pytest.fixture(scope="module")
+def real_crop(tmp_path_factory):
+    """A 200 x 120 x 20 crop of the bundled CHAOS case 39 (LAS), symmetric about the body,
+    with its expert kidney labels (1 right, 2 left)."""
+    d = tmp_path_factory.mktemp("crop")
+    img = nib.load(str(example_dir() / "image_39.nii.gz"))
+    lab = nib.load(str(example_dir() / "label_39_kidneys.nii.gz"))
+    box = (slice(24, 224), slice(40, 160), slice(2, 22))
+    crop = img.slicer[box]
+    save_nifti(np.asarray(crop.dataobj, dtype=np.float32), crop.affine, d / "crop39.nii.gz")
+    save_nifti(np.asarray(lab.dataobj, dtype=np.uint8)[box], crop.affine, d / "ref39.nii.gz")
+    return d / "crop39.nii.gz", d / "ref39.nii.gz"
+
+
+def _run(*args):
+    return subprocess.run([sys.executable, "-m", "kidneyseg.cli", *map(str, args)], capture_output=True,
+                          text=True, encoding="utf-8", timeout=600)
+
+
+def test_cli_end_to_end_on_a_real_crop(real_crop, tmp_path):
+    image, ref = real_crop
+    out = tmp_path / "out"
+    p = _run("segment", "--pipeline", "unsupervised-cluster", image, "-o", out, "--device", "cpu", "--quiet")
+    assert p.returncode == 0, p.stderr
+    seg = nib.load(str(out / "crop39_seg.nii.gz"))
+    src = nib.load(str(image))
+    assert seg.shape == src.shape and np.array_equal(seg.affine, src.affine)
+    assert json.loads((out / "crop39_labels.json").read_text()) == {"1": "kidney_right", "2": "kidney_left"}
+    row = json.loads((out / "volumes.json").read_text())[0]
+    assert row["no_roi"] is False and row["not_converged"] is False and row["kidney_count"] == 2
+    mask = np.asarray(seg.dataobj)
+    truth = np.asarray(nib.load(str(ref)).dataobj)
+    # no annotation was used; on the full case the benchmark measures 0.86 / 0.83 (right / left)
+    assert dice(mask == 1, truth == 1) > 0.7
+    assert dice(mask == 2, truth == 2) > 0.7
+    assert (out / "crop39_overlay.png").stat().st_size > 0
+
+
+def test_cli_secondary_and_model_errors(real_crop, tmp_path):
+    image, _ = real_crop
+    out = tmp_path / "out"
+    p = _run("segment", image, "--secondary", image, "-o", out)  # default pipeline takes one sequence
+    assert p.returncode == 2 and "--secondary" in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    p = _run("segment", "--pipeline", "unsupervised-cluster", image, image, "--secondary", image, "-o", out)
+    assert p.returncode == 2 and "exactly one input" in p.stderr
+    p = _run("segment", "--pipeline", "unsupervised-cluster", image, "--secondary", tmp_path / "missing.nii.gz", "-o", out)
+    assert p.returncode == 2 and "missing.nii.gz" in p.stderr
+    p = _run("segment", "--pipeline", "unsupervised-cluster", image, "--model", tmp_path, "-o", out)
+    assert p.returncode == 2 and "has no model" in p.stderr
+    assert not out.exists()
+
+
+def test_secondary_sequence_is_registered_and_fused(real_crop):
+    image, ref = real_crop
+    img = read_image(image, dtype=np.float32)
+    shifted = img.affine.copy()
+    shifted[:3, 3] += (4.0, 3.0, 0.0)
+    second = Image(np.sqrt(img.array - img.array.min()), shifted)  # another contrast, misplaced
+    cfg = UnsupervisedConfig(cluster=replace(ClusterConfig(), max_iterations=300))
+    res = UnsupervisedKidneyPipeline(cfg).segment(img, secondary=second)
+    truth = np.asarray(nib.load(str(ref)).dataobj)
+    assert res.qc["kidney_count"] == 2
+    assert dice(res.mask.array == 1, truth == 1) > 0.6 and dice(res.mask.array == 2, truth == 2) > 0.6
