@@ -26,6 +26,7 @@ benchmark: install
 	$(BIN)/python benchmarks/mr_kidney.py
 	$(BIN)/python benchmarks/metrics_speed.py
 	$(BIN)/python benchmarks/kidneyus_interobserver.py
+	$(BIN)/python benchmarks/unsupervised.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -18,7 +18,7 @@ from kidneyseg.localize import ROIConfig, ball_mm, detect_kidney_rois, high_inte
 from kidneyseg.metrics import dice
 from kidneyseg.models.baselines import otsu_kidney, watershed_kidney
 from kidneyseg.pipelines.unsupervised import UnsupervisedConfig, UnsupervisedKidneyPipeline
-from kidneyseg.postprocess.clusters import select_kidney_clusters
+from kidneyseg.postprocess.clusters import refine_boundary, select_kidney_clusters
 from kidneyseg.preprocess.registration import RegistrationError, register_to
 from kidneyseg.training.clustering import ClusterConfig
 
@@ -98,14 +98,28 @@ def test_select_kidney_clusters_by_hand():
     labels[:, 18:] = 3          # a band far from the seed: not kidney
     seed = labels == 1
     mask, chosen = select_kidney_clusters(labels, seed, (1.0, 1.0, 1.0), radius_mm=3.0)
-    assert sorted(chosen) == [0, 1, 2] or sorted(chosen) == [1, 2]
+    # the background (0) surrounds everything, so most of its voxels are far from the seed
+    assert chosen == [1, 2]
     assert mask[4:16, 4:16].all() and not mask[:, 18:].any()
-    # background cluster 0 surrounds everything: most of its voxels are far from the seed
-    assert 0 not in chosen
+    # with intensities, a rim cluster as dark as the surroundings is not kidney
+    intensity = np.where(labels == 1, 10.0, 0.0)
+    mask, chosen = select_kidney_clusters(labels, seed, (1.0, 1.0, 1.0), radius_mm=3.0, intensity=intensity)
+    assert chosen == [1] and mask.sum() == seed.sum()
     empty, none = select_kidney_clusters(labels, np.zeros_like(seed), (1.0, 1.0, 1.0))
     assert not empty.any() and none == []
     with pytest.raises(ValueError, match="shape"):
         select_kidney_clusters(labels, seed[:-1], (1.0, 1.0, 1.0))
+
+
+def test_refine_boundary_redecides_the_surface_by_intensity():
+    truth = np.zeros((20, 20, 3), bool)
+    truth[5:15, 5:15] = True
+    intensity = np.where(truth, 10.0, 1.0)
+    blocky = np.zeros_like(truth)
+    blocky[4:16, 4:16] = True  # one voxel too wide, as after upsampling 2x blocks
+    out = refine_boundary(blocky, intensity, truth, (1.0, 1.0, 1.0), (2, 2, 1), radius_mm=3.0)
+    assert np.array_equal(out, truth)
+    assert refine_boundary(blocky, intensity, truth, (1.0, 1.0, 1.0), (1, 1, 1)) is blocky  # nothing to refine
 
 
 def test_baselines_recover_a_bright_ellipsoid(body_phantom):

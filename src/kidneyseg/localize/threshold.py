@@ -178,24 +178,28 @@ def _world(affine: np.ndarray, ijk) -> np.ndarray:
     return affine[:3, :3] @ np.asarray(ijk, dtype=np.float64) + affine[:3, 3]
 
 
+SPLIT_DEPTH_MM = 3.0
+"""A distance-transform maximum starts its own piece when it stands this many mm above the
+saddle to a neighbouring maximum (h-maxima); shallower bumps belong to the same organ."""
+
+
 def _split_fused(component: np.ndarray, spacing_mm, anchor_z: float | None) -> tuple[np.ndarray, bool]:
-    """Split a component fused with a neighbour by a watershed on its distance transform;
-    keep the piece whose centroid z is nearest ``anchor_z`` (the other kidney's height), or
-    the lowest piece (spleen and liver lie above the kidneys)."""
-    from skimage.feature import peak_local_max
+    """Split a component fused with a neighbour by a watershed on its distance transform,
+    one basin per h-maximum (``skimage.morphology.h_maxima``, depth :data:`SPLIT_DEPTH_MM`),
+    so only organs joined by a neck separate; keep the piece, among those of at least a
+    quarter of the largest, whose centroid z is nearest ``anchor_z`` (the other kidney's
+    height), or the lowest piece (spleen and liver lie above the kidneys)."""
+    from skimage.morphology import h_maxima
     from skimage.segmentation import watershed
 
     dist = ndimage.distance_transform_edt(component, sampling=spacing_mm)
-    footprint = ball_mm(15.0 / min(spacing_mm), spacing_mm)  # maxima at least ~15 mm apart
-    peaks = peak_local_max(dist, footprint=footprint, labels=component.astype(np.int32), exclude_border=False)
-    if len(peaks) < 2:
+    markers, n = ndimage.label(h_maxima(dist, SPLIT_DEPTH_MM), structure=np.ones((3, 3, 3), dtype=bool))
+    if n < 2:
         return component, False
-    markers = np.zeros(component.shape, dtype=np.int32)
-    markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
     pieces = watershed(-dist, markers, mask=component)
-    idx = np.arange(1, len(peaks) + 1)
+    idx = np.arange(1, n + 1)
     sizes = ndimage.sum_labels(component, pieces, idx)
-    keep = idx[sizes >= 0.1 * sizes.max()]
+    keep = idx[sizes >= 0.25 * sizes.max()]
     if keep.size < 2:
         return component, False
     zs = np.array([ndimage.center_of_mass(pieces == k)[2] for k in keep])
