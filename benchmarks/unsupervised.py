@@ -95,7 +95,7 @@ def stats(rows, key, scale):
     finite = [v * scale for v in vals if v is not None]
     n_inf = len(vals) - len(finite)
     if not finite:
-        return "n/a"
+        return f"inf ({n_inf} inf)" if n_inf else "n/a"
     s = f"{np.mean(finite):.2f} ± {np.std(finite):.2f}"
     return s + (f" ({n_inf} inf)" if n_inf else "")
 
