@@ -89,7 +89,7 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
     keep = close >= min_fraction * total
     if intensity is not None:
         values = np.asarray(intensity, dtype=np.float64).ravel()
-        cut = contrast_cut(intensity, seed, spacing_mm, radius_mm, min_contrast)
+        cut = contrast_cut(intensity, seed, spacing_mm, radius_mm, min_contrast, near)
         for i in np.flatnonzero(keep):
             if np.median(values[inverse == i]) < cut:
                 keep[i] = False
@@ -100,10 +100,12 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
 
 
 def contrast_cut(intensity: np.ndarray, seed: np.ndarray, spacing_mm: tuple[float, ...], radius_mm: float,
-                 min_contrast: float) -> float:
+                 min_contrast: float, near: np.ndarray | None = None) -> float:
     """Intensity ``min_contrast`` of the way from the surroundings' median (voxels farther than
-    ``radius_mm`` from the seed) to the seed's median."""
-    near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
+    ``radius_mm`` from the seed) to the seed's median. ``near`` (the voxels within
+    ``radius_mm`` of the seed) is computed when not given."""
+    if near is None:
+        near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
     values = np.asarray(intensity, dtype=np.float64)
     low = float(np.median(values[~near])) if (~near).any() else float(values.min())
     return low + min_contrast * (float(np.median(values[seed])) - low)

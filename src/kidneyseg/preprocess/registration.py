@@ -49,13 +49,24 @@ def _to_sitk(image: Image):
     return out
 
 
-def _set_metric(reg, metric: str) -> None:
+def _method(metric: str, seed: int):
+    """A registration method with the settings both stages share: metric, 20 % random
+    sampling, linear interpolation, shrink 4/2/1 with smoothing 2/1/0 voxels."""
+    import SimpleITK as sitk
+
+    reg = sitk.ImageRegistrationMethod()
     if metric == "ncc":
         reg.SetMetricAsCorrelation()
     elif metric == "mse":
         reg.SetMetricAsMeanSquares()
     else:
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
+    reg.SetMetricSamplingStrategy(reg.RANDOM)
+    reg.SetMetricSamplingPercentage(0.2, seed)
+    reg.SetInterpolator(sitk.sitkLinear)
+    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetSmoothingSigmasPerLevel([2, 1, 0])
+    return reg
 
 
 def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tuple[int, int, int] = (4, 4, 2),
@@ -100,28 +111,16 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
     try:
         rigid = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        reg = sitk.ImageRegistrationMethod()
-        _set_metric(reg, metric)
-        reg.SetMetricSamplingStrategy(reg.RANDOM)
-        reg.SetMetricSamplingPercentage(0.2, seed)
-        reg.SetInterpolator(sitk.sitkLinear)
+        reg = _method(metric, seed)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations)
         reg.SetOptimizerScalesFromPhysicalShift()
-        reg.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg.SetSmoothingSigmasPerLevel([2, 1, 0])
         reg.SetInitialTransform(rigid, inPlace=True)
         reg.Execute(f, m)
         m_rigid = sitk.Resample(m, f, rigid, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
         bspline = sitk.BSplineTransformInitializer(f, list(mesh_size))
-        reg2 = sitk.ImageRegistrationMethod()
-        _set_metric(reg2, metric)
-        reg2.SetMetricSamplingStrategy(reg2.RANDOM)
-        reg2.SetMetricSamplingPercentage(0.2, seed)
-        reg2.SetInterpolator(sitk.sitkLinear)
+        reg2 = _method(metric, seed)
         reg2.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations)
-        reg2.SetShrinkFactorsPerLevel([4, 2, 1])
-        reg2.SetSmoothingSigmasPerLevel([2, 1, 0])
         reg2.SetInitialTransform(bspline, inPlace=True)
         reg2.Execute(f, m_rigid)
         value = float(reg2.GetMetricValue())
