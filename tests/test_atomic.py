@@ -91,3 +91,52 @@ def test_killed_segment_leaves_old_or_complete_outputs(tmp_path, reference, sig,
         assert hidden == [], f"temporary files left after SIGTERM: {hidden}"
     else:  # SIGKILL cannot be handled: at most hidden, clearly temporary, files remain
         assert all(".tmp" in h for h in hidden), hidden
+
+
+# Deterministic versions of the races above: a signal handler may run between any two
+# instructions, including inside AtomicOutputs.__exit__ after the with-block has ended.
+
+def _hidden(folder):
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
+def test_interrupt_during_commit_keeps_renamed_files_and_deletes_the_rest(tmp_path, monkeypatch):
+    import os
+
+    from kidneyseg.io import writers
+
+    real_replace = os.replace
+    calls = []
+
+    def replace_then_interrupt(src, dst):
+        calls.append(dst)
+        if len(calls) == 2:
+            raise SystemExit(143)  # what the CLI's SIGTERM handler raises
+        real_replace(src, dst)
+
+    monkeypatch.setattr(writers.os, "replace", replace_then_interrupt)
+    with pytest.raises(SystemExit):
+        with writers.AtomicOutputs(overwrite=True) as outs:
+            outs.stage(tmp_path / "a.csv").write_text("a\n")
+            outs.stage(tmp_path / "b.csv").write_text("b\n")
+    assert (tmp_path / "a.csv").read_text() == "a\n"
+    assert not (tmp_path / "b.csv").exists()
+    assert _hidden(tmp_path) == []
+    assert writers._LIVE == set()
+
+
+def test_remove_staged_files_deletes_unpublished_temporaries_only(tmp_path):
+    from kidneyseg.io import writers
+
+    done = writers.AtomicOutputs(overwrite=True)
+    done.stage(tmp_path / "done.json").write_text("{}")
+    done.commit()
+    pending = writers.AtomicOutputs(overwrite=True)
+    tmp = pending.stage(tmp_path / "pending.nii.gz")
+    tmp.write_bytes(b"partial")
+    assert tmp.name.startswith(".pending.") and tmp.name.endswith(".tmp.nii.gz")
+    writers.remove_staged_files()  # what the SIGTERM handler does before it unwinds
+    assert _hidden(tmp_path) == []
+    assert (tmp_path / "done.json").read_text() == "{}"
+    pending.abort()  # the with-block's own cleanup afterwards finds nothing and does not fail
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["done.json"]

@@ -205,6 +205,9 @@ _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_l
 
 
 def _terminated(signum, frame):
+    from .io.writers import remove_staged_files
+
+    remove_staged_files()
     raise SystemExit(128 + signum)
 
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import secrets
 import signal
-import tempfile
 from pathlib import Path
 from typing import Iterator
 
@@ -34,6 +34,22 @@ def signals_deferred() -> Iterator[None]:
         signal.pthread_sigmask(signal.SIG_SETMASK, old)
 
 
+_LIVE: set[Path] = set()  # temporary files staged and not yet renamed or deleted, this process
+
+
+def remove_staged_files() -> None:
+    """Delete every temporary output file this process has staged and not yet published.
+
+    Called by the CLI's SIGTERM handler before it unwinds: the handler may run between any
+    two instructions, including inside :meth:`AtomicOutputs.__exit__`, so the cleanup cannot
+    rely on the ``with`` block alone. Files already renamed onto their targets are kept.
+    """
+    for tmp in list(_LIVE):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        _LIVE.discard(tmp)
+
+
 class AtomicOutputs:
     """Stage several output files and publish them together.
 
@@ -55,35 +71,50 @@ class AtomicOutputs:
         if target.is_dir():
             raise InputError(f"{target}: output path is a folder")
         suffix = "".join(target.suffixes[-2:]) if target.name.endswith(".nii.gz") else target.suffix
+        # The name is registered before the file is created and unregistered only after it
+        # is renamed or deleted, so at every moment each temporary file on disk is known to
+        # remove_staged_files(), whichever instruction a signal handler interrupts.
         with signals_deferred():
-            fd, tmp = tempfile.mkstemp(prefix=f".{target.stem}.", suffix=".tmp" + suffix, dir=target.parent)
-            self._staged.append((Path(tmp), target))
-            os.close(fd)
-        return Path(tmp)
+            while True:
+                tmp = target.parent / f".{target.stem}.{secrets.token_hex(6)}.tmp{suffix}"
+                self._staged.append((tmp, target))
+                _LIVE.add(tmp)
+                try:
+                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    break
+                except FileExistsError:
+                    self._staged.pop()
+                    _LIVE.discard(tmp)
+        return tmp
 
     def commit(self) -> None:
         """Rename every staged file onto its target."""
         with signals_deferred():
-            for tmp, target in self._staged:
+            while self._staged:
+                tmp, target = self._staged[0]
                 os.replace(tmp, target)
-            self._staged.clear()
+                _LIVE.discard(tmp)
+                self._staged.pop(0)
 
     def abort(self) -> None:
         """Delete every staged temporary file."""
         with signals_deferred():
-            for tmp, _ in self._staged:
+            while self._staged:
+                tmp, _ = self._staged[0]
                 with contextlib.suppress(FileNotFoundError):
                     tmp.unlink()
-            self._staged.clear()
+                _LIVE.discard(tmp)
+                self._staged.pop(0)
 
     def __enter__(self) -> "AtomicOutputs":
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        if exc_type is None:
-            self.commit()
-        else:
-            self.abort()
+        try:
+            if exc_type is None:
+                self.commit()
+        finally:
+            self.abort()  # nothing left to delete after a complete commit
 
 
 @contextlib.contextmanager
