@@ -1,0 +1,304 @@
+"""Training of seed 003's ultrasound ensemble (:class:`~kidneyseg.models.us_ensemble.TripleConcatenated`).
+
+Two schedules (``USTrainConfig.mode``):
+
+* ``"staged"``: each member is trained alone (``epochs``), then the members are frozen and
+  only the fusion convolution is trained (``fusion_epochs``).
+* ``"end-to-end"``: the fused model is trained as one network (``epochs``), the loss on the
+  fused output plus the mean of the members' losses (so each member stays a usable
+  segmenter and its score can be reported).
+
+Adam with learning rate 1e-3 (seed 003 section 2); loss Dice + binary cross-entropy
+(MONAI ``DiceCELoss``; the paper does not name its loss). A checkpoint is written after every
+epoch and a killed run resumes from it with the same batches (the order of epoch ``e`` is
+drawn from ``(seed, stage, e)``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from ..errors import InputError
+from ..models.us_ensemble import MEMBERS, SEED_003_MEMBERS, TripleConcatenated
+from ..preprocess.ultrasound import Letterbox, speckle_augment
+
+log = logging.getLogger(__name__)
+
+CHECKPOINT = "checkpoint.pt"
+PIPELINE_NAME = "us-ensemble"
+
+
+@dataclass(frozen=True)
+class USTrainConfig:
+    """Everything that determines a trained ultrasound ensemble.
+
+    Attributes:
+        members: member names (keys of :data:`~kidneyseg.models.us_ensemble.MEMBERS`).
+        mode: ``"staged"`` or ``"end-to-end"`` (module docstring).
+        image_size: ``(H, W)`` canvas the network sees (letterboxed, aspect kept);
+            multiples of 32.
+        epochs: epochs per member (staged) or of the whole model (end-to-end); seed 003: 100.
+        fusion_epochs: epochs of fusion-layer training (staged only).
+        learning_rate: Adam learning rate (seed 003: 1e-3).
+        batch_size: images per step.
+        augment: horizontal flips (a probe may be held either way round; depth is never
+            flipped) and :func:`~kidneyseg.preprocess.ultrasound.speckle_augment`.
+        seed: seeds weights, batch order and augmentation.
+        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        num_threads: CPU threads for torch (0 = torch's default).
+        label_map: output value -> name (a binary kidney mask).
+    """
+
+    members: tuple[str, ...] = SEED_003_MEMBERS
+    mode: str = "staged"
+    image_size: tuple[int, int] = (256, 256)
+    epochs: int = 100
+    fusion_epochs: int = 10
+    learning_rate: float = 1e-3
+    batch_size: int = 8
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    num_threads: int = 0
+    label_map: dict[int, str] = dataclasses.field(default_factory=lambda: {1: "kidney"})
+    pipeline: str = PIPELINE_NAME
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "members", tuple(self.members))
+        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
+        object.__setattr__(self, "label_map", {int(k): str(v) for k, v in self.label_map.items()})
+        unknown = [m for m in self.members if m not in MEMBERS]
+        if not self.members or unknown:
+            raise ValueError(f"members: expected names among {', '.join(MEMBERS)}, got {list(self.members)}")
+        if self.mode not in ("staged", "end-to-end"):
+            raise ValueError(f"mode: expected 'staged' or 'end-to-end', got {self.mode!r}")
+        if len(self.image_size) != 2 or any(v < 32 or v % 32 for v in self.image_size):
+            raise ValueError(f"image_size: expected two multiples of 32, got {self.image_size}")
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
+        if self.fusion_epochs < 0 or self.learning_rate <= 0:
+            raise ValueError("fusion_epochs must be >= 0 and learning_rate > 0")
+        if self.label_map != {1: "kidney"}:
+            raise ValueError(f"label_map: only a binary kidney mask is supported, got {self.label_map}")
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["members"] = list(self.members)
+        d["image_size"] = list(self.image_size)
+        d["label_map"] = {str(k): v for k, v in self.label_map.items()}
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "USTrainConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in known})
+
+    def replace(self, **changes) -> "USTrainConfig":
+        return dataclasses.replace(self, **changes)
+
+
+@dataclass
+class USSample:
+    """A training image: ``image`` ``float32`` ``(H, W)`` in [0, 1], ``mask`` ``bool``
+    ``(H, W)``, optional ``sector`` ``bool`` ``(H, W)``, and a name."""
+
+    image: np.ndarray
+    mask: np.ndarray
+    sector: np.ndarray | None = None
+    name: str = ""
+
+
+def _prepare(samples: Sequence[USSample], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Letterbox every sample onto the canvas once: images, masks, sectors ``(N, H, W)``."""
+    xs, ys, ss = [], [], []
+    for s in samples:
+        if s.image.shape != s.mask.shape:
+            raise InputError(f"{s.name or 'sample'}: image {s.image.shape} and mask {s.mask.shape} differ in shape")
+        lb = Letterbox(tuple(s.image.shape), size)
+        sector = s.sector if s.sector is not None else np.ones(s.image.shape, dtype=bool)
+        xs.append(lb.forward(s.image.astype(np.float32), order=1))
+        ys.append(lb.forward(s.mask.astype(np.uint8), order=0))
+        ss.append(lb.forward(sector.astype(np.uint8), order=0).astype(bool))
+    return np.stack(xs), np.stack(ys), np.stack(ss)
+
+
+def _stage_seed(stage: str) -> int:
+    """A stable integer per stage name (``hash`` of a str changes between processes)."""
+    import zlib
+
+    return zlib.crc32(stage.encode())
+
+
+def _batches(n: int, cfg: USTrainConfig, stage: str, epoch: int):
+    """Batch indices and a generator for their augmentation, from ``(seed, stage, epoch)``."""
+    key = [cfg.seed, _stage_seed(stage), epoch]
+    order = np.random.default_rng(key).permutation(n)
+    for i in range(0, n, cfg.batch_size):
+        yield order[i:i + cfg.batch_size], np.random.default_rng(key + [i])
+
+
+def _batch(x, y, s, idx, rng, cfg: USTrainConfig, device):
+    xb, yb = x[idx].copy(), y[idx].copy()
+    if cfg.augment:
+        for j in range(len(idx)):
+            flipped = rng.random() < 0.5
+            if flipped:
+                xb[j], yb[j] = xb[j][:, ::-1], yb[j][:, ::-1]
+            xb[j] = speckle_augment(xb[j], rng, sector=s[idx[j]][:, ::-1] if flipped else s[idx[j]])
+    xt = torch.from_numpy(np.ascontiguousarray(xb))[:, None].to(device)
+    yt = torch.from_numpy(np.ascontiguousarray(yb))[:, None].float().to(device)
+    return xt, yt
+
+
+def train_us_ensemble(config: USTrainConfig, train: Sequence[USSample], out_dir: str | Path,
+                      validation: Sequence[USSample] = (), progress: bool = True) -> Path:
+    """Train the ensemble and save a model folder (``config.json``, ``model.pt``,
+    ``training_summary.json``).
+
+    Args:
+        config: the configuration.
+        train: training samples (any sizes; letterboxed to ``config.image_size``).
+        out_dir: the model folder; a ``checkpoint.pt`` in it is resumed (same config).
+        validation: samples scored (Dice per member and fused) after training.
+        progress: tqdm bars.
+
+    Raises:
+        InputError: no training samples, or an image and mask of different shapes.
+        ValueError: the checkpoint in ``out_dir`` was made with another config.
+    """
+    from monai.losses import DiceCELoss
+
+    from ..models.store import resolve_device
+
+    if not train:
+        raise InputError("training set: no samples")
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if config.num_threads:
+        torch.set_num_threads(config.num_threads)
+    device = resolve_device(config.device)
+    torch.manual_seed(config.seed)
+    x, y, s = _prepare(train, config.image_size)
+    model = TripleConcatenated(config.members).to(device)
+    if device.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    loss_fn = DiceCELoss(sigmoid=True, batch=True)
+
+    stages: list[tuple[str, int]] = []
+    if config.mode == "staged":
+        stages += [(f"member:{m}", config.epochs) for m in config.members]
+        if config.fusion_epochs and len(config.members) > 1:
+            stages.append(("fusion", config.fusion_epochs))
+    else:
+        stages.append(("end-to-end", config.epochs))
+
+    ckpt_path = out / CHECKPOINT
+    done: dict[str, int] = {}
+    seconds: dict[str, float] = {}
+    opt_state = None
+    if ckpt_path.exists():
+        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if ck["config"] != config.to_dict():
+            raise ValueError(f"{ckpt_path}: checkpoint was made with another config; use a new output folder")
+        model.load_state_dict(ck["model"])
+        done, seconds, opt_state = ck["done"], ck["seconds"], ck["optimizer"]
+        log.info("resuming: %s", done)
+    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    history: list[dict] = []
+
+    for stage, epochs in stages:
+        start = done.get(stage, 0)
+        if start >= epochs:
+            continue
+        params, forward = _stage(model, stage)
+        opt = torch.optim.Adam(params, lr=config.learning_rate)
+        if opt_state is not None and opt_state[0] == stage:
+            opt.load_state_dict(opt_state[1])
+        opt_state = None
+        t0 = time.perf_counter()
+        bar = tqdm(range(start, epochs), desc=stage, disable=not progress, initial=start, total=epochs)
+        for epoch in bar:
+            model.train()
+            if stage == "fusion":
+                model.members.eval()  # frozen: batch-norm statistics stay as trained
+            losses = []
+            for idx, rng in _batches(len(x), config, stage, epoch):
+                xb, yb = _batch(x, y, s, idx, rng, config, device)
+                if device.type == "cpu":
+                    xb = xb.contiguous(memory_format=torch.channels_last)
+                opt.zero_grad(set_to_none=True)
+                loss = forward(xb, yb, loss_fn)
+                loss.backward()
+                opt.step()
+                losses.append(float(loss.detach()))
+            mean_loss = float(np.mean(losses))
+            bar.set_postfix(loss=f"{mean_loss:.3f}")
+            history.append({"stage": stage, "epoch": epoch + 1, "loss": round(mean_loss, 5)})
+            done[stage] = epoch + 1
+            seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t0
+            t0 = time.perf_counter()
+            tmp = out / (CHECKPOINT + ".tmp")
+            torch.save({"config": config.to_dict(), "model": model.state_dict(), "done": done, "seconds": seconds,
+                        "optimizer": (stage, opt.state_dict())}, tmp)
+            os.replace(tmp, ckpt_path)
+
+    model.eval()
+    state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    torch.save(state, out / "model.pt")
+    summary: dict = {"train_seconds": {k: round(v, 1) for k, v in seconds.items()}, "epochs_done": done,
+                     "train_images": len(train), "history_tail": history[-5:]}
+    if validation:
+        from ..pipelines.us_ensemble import USEnsemblePipeline
+
+        pipe = USEnsemblePipeline.from_model(model, config, out, device)
+        summary["validation_dice"] = pipe.score(validation)
+    (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    ckpt_path.unlink(missing_ok=True)
+    return out
+
+
+def _stage(model: TripleConcatenated, stage: str):
+    """Trainable parameters and the loss function of one stage."""
+    if stage.startswith("member:"):
+        name = stage.split(":", 1)[1]
+        net = model.members[name]
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in net.parameters():
+            p.requires_grad_(True)
+        return list(net.parameters()), lambda xb, yb, lf: lf(net(xb), yb)
+    if stage == "fusion":
+        for p in model.parameters():
+            p.requires_grad_(False)
+        for p in model.fusion.parameters():
+            p.requires_grad_(True)
+
+        def fusion_loss(xb, yb, lf):
+            with torch.no_grad():
+                logits = model.member_logits(xb)
+            return lf(model.fuse(logits), yb)
+
+        return list(model.fusion.parameters()), fusion_loss
+    for p in model.parameters():
+        p.requires_grad_(True)
+
+    def joint_loss(xb, yb, lf):
+        logits = model.member_logits(xb)
+        return lf(model.fuse(logits), yb) + sum(lf(m, yb) for m in logits) / len(logits)
+
+    return list(model.parameters()), joint_loss
+
+
+__all__ = ["USSample", "USTrainConfig", "train_us_ensemble"]
