@@ -27,25 +27,35 @@ log = logging.getLogger(__name__)
 
 
 def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
-            device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None) -> Result:
+            device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None,
+            pixel_spacing_mm: float | None = None):
     """Segment one image.
 
     Args:
-        image: an :class:`~kidneyseg.io.Image` or a path (NIfTI, DICOM folder, PAR/REC).
+        image: an :class:`~kidneyseg.io.Image` or a path (NIfTI, DICOM folder, PAR/REC); for
+            the ultrasound pipeline (``us-ensemble``) a 2D frame: a PNG/JPEG/DICOM path, a
+            :class:`~kidneyseg.preprocess.ultrasound.USFrame` or a ``float32`` ``(H, W)``
+            array in [0, 1].
         pipeline: registered pipeline name (``kidneyseg list-models``).
         model: local model folder; ``None`` for the pipeline's shipped model.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         keep_largest: keep only the largest component per kidney.
         secondary: a second sequence of the same exam (``unsupervised-cluster`` only); it is
             registered to ``image`` and fused as a channel.
+        pixel_spacing_mm: ultrasound only: pixel spacing in mm, for the area in mm^2 (a
+            DICOM frame's own spacing is used when this is ``None``).
 
     Returns:
-        :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags).
+        :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags),
+        or for ultrasound a :class:`~kidneyseg.pipelines.us_ensemble.USResult` (mask
+        ``(H, W)``, area in mm^2).
 
     Raises:
         InputError: unreadable or unsuitable input, unknown pipeline, bad model folder, a
             secondary image for a pipeline that takes none, failed registration.
     """
+    if pipeline in PIPELINES and PIPELINES[pipeline].modality == "US":
+        return _segment_us(image, pipeline, model, device, keep_largest, secondary, pixel_spacing_mm)
     pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
     pipe.keep_largest = keep_largest
     img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
@@ -54,6 +64,25 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
     _check_takes_secondary(pipeline)
     sec = secondary if isinstance(secondary, Image) else read_image(secondary, dtype=np.float32)
     return pipe.segment(img, secondary=sec)
+
+
+def _segment_us(image, pipeline: str, model, device: str, keep_largest: bool, secondary, pixel_spacing_mm):
+    from .preprocess.ultrasound import USFrame, read_us_frame
+
+    if secondary is not None:
+        _check_takes_secondary(pipeline)
+    if isinstance(image, (str, Path)):
+        frame = read_us_frame(image, pixel_spacing_mm)
+    elif isinstance(image, USFrame):
+        frame = image
+    elif isinstance(image, np.ndarray) and image.ndim == 2:
+        sp = None if pixel_spacing_mm is None else (float(pixel_spacing_mm),) * 2
+        frame = USFrame(np.clip(np.asarray(image, dtype=np.float32), 0, 1), None, sp)
+    else:
+        raise InputError(f"image: {pipeline} takes a 2D frame (path, USFrame or (H, W) array), got {type(image).__name__}")
+    pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
+    pipe.keep_largest = keep_largest
+    return pipe.segment(frame)
 
 
 def volume_caption(volumes_ml: dict[str, float]) -> str:
@@ -72,9 +101,13 @@ def _check_takes_secondary(pipeline: str) -> None:
                          f"(a second one is fused by: {', '.join(SECONDARY_PIPELINES)})")
 
 
-def expand_inputs(inputs: list[str | Path]) -> list[Path]:
+US_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
+
+
+def expand_inputs(inputs: list[str | Path], modality: str = "MR") -> list[Path]:
     """Files stay; a folder becomes its NIfTI files (sorted) or, with none, itself as a
-    DICOM series folder.
+    DICOM series folder. For ``modality="US"`` a folder becomes its PNG, JPEG and DICOM
+    files (2D frames).
 
     Raises:
         InputError: a path does not exist, or two inputs share a case name.
@@ -84,7 +117,12 @@ def expand_inputs(inputs: list[str | Path]) -> list[Path]:
         p = Path(raw)
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
-        if p.is_dir():
+        if p.is_dir() and modality == "US":
+            frames = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in US_SUFFIXES)
+            if not frames:
+                raise InputError(f"{p}: no PNG, JPEG or DICOM frames in this folder")
+            out.extend(frames)
+        elif p.is_dir():
             nifti = sorted(q for q in p.iterdir() if q.name.lower().endswith((".nii", ".nii.gz")))
             out.extend(nifti if nifti else [p])
         else:
@@ -132,7 +170,8 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True) -> dict[str, Pa
 def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str | None = None,
                   model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
                   overlay: bool = True, keep_largest: bool = True, progress: bool = True,
-                  threads: int = 0, secondary: str | Path | None = None) -> SegmentSummary:
+                  threads: int = 0, secondary: str | Path | None = None,
+                  pixel_spacing_mm: float | None = None) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -144,6 +183,11 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     ``secondary`` (``unsupervised-cluster`` only, one input only) is a second sequence of
     the same exam, registered to the input and fused as a channel.
 
+    For the ultrasound pipeline (``us-ensemble``) the inputs are 2D frames and the outputs
+    are ``<case>_seg.png`` (0/1, the frame's size), ``<case>_labels.json``,
+    ``<case>_overlay.png`` and ``areas.csv``/``areas.json`` (area in mm^2 when
+    ``pixel_spacing_mm`` or the DICOM spacing is known, else empty).
+
     Raises:
         InputError: missing inputs, colliding case names, unwritable output folder,
             existing outputs without ``overwrite``, unknown pipeline or bad model folder,
@@ -154,7 +198,26 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
         import torch
 
         torch.set_num_threads(threads)
-    files = expand_inputs(list(inputs))
+    name = pipeline or DEFAULT_PIPELINE
+    if name not in PIPELINES:
+        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
+    modality = PIPELINES[name].modality
+    files = expand_inputs(list(inputs), modality)
+    if modality != "US" and pixel_spacing_mm is not None:
+        raise InputError(f"--pixel-spacing-mm: only for 2D ultrasound pipelines, not {name} (3D spacing comes from the file)")
+    if modality == "US":
+        from .pipelines.us_ensemble import segment_us_files
+
+        if secondary is not None:
+            _check_takes_secondary(name)
+        out = Path(out_dir)
+        created = not out.exists()
+        _check_output_dir(out)
+        try:
+            return segment_us_files(files, out, model, device, overwrite, overlay, keep_largest, pixel_spacing_mm)
+        finally:
+            if created and out.is_dir() and not any(out.iterdir()):
+                out.rmdir()
     sec_image = None
     if secondary is not None:
         _check_takes_secondary(pipeline or DEFAULT_PIPELINE)

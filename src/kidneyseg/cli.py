@@ -26,7 +26,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kidneyseg", description="Kidney segmentation and volumetry.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files")
+    s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files "
+                                       "(2D ultrasound frames with --pipeline us-ensemble)")
     s.add_argument("inputs", nargs="+", help="image files, folders of NIfTI files, or DICOM series folders")
     s.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-t2-unet")
@@ -36,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--pixel-spacing-mm", type=float, default=None,
+                   help="us-ensemble: pixel spacing in mm for the kidney area in mm^2 (DICOM frames carry their own)")
     s.add_argument("--secondary", default=None,
                    help="unsupervised-cluster: a second sequence of the same exam (one input only); "
                         "registered to the input and fused as a channel")
@@ -58,6 +61,16 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
     t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble"],
+                   help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images)")
+    t.add_argument("--images", default=None, help="us-ensemble: folder of the Open Kidney US images")
+    t.add_argument("--reference", default="sonographer1",
+                   choices=["sonographer1", "sonographer2", "intersection", "union", "staple"],
+                   help="us-ensemble: which capsule annotation is the target")
+    t.add_argument("--epochs", type=int, default=None, help="us-ensemble: epochs per member (seed 003: 100)")
+    t.add_argument("--mode", default=None, choices=["staged", "end-to-end"], help="us-ensemble: training schedule")
+    t.add_argument("--encoder-weights", nargs="+", default=None, metavar="MEMBER=PATH",
+                   help="us-ensemble: local ImageNet encoder weights per member (nothing is downloaded)")
     _add_common(t)
 
     e = sub.add_parser("evaluate", help="score predicted masks against reference masks (Dice, HD95, surface Dice, ...)")
@@ -102,9 +115,14 @@ def _cmd_segment(args) -> int:
         args.inputs, args.output, pipeline=args.pipeline, model=args.model, device=args.device,
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
+        pixel_spacing_mm=args.pixel_spacing_mm,
     )
     for row in summary.rows:
-        if not args.quiet:
+        if not args.quiet and "kidney_area_px" in row:
+            area = (f"{row['kidney_area_mm2']:.0f} mm^2" if row["kidney_area_mm2"] is not None
+                    else f"{row['kidney_area_px']} px (pixel spacing unknown)")
+            print(f"{row['case']}: kidney {area}, {row['seconds']:.2f} s")
+        elif not args.quiet:
             vols = ", ".join(f"{k[:-3].replace('kidney_', '')} {v:.1f} mL" for k, v in row.items()
                              if isinstance(k, str) and k.endswith("_ml"))
             print(f"{row['case']}: {vols}, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
@@ -113,10 +131,43 @@ def _cmd_segment(args) -> int:
     return 2 if summary.failures else 0
 
 
+def _cmd_train_us(args) -> int:
+    import json
+
+    from .training.us import USTrainConfig, train_on_kidneyus
+
+    if args.images is None:
+        raise InputError("--images: required with --pipeline us-ensemble (the Open Kidney US image folder)")
+    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+    fields["device"] = args.device
+    for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
+                      ("seed", "seed"), ("threads", "num_threads"), ("mode", "mode")]:
+        if getattr(args, flag) is not None:
+            fields[key] = getattr(args, flag)
+    if args.patch_size is not None:
+        fields["image_size"] = args.patch_size
+    if args.encoder_weights:
+        pairs = [w.split("=", 1) for w in args.encoder_weights]
+        if any(len(p) != 2 for p in pairs):
+            raise InputError(f"--encoder-weights: expected MEMBER=PATH, got {args.encoder_weights}")
+        fields["encoder_weights"] = dict(pairs)
+    try:
+        config = USTrainConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train: invalid configuration ({exc})") from None
+    out = train_on_kidneyus(config, args.dataset, args.images, args.output, reference=args.reference,
+                            split_seed=config.seed, progress=not args.quiet)
+    print(f"model written to {out}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     import json
 
     from .api import train_model
+
+    if args.pipeline == "us-ensemble":
+        return _cmd_train_us(args)
     from .training.config import TrainConfig
 
     fields = json.loads(Path(args.config).read_text()) if args.config else {}

@@ -239,11 +239,14 @@ def patient_id(filename: str) -> str:
 
 @dataclass
 class CSVProblem:
-    """A row of a VIA CSV file that could not be used."""
+    """A row of a VIA CSV file that could not be used (``skipped``), or whose file
+    attributes contradict an earlier row of the same image (kept: the first row's
+    attributes are used; the release has such rows, e.g. two views for one image)."""
 
     path: Path
     row: int
     reason: str
+    skipped: bool = True
 
     def __str__(self) -> str:
         return f"{self.path}: row {self.row}: {self.reason}"
@@ -291,7 +294,9 @@ def read_via_csv(path: str | Path, errors: Literal["raise", "skip"] = "raise") -
             left out and returned as problems.
 
     Returns:
-        ``({filename: Annotation}, [CSVProblem, ...])``.
+        ``({filename: Annotation}, [CSVProblem, ...])``: skipped rows (``errors="skip"``) and
+        rows whose ``file_attributes`` differ from the image's first row (``skipped`` false;
+        the first row's quality, view and comments are used).
 
     Raises:
         InputError: missing file, missing columns, or (with ``errors="raise"``) a malformed
@@ -330,7 +335,11 @@ def read_via_csv(path: str | Path, errors: Literal["raise", "skip"] = "raise") -
                     raise InputError(str(problem)) from None
                 problems.append(problem)
                 continue
-            entry = files.setdefault(name, {"attrs": attrs, "shapes": []})
+            entry = files.setdefault(name, {"attrs": attrs, "shapes": [], "row": line})
+            if attrs != entry["attrs"]:
+                problems.append(CSVProblem(path, line, f"{name}: file_attributes {json.dumps(attrs)} differ from row "
+                                           f"{entry['row']}'s {json.dumps(entry['attrs'])}; row {entry['row']}'s are used",
+                                           skipped=False))
             if shape is not None:
                 entry["shapes"].append(shape)
     out = {
@@ -350,7 +359,8 @@ class KidneyUSDataset:
         missing_images: annotated file names with no image in the image folder (all of
             them when no folder is given).
         unannotated_images: images in the folder that no annotation mentions.
-        problems: malformed CSV rows that were skipped (``errors="skip"`` only).
+        problems: malformed CSV rows that were skipped (``errors="skip"`` only) and rows
+            whose file attributes contradict the image's first row (see :class:`CSVProblem`).
     """
 
     cases: dict[str, KidneyUSCase]

@@ -75,10 +75,16 @@ def load_encoder_weights(model: nn.Module, path: str | Path) -> None:
     conv = state.get("conv1.weight")
     if conv is not None and conv.shape[1] == 3:
         state["conv1.weight"] = conv.sum(dim=1, keepdim=True)
-    missing, unexpected = model.encoder.load_state_dict(state, strict=False)
-    if unexpected or len(missing) > 0:
-        raise InputError(f"--encoder-weights: {path}: does not fit the encoder "
-                         f"({len(missing)} missing, {len(unexpected)} unexpected keys, e.g. {(missing + unexpected)[:2]})")
+    own = model.encoder.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    wrong = [k for k in own if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    if missing or unexpected or wrong:
+        raise InputError(f"--encoder-weights: {path}: does not fit the encoder ({len(missing)} missing, "
+                         f"{len(unexpected)} unexpected, {len(wrong)} wrongly shaped tensors, "
+                         f"e.g. {(missing + unexpected + wrong)[:2]})")
+    # nn.Module's own loader: segmentation_models_pytorch's encoders override it and return None
+    nn.Module.load_state_dict(model.encoder, state, strict=True)
 
 
 class TripleConcatenated(nn.Module):

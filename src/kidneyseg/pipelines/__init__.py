@@ -30,6 +30,12 @@ def _unsupervised_factory(model: str | None = None, device: str = "auto"):
     return UnsupervisedKidneyPipeline.load(model, device)
 
 
+def _us_ensemble_factory(model: str | None = None, device: str = "auto"):
+    from .us_ensemble import USEnsemblePipeline
+
+    return USEnsemblePipeline.load(model, device)
+
+
 PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
@@ -41,6 +47,12 @@ PIPELINES: dict[str, PipelineInfo] = {
         "no model: N4, kidney boxes by threshold + morphology, a small 3D CNN clustered per box (seed 001); "
         "optional second sequence (--secondary), registered and fused",
         _unsupervised_factory,
+    ),
+    "us-ensemble": PipelineInfo(
+        "us-ensemble", "US",
+        "2D B-mode ultrasound: DeepLabV3+ (ResNet-18, ResNet-152) and LinkNet fused by a convolution (seed 003); "
+        "PNG/JPEG/DICOM frames; no shipped model, needs --model",
+        _us_ensemble_factory,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
