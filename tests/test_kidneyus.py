@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import numpy as np
@@ -153,3 +154,38 @@ def test_not_a_label_folder(tmp_path):
     shutil.copy(tmp_path / "reviewed_labels_1.csv", tmp_path / "x.csv")
     ds = KidneyUSDataset.load(tmp_path)
     assert list(ds.cases) == ["a.png"] and ds.cases["a.png"].annotations[1].mask("capsule", (12, 12)).sum() > 20
+
+
+@needs_kidneyus
+def test_evaluate_png_masks_with_summed_confusion(dataset, tmp_path):
+    """`kidneyseg evaluate` on 2D PNG masks (sonographer 2 scored against sonographer 1):
+    seed 003's per-image metrics and the confusion matrix summed over the images."""
+    import csv
+    import subprocess
+    import sys
+
+    pred, ref = tmp_path / "pred", tmp_path / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    names = [n for n in dataset.cases if dataset.cases[n].capsule("sonographer1").any()][:4]
+    total = 0
+    for n in names:
+        shutil.copy(dataset.cases[n].capsule_paths[2], pred / n.replace(".png", "_seg.png"))  # kidneyseg's output name
+        shutil.copy(dataset.cases[n].capsule_paths[1], ref / n)
+        total += int(np.prod(dataset.cases[n].shape_hw()))
+    out = tmp_path / "eval"
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "evaluate", pred, ref, "-o", out, "--regions", "foreground",
+                        "--no-plots", "--quiet"], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 0, r.stderr
+    rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
+    assert [row["case"] for row in rows] == [n[:-4] for n in names]
+    (conf,) = list(csv.DictReader(open(out / "confusion.csv", encoding="utf-8")))
+    tp, fp, fn, tn = (int(conf[k]) for k in ("tp", "fp", "fn", "tn"))
+    assert tp + fp + fn + tn == total and int(conf["cases"]) == 4
+    assert tp == sum(int(row["tp"]) for row in rows)
+    for row, n in zip(rows, names):
+        a, b = dataset.cases[n].capsule("sonographer2"), dataset.cases[n].capsule("sonographer1")
+        assert int(row["tp"]) == int((a & b).sum()) and int(row["fn"]) == int((~a & b).sum())
+        assert float(row["f1"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
+    doc = json.loads((out / "metrics.json").read_text())
+    assert "in pixels" in doc["settings"]["png_units"] and doc["confusion"][0]["tp"] == tp

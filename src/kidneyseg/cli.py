@@ -74,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(t)
 
     e = sub.add_parser("evaluate", help="score predicted masks against reference masks (Dice, HD95, surface Dice, ...)")
-    e.add_argument("pred", help="predicted mask (NIfTI) or a folder of them")
+    e.add_argument("pred", help="predicted mask (NIfTI, or PNG for 2D) or a folder of them")
     e.add_argument("ref", help="reference mask or folder (also KiTS case_*/segmentation.nii.gz)")
     e.add_argument("-o", "--output", required=True, help="output folder for metrics.csv, summary.csv, metrics.json, plots")
     e.add_argument("--regions", default="labels", choices=["labels", "kits", "mr-kidneys", "foreground"],
@@ -85,6 +85,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="name label regions after this label map")
     e.add_argument("--tolerance-mm", type=float, default=1.0,
                    help="surface Dice tolerance in mm (default 1.0; the kits regions use the KiTS23 values)")
+    e.add_argument("--pixel-spacing-mm", type=float, default=None,
+                   help="pixel spacing of PNG masks (2D ultrasound); without it distances and areas are in pixels")
     e.add_argument("--no-plots", action="store_true", help="skip the violin plots")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     e.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
@@ -208,7 +210,8 @@ def _cmd_evaluate(args) -> int:
 
     ev = evaluate(args.pred, args.ref, args.output, regions=args.regions, labels=args.labels,
                   label_map=args.label_map, tolerance_mm=args.tolerance_mm, plots=not args.no_plots,
-                  overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
+                  overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
+                  pixel_spacing_mm=args.pixel_spacing_mm)
     for kind, ids in (("prediction", ev.unmatched_pred), ("reference", ev.unmatched_ref)):
         if ids:
             print(f"kidneyseg: warning: {len(ids)} case(s) with a {kind} only, not evaluated: {', '.join(ids)}",

@@ -122,7 +122,8 @@ def evaluate_region(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
             foreground (for specificity and accuracy).
 
     Returns:
-        ``{metric: float}``, plus ``voxels_pred`` and ``voxels_ref``. Never NaN; distances
+        ``{metric: float}``, plus ``voxels_pred``, ``voxels_ref`` and the confusion counts
+        ``tp``, ``fp``, ``fn``, ``tn`` (voxels). Never NaN; distances
         of a miss are ``inf`` (rules in :mod:`kidneyseg.metrics.overlap` and
         :mod:`kidneyseg.metrics.surface`).
     """
@@ -131,6 +132,7 @@ def evaluate_region(pred: np.ndarray, ref: np.ndarray, spacing_mm: Sequence[floa
     asd_p, asd_r = average_surface_distances_mm(sd)
     return {
         "voxels_pred": c.n_pred, "voxels_ref": c.n_ref,
+        "tp": c.tp, "fp": c.fp, "fn": c.fn, "tn": c.tn,
         "dice": c.dice, "jaccard": c.jaccard, "precision": c.precision, "recall": c.recall,
         "specificity": c.specificity, "accuracy": c.accuracy, "f1": c.f1,
         "volume_difference": c.volume_difference, "pkvd": c.pkvd,

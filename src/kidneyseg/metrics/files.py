@@ -39,11 +39,31 @@ def _is_nifti(p: Path) -> bool:
     return p.is_file() and p.name.lower().endswith((".nii", ".nii.gz"))
 
 
+def _is_mask_file(p: Path) -> bool:
+    """A NIfTI mask, or a PNG mask (2D: ultrasound, label values as pixel values)."""
+    return _is_nifti(p) or (p.is_file() and p.suffix.lower() == ".png")
+
+
+def _read_mask(path: Path, pixel_spacing_mm: float | None):
+    """A mask file as an :class:`~kidneyseg.io.Image`. A PNG has no geometry: its pixel
+    spacing is ``pixel_spacing_mm`` (or 1, i.e. distances and areas in pixels) and its
+    affine is diagonal."""
+    if path.suffix.lower() != ".png":
+        return read_image(path)
+    from ..datasets.kidneyus import read_mask_png
+    from ..io import Image
+
+    sp = 1.0 if pixel_spacing_mm is None else float(pixel_spacing_mm)
+    return Image(read_mask_png(path), np.diag([sp, sp, 1.0, 1.0]), path)
+
+
 def case_id(path: Path) -> str:
     """Case id of a mask path: the file name without ``.nii``/``.nii.gz`` and without a
     trailing ``_seg`` (kidneyseg's output name), or, for the KiTS layout
     ``case_XXXXX/segmentation.nii.gz``, the folder name."""
     name = path.name
+    if name.lower().endswith(".png"):
+        return _SEG_SUFFIX.sub("", name[:-4])
     stem = name[: -len(".nii.gz")] if name.lower().endswith(".nii.gz") else name[: -len(".nii")]
     if stem == "segmentation":
         return path.parent.name
@@ -53,8 +73,8 @@ def case_id(path: Path) -> str:
 def find_cases(path: str | Path) -> dict[str, Path]:
     """Masks in a file or folder, by case id (see :func:`case_id`).
 
-    A folder contributes its NIfTI files and its subfolders' ``segmentation.nii.gz``
-    (KiTS layout); other files are ignored.
+    A folder contributes its NIfTI files, its PNG masks (2D) and its subfolders'
+    ``segmentation.nii.gz`` (KiTS layout); other files are ignored.
 
     Raises:
         InputError: missing path, a folder without masks, or two masks with one case id.
@@ -63,20 +83,20 @@ def find_cases(path: str | Path) -> dict[str, Path]:
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
     if p.is_file():
-        if not _is_nifti(p):
-            raise InputError(f"{p}: expected a NIfTI mask (.nii or .nii.gz)")
+        if not _is_mask_file(p):
+            raise InputError(f"{p}: expected a NIfTI mask (.nii or .nii.gz) or a PNG mask")
         return {case_id(p): p}
     found: dict[str, Path] = {}
     for child in sorted(p.iterdir()):
         cand = child / "segmentation.nii.gz" if child.is_dir() else child
-        if not _is_nifti(cand):
+        if not _is_mask_file(cand):
             continue
         cid = case_id(cand)
         if cid in found:
             raise InputError(f"{p}: two masks for case {cid!r} ({found[cid].name}, {cand.relative_to(p)})")
         found[cid] = cand
     if not found:
-        raise InputError(f"{p}: no NIfTI masks found (expected *.nii.gz files or case_*/segmentation.nii.gz)")
+        raise InputError(f"{p}: no masks found (expected *.nii.gz or *.png files or case_*/segmentation.nii.gz)")
     return found
 
 
@@ -118,6 +138,7 @@ class _Task:
     labels: tuple[int, ...] | None
     names: dict[int, str]
     tolerance_mm: float
+    pixel_spacing_mm: float | None = None
 
 
 @dataclass
@@ -129,7 +150,7 @@ class _CaseResult:
 
 
 def _evaluate_task(t: _Task) -> _CaseResult:
-    pred, ref = read_image(t.pred), read_image(t.ref)
+    pred, ref = _read_mask(t.pred, t.pixel_spacing_mm), _read_mask(t.ref, t.pixel_spacing_mm)
     for img in (pred, ref):
         if img.array.ndim not in (2, 3):
             raise InputError(f"{img.source}: expected a 2D or 3D mask, got shape {img.array.shape}")
@@ -185,7 +206,7 @@ class Evaluation:
 
 ROW_COLUMNS: tuple[str, ...] = ("case", "region", "labels", "tolerance_mm", "voxels_pred", "voxels_ref",
                                 "volume_pred_ml", "volume_ref_ml", "area_pred_mm2", "area_ref_mm2",
-                                "pred_empty", "ref_empty") + METRICS
+                                "pred_empty", "ref_empty", "tp", "fp", "fn", "tn") + METRICS
 
 
 def _json_value(v):
@@ -198,7 +219,8 @@ def _json_value(v):
 
 def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None = None, regions: str = "labels",
                    labels: Sequence[int] | None = None, label_map: str | None = None, tolerance_mm: float = 1.0,
-                   plots: bool = True, overwrite: bool = False, workers: int = 1, progress: bool = True) -> Evaluation:
+                   plots: bool = True, overwrite: bool = False, workers: int = 1, progress: bool = True,
+                   pixel_spacing_mm: float | None = None) -> Evaluation:
     """Evaluate predicted masks against reference masks.
 
     Args:
@@ -219,6 +241,9 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
         overwrite: replace existing outputs.
         workers: processes evaluating cases in parallel.
         progress: show a progress bar.
+        pixel_spacing_mm: pixel spacing of PNG masks (2D ultrasound), which carry none;
+            ``None``: 1, so distances are in pixels and areas in pixels (recorded in
+            ``metrics.json``).
 
     Returns:
         :class:`Evaluation`. Masks absent from a case (both prediction and reference) get
@@ -244,8 +269,8 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
                 raise InputError(f"{o}: output exists (use --overwrite to replace it)")
     pairs, un_pred, un_ref = match_cases(pred, ref)
     names = dict(REGISTRY[label_map]) if label_map else {}
-    tasks = [_Task(c, p, r, regions, tuple(int(v) for v in labels) if labels else None, names, tolerance_mm)
-             for c, p, r in pairs]
+    tasks = [_Task(c, p, r, regions, tuple(int(v) for v in labels) if labels else None, names, tolerance_mm,
+                   pixel_spacing_mm) for c, p, r in pairs]
     from tqdm import tqdm
 
     results: list[_CaseResult] = []
@@ -271,6 +296,10 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
     if out_dir is not None:
         settings = {"pred": str(pred), "ref": str(ref), "regions": regions, "labels": list(labels) if labels else None,
                     "label_map": label_map, "tolerance_mm": tolerance_mm}
+        if any(p.suffix.lower() == ".png" for _, p, _r in pairs):
+            settings["png_pixel_spacing_mm"] = pixel_spacing_mm
+            if pixel_spacing_mm is None:
+                settings["png_units"] = "pixel spacing unknown: *_mm distances are in pixels, *_mm2 areas in pixels"
         _write_outputs(result, Path(out_dir), settings, plots, overwrite)
         result.outputs = outputs
     return result
@@ -304,9 +333,21 @@ def _complete_rows(results: list[_CaseResult]) -> list[dict]:
     return out
 
 
+def confusion_totals(rows: Sequence[dict]) -> list[dict]:
+    """Confusion matrix per region summed over cases (voxels or pixels): ``region``,
+    ``cases``, ``tp``, ``fp``, ``fn``, ``tn`` (seed 003, Figure 3)."""
+    out: dict[str, dict] = {}
+    for r in rows:
+        t = out.setdefault(r["region"], {"region": r["region"], "cases": 0, "tp": 0, "fp": 0, "fn": 0, "tn": 0})
+        t["cases"] += 1
+        for k in ("tp", "fp", "fn", "tn"):
+            t[k] += int(r[k])
+    return list(out.values())
+
+
 def _output_paths(out_dir: str | Path, plots: bool) -> list[Path]:
     d = Path(out_dir)
-    paths = [d / "metrics.csv", d / "summary.csv", d / "metrics.json"]
+    paths = [d / "metrics.csv", d / "summary.csv", d / "confusion.csv", d / "metrics.json"]
     if plots:
         paths += [d / f"plot_{m}.png" for m in METRICS]
     return paths
@@ -333,6 +374,7 @@ def _write_outputs(result: Evaluation, out_dir: Path, settings: dict, plots: boo
         "note": "infinite distances (a structure missing from one mask) are written as the string 'inf'",
         "cases": [{k: _json_value(v) for k, v in r.items()} for r in result.rows],
         "summary": [{k: _json_value(v) for k, v in s.items()} for s in result.summary],
+        "confusion": confusion_totals(result.rows),
     }
     with AtomicOutputs(overwrite=overwrite) as outs:
         try:
@@ -340,6 +382,8 @@ def _write_outputs(result: Evaluation, out_dir: Path, settings: dict, plots: boo
             outs.stage(out_dir / "summary.csv").write_text(
                 _csv_text(result.summary, ("region", "metric", "n", "n_inf", "mean", "std", "median", "min", "max")),
                 encoding="utf-8")
+            outs.stage(out_dir / "confusion.csv").write_text(
+                _csv_text(confusion_totals(result.rows), ("region", "cases", "tp", "fp", "fn", "tn")), encoding="utf-8")
             outs.stage(out_dir / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
             if plots:
                 from ..report.plots import metric_violin
