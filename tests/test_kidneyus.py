@@ -189,3 +189,43 @@ def test_evaluate_png_masks_with_summed_confusion(dataset, tmp_path):
         assert float(row["f1"]) == pytest.approx(2 * (a & b).sum() / (a.sum() + b.sum()))
     doc = json.loads((out / "metrics.json").read_text())
     assert "in pixels" in doc["settings"]["png_units"] and doc["confusion"][0]["tp"] == tp
+
+
+@needs_kidneyus
+def test_cli_train_us_ensemble_on_the_open_kidney_layout(dataset, tmp_path):
+    """`kidneyseg train --pipeline us-ensemble` reads the published annotations and a user's
+    image folder (here: synthetic frames drawn from the real capsule masks, the real images
+    being released only after registration), trains on the train split only and writes a
+    model folder that `segment` loads."""
+    import subprocess
+    import sys
+
+    from kidneyseg.pipelines.us_ensemble import USEnsemblePipeline
+
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    split = dataset.split(0)
+    use = split["train"][:6] + split["validation"][:2] + split["test"][:2]
+    for n in use:
+        cap = dataset.cases[n].capsule("staple")
+        img = np.where(cap, 90, 160) * rng.rayleigh(1.0, cap.shape) / 1.25
+        PILImage.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(images / n)
+    (tmp_path / "cfg.json").write_text(json.dumps({"members": ["linknet_resnet18"], "fusion_epochs": 0, "batch_size": 4}))
+    out = tmp_path / "model"
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "train", "--pipeline", "us-ensemble", "--dataset", LABELS,
+                        "--images", images, "-o", out, "--config", tmp_path / "cfg.json", "--epochs", "1",
+                        "--patch-size", "64", "64", "--reference", "staple", "--device", "cpu", "--quiet"],
+                       capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert r.returncode == 0, r.stderr
+    saved = json.loads((out / "split.json").read_text())
+    assert saved["reference"] == "staple" and saved["test"] == split["test"]
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["train_images"] == 6  # the test and validation images were not trained on
+    assert set(summary["validation_dice"]) == {"fused", "linknet_resnet18"}
+    pipe = USEnsemblePipeline.load(out, device="cpu")
+    assert pipe.config.image_size == (64, 64) and pipe.config.members == ("linknet_resnet18",)
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "train", "--pipeline", "us-ensemble", "--dataset", LABELS,
+                        "--images", tmp_path / "cfg.json", "-o", tmp_path / "m2"], capture_output=True, text=True,
+                       encoding="utf-8")
+    assert r.returncode == 2 and "no such folder" in r.stderr
