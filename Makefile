@@ -27,6 +27,9 @@ benchmark: install
 	$(BIN)/python benchmarks/metrics_speed.py
 	$(BIN)/python benchmarks/kidneyus_interobserver.py
 	$(BIN)/python benchmarks/unsupervised.py
+	$(BIN)/python benchmarks/kidneyus_reader.py
+	$(BIN)/python benchmarks/us_phantoms.py
+	$(BIN)/python benchmarks/us_ensemble_chaos.py
 
 clean:
 	rm -rf $(VENV) demo_output
