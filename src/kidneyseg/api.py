@@ -158,10 +158,17 @@ class SegmentSummary:
     failures: list[tuple[str, str]] = field(default_factory=list)
 
 
-def case_outputs(out_dir: Path, case: str, overlay: bool = True) -> dict[str, Path]:
-    """Output paths of one case: ``<case>_seg.nii.gz``, ``<case>_labels.json`` and
-    ``<case>_overlay.png``."""
-    paths = {"seg": out_dir / f"{case}_seg.nii.gz", "labels": out_dir / f"{case}_labels.json"}
+OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
+
+
+def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
+    """Output paths of one case: ``<case>_seg.nii.gz`` and/or ``<case>_seg.dcm`` (DICOM
+    SEG), ``<case>_labels.json`` and ``<case>_overlay.png``."""
+    paths = {"labels": out_dir / f"{case}_labels.json"}
+    if output_type in ("nifti", "both"):
+        paths["seg"] = out_dir / f"{case}_seg.nii.gz"
+    if output_type in ("dicom-seg", "both"):
+        paths["dicom_seg"] = out_dir / f"{case}_seg.dcm"
     if overlay:
         paths["overlay"] = out_dir / f"{case}_overlay.png"
     return paths
@@ -171,7 +178,7 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
                   model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
                   overlay: bool = True, keep_largest: bool = True, progress: bool = True,
                   threads: int = 0, secondary: str | Path | None = None,
-                  pixel_spacing_mm: float | None = None) -> SegmentSummary:
+                  pixel_spacing_mm: float | None = None, output_type: str = "nifti") -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -182,6 +189,9 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
 
     ``secondary`` (``unsupervised-cluster`` only, one input only) is a second sequence of
     the same exam, registered to the input and fused as a channel.
+
+    ``output_type``: ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM Segmentation object
+    ``<case>_seg.dcm`` referencing the input series; DICOM series inputs only) or ``"both"``.
 
     For the ultrasound pipeline (``us-ensemble``) the inputs are 2D frames and the outputs
     are ``<case>_seg.png`` (0/1, the frame's size), ``<case>_labels.json``,
@@ -202,6 +212,10 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
     modality = PIPELINES[name].modality
+    if output_type not in OUTPUT_TYPES:
+        raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
+    if output_type != "nifti" and modality == "US":
+        raise InputError(f"--output-type {output_type}: 2D ultrasound masks are written as PNG")
     files = expand_inputs(list(inputs), modality)
     if modality != "US" and pixel_spacing_mm is not None:
         raise InputError(f"--pixel-spacing-mm: only for 2D ultrasound pipelines, not {name} (3D spacing comes from the file)")
@@ -228,20 +242,22 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     created = not out.exists()
     _check_output_dir(out)
     try:
-        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image)
+        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
+                             output_type)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
 
 
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
-                  overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None) -> SegmentSummary:
+                  overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
+                  output_type: str = "nifti") -> SegmentSummary:
     from .report import overlay_montage, write_volume_tables
 
     if not overwrite:
         targets = [out / "volumes.csv", out / "volumes.json"]
         for f in files:
-            targets += list(case_outputs(out, case_name(f), overlay).values())
+            targets += list(case_outputs(out, case_name(f), overlay, output_type).values())
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
@@ -253,6 +269,9 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     for f in tqdm(files, desc="segment", disable=True if not progress or len(files) < 2 else None, unit="case"):
         case = case_name(f)
         try:
+            if output_type != "nifti" and not f.is_dir():
+                raise InputError(f"{f}: --output-type {output_type} needs a DICOM series folder as input (a SEG "
+                                 "references its source images)")
             image = check_volume(read_image(f, dtype=np.float32))
         except InputError as exc:
             summary.failures.append((case, str(exc)))
@@ -262,11 +281,15 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             pipe.keep_largest = keep_largest
         try:
             result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
-            paths = case_outputs(out, case, overlay)
+            paths = case_outputs(out, case, overlay, output_type)
             try:
                 with AtomicOutputs(overwrite=True) as outs:
-                    tmp = outs.stage(paths["seg"])
-                    mask_to_nifti(result.mask.array, image).to_filename(str(tmp))
+                    if "seg" in paths:
+                        mask_to_nifti(result.mask.array, image).to_filename(str(outs.stage(paths["seg"])))
+                    if "dicom_seg" in paths:
+                        from .io.dicom_seg import write_dicom_seg
+
+                        write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]))
                     outs.stage(paths["labels"]).write_text(
                         json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
                     if overlay:

@@ -1,0 +1,68 @@
+"""DICOM SEG output: `kidneyseg segment --output-type both` on a DICOM series made from the
+bundled real MRI case; the SEG read back equals the NIfTI mask voxel by voxel."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from kidneyseg.api import example_dir
+from kidneyseg.errors import InputError
+from kidneyseg.io import Image, read_image
+from kidneyseg.io.dicom_seg import read_dicom_seg, write_dicom_seg
+
+from .conftest import write_dicom_series
+
+SERIES = "1.2.826.0.1.3680043.2.1125.1.3939"
+
+
+@pytest.fixture(scope="module")
+def series(tmp_path_factory):
+    return write_dicom_series(example_dir() / "image_39.nii.gz", tmp_path_factory.mktemp("dcm") / "case39", series_uid=SERIES)
+
+
+def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", series, "-o", out, "--output-type", "both",
+                        "--quiet", "--threads", "2"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert r.returncode == 0, r.stderr
+    nifti = nib.load(out / "case39_seg.nii.gz")
+    mask = np.asarray(nifti.dataobj)
+    assert set(np.unique(mask)) == {0, 1, 2}
+    segments, names = read_dicom_seg(out / "case39_seg.dcm", series)
+    assert names == {1: "kidney_right", 2: "kidney_left"}
+    assert segments.shape == mask.shape and np.array_equal(segments, mask)  # voxel by voxel
+    ds = pydicom.dcmread(out / "case39_seg.dcm")
+    assert ds.Modality == "SEG" and ds.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES
+    codes = [(s.SegmentLabel, s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
+              s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning) for s in ds.SegmentSequence]
+    assert codes == [("kidney_right", "9846003", "Anatomical Structure"), ("kidney_left", "18639004", "Anatomical Structure")]
+    assert ds.StudyInstanceUID == SERIES + ".0" and ds.PatientID == "KS0001"
+    assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
+
+
+def test_dicom_seg_needs_a_dicom_input(tmp_path):
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", example_dir() / "image_39.nii.gz", "-o", tmp_path / "o",
+                        "--output-type", "dicom-seg", "--quiet"], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1
+    assert "image_39.nii.gz: --output-type dicom-seg needs a DICOM series folder" in r.stderr
+    assert not (tmp_path / "o").exists()
+
+
+def test_empty_mask_and_uncoded_label(series, tmp_path):
+    img = read_image(series)
+    empty = Image(np.zeros(img.shape, np.uint8), img.affine)
+    write_dicom_seg(empty, {1: "kidney_right", 2: "kidney_left"}, series, tmp_path / "empty.dcm")
+    segments, names = read_dicom_seg(tmp_path / "empty.dcm", series)
+    assert names == {1: "kidney_right", 2: "kidney_left"} and not segments.any()
+    odd = np.zeros(img.shape, np.uint8)
+    odd[10:20, 10:20, 3] = 5
+    with pytest.raises(InputError, match="label 5 .'spleen'. has no coded concept"):
+        write_dicom_seg(Image(odd, img.affine), {5: "spleen"}, series, tmp_path / "odd.dcm")
+    with pytest.raises(InputError, match="do not match the mask's shape"):
+        write_dicom_seg(Image(odd[:, :, :10], img.affine), {5: "kidney"}, series, tmp_path / "short.dcm")
