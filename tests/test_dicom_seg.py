@@ -66,3 +66,34 @@ def test_empty_mask_and_uncoded_label(series, tmp_path):
         write_dicom_seg(Image(odd, img.affine), {5: "spleen"}, series, tmp_path / "odd.dcm")
     with pytest.raises(InputError, match="do not match the mask's shape"):
         write_dicom_seg(Image(odd[:, :, :10], img.affine), {5: "kidney"}, series, tmp_path / "short.dcm")
+
+
+def test_series_selection_rules(series, tmp_path):
+    """A folder with two series of the same real case (one described 'T2 SPIR', one 'scout'
+    with fewer slices): no rule is a clear error listing both; UID, largest and description
+    each pick the right one; a rule matching nothing names the series."""
+    import shutil
+
+    from kidneyseg.io.readers import resolve_series
+
+    folder = tmp_path / "two"
+    shutil.copytree(series, folder)
+    for f in sorted(folder.iterdir()):
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = "T2 SPIR"
+        ds.save_as(f)
+    scout = write_dicom_series(example_dir() / "image_39.nii.gz", tmp_path / "scout", series_uid=SERIES + ".7")
+    for f in sorted(scout.iterdir())[:10]:
+        ds = pydicom.dcmread(f)
+        ds.SeriesDescription = "scout"
+        ds.save_as(folder / ("scout_" + f.name))
+    with pytest.raises(InputError, match=r"holds 2 DICOM series: .*'T2 SPIR'.*'scout'.*--series"):
+        resolve_series(folder)
+    assert resolve_series(folder, "largest") == SERIES
+    assert resolve_series(folder, "description:spir") == SERIES
+    assert resolve_series(folder, "description:SCOUT") == SERIES + ".7"
+    assert resolve_series(folder, SERIES + ".7") == SERIES + ".7"
+    with pytest.raises(InputError, match="0 series match"):
+        resolve_series(folder, "description:dixon")
+    img = read_image(folder, series_uid="description:spir")
+    assert img.shape == (256, 256, 31)

@@ -178,7 +178,8 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
                   model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
                   overlay: bool = True, keep_largest: bool = True, progress: bool = True,
                   threads: int = 0, secondary: str | Path | None = None,
-                  pixel_spacing_mm: float | None = None, output_type: str = "nifti") -> SegmentSummary:
+                  pixel_spacing_mm: float | None = None, output_type: str = "nifti",
+                  series: str | None = None) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -189,6 +190,9 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
 
     ``secondary`` (``unsupervised-cluster`` only, one input only) is a second sequence of
     the same exam, registered to the input and fused as a channel.
+
+    ``series`` picks the series of DICOM folders that hold several: a SeriesInstanceUID,
+    ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
 
     ``output_type``: ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM Segmentation object
     ``<case>_seg.dcm`` referencing the input series; DICOM series inputs only) or ``"both"``.
@@ -243,7 +247,7 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type)
+                             output_type, series)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
@@ -251,7 +255,7 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
 
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
                   overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
-                  output_type: str = "nifti") -> SegmentSummary:
+                  output_type: str = "nifti", series: str | None = None) -> SegmentSummary:
     from .report import overlay_montage, write_volume_tables
 
     if not overwrite:
@@ -272,7 +276,12 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             if output_type != "nifti" and not f.is_dir():
                 raise InputError(f"{f}: --output-type {output_type} needs a DICOM series folder as input (a SEG "
                                  "references its source images)")
-            image = check_volume(read_image(f, dtype=np.float32))
+            uid = None
+            if f.is_dir():
+                from .io.readers import resolve_series
+
+                uid = resolve_series(f, series)
+            image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
         except InputError as exc:
             summary.failures.append((case, str(exc)))
             continue
@@ -289,7 +298,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
                     if "dicom_seg" in paths:
                         from .io.dicom_seg import write_dicom_seg
 
-                        write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]))
+                        write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid)
                     outs.stage(paths["labels"]).write_text(
                         json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
                     if overlay:

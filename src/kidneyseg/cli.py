@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
+                   help="which series of a DICOM folder holding several")
     s.add_argument("--output-type", default="nifti", choices=["nifti", "dicom-seg", "both"],
                    help="mask format: NIfTI, a DICOM SEG referencing the input series (DICOM input only), or both")
     s.add_argument("--pixel-spacing-mm", type=float, default=None,
@@ -119,7 +121,7 @@ def _cmd_segment(args) -> int:
         args.inputs, args.output, pipeline=args.pipeline, model=args.model, device=args.device,
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
-        pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type,
+        pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
     )
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:

@@ -31,7 +31,8 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
         dtype: numpy dtype of the returned array; ``None`` keeps the stored type (with the
             NIfTI scaling applied). Use ``np.float32`` for images fed to a model: the file is
             converted directly, never through a float64 copy when it is stored narrower.
-        series_uid: SeriesInstanceUID to pick in a folder with several DICOM series.
+        series_uid: which series of a DICOM folder with several: a SeriesInstanceUID or a
+            rule, ``"largest"`` or ``"description:TEXT"`` (see :func:`resolve_series`).
 
     Returns:
         :class:`Image` with the array in the file's own voxel axis order (``(X, Y, Z)`` for
@@ -95,6 +96,67 @@ def _read_parrec(p: Path, dtype: type | None) -> Image:
     return Image(array, img.affine, p, None, "MR")
 
 
+def resolve_series(folder: str | Path, rule: str | None = None) -> str:
+    """Choose one DICOM series in a folder.
+
+    Args:
+        folder: a folder of DICOM files.
+        rule: ``None`` (the folder must hold exactly one series), a SeriesInstanceUID,
+            ``"largest"`` (the series with the most files; ties raise), or
+            ``"description:TEXT"`` (the one series whose SeriesDescription contains TEXT,
+            case-insensitive).
+
+    Returns:
+        The SeriesInstanceUID.
+
+    Raises:
+        InputError: no series; several and no rule; a rule that matches none or several
+            (the message lists every series with its description and file count).
+
+    Library: SimpleITK/GDCM (series discovery), pydicom (descriptions).
+    """
+    import pydicom
+    import SimpleITK as sitk
+
+    folder = Path(folder)
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder)))
+    except RuntimeError as exc:
+        raise InputError(f"{folder}: cannot scan folder for DICOM ({exc})") from None
+    if not uids:
+        raise InputError(f"{folder}: folder holds no DICOM series and no image file was given")
+    if rule is None and len(uids) == 1:
+        return uids[0]
+    info = {}
+    for uid in uids:
+        files = sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), uid)
+        try:
+            desc = str(pydicom.dcmread(files[0], stop_before_pixels=True).get("SeriesDescription", ""))
+        except Exception:  # an unreadable header leaves the description empty
+            desc = ""
+        info[uid] = (len(files), desc)
+    listing = "; ".join(f"{u} ({n} files, {d!r})" for u, (n, d) in info.items())
+    if rule is None:
+        raise InputError(f"{folder}: holds {len(uids)} DICOM series: {listing}; choose one with --series "
+                         "UID | largest | description:TEXT")
+    if rule == "largest":
+        most = max(n for n, _ in info.values())
+        best = [u for u, (n, _) in info.items() if n == most]
+        if len(best) > 1:
+            raise InputError(f"{folder}: --series largest: {len(best)} series have {most} files: {listing}")
+        return best[0]
+    if rule.startswith("description:"):
+        text = rule.split(":", 1)[1].strip().lower()
+        hits = [u for u, (_, d) in info.items() if text and text in d.lower()]
+        if len(hits) != 1:
+            raise InputError(f"{folder}: --series {rule}: {len(hits)} series match: {listing}")
+        return hits[0]
+    if rule not in info:
+        raise InputError(f"{folder}: no DICOM series {rule} (found: {listing})")
+    return rule
+
+
 def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> None:
     """Raise if the sorted slices of a series are not evenly spaced: a missing slice, or
     uneven spacing, would otherwise give a volume with the wrong geometry (ITK only warns)."""
@@ -124,20 +186,7 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
 
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
     reader = sitk.ImageSeriesReader()
-    try:
-        uids = list(reader.GetGDCMSeriesIDs(str(folder)))
-    except RuntimeError as exc:
-        raise InputError(f"{folder}: cannot scan folder for DICOM ({exc})") from None
-    if not uids:
-        raise InputError(f"{folder}: folder holds no DICOM series and no image file was given")
-    if series_uid is None:
-        if len(uids) > 1:
-            raise InputError(
-                f"{folder}: holds {len(uids)} DICOM series ({', '.join(uids)}); choose one by SeriesInstanceUID"
-            )
-        series_uid = uids[0]
-    elif series_uid not in uids:
-        raise InputError(f"{folder}: no DICOM series {series_uid} (found {', '.join(uids)})")
+    series_uid = resolve_series(folder, series_uid)
     files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
