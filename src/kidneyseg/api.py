@@ -151,11 +151,12 @@ def _check_output_dir(out_dir: Path) -> None:
 
 @dataclass
 class SegmentSummary:
-    """Outcome of :func:`segment_files`: volume rows of finished cases and
-    ``(case, message)`` of failed ones."""
+    """Outcome of :func:`segment_files`: volume rows of finished cases, ``(case, message)``
+    of failed ones, and (``resume``) the cases an earlier run had finished."""
 
     rows: list[dict] = field(default_factory=list)
     failures: list[tuple[str, str]] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
 
 
 OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
@@ -174,12 +175,13 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: st
     return paths
 
 
-def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str | None = None,
+def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline: str | None = None,
                   model: str | Path | None = None, device: str = "auto", overwrite: bool = False,
                   overlay: bool = True, keep_largest: bool = True, progress: bool = True,
                   threads: int = 0, secondary: str | Path | None = None,
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
-                  series: str | None = None) -> SegmentSummary:
+                  series: str | None = None, manifest: str | Path | None = None,
+                  resume: bool = False) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -190,6 +192,13 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
 
     ``secondary`` (``unsupervised-cluster`` only, one input only) is a second sequence of
     the same exam, registered to the input and fused as a channel.
+
+    Cohorts: ``manifest`` (a CSV with ``path`` and optional ``case`` columns, see
+    :func:`kidneyseg.batch.read_manifest`) instead of ``inputs``, or ``resume=True`` with
+    ``inputs``, keeps ``status.csv``/``status.json`` in ``out_dir`` (one row per case: done,
+    or failed with the error, and seconds), rewritten with the volume tables after every
+    case; a re-run skips the cases whose recorded outputs are unchanged (SHA-256) and
+    redoes the others. A missing input in a manifest is a failed row, not a stop.
 
     ``series`` picks the series of DICOM folders that hold several: a SeriesInstanceUID,
     ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
@@ -220,7 +229,22 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
         raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     if output_type != "nifti" and modality == "US":
         raise InputError(f"--output-type {output_type}: 2D ultrasound masks are written as PNG")
-    files = expand_inputs(list(inputs), modality)
+    case_names = None
+    if manifest is not None:
+        from .batch import read_manifest
+
+        if inputs:
+            raise InputError("--manifest: give either input paths or a manifest, not both")
+        if modality == "US":
+            raise InputError("--manifest: cohort batches are for 3D pipelines")
+        items = read_manifest(manifest)
+        case_names = [c for c, _ in items]
+        files = [f for _, f in items]
+        resume = True
+    else:
+        if not inputs:
+            raise InputError("segment: no input paths (give files, folders, or --manifest)")
+        files = expand_inputs(list(inputs), modality)
     if modality != "US" and pixel_spacing_mm is not None:
         raise InputError(f"--pixel-spacing-mm: only for 2D ultrasound pipelines, not {name} (3D spacing comes from the file)")
     if modality == "US":
@@ -247,7 +271,7 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series)
+                             output_type, series, case_names, resume)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
@@ -255,24 +279,42 @@ def segment_files(inputs: list[str | Path], out_dir: str | Path, pipeline: str |
 
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
                   overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
-                  output_type: str = "nifti", series: str | None = None) -> SegmentSummary:
+                  output_type: str = "nifti", series: str | None = None,
+                  cases: list[str] | None = None, resume: bool = False) -> SegmentSummary:
+    """Segment ``files`` (named ``cases``, default their file names) into ``out``.
+
+    With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
+    cases finished by an earlier run with unchanged outputs are skipped, outputs of other
+    cases are replaced, and the status and volume tables are rewritten after every case.
+    """
+    import time
+
+    from .batch import BatchStatus
     from .report import overlay_montage, write_volume_tables
 
-    if not overwrite:
+    names = cases if cases is not None else [case_name(f) for f in files]
+    if not overwrite and not resume:
         targets = [out / "volumes.csv", out / "volumes.json"]
-        for f in files:
-            targets += list(case_outputs(out, case_name(f), overlay, output_type).values())
+        for c in names:
+            targets += list(case_outputs(out, c, overlay, output_type).values())
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
     name = pipeline or DEFAULT_PIPELINE
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
+    status = BatchStatus.load(out) if resume else None
     pipe = None  # loaded at the first readable image, so bad input fails fast
     summary = SegmentSummary()
-    for f in tqdm(files, desc="segment", disable=True if not progress or len(files) < 2 else None, unit="case"):
-        case = case_name(f)
+    for f, case in tqdm(list(zip(files, names)), desc="segment",
+                        disable=True if not progress or len(files) < 2 else None, unit="case"):
+        t0 = time.perf_counter()
+        if status is not None and status.is_done(case, f):
+            summary.skipped.append(case)
+            continue
         try:
+            if not f.exists():
+                raise InputError(f"{f}: no such file or folder")
             if output_type != "nifti" and not f.is_dir():
                 raise InputError(f"{f}: --output-type {output_type} needs a DICOM series folder as input (a SEG "
                                  "references its source images)")
@@ -282,14 +324,14 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
 
                 uid = resolve_series(f, series)
             image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
-        except InputError as exc:
-            summary.failures.append((case, str(exc)))
-            continue
-        if pipe is None:  # a bad model folder stops the run (InputError propagates)
-            pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
-            pipe.keep_largest = keep_largest
-        try:
+            if pipe is None:  # a bad model folder stops the run (InputError propagates)
+                try:
+                    pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
+                except InputError as exc:
+                    raise _StopRun(str(exc)) from None
+                pipe.keep_largest = keep_largest
             result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
+            result.case = case
             paths = case_outputs(out, case, overlay, output_type)
             try:
                 with AtomicOutputs(overwrite=True) as outs:
@@ -307,14 +349,26 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             except OSError as exc:
                 raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
             summary.rows.append(result.row())
+            if status is not None:
+                status.done(case, f, list(paths.values()), result.row(), time.perf_counter() - t0)
+        except _StopRun as exc:
+            raise InputError(str(exc)) from None
         except InputError as exc:
             summary.failures.append((case, str(exc)))
-    if summary.rows:
+            if status is not None:
+                status.failed(case, f, str(exc), time.perf_counter() - t0)
+        if status is not None:
+            status.save(names)
+    if status is None and summary.rows:
         try:
             write_volume_tables(summary.rows, out, overwrite=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot write volumes.csv/volumes.json ({exc.strerror or exc})") from None
     return summary
+
+
+class _StopRun(Exception):
+    """A problem that stops the whole run (a bad model folder), not just one case."""
 
 
 def train_model(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True) -> Path:

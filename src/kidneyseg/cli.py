@@ -28,7 +28,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files "
                                        "(2D ultrasound frames with --pipeline us-ensemble)")
-    s.add_argument("inputs", nargs="+", help="image files, folders of NIfTI files, or DICOM series folders")
+    s.add_argument("inputs", nargs="*", help="image files, folders of NIfTI files, or DICOM series folders")
+    s.add_argument("--manifest", default=None,
+                   help="cohort CSV (columns path, optional case): a status table is kept and a re-run skips finished cases")
+    s.add_argument("--resume", action="store_true",
+                   help="keep status.csv and skip cases an earlier run finished (outputs checked by SHA-256)")
     s.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
     s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-t2-unet")
     s.add_argument("--model", default=None, help="local model folder to use instead of the shipped one")
@@ -122,6 +126,7 @@ def _cmd_segment(args) -> int:
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
         pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
+        manifest=args.manifest, resume=args.resume,
     )
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:
@@ -132,6 +137,8 @@ def _cmd_segment(args) -> int:
             vols = ", ".join(f"{k[:-3].replace('kidney_', '')} {v:.1f} mL" for k, v in row.items()
                              if isinstance(k, str) and k.endswith("_ml"))
             print(f"{row['case']}: {vols}, kidneys {row['kidney_count']}, {row['seconds']:.1f} s")
+    if summary.skipped and not args.quiet:
+        print(f"{len(summary.skipped)} case(s) already done, skipped: {', '.join(summary.skipped)}")
     for case, msg in summary.failures:
         print(f"kidneyseg: error: {_one_line(msg)}", file=sys.stderr)
     return 2 if summary.failures else 0

@@ -1,0 +1,111 @@
+"""Cohort batches: manifest, status table, re-runs that skip finished cases (checked by
+checksum), a failure that does not stop the others, a kill that loses no finished case."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from kidneyseg.api import example_dir
+from kidneyseg.batch import read_manifest, sha256
+from kidneyseg.errors import InputError
+
+
+def _run(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", *map(str, args), "--threads", "2"],
+                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+
+
+@pytest.fixture
+def cohort(tmp_path):
+    """Three real cases (the bundled CHAOS case under three names) and one missing file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("a", "b", "c"):
+        shutil.copy(example_dir() / "image_39.nii.gz", data / f"{name}.nii.gz")
+    manifest = tmp_path / "cohort.csv"
+    manifest.write_text("case,path\npatient_a,data/a.nii.gz\npatient_gone,data/missing.nii.gz\n"
+                        "patient_b,data/b.nii.gz\npatient_c,data/c.nii.gz\n")
+    return manifest
+
+
+def _status(out):
+    return {r["case"]: r for r in json.loads((out / "status.json").read_text())["cases"]}
+
+
+def test_manifest_batch_status_and_resume(cohort, tmp_path):
+    out = tmp_path / "out"
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay", "--quiet")
+    assert r.returncode == 2  # one case failed; the others went on
+    assert r.stderr.count("\n") == 1 and "missing.nii.gz: no such file or folder" in r.stderr
+    st = _status(out)
+    assert [c for c in st] == ["patient_a", "patient_gone", "patient_b", "patient_c"]  # manifest order
+    assert st["patient_gone"]["status"] == "failed" and "no such file" in st["patient_gone"]["error"]
+    assert all(st[c]["status"] == "done" and st[c]["seconds"] > 0 for c in ("patient_a", "patient_b", "patient_c"))
+    assert st["patient_a"]["outputs"]["patient_a_seg.nii.gz"] == sha256(out / "patient_a_seg.nii.gz")
+    vols = json.loads((out / "volumes.json").read_text())
+    assert [v["case"] for v in vols] == ["patient_a", "patient_b", "patient_c"]
+    assert (out / "status.csv").read_text().splitlines()[0] == "case,input,status,error,seconds"
+
+    # re-run: nothing to do but the failed case; finished outputs untouched
+    before = {p.name: p.stat().st_mtime_ns for p in out.glob("patient_*")}
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay")
+    assert r.returncode == 2 and "3 case(s) already done, skipped: patient_a, patient_b, patient_c" in r.stdout
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("patient_*")} == before
+
+    # a changed output fails its checksum: only that case is redone
+    (out / "patient_b_seg.nii.gz").write_bytes(b"damaged")
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay")
+    assert "2 case(s) already done, skipped: patient_a, patient_c" in r.stdout
+    assert _status(out)["patient_b"]["outputs"]["patient_b_seg.nii.gz"] == sha256(out / "patient_b_seg.nii.gz")
+    assert [v["case"] for v in json.loads((out / "volumes.json").read_text())] == ["patient_a", "patient_b", "patient_c"]
+
+
+def test_killed_batch_keeps_finished_cases(cohort, tmp_path):
+    out = tmp_path / "out"
+    proc = subprocess.Popen([sys.executable, "-m", "kidneyseg.cli", "segment", "--manifest", str(cohort), "-o", str(out),
+                             "--no-overlay", "--quiet", "--threads", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < 300 and proc.poll() is None:
+        try:
+            if sum(r["status"] == "done" for r in _status(out).values()) >= 1:
+                break
+        except (FileNotFoundError, ValueError, KeyError):
+            pass
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    st = _status(out)
+    done = [c for c, r in st.items() if r["status"] == "done"]
+    if len(done) == 3:
+        pytest.skip("the batch finished before it could be killed")
+    assert done and all((out / f"{c}_seg.nii.gz").is_file() for c in done)
+    assert all(r["outputs"][n] == sha256(out / n) for r in st.values() if r["status"] == "done" for n in r["outputs"])
+    assert {v["case"] for v in json.loads((out / "volumes.json").read_text())} == set(done)
+    visible = {p.name for p in out.iterdir() if not p.name.startswith(".")}
+    partial = [n for n in visible if n.endswith("_seg.nii.gz") and n[: -len("_seg.nii.gz")] not in done]
+    assert not partial  # an unfinished case has no visible mask
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay")
+    assert f"{len(done)} case(s) already done" in r.stdout
+    assert sum(r["status"] == "done" for r in _status(out).values()) == 3
+
+
+def test_manifest_errors(tmp_path):
+    m = tmp_path / "m.csv"
+    m.write_text("file\nx.nii.gz\n")
+    with pytest.raises(InputError, match="needs a 'path' column"):
+        read_manifest(m)
+    m.write_text("case,path\np1,a.nii.gz\np1,b.nii.gz\n")
+    with pytest.raises(InputError, match=r"row 3: case 'p1' already named in row 2"):
+        read_manifest(m)
+    with pytest.raises(InputError, match="no such manifest"):
+        read_manifest(tmp_path / "none.csv")
+    m.write_text("path\n/abs/x.nii.gz\nrel/y.nii\n")
+    assert read_manifest(m) == [("x", Path("/abs/x.nii.gz")), ("y", tmp_path / "rel" / "y.nii")]
