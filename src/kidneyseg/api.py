@@ -392,7 +392,8 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     if folds == "all":
         for k in range(config.folds):
             train(config.replace(fold=k), out / f"fold_{k}", progress)
-        summarise_cv([out / f"fold_{k}" for k in range(config.folds)], out / "cv_summary.json")
+        if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes (and has written the folds)
+            summarise_cv([out / f"fold_{k}" for k in range(config.folds)], out / "cv_summary.json")
         return train(config.replace(fold=None), out, progress)
     return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
 

@@ -75,9 +75,12 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     if config.num_threads:
         torch.set_num_threads(config.num_threads)
     torch.manual_seed(config.seed)
-    device = resolve_device(config.device)
+    from . import distributed as ddp
+
+    ctx, device = ddp.init_distributed(resolve_device(config.device))
     train_cases, val_cases = select_cases(config)
     t_start = time.perf_counter()
+    progress = progress and ctx.is_main
     volumes = [load_volume(c, config) for c in tqdm(train_cases, desc="loading", disable=not progress)]
     net = build_network(config).to(device)
     channels_last = device.type == "cpu" and config.spatial_dims == 2
@@ -96,10 +99,13 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         opt.load_state_dict(ck["optimizer"])
         start, elapsed_before = ck["iteration"], ck["train_seconds"]
         log.info("resuming from iteration %d", start)
-    (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
+    model = net  # the plain network: saved, validated
+    net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
+    if ctx.is_main:
+        (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log_path = out / "training_log.csv"
     new_log = not log_path.exists() or start == 0
-    logf = open(log_path, "w" if new_log else "a", newline="")
+    logf = open(log_path if ctx.is_main else os.devnull, "w" if new_log else "a", newline="")
     writer = csv.writer(logf)
     if new_log:
         writer.writerow(["iteration", "loss", "lr", "seconds"])
@@ -109,7 +115,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
                initial=start, total=config.iterations)
     running = None
     for it in bar:
-        rng = np.random.default_rng([config.seed, it])
+        # one process keeps the historical stream; with several, each draws its own batches
+        rng = np.random.default_rng([config.seed, it] if not ctx.enabled else [config.seed, it, ctx.rank])
         transform.set_random_state(seed=int(rng.integers(2**31)))
         x, y = sample_batch(volumes, config, rng, transform)
         x = x.to(device)
@@ -127,20 +134,28 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         running = lv if running is None else 0.95 * running + 0.05 * lv
         bar.set_postfix(loss=f"{running:.3f}")
         done = it + 1
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        if ctx.is_main and (done % config.checkpoint_every == 0 or done == config.iterations):
             secs = elapsed_before + time.perf_counter() - t_loop
             writer.writerow([done, round(running, 5), _poly_lr(config, it), round(secs, 1)])
             logf.flush()
             tmp = out / (CHECKPOINT + ".tmp")
-            torch.save({"config": config.to_dict(), "network": net.state_dict(), "optimizer": opt.state_dict(),
+            torch.save({"config": config.to_dict(), "network": model.state_dict(), "optimizer": opt.state_dict(),
                         "iteration": done, "train_seconds": secs}, tmp)
             os.replace(tmp, ckpt_path)
     logf.close()
     train_seconds = elapsed_before + time.perf_counter() - t_loop
+    in_sync = ddp.ranks_in_sync(net, ctx)
+    ddp.shutdown(ctx)
+    if not in_sync:
+        raise RuntimeError("distributed training: the processes ended with different weights")
+    if not ctx.is_main:
+        return out
+    net = model
     net.eval()
     save_model(net, config, out)
     summary = {"train_seconds": round(train_seconds, 1), "load_seconds": round(t_loop - t_start, 1),
-               "iterations": config.iterations, "train_cases": [c.case_id for c in train_cases]}
+               "iterations": config.iterations, "train_cases": [c.case_id for c in train_cases],
+               "world_size": ctx.world_size, "ranks_in_sync": in_sync}
     if val_cases:
         summary["validation"] = validate(out, val_cases, config.device)
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
