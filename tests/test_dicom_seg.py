@@ -97,3 +97,15 @@ def test_series_selection_rules(series, tmp_path):
         resolve_series(folder, "description:dixon")
     img = read_image(folder, series_uid="description:spir")
     assert img.shape == (256, 256, 31)
+
+
+def test_info_names_modality_and_pipeline(series, tmp_path):
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "info", series], capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 0 and "modality: MR" in r.stdout and "pipeline: mr-t2-unet" in r.stdout
+    from PIL import Image as PILImage
+
+    frame = (np.random.default_rng(0).random((64, 96)) * 255).astype(np.uint8)
+    PILImage.fromarray(frame).save(tmp_path / "us.png")
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "info", tmp_path / "us.png"], capture_output=True, text=True,
+                       encoding="utf-8")
+    assert r.returncode == 0 and "(64, 96) (2D frame" in r.stdout and "pipeline: us-ensemble" in r.stdout

@@ -105,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     lm.add_argument("--debug", action="store_true")
     lm.add_argument("--quiet", action="store_true")
 
-    i = sub.add_parser("info", help="print an image's shape, spacing, orientation and intensity range")
+    i = sub.add_parser("info", help="print an image's shape, spacing, orientation, intensity range and the pipeline to use")
     i.add_argument("input")
     i.add_argument("--debug", action="store_true")
     i.add_argument("--quiet", action="store_true")
@@ -241,11 +241,34 @@ def _cmd_evaluate(args) -> int:
     return 0
 
 
+def suggest_pipeline(modality: str, ndim: int) -> str:
+    """The pipeline ``kidneyseg segment`` should be run with for an input, and why."""
+    if ndim == 2 or modality == "US":
+        return "us-ensemble (2D ultrasound frame; needs --model, no model is shipped)"
+    if modality == "CT":
+        return "none yet for CT (kidney/tumour CT pipelines are not built yet)"
+    if modality in ("MR", ""):
+        return ("mr-t2-unet (shipped model, T2-weighted MRI only; for other MRI contrasts try unsupervised-cluster)"
+                + ("" if modality else "; the file does not say its modality"))
+    return f"none: modality {modality!r} is not supported"
+
+
 def _cmd_info(args) -> int:
     import numpy as np
 
     from .io import axcodes, read_image
 
+    p = Path(args.input)
+    if p.is_file() and p.suffix.lower() in (".png", ".jpg", ".jpeg"):
+        from .preprocess.ultrasound import read_us_frame
+
+        f = read_us_frame(p)
+        print(f"file: {p}\nshape: {f.array.shape} (2D frame, H x W)\nbit_depth: {f.bit_depth}\n"
+              f"pixel_spacing_mm: {f.pixel_spacing_mm or 'unknown'}\n"
+              f"colour overlay pixels: {0 if f.overlay is None else int(f.overlay.sum())}\n"
+              f"range: {f.array.min():.3f} .. {f.array.max():.3f} (scaled to [0, 1])\n"
+              f"pipeline: {suggest_pipeline('US', 2)}")
+        return 0
     img = read_image(args.input)
     a = np.asarray(img.array)
     codes = axcodes(img.affine) if img.ndim >= 3 else None
@@ -255,6 +278,7 @@ def _cmd_info(args) -> int:
           f"{tuple(round(s, 4) for s in img.spacing_mm)}\norientation: {orientation}")
     if a.dtype.kind in "biuf":
         print(f"range: {a.min()} .. {a.max()}")
+    print(f"modality: {img.modality or 'not recorded'}\npipeline: {suggest_pipeline(img.modality, img.ndim)}")
     return 0
 
 
