@@ -181,7 +181,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   threads: int = 0, secondary: str | Path | None = None,
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
                   series: str | None = None, manifest: str | Path | None = None,
-                  resume: bool = False) -> SegmentSummary:
+                  resume: bool = False, report: bool = False) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -199,6 +199,9 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     or failed with the error, and seconds), rewritten with the volume tables after every
     case; a re-run skips the cases whose recorded outputs are unchanged (SHA-256) and
     redoes the others. A missing input in a manifest is a failed row, not a stop.
+
+    ``report`` also writes ``report.html`` (self-contained: per case the kidneys in three
+    planes, the volume table with QC flags, and for a cohort the volume distribution).
 
     ``series`` picks the series of DICOM folders that hold several: a SeriesInstanceUID,
     ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
@@ -271,7 +274,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series, case_names, resume)
+                             output_type, series, case_names, resume, report)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
@@ -280,7 +283,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
                   overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
                   output_type: str = "nifti", series: str | None = None,
-                  cases: list[str] | None = None, resume: bool = False) -> SegmentSummary:
+                  cases: list[str] | None = None, resume: bool = False, report: bool = False) -> SegmentSummary:
     """Segment ``files`` (named ``cases``, default their file names) into ``out``.
 
     With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
@@ -304,6 +307,9 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
     status = BatchStatus.load(out) if resume else None
+    if report and not overwrite and not resume and (out / "report.html").exists():
+        raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
+    pictures: dict[str, str] = {}
     pipe = None  # loaded at the first readable image, so bad input fails fast
     summary = SegmentSummary()
     for f, case in tqdm(list(zip(files, names)), desc="segment",
@@ -349,6 +355,11 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             except OSError as exc:
                 raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
             summary.rows.append(result.row())
+            if report:
+                from .report.html import three_planes
+
+                pictures[case] = three_planes(image, result.mask, result.label_map,
+                                              f"{case}: " + volume_caption(result.volumes_ml))
             if status is not None:
                 status.done(case, f, list(paths.values()), result.row(), time.perf_counter() - t0)
         except _StopRun as exc:
@@ -364,6 +375,12 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             write_volume_tables(summary.rows, out, overwrite=True)
         except OSError as exc:
             raise InputError(f"{out}: cannot write volumes.csv/volumes.json ({exc.strerror or exc})") from None
+    if report:
+        from .report.html import segment_report
+
+        rows = status.volume_rows(names) if status is not None else summary.rows
+        with AtomicOutputs(overwrite=True) as outs:
+            outs.stage(out / "report.html").write_text(segment_report(rows, pictures, summary.failures), encoding="utf-8")
     return summary
 
 

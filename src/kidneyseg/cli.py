@@ -41,6 +41,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--report", action="store_true",
+                   help="also write report.html: three-plane pictures, volume table with QC flags, cohort plot")
     s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
                    help="which series of a DICOM folder holding several")
     s.add_argument("--output-type", default="nifti", choices=["nifti", "dicom-seg", "both"],
@@ -96,6 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--pixel-spacing-mm", type=float, default=None,
                    help="pixel spacing of PNG masks (2D ultrasound); without it distances and areas are in pixels")
     e.add_argument("--no-plots", action="store_true", help="skip the violin plots")
+    e.add_argument("--report", action="store_true", help="also write report.html (summary table and plots embedded)")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     e.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
     e.add_argument("--quiet", action="store_true")
@@ -126,7 +129,7 @@ def _cmd_segment(args) -> int:
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
         pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
-        manifest=args.manifest, resume=args.resume,
+        manifest=args.manifest, resume=args.resume, report=args.report,
     )
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:
@@ -222,7 +225,7 @@ def _cmd_evaluate(args) -> int:
     ev = evaluate(args.pred, args.ref, args.output, regions=args.regions, labels=args.labels,
                   label_map=args.label_map, tolerance_mm=args.tolerance_mm, plots=not args.no_plots,
                   overwrite=args.overwrite, workers=args.workers, progress=not args.quiet,
-                  pixel_spacing_mm=args.pixel_spacing_mm)
+                  pixel_spacing_mm=args.pixel_spacing_mm, report=args.report)
     for kind, ids in (("prediction", ev.unmatched_pred), ("reference", ev.unmatched_ref)):
         if ids:
             print(f"kidneyseg: warning: {len(ids)} case(s) with a {kind} only, not evaluated: {', '.join(ids)}",

@@ -80,7 +80,7 @@ class AtomicOutputs:
                 self._staged.append((tmp, target))
                 _LIVE.add(tmp)
                 try:
-                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+                    os.close(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666))  # umask applies, as for any file
                     break
                 except FileExistsError:
                     self._staged.pop()

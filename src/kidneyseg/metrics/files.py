@@ -220,7 +220,7 @@ def _json_value(v):
 def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None = None, regions: str = "labels",
                    labels: Sequence[int] | None = None, label_map: str | None = None, tolerance_mm: float = 1.0,
                    plots: bool = True, overwrite: bool = False, workers: int = 1, progress: bool = True,
-                   pixel_spacing_mm: float | None = None) -> Evaluation:
+                   pixel_spacing_mm: float | None = None, report: bool = False) -> Evaluation:
     """Evaluate predicted masks against reference masks.
 
     Args:
@@ -244,6 +244,8 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
         pixel_spacing_mm: pixel spacing of PNG masks (2D ultrasound), which carry none;
             ``None``: 1, so distances are in pixels and areas in pixels (recorded in
             ``metrics.json``).
+        report: also write ``report.html`` (self-contained: the summary table and the
+            metric plots embedded).
 
     Returns:
         :class:`Evaluation`. Masks absent from a case (both prediction and reference) get
@@ -263,6 +265,8 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
     if labels is not None and (regions != "labels" or any(int(v) <= 0 for v in labels)):
         raise InputError(f"labels: expected positive label values with regions='labels', got {list(labels)}")
     outputs = _output_paths(out_dir, plots) if out_dir is not None else []
+    if report and out_dir is not None:
+        outputs.append(Path(out_dir) / "report.html")
     if out_dir is not None and not overwrite:
         for o in outputs:
             if o.exists():
@@ -300,7 +304,7 @@ def evaluate_files(pred: str | Path, ref: str | Path, out_dir: str | Path | None
             settings["png_pixel_spacing_mm"] = pixel_spacing_mm
             if pixel_spacing_mm is None:
                 settings["png_units"] = "pixel spacing unknown: *_mm distances are in pixels, *_mm2 areas in pixels"
-        _write_outputs(result, Path(out_dir), settings, plots, overwrite)
+        _write_outputs(result, Path(out_dir), settings, plots, overwrite, report)
         result.outputs = outputs
     return result
 
@@ -362,7 +366,8 @@ def _csv_text(rows: list[dict], columns: Sequence[str]) -> str:
     return buf.getvalue()
 
 
-def _write_outputs(result: Evaluation, out_dir: Path, settings: dict, plots: bool, overwrite: bool) -> None:
+def _write_outputs(result: Evaluation, out_dir: Path, settings: dict, plots: bool, overwrite: bool,
+                   report: bool = False) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -385,10 +390,16 @@ def _write_outputs(result: Evaluation, out_dir: Path, settings: dict, plots: boo
             outs.stage(out_dir / "confusion.csv").write_text(
                 _csv_text(confusion_totals(result.rows), ("region", "cases", "tp", "fp", "fn", "tn")), encoding="utf-8")
             outs.stage(out_dir / "metrics.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+            staged: dict[str, Path] = {}
             if plots:
                 from ..report.plots import metric_violin
 
                 for m in METRICS:
-                    metric_violin(result.rows, m, outs.stage(out_dir / f"plot_{m}.png"))
+                    staged[m] = outs.stage(out_dir / f"plot_{m}.png")
+                    metric_violin(result.rows, m, staged[m])
+            if report:
+                from ..report.html import evaluate_report
+
+                outs.stage(out_dir / "report.html").write_text(evaluate_report(result.summary, staged), encoding="utf-8")
         except OSError as exc:
             raise InputError(f"{out_dir}: cannot write outputs ({exc.strerror})") from None
