@@ -181,7 +181,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   threads: int = 0, secondary: str | Path | None = None,
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
                   series: str | None = None, manifest: str | Path | None = None,
-                  resume: bool = False, report: bool = False) -> SegmentSummary:
+                  resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
+                  workers: int = 2) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -202,6 +203,10 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
 
     ``report`` also writes ``report.html`` (self-contained: per case the kidneys in three
     planes, the volume table with QC flags, and for a cohort the volume distribution).
+
+    ``engine="ray"`` runs the cases on a Ray cluster (``address``; default a local instance
+    with ``workers`` workers), one model load per worker; outputs go to ``out_dir``, which
+    every worker must see (a shared file system).
 
     ``series`` picks the series of DICOM folders that hold several: a SeriesInstanceUID,
     ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
@@ -228,6 +233,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
     modality = PIPELINES[name].modality
+    if engine not in ("local", "ray"):
+        raise InputError(f"--engine: expected local or ray, got {engine!r}")
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
     if output_type != "nifti" and modality == "US":
@@ -274,26 +281,101 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series, case_names, resume, report)
+                             output_type, series, case_names, resume, report, engine, address, workers)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
 
 
+@dataclass(frozen=True)
+class CaseOptions:
+    """What to write for each case (shared by the local loop and the Ray workers)."""
+
+    out: Path
+    overlay: bool = True
+    output_type: str = "nifti"
+    series: str | None = None
+    report: bool = False
+
+
+def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
+    """Read, segment and write one case; outputs are staged and renamed together.
+
+    Args:
+        pipe_or_loader: a loaded pipeline, or a callable returning one (called only once the
+            input has been read, so bad input fails before a model is loaded).
+
+    Returns:
+        ``(row, output_paths, picture)``: the volume row, the files written, and the
+        three-plane picture (a data URI) with ``opts.report``, else ``None``.
+
+    Raises:
+        InputError: this case cannot be done (the batch goes on).
+        _StopRun: the model cannot be loaded (the batch stops).
+    """
+    from .report import overlay_montage
+
+    out = opts.out
+    if not f.exists():
+        raise InputError(f"{f}: no such file or folder")
+    if opts.output_type != "nifti" and not f.is_dir():
+        raise InputError(f"{f}: --output-type {opts.output_type} needs a DICOM series folder as input (a SEG "
+                         "references its source images)")
+    uid = None
+    if f.is_dir():
+        from .io.readers import resolve_series
+
+        uid = resolve_series(f, opts.series)
+    image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
+    if callable(pipe_or_loader):
+        try:
+            pipe = pipe_or_loader()
+        except InputError as exc:
+            raise _StopRun(str(exc)) from None
+    else:
+        pipe = pipe_or_loader
+    result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
+    result.case = case
+    paths = case_outputs(out, case, opts.overlay, opts.output_type)
+    try:
+        with AtomicOutputs(overwrite=True) as outs:
+            if "seg" in paths:
+                mask_to_nifti(result.mask.array, image).to_filename(str(outs.stage(paths["seg"])))
+            if "dicom_seg" in paths:
+                from .io.dicom_seg import write_dicom_seg
+
+                write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid)
+            outs.stage(paths["labels"]).write_text(
+                json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
+            if opts.overlay:
+                overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
+                                title=f"{case}: " + volume_caption(result.volumes_ml))
+    except OSError as exc:
+        raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
+    picture = None
+    if opts.report:
+        from .report.html import three_planes
+
+        picture = three_planes(image, result.mask, result.label_map, f"{case}: " + volume_caption(result.volumes_ml))
+    return result.row(), list(paths.values()), picture
+
+
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
                   overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
                   output_type: str = "nifti", series: str | None = None,
-                  cases: list[str] | None = None, resume: bool = False, report: bool = False) -> SegmentSummary:
+                  cases: list[str] | None = None, resume: bool = False, report: bool = False,
+                  engine: str = "local", address: str | None = None, workers: int = 2) -> SegmentSummary:
     """Segment ``files`` (named ``cases``, default their file names) into ``out``.
 
     With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
     cases finished by an earlier run with unchanged outputs are skipped, outputs of other
     cases are replaced, and the status and volume tables are rewritten after every case.
+    ``engine="ray"`` runs the cases on a Ray cluster (:mod:`kidneyseg.engines`).
     """
     import time
 
     from .batch import BatchStatus
-    from .report import overlay_montage, write_volume_tables
+    from .report import write_volume_tables
 
     names = cases if cases is not None else [case_name(f) for f in files]
     if not overwrite and not resume:
@@ -309,67 +391,55 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     status = BatchStatus.load(out) if resume else None
     if report and not overwrite and not resume and (out / "report.html").exists():
         raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
+    opts = CaseOptions(out, overlay, output_type, series, report)
     pictures: dict[str, str] = {}
-    pipe = None  # loaded at the first readable image, so bad input fails fast
     summary = SegmentSummary()
-    for f, case in tqdm(list(zip(files, names)), desc="segment",
-                        disable=True if not progress or len(files) < 2 else None, unit="case"):
-        t0 = time.perf_counter()
+    todo = []
+    for f, case in zip(files, names):
         if status is not None and status.is_done(case, f):
             summary.skipped.append(case)
-            continue
-        try:
-            if not f.exists():
-                raise InputError(f"{f}: no such file or folder")
-            if output_type != "nifti" and not f.is_dir():
-                raise InputError(f"{f}: --output-type {output_type} needs a DICOM series folder as input (a SEG "
-                                 "references its source images)")
-            uid = None
-            if f.is_dir():
-                from .io.readers import resolve_series
+        else:
+            todo.append((f, case))
 
-                uid = resolve_series(f, series)
-            image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
-            if pipe is None:  # a bad model folder stops the run (InputError propagates)
-                try:
-                    pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
-                except InputError as exc:
-                    raise _StopRun(str(exc)) from None
-                pipe.keep_largest = keep_largest
-            result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
-            result.case = case
-            paths = case_outputs(out, case, overlay, output_type)
-            try:
-                with AtomicOutputs(overwrite=True) as outs:
-                    if "seg" in paths:
-                        mask_to_nifti(result.mask.array, image).to_filename(str(outs.stage(paths["seg"])))
-                    if "dicom_seg" in paths:
-                        from .io.dicom_seg import write_dicom_seg
-
-                        write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid)
-                    outs.stage(paths["labels"]).write_text(
-                        json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
-                    if overlay:
-                        overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                        title=f"{case}: " + volume_caption(result.volumes_ml))
-            except OSError as exc:
-                raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
-            summary.rows.append(result.row())
-            if report:
-                from .report.html import three_planes
-
-                pictures[case] = three_planes(image, result.mask, result.label_map,
-                                              f"{case}: " + volume_caption(result.volumes_ml))
+    def record(f: Path, case: str, outcome, seconds: float) -> None:
+        if isinstance(outcome, Exception):
+            summary.failures.append((case, str(outcome)))
             if status is not None:
-                status.done(case, f, list(paths.values()), result.row(), time.perf_counter() - t0)
-        except _StopRun as exc:
-            raise InputError(str(exc)) from None
-        except InputError as exc:
-            summary.failures.append((case, str(exc)))
+                status.failed(case, f, str(outcome), seconds)
+        else:
+            row, paths, picture = outcome
+            summary.rows.append(row)
+            if picture:
+                pictures[case] = picture
             if status is not None:
-                status.failed(case, f, str(exc), time.perf_counter() - t0)
+                status.done(case, f, paths, row, seconds)
         if status is not None:
             status.save(names)
+
+    if engine == "ray":
+        from .engines import run_on_ray
+
+        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress)
+    else:
+        pipe = None
+
+        def loader():
+            nonlocal pipe
+            if pipe is None:  # loaded at the first readable image, so bad input fails fast
+                pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
+                pipe.keep_largest = keep_largest
+            return pipe
+
+        for f, case in tqdm(todo, desc="segment", disable=True if not progress or len(todo) < 2 else None, unit="case"):
+            t0 = time.perf_counter()
+            try:
+                outcome = process_case(loader, f, case, opts, secondary)
+            except _StopRun as exc:
+                raise InputError(str(exc)) from None
+            except InputError as exc:
+                outcome = exc
+            record(f, case, outcome, time.perf_counter() - t0)
+    summary.rows.sort(key=lambda r: names.index(r["case"]) if r["case"] in names else len(names))
     if status is None and summary.rows:
         try:
             write_volume_tables(summary.rows, out, overwrite=True)

@@ -41,6 +41,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--engine", default="local", choices=["local", "ray"],
+                   help="local (default) or ray: cases spread over Ray workers, one model load each")
+    s.add_argument("--address", default=None, help="--engine ray: cluster address (default: start a local instance)")
+    s.add_argument("--workers", type=int, default=2, help="--engine ray: number of workers (default 2)")
     s.add_argument("--report", action="store_true",
                    help="also write report.html: three-plane pictures, volume table with QC flags, cohort plot")
     s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
@@ -129,7 +133,8 @@ def _cmd_segment(args) -> int:
         overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
         pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
-        manifest=args.manifest, resume=args.resume, report=args.report,
+        manifest=args.manifest, resume=args.resume, report=args.report, engine=args.engine, address=args.address,
+        workers=args.workers,
     )
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:

@@ -1,0 +1,129 @@
+"""Running a batch of cases on a Ray cluster (``kidneyseg segment --engine ray``).
+
+Each Ray worker is an actor that loads the pipeline's model once and segments the cases it
+is given, writing each case's outputs atomically into the shared output folder. The driver
+(the ``kidneyseg`` process) hands out cases as workers become free and keeps the status and
+volume tables, so the batch keeps every property of the local engine: a failure in one case
+never stops the others, a re-run skips finished cases, nothing partial is left behind. A
+worker that dies mid-case (killed, out of memory, a lost node) is restarted by Ray and its
+case retried (``max_restarts`` / ``max_task_retries``); a case that still cannot be done is a
+``failed`` row. Workers ask for one GPU each when the cluster has GPUs, else one CPU.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import InputError
+
+MAX_RETRIES = 2
+
+
+class _Worker:
+    """A Ray actor: one model load, then one case per :meth:`run` call."""
+
+    def __init__(self, pipeline: str, model, device: str, keep_largest: bool, opts, secondary, threads: int) -> None:
+        import torch
+
+        if threads:
+            torch.set_num_threads(threads)
+        self.args = (pipeline, model, device, keep_largest)
+        self.opts = opts
+        self.secondary = secondary
+        self.pipe = None
+
+    def pid(self) -> int:
+        return os.getpid()
+
+    def run(self, f: str, case: str):
+        from .api import _StopRun, process_case
+        from .pipelines import get_pipeline
+
+        t0 = time.perf_counter()
+
+        def loader():
+            if self.pipe is None:
+                pipeline, model, device, keep_largest = self.args
+                self.pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
+                self.pipe.keep_largest = keep_largest
+            return self.pipe
+
+        try:
+            row, paths, picture = process_case(loader, Path(f), case, self.opts, self.secondary)
+        except _StopRun as exc:
+            return ("stop", str(exc), time.perf_counter() - t0)
+        except InputError as exc:
+            return ("failed", str(exc), time.perf_counter() - t0)
+        return ("done", (row, [str(p) for p in paths], picture), time.perf_counter() - t0)
+
+
+def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, device: str, keep_largest: bool,
+               secondary, record: Callable, address: str | None, workers: int, progress: bool) -> None:
+    """Segment ``todo`` (``(path, case)`` pairs) on Ray; ``record(path, case, outcome,
+    seconds)`` is called in the driver for every case as it finishes.
+
+    Args:
+        address: a Ray cluster address (``ray://host:10001`` or ``auto``); ``None`` starts a
+            local instance with ``workers`` CPUs.
+        workers: number of actors (each loads the model once).
+
+    Raises:
+        InputError: Ray is not installed, or the cluster cannot be reached, or the model
+            cannot be loaded (the batch stops).
+    """
+    try:
+        import ray
+        from ray.exceptions import RayActorError, RayTaskError
+    except ImportError:
+        raise InputError("--engine ray: Ray is not installed (pip install 'ray>=2.9')") from None
+    if workers < 1:
+        raise InputError(f"--workers: expected >= 1, got {workers}")
+    started = False
+    if not ray.is_initialized():
+        try:
+            ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
+                     log_to_driver=False, configure_logging=False)
+        except (ConnectionError, RuntimeError, ValueError) as exc:
+            raise InputError(f"--engine ray: cannot reach the Ray cluster at {address or 'a new local instance'} ({exc})") from None
+        started = True
+    try:
+        gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
+        threads = 0 if gpus else 1
+        actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(_Worker)
+        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads) for _ in range(workers)]
+        queue = list(todo)
+        pending: dict = {}  # object ref -> (actor, path, case, t0)
+        idle = list(actors)
+        from tqdm import tqdm
+
+        bar = tqdm(total=len(queue), desc="segment (ray)", unit="case", disable=not progress or len(queue) < 2)
+        while queue or pending:
+            while queue and idle:
+                actor = idle.pop()
+                f, case = queue.pop(0)
+                pending[actor.run.remote(str(f), case)] = (actor, f, case, time.perf_counter())
+            ready, _ = ray.wait(list(pending), num_returns=1)
+            ref = ready[0]
+            actor, f, case, t0 = pending.pop(ref)
+            try:
+                kind, payload, seconds = ray.get(ref)
+            except (RayActorError, RayTaskError) as exc:
+                kind, payload, seconds = "failed", f"worker lost while segmenting {case} ({exc.__class__.__name__})", \
+                    time.perf_counter() - t0
+                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads)
+            if kind == "stop":
+                raise InputError(payload)
+            outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2])
+            record(f, case, outcome, seconds)
+            idle.append(actor)
+            bar.update()
+        bar.close()
+    finally:
+        if started:
+            ray.shutdown()
+
+
+__all__ = ["MAX_RETRIES", "run_on_ray"]
