@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 from pathlib import Path
 
 import nibabel as nib
@@ -81,3 +82,21 @@ def write_dicom_series(nifti_path: Path, folder: Path, modality: str = "MR", ser
         writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
         writer.Execute(sl)
     return folder
+
+
+@pytest.fixture
+def nnunet_dataset(tmp_path, two_kidney_phantom):
+    """A 4-case nnU-Net raw dataset (imagesTr/, labelsTr/, dataset.json) of noisy copies of
+    the two-kidney phantom."""
+    image, labels, affine = two_kidney_phantom
+    root = tmp_path / "Dataset001_Kidney"
+    (root / "imagesTr").mkdir(parents=True)
+    (root / "labelsTr").mkdir()
+    rng = np.random.default_rng(3)
+    for i in range(4):
+        save_nifti(image + rng.normal(0, 2, image.shape).astype(np.float32), affine, root / "imagesTr" / f"k_{i:03d}_0000.nii.gz")
+        save_nifti(labels, affine, root / "labelsTr" / f"k_{i:03d}.nii.gz")
+    (root / "dataset.json").write_text(json.dumps({
+        "channel_names": {"0": "T2"}, "labels": {"background": 0, "kidney_right": 1, "kidney_left": 2},
+        "numTraining": 4, "file_ending": ".nii.gz"}))
+    return root

@@ -6,23 +6,11 @@ import json
 import subprocess
 import sys
 
-import numpy as np
 import torch
 
-from .conftest import save_nifti
 
-
-def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path, two_kidney_phantom):
-    image, labels, affine = two_kidney_phantom
-    root = tmp_path / "Dataset001_Kidney"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(0)
-    for i in range(3):
-        save_nifti(image + rng.normal(0, 2, image.shape).astype(np.float32), affine, root / "imagesTr" / f"k_{i:03d}_0000.nii.gz")
-        save_nifti(labels, affine, root / "labelsTr" / f"k_{i:03d}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({"channel_names": {"0": "T2"}, "numTraining": 3, "file_ending": ".nii.gz",
-                                                   "labels": {"background": 0, "kidney_right": 1, "kidney_left": 2}}))
+def test_two_process_gloo_training_keeps_ranks_in_sync(tmp_path, nnunet_dataset):
+    root = nnunet_dataset
     cfg = {"channels": [4, 8, 16], "num_res_units": 0, "patch_size": [32, 32], "batch_size": 2, "iterations": 3,
            "checkpoint_every": 3, "num_threads": 1, "target_spacing_mm": 1.5}
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))

@@ -15,26 +15,10 @@ from kidneyseg.training.config import TrainConfig
 from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
 from kidneyseg.training.trainer import split_folds, train
 
-from .conftest import CHAOS, needs_chaos, save_nifti
+from .conftest import CHAOS, needs_chaos
 
 TINY = dict(channels=(4, 8, 16), num_res_units=0, patch_size=(32, 32), batch_size=3, iterations=4,
             checkpoint_every=2, num_threads=1, device="cpu", folds=2, context_slices=1)
-
-
-@pytest.fixture
-def nnunet_dataset(tmp_path, two_kidney_phantom):
-    image, labels, affine = two_kidney_phantom
-    root = tmp_path / "Dataset001_Kidney"
-    (root / "imagesTr").mkdir(parents=True)
-    (root / "labelsTr").mkdir()
-    rng = np.random.default_rng(3)
-    for i in range(4):
-        save_nifti(image + rng.normal(0, 2, image.shape).astype(np.float32), affine, root / "imagesTr" / f"k_{i:03d}_0000.nii.gz")
-        save_nifti(labels, affine, root / "labelsTr" / f"k_{i:03d}.nii.gz")
-    (root / "dataset.json").write_text(json.dumps({
-        "channel_names": {"0": "T2"}, "labels": {"background": 0, "kidney_right": 1, "kidney_left": 2},
-        "numTraining": 4, "file_ending": ".nii.gz"}))
-    return root
 
 
 def test_config_json_round_trip_and_validation():

@@ -83,7 +83,6 @@ def test_read_16_bit_and_bad_frames(tmp_path):
 
 
 def test_dicom_frame_spacing_from_ultrasound_regions(tmp_path):
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import ExplicitVRLittleEndian, UltrasoundImageStorage, generate_uid
 

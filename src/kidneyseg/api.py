@@ -12,6 +12,7 @@ import logging
 import os
 import tempfile
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 from importlib import resources
 from pathlib import Path
 
@@ -23,12 +24,15 @@ from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, re
 from .io.writers import signals_deferred
 from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
 
+if TYPE_CHECKING:
+    from .pipelines.us_ensemble import USResult
+
 log = logging.getLogger(__name__)
 
 
 def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
             device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None,
-            pixel_spacing_mm: float | None = None):
+            pixel_spacing_mm: float | None = None) -> "Result | USResult":
     """Segment one image.
 
     Args:
