@@ -109,3 +109,25 @@ def test_info_names_modality_and_pipeline(series, tmp_path):
     r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "info", tmp_path / "us.png"], capture_output=True, text=True,
                        encoding="utf-8")
     assert r.returncode == 0 and "(64, 96) (2D frame" in r.stdout and "pipeline: us-ensemble" in r.stdout
+
+
+def test_zipped_series_in_and_seg_out(series, tmp_path):
+    import zipfile
+
+    z = tmp_path / "exam.zip"
+    with zipfile.ZipFile(z, "w") as zf:
+        for f in sorted(series.iterdir()):
+            zf.write(f, f"study/series1/{f.name}")
+    out = tmp_path / "out"
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", z, "-o", out, "--output-type", "both", "--quiet",
+                        "--no-overlay", "--threads", "2"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    assert r.returncode == 0, r.stderr
+    segments, names = read_dicom_seg(out / "exam_seg.dcm", series)  # references the zipped instances
+    assert np.array_equal(segments, np.asarray(nib.load(out / "exam_seg.nii.gz").dataobj))
+    evil = tmp_path / "evil.zip"
+    with zipfile.ZipFile(evil, "w") as zf:
+        zf.writestr("../escape.dcm", b"x")
+    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", evil, "-o", tmp_path / "o2", "--quiet"],
+                       capture_output=True, text=True, encoding="utf-8")
+    assert r.returncode == 2 and "unsafe member name '../escape.dcm'" in r.stderr
+    assert not (tmp_path / "escape.dcm").exists()

@@ -260,3 +260,17 @@ def test_training_resumes_after_a_kill(tmp_path):
     a = torch.load(whole / "model.pt", weights_only=True)
     b = torch.load(killed / "model.pt", weights_only=True)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_end_to_end_mode_trains_members_and_fusion_together(tmp_path):
+    from kidneyseg.pipelines.us_ensemble import USEnsemblePipeline
+    from kidneyseg.training.us import USSample, USTrainConfig, train_us_ensemble
+
+    s = [USSample(p.image, p.capsule, p.sector) for p in make_phantoms(8, 1, (64, 64))]
+    cfg = USTrainConfig(members=("deeplabv3plus_resnet18", "linknet_resnet18"), mode="end-to-end", image_size=(64, 64),
+                        epochs=1, device="cpu", batch_size=4)
+    out = train_us_ensemble(cfg, s, tmp_path / "m", progress=False)
+    summary = json.loads((out / "training_summary.json").read_text())
+    assert summary["epochs_done"] == {"end-to-end": 1}
+    fused = USEnsemblePipeline.load(out, device="cpu").model.fusion.weight.detach()
+    assert not torch.allclose(fused[0, :, 1, 1], torch.tensor([0.5, 0.5]))  # the fusion layer was trained too

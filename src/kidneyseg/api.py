@@ -121,7 +121,9 @@ def expand_inputs(inputs: list[str | Path], modality: str = "MR") -> list[Path]:
         p = Path(raw)
         if not p.exists():
             raise InputError(f"{p}: no such file or folder")
-        if p.is_dir() and modality == "US":
+        if p.is_file() and p.suffix.lower() == ".zip" and modality != "US":
+            out.append(p)  # a zip of one or more DICOM series
+        elif p.is_dir() and modality == "US":
             frames = sorted(q for q in p.iterdir() if q.is_file() and q.suffix.lower() in US_SUFFIXES)
             if not frames:
                 raise InputError(f"{p}: no PNG, JPEG or DICOM frames in this folder")
@@ -317,19 +319,29 @@ def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondar
         InputError: this case cannot be done (the batch goes on).
         _StopRun: the model cannot be loaded (the batch stops).
     """
+    from .io.readers import dicom_folder
+
+    if not f.exists():
+        raise InputError(f"{f}: no such file or folder")
+    with dicom_folder(f) as src:  # a zip of DICOM files is extracted for the time of this case
+        return _process_source(pipe_or_loader, src, f, case, opts, secondary)
+
+
+def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: CaseOptions, secondary: Image | None):
     from .report import overlay_montage
 
     out = opts.out
-    if not f.exists():
-        raise InputError(f"{f}: no such file or folder")
     if opts.output_type != "nifti" and not f.is_dir():
-        raise InputError(f"{f}: --output-type {opts.output_type} needs a DICOM series folder as input (a SEG "
-                         "references its source images)")
+        raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
+                         "(a SEG references its source images)")
     uid = None
     if f.is_dir():
         from .io.readers import resolve_series
 
-        uid = resolve_series(f, opts.series)
+        try:
+            uid = resolve_series(f, opts.series)
+        except InputError as exc:
+            raise InputError(str(exc).replace(str(f), str(original))) from None
     image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
     if callable(pipe_or_loader):
         try:

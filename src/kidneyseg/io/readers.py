@@ -7,6 +7,7 @@ path and names the problem in one line. Files are opened read-only; nothing is w
 
 from __future__ import annotations
 
+import contextlib
 import gzip
 import logging
 import zlib
@@ -94,6 +95,36 @@ def _read_parrec(p: Path, dtype: type | None) -> Image:
         raise InputError(f"{p}: not a readable PAR/REC file ({exc.__class__.__name__}: {exc})") from None
     array = _load_array(img, p, dtype if dtype is not None else np.float32)
     return Image(array, img.affine, p, None, "MR")
+
+
+@contextlib.contextmanager
+def dicom_folder(path: str | Path):
+    """A DICOM folder for ``path``: the folder itself, or the files of a ``.zip`` (at any
+    depth of its folders) extracted side by side into a temporary folder, removed
+    afterwards. An archive with absolute or ``..`` member names is refused.
+
+    Raises:
+        InputError: a corrupt zip, or an unsafe member name.
+    """
+    import tempfile
+    import zipfile
+
+    p = Path(path)
+    if not (p.is_file() and p.suffix.lower() == ".zip"):
+        yield p
+        return
+    with tempfile.TemporaryDirectory(prefix="kidneyseg-zip-") as tmp:
+        try:
+            with zipfile.ZipFile(p) as z:
+                members = [m for m in z.infolist() if not m.is_dir()]
+                for m in members:
+                    if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
+                        raise InputError(f"{p}: unsafe member name {m.filename!r} (outside the archive's folder)")
+                for i, m in enumerate(members):  # flattened: GDCM scans one folder, series are told apart by UID
+                    (Path(tmp) / f"{i:06d}_{Path(m.filename).name}").write_bytes(z.read(m))
+        except zipfile.BadZipFile as exc:
+            raise InputError(f"{p}: not a readable zip file ({exc})") from None
+        yield Path(tmp)
 
 
 def resolve_series(folder: str | Path, rule: str | None = None) -> str:
