@@ -131,3 +131,16 @@ def test_zipped_series_in_and_seg_out(series, tmp_path):
                        capture_output=True, text=True, encoding="utf-8")
     assert r.returncode == 2 and "unsafe member name '../escape.dcm'" in r.stderr
     assert not (tmp_path / "escape.dcm").exists()
+
+
+def test_mixed_orientations_in_one_series_are_refused(series, tmp_path):
+    import shutil
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(series, folder)
+    f = sorted(folder.iterdir())[5]
+    ds = pydicom.dcmread(f)
+    ds.ImageOrientationPatient = [1, 0, 0, 0, 0.9950042, 0.0998334]  # tilted by 5.7 degrees
+    ds.save_as(f)
+    with pytest.raises(InputError, match="mixed orientations in one series: slice"):
+        read_image(folder)

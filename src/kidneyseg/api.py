@@ -501,6 +501,11 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
 
 
+def train(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True) -> Path:
+    """``kidneyseg train`` from Python: :func:`train_model` (same arguments)."""
+    return train_model(config, out_dir, folds=folds, progress=progress)
+
+
 def evaluate(pred: str | Path, ref: str | Path, out_dir: str | Path | None = None, **options):
     """Score predicted masks against references; see
     :func:`kidneyseg.metrics.files.evaluate_files` for the options, outputs and errors.

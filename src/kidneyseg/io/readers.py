@@ -188,6 +188,24 @@ def resolve_series(folder: str | Path, rule: str | None = None) -> str:
     return rule
 
 
+def _check_orientations(folder: Path, reader, n: int) -> None:
+    """Raise if the slices of one series do not share one ImageOrientationPatient (ITK
+    would stack them as if they did, giving a volume with the wrong geometry)."""
+    first = None
+    for i in range(n):
+        if not reader.HasMetaDataKey(i, "0020|0037"):
+            return
+        try:
+            iop = np.array([float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")])
+        except ValueError:
+            raise InputError(f"{folder}: unreadable ImageOrientationPatient in slice {i + 1}") from None
+        if first is None:
+            first = iop
+        elif iop.shape != first.shape or np.abs(iop - first).max() > 1e-3:
+            raise InputError(f"{folder}: mixed orientations in one series: slice {i + 1} has ImageOrientationPatient "
+                             f"{np.round(iop, 4).tolist()}, slice 1 {np.round(first, 4).tolist()}")
+
+
 def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> None:
     """Raise if the sorted slices of a series are not evenly spaced: a missing slice, or
     uneven spacing, would otherwise give a volume with the wrong geometry (ITK only warns)."""
@@ -225,6 +243,7 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
         sitk_img = reader.Execute()  # GDCM sorts by position and applies rescale slope/intercept
     except RuntimeError as exc:
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    _check_orientations(folder, reader, len(files))
     _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
     array = sitk.GetArrayFromImage(sitk_img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
     if dtype is not None:
