@@ -95,8 +95,9 @@ def volume_caption(volumes_ml: dict[str, float]) -> str:
     return ", ".join(f"{short.get(k, k[:-3])} {v:.0f} mL" for k, v in volumes_ml.items() if k != "total_ml")
 
 
-SECONDARY_PIPELINES = ("unsupervised-cluster",)
-"""Pipelines that fuse a second, registered sequence."""
+SECONDARY_PIPELINES = ("unsupervised-cluster", "em-unet3d")
+"""Pipelines that take a second image: a sequence to register and fuse (unsupervised-cluster),
+or the localisation map on the input's grid (em-unet3d: FA)."""
 
 
 def _check_takes_secondary(pipeline: str) -> None:
@@ -501,9 +502,63 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
 
 
-def train(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True) -> Path:
-    """``kidneyseg train`` from Python: :func:`train_model` (same arguments)."""
+def train(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True,
+          dataset: str | Path | None = None) -> Path:
+    """``kidneyseg train`` from Python: :func:`train_model` (same arguments) for a
+    :class:`~kidneyseg.training.TrainConfig`, :func:`train_em_unet3d` for an
+    :class:`~kidneyseg.pipelines.em_unet3d.EMUNetConfig` (then ``dataset`` is required)."""
+    from .pipelines.em_unet3d import EMUNetConfig
+
+    if isinstance(config, EMUNetConfig):
+        if dataset is None:
+            raise InputError("train: an em-unet3d config needs dataset=FOLDER")
+        return train_em_unet3d(config, dataset, out_dir, progress=progress)
     return train_model(config, out_dir, folds=folds, progress=progress)
+
+
+def train_em_unet3d(config, dataset: str | Path, out_dir: str | Path, layout: str = "chaos",
+                    exclude: tuple[str, ...] = (), device: str = "auto", progress: bool = True) -> Path:
+    """Train pipeline ``em-unet3d`` (seed 000) on a CHAOS or nnU-Net raw folder; see
+    :func:`kidneyseg.training.em_unet.train_em_unet` for the outputs and errors."""
+    from .training.em_unet import chaos_train_cases, train_em_unet
+
+    cases = chaos_train_cases(dataset, exclude=exclude, layout=layout)
+    return train_em_unet(cases, config, out_dir, device=device, progress=progress)
+
+
+def dti_maps(dwi: str | Path, bval: str | Path, bvec: str | Path, out_dir: str | Path, mask: str = "auto",
+             fit_method: str = "WLS", overwrite: bool = False) -> dict[str, Path]:
+    """``kidneyseg dti``: fit the diffusion tensor (dipy) and write FA, MD, AD, RD (mm^2/s),
+    the six tensor elements and the fitted mask on the DWI's grid, plus ``dti.json``.
+
+    Args:
+        dwi: 4D NIfTI; bval, bvec: FSL text files.
+        mask: ``"auto"`` (dipy ``median_otsu``), ``"none"``, or a mask NIfTI path on the
+            DWI's grid.
+
+    Raises:
+        InputError: see :func:`kidneyseg.diffusion.read_dwi` and :func:`~kidneyseg.diffusion.fit_tensor`;
+            a mask file on another grid; outputs exist without ``overwrite``.
+    """
+    from .diffusion import fit_tensor, read_dwi, write_tensor_maps
+
+    series = read_dwi(dwi, bval, bvec)
+    out = Path(out_dir)
+    if not overwrite:
+        for name in ("fa", "md", "ad", "rd", "tensor", "mask"):
+            if (out / f"{name}.nii.gz").exists():
+                raise InputError(f"{out / (name + '.nii.gz')}: output exists (use --overwrite to replace it)")
+    if mask == "none":
+        mask_arr = None
+    elif mask == "auto":
+        mask_arr = "auto"
+    else:
+        m = read_image(mask)
+        if m.shape != series.data.shape[:3] or not np.allclose(m.affine, series.affine, atol=1e-3):
+            raise InputError(f"{mask}: mask grid {m.shape} differs from the DWI's {series.data.shape[:3]}")
+        mask_arr = np.asarray(m.array) > 0
+    maps = fit_tensor(series, mask_arr, fit_method)
+    return write_tensor_maps(maps, series, out, overwrite=overwrite)
 
 
 def evaluate(pred: str | Path, ref: str | Path, out_dir: str | Path | None = None, **options):

@@ -54,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pixel-spacing-mm", type=float, default=None,
                    help="us-ensemble: pixel spacing in mm for the kidney area in mm^2 (DICOM frames carry their own)")
     s.add_argument("--secondary", default=None,
-                   help="unsupervised-cluster: a second sequence of the same exam (one input only); "
-                        "registered to the input and fused as a channel")
+                   help="unsupervised-cluster: a second sequence of the same exam (one input only), registered "
+                        "and fused as a channel; em-unet3d: the localisation map (FA) on the input's grid")
     _add_common(s)
 
     t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
@@ -75,13 +75,21 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble"],
-                   help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images)")
+    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d"],
+                   help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images; "
+                        "em-unet3d: a CHAOS or nnU-Net folder, one kidney mask per case)")
+    t.add_argument("--localiser", default=None, choices=["em", "body", "none"],
+                   help="em-unet3d: crop by EM classes (default), by the body's largest component, or none")
+    t.add_argument("--super-resolution", type=int, default=None, metavar="FACTOR",
+                   help="em-unet3d: through-plane super-resolution factor (seed 000: 5; default 1 = off)")
+    t.add_argument("--histogram-reference", nargs="+", default=None, metavar="IMAGE",
+                   help="em-unet3d: images whose histograms training crops are matched to (augmentation)")
     t.add_argument("--images", default=None, help="us-ensemble: folder of the Open Kidney US images")
     t.add_argument("--reference", default="sonographer1",
                    choices=["sonographer1", "sonographer2", "intersection", "union", "staple"],
                    help="us-ensemble: which capsule annotation is the target")
-    t.add_argument("--epochs", type=int, default=None, help="us-ensemble: epochs per member (seed 003: 100)")
+    t.add_argument("--epochs", type=int, default=None,
+                   help="us-ensemble: epochs per member (seed 003: 100); em-unet3d: epochs (default 60)")
     t.add_argument("--mode", default=None, choices=["staged", "end-to-end"], help="us-ensemble: training schedule")
     t.add_argument("--encoder-weights", nargs="+", default=None, metavar="MEMBER=PATH",
                    help="us-ensemble: local ImageNet encoder weights per member (nothing is downloaded)")
@@ -107,6 +115,17 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--debug", action="store_true")
+
+    dt = sub.add_parser("dti", help="diffusion tensor maps (FA, MD, AD, RD, tensor elements) from a DWI series")
+    dt.add_argument("dwi", help="4D NIfTI diffusion-weighted series")
+    dt.add_argument("--bval", required=True, help="FSL bval file (s/mm^2)")
+    dt.add_argument("--bvec", required=True, help="FSL bvec file")
+    dt.add_argument("-o", "--output", required=True, help="output folder for fa/md/ad/rd/tensor/mask .nii.gz and dti.json")
+    dt.add_argument("--mask", default="auto", help="auto (dipy median_otsu body mask), none, or a mask NIfTI")
+    dt.add_argument("--fit-method", default="WLS", choices=["WLS", "OLS", "NLLS", "RT"], help="dipy TensorModel fit")
+    dt.add_argument("--overwrite", action="store_true", help="replace existing outputs")
+    dt.add_argument("--quiet", action="store_true")
+    dt.add_argument("--debug", action="store_true")
 
     lm = sub.add_parser("list-models", help="list registered pipelines and the shipped model")
     lm.add_argument("--debug", action="store_true")
@@ -182,6 +201,28 @@ def _cmd_train_us(args) -> int:
     return 0
 
 
+def _cmd_train_em(args) -> int:
+    import json
+
+    from .api import train_em_unet3d
+    from .pipelines.em_unet3d import EMUNetConfig
+
+    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+    for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
+                      ("seed", "seed"), ("threads", "num_threads"), ("localiser", "localiser"),
+                      ("super_resolution", "super_resolution"), ("histogram_reference", "histogram_references")]:
+        if getattr(args, flag) is not None:
+            fields[key] = getattr(args, flag)
+    try:
+        config = EMUNetConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train: invalid configuration ({exc})") from None
+    out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
+                          device=args.device, progress=not args.quiet)
+    print(f"model written to {out}")
+    return 0
+
+
 def _cmd_train(args) -> int:
     import json
 
@@ -189,6 +230,8 @@ def _cmd_train(args) -> int:
 
     if args.pipeline == "us-ensemble":
         return _cmd_train_us(args)
+    if args.pipeline == "em-unet3d":
+        return _cmd_train_em(args)
     from .training.config import TrainConfig
 
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
@@ -290,6 +333,16 @@ def _cmd_info(args) -> int:
     return 0
 
 
+def _cmd_dti(args) -> int:
+    from .api import dti_maps
+
+    paths = dti_maps(args.dwi, args.bval, args.bvec, args.output, mask=args.mask, fit_method=args.fit_method,
+                     overwrite=args.overwrite)
+    if not args.quiet:
+        print("wrote " + ", ".join(p.name for p in paths.values()) + f" to {args.output}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .api import run_demo
 
@@ -298,7 +351,7 @@ def _cmd_demo(args) -> int:
 
 
 _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_list_models,
-             "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate}
+             "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "dti": _cmd_dti}
 
 
 def _terminated(signum, frame):

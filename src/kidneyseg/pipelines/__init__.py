@@ -36,6 +36,12 @@ def _us_ensemble_factory(model: str | None = None, device: str = "auto"):
     return USEnsemblePipeline.load(model, device)
 
 
+def _em_unet3d_factory(model: str | None = None, device: str = "auto"):
+    from .em_unet3d import EMUNetPipeline
+
+    return EMUNetPipeline.load(model, device)
+
+
 PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
@@ -53,6 +59,12 @@ PIPELINES: dict[str, PipelineInfo] = {
         "2D B-mode ultrasound: DeepLabV3+ (ResNet-18, ResNet-152) and LinkNet fused by a convolution (seed 003); "
         "PNG/JPEG/DICOM frames; no shipped model, needs --model",
         _us_ensemble_factory,
+    ),
+    "em-unet3d": PipelineInfo(
+        "em-unet3d", "MR",
+        "EM localisation (12 classes + MRF, on FA or the image) then a small 3D U-Net on the crop (seed 000); "
+        "MD or any 3D MRI; --secondary FA map; no shipped model, needs --model",
+        _em_unet3d_factory,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
