@@ -1,6 +1,6 @@
 """Seed 000's ablation (its Table 1) on the real data we have: CHAOS T2 MRI (issue 5, data (c)).
 
-    python benchmarks/em_localised.py [--epochs 40] [--folds 5] [--variants none body em em-sr em-alone]
+    python benchmarks/em_localised.py [--epochs 30] [--folds 5] [--variants none body em em-sr em-alone]
                                       [--work runs/em_localised] [--out benchmarks/results/em_localised.md]
 
 Rows, as in the paper, all with the same small 3D U-Net (16-32-64-128 filters, Dice loss,
@@ -77,9 +77,11 @@ def config_for(variant: str, epochs: int) -> EMUNetConfig:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=30)
     ap.add_argument("--folds", type=int, default=5)
     ap.add_argument("--variants", nargs="+", default=["none", "body", "em-alone", "em", "em-sr"])
+    ap.add_argument("--only-folds", type=int, nargs="+", default=None,
+                    help="run these folds only (the others are reported only if cached)")
     ap.add_argument("--work", default=str(ROOT / "runs" / "em_localised"))
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "em_localised.md"))
     args = ap.parse_args()
@@ -98,6 +100,8 @@ def main() -> None:
                 got = json.loads(cache.read_text())
                 results[variant].update(got["cases"])
                 train_seconds[variant] += got["train_seconds"]
+                continue
+            if args.only_folds is not None and k not in args.only_folds:
                 continue
             train = [cases[c] for c in sorted(cases) if c not in test_ids]
             model_dir = work / ("em" if variant == "em-alone" else variant) / f"fold{k}"

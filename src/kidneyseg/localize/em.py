@@ -56,7 +56,7 @@ class EMConfig:
     em_iterations: int = 7
     mrf_beta: float = 0.05
     icm_sweeps: int = 7
-    class_ranks: tuple[int, int] = (8, 10)
+    class_ranks: tuple[int, int] = (8, 9)
     keep_components: int = 2
     margin_px: int = 5
     seed: int = 0
