@@ -143,7 +143,8 @@ def write_report(results: dict, train_seconds: dict, folds: list, args) -> None:
     lines = [
         "# Seed 000's ablation on CHAOS T2 (benchmarks/em_localised.py)", "",
         f"Run {dt.date.today().isoformat()} on {platform.processor() or platform.machine()}, CPU only "
-        f"(2 cores), torch threads 2. {args.folds}-fold cross-validation by patient over 14 CHAOS T2 cases "
+        f"(2 cores), torch threads 2, while other jobs shared the machine (times are upper bounds). "
+        f"{args.folds}-fold cross-validation by patient over 14 CHAOS T2 cases "
         f"(the shipped MRI model's folds), {args.epochs} epochs per model; the EM localiser runs on the T2 "
         "intensity (no diffusion data with masks exists here). Both kidneys are one class, as in the paper.", "",
         "| method | cases | DSC | VD | PPV | s / case (inference) | training s (all folds) | paper (mouse DTI, MD): DSC / VD / PPV |",
@@ -157,6 +158,15 @@ def write_report(results: dict, train_seconds: dict, folds: list, args) -> None:
                      f"{vals['vd'].mean():.3f} +- {vals['vd'].std():.3f} | {vals['ppv'].mean():.3f} +- "
                      f"{vals['ppv'].std():.3f} | {vals['seconds'].mean():.1f} | {train_seconds[variant]:.0f} | "
                      f"{PAPER[variant]} |")
+    common = sorted(set.intersection(*(set(r) for r in results.values())), key=int) if results else []
+    if any(len(r) != len(common) for r in results.values()):
+        lines += ["", f"The same rows on the {len(common)} cases every row has (cases {', '.join(common)}); "
+                  "not every fold was run for every row (CPU time):", "",
+                  "| method | cases | DSC | VD | PPV |", "|---|---|---|---|---|"]
+        for variant, per_case in results.items():
+            vals = {m: np.array([per_case[c][m] for c in common]) for m in ("dsc", "vd", "ppv")}
+            lines.append(f"| {NAMES[variant]} | {len(common)} | " + " | ".join(
+                f"{vals[m].mean():.3f} +- {vals[m].std():.3f}" for m in ("dsc", "vd", "ppv")) + " |")
     lines += ["", "Per case DSC:", "", "| case | " + " | ".join(results) + " |", "|---" * (len(results) + 1) + "|"]
     ids = sorted({c for r in results.values() for c in r}, key=int)
     for cid in ids:

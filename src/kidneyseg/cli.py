@@ -294,6 +294,9 @@ def _cmd_evaluate(args) -> int:
 
 def suggest_pipeline(modality: str, ndim: int) -> str:
     """The pipeline ``kidneyseg segment`` should be run with for an input, and why."""
+    if ndim == 4:
+        return ("none directly (a 4D series); for diffusion-weighted MRI run `kidneyseg dti` (needs --bval/--bvec), "
+                "then em-unet3d on md.nii.gz with --secondary fa.nii.gz")
     if ndim == 2 or modality == "US":
         return "us-ensemble (2D ultrasound frame; needs --model, no model is shipped)"
     if modality == "CT":
