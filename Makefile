@@ -30,6 +30,10 @@ benchmark: install
 	$(BIN)/python benchmarks/kidneyus_reader.py
 	$(BIN)/python benchmarks/us_phantoms.py
 	$(BIN)/python benchmarks/us_ensemble_chaos.py
+	$(BIN)/python benchmarks/dwi_phantoms.py
+	$(BIN)/python benchmarks/ukat_dti_localisation.py
+	$(BIN)/python benchmarks/super_resolution.py
+	$(BIN)/python benchmarks/em_localised.py
 
 clean:
 	rm -rf $(VENV) demo_output

@@ -280,3 +280,20 @@ def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet
     bad = subprocess.run(cmd[:-5] + ["--super-resolution", "0", "-o", str(tmp_path / "m2"), "--quiet"],
                          capture_output=True, text=True, encoding="utf-8")
     assert bad.returncode == 2 and "super_resolution" in bad.stderr
+
+
+def test_em_unet3d_cross_validation_writes_per_case_scores(tmp_path, nnunet_dataset):
+    from kidneyseg.pipelines.em_unet3d import EMUNetConfig
+    from kidneyseg.training.em_unet import chaos_train_cases, cross_validate
+
+    cases = chaos_train_cases(nnunet_dataset, layout="nnunet")
+    summary = cross_validate(cases, EMUNetConfig(epochs=1, input_size=(32, 32, 8)), tmp_path / "cv", folds=2,
+                             device="cpu", progress=False)
+    assert sorted(summary["cases"]) == ["k_000", "k_001", "k_002", "k_003"]
+    assert {c["fold"] for c in summary["cases"].values()} == {0, 1}
+    assert all(0.0 <= c["dsc"] <= 1.0 and c["vd"] >= 0.0 for c in summary["cases"].values())
+    saved = json.loads((tmp_path / "cv" / "cv_summary.json").read_text())
+    assert saved["dsc"]["mean"] == pytest.approx(np.mean([c["dsc"] for c in summary["cases"].values()]))
+    assert (tmp_path / "cv" / "fold_1" / "model.pt").is_file() and (tmp_path / "cv" / "model.pt").is_file()
+    with pytest.raises(InputError, match="folds"):
+        cross_validate(cases, EMUNetConfig(epochs=1), tmp_path / "cv2", folds=9, device="cpu", progress=False)

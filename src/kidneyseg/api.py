@@ -503,26 +503,33 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
 
 
 def train(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True,
-          dataset: str | Path | None = None) -> Path:
+          dataset: str | Path | None = None, layout: str = "chaos") -> Path:
     """``kidneyseg train`` from Python: :func:`train_model` (same arguments) for a
     :class:`~kidneyseg.training.TrainConfig`, :func:`train_em_unet3d` for an
-    :class:`~kidneyseg.pipelines.em_unet3d.EMUNetConfig` (then ``dataset`` is required)."""
+    :class:`~kidneyseg.pipelines.em_unet3d.EMUNetConfig` (then ``dataset`` is required, in
+    ``layout`` ``"chaos"`` or ``"nnunet"``)."""
     from .pipelines.em_unet3d import EMUNetConfig
 
     if isinstance(config, EMUNetConfig):
         if dataset is None:
             raise InputError("train: an em-unet3d config needs dataset=FOLDER")
-        return train_em_unet3d(config, dataset, out_dir, progress=progress)
+        return train_em_unet3d(config, dataset, out_dir, layout=layout, progress=progress)
     return train_model(config, out_dir, folds=folds, progress=progress)
 
 
 def train_em_unet3d(config, dataset: str | Path, out_dir: str | Path, layout: str = "chaos",
-                    exclude: tuple[str, ...] = (), device: str = "auto", progress: bool = True) -> Path:
+                    exclude: tuple[str, ...] = (), device: str = "auto", progress: bool = True,
+                    folds: int | str | None = None) -> Path:
     """Train pipeline ``em-unet3d`` (seed 000) on a CHAOS or nnU-Net raw folder; see
-    :func:`kidneyseg.training.em_unet.train_em_unet` for the outputs and errors."""
-    from .training.em_unet import chaos_train_cases, train_em_unet
+    :func:`kidneyseg.training.em_unet.train_em_unet` for the outputs and errors. With
+    ``folds`` (``"loso"`` or a number) cross-validate first
+    (:func:`kidneyseg.training.em_unet.cross_validate`: ``fold_K/`` and ``cv_summary.json``)."""
+    from .training.em_unet import chaos_train_cases, cross_validate, train_em_unet
 
     cases = chaos_train_cases(dataset, exclude=exclude, layout=layout)
+    if folds is not None:
+        cross_validate(cases, config, out_dir, folds, device=device, progress=progress)
+        return Path(out_dir)
     return train_em_unet(cases, config, out_dir, device=device, progress=progress)
 
 

@@ -64,7 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("-o", "--output", required=True, help="model folder (a fold adds fold_N/ inside)")
     t.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
     t.add_argument("--fold", default=None, help="fold index to hold out, 'all' for every fold then a final model, "
-                   "or omit to train one model on all cases")
+                   "or omit to train one model on all cases (em-unet3d: 'all' is leave-one-subject-out "
+                   "unless --folds N)")
     t.add_argument("--folds", type=int, default=None)
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
@@ -217,8 +218,14 @@ def _cmd_train_em(args) -> int:
         config = EMUNetConfig.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise InputError(f"train: invalid configuration ({exc})") from None
+    if args.fold not in (None, "all"):
+        raise InputError("--fold: em-unet3d cross-validates every fold (--fold all, leave-one-subject-out; "
+                         "--folds N for N patient folds)")
+    folds = None
+    if args.fold is not None or args.folds is not None:  # --fold all [--folds N]: cross-validate, then all cases
+        folds = args.folds if args.folds is not None else "loso"
     out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
-                          device=args.device, progress=not args.quiet)
+                          device=args.device, progress=not args.quiet, folds=folds)
     print(f"model written to {out}")
     return 0
 
