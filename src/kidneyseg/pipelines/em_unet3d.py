@@ -30,11 +30,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import GeometryError, InputError
+from ..errors import InputError
 from ..io import Image, check_volume, from_canonical, to_canonical
 from ..labels import MR_KIDNEYS
 from ..localize.em import Box, EMConfig, body_mask, localise, slice_axis_of
 from ..preprocess.super_resolution import SRConfig
+from .result import Result, volumetric_result
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +278,7 @@ class EMUNetPipeline:
             full = to_original_grid(full, cfg.super_resolution, 2)
         return full
 
-    def segment(self, image: Image, secondary: Image | None = None) -> "Result":
+    def segment(self, image: Image, secondary: Image | None = None) -> Result:
         """Segment one 3D volume.
 
         Args:
@@ -296,8 +297,6 @@ class EMUNetPipeline:
             GeometryError: the output grid would differ from the input's (a bug).
         """
         from ..postprocess import assign_kidneys, body_midline_x_mm
-        from ..volumetry import label_volumes_ml, touches_border
-        from .result import Result
 
         t0 = time.perf_counter()
         image = check_volume(image)
@@ -317,19 +316,9 @@ class EMUNetPipeline:
         midline = body_midline_x_mm(prep.array, prep.affine)
         assigned = assign_kidneys(labels, prep.affine, self.label_map, midline_x_mm=midline,
                                   keep_largest=self.keep_largest)
-        mask_arr = prep.undo(assigned.labels)
-        mask = image.with_array(mask_arr)
-        if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
-            raise GeometryError("mask grid differs from input grid")
-        volumes = label_volumes_ml(mask, self.label_map)
-        volumes["total_ml"] = sum(volumes.values())
-        counts = np.bincount(mask_arr.ravel(), minlength=max(self.label_map) + 1)
         qc = {"kidney_count": assigned.kidney_count, "empty": bool(assigned.kidney_count == 0),
-              "touches_border": touches_border(mask_arr), "laterality_source": assigned.laterality_source, **qc}
-        return Result(case=image.name, mask=mask, label_map=dict(self.label_map), volumes_ml=volumes, qc=qc,
-                      voxel_counts={n: int(counts[v]) for v, n in self.label_map.items()},
-                      seconds=time.perf_counter() - t0, network_labels=prep.undo(labels))
-
+              "laterality_source": assigned.laterality_source, **qc}
+        return volumetric_result(image, prep.undo(assigned.labels), self.label_map, qc, t0, prep.undo(labels))
 
 __all__ = ["EMUNetConfig", "EMUNetPipeline", "LOCALISERS", "Prepared", "build_network", "find_box", "input_size",
            "network_input", "prepare"]

@@ -11,13 +11,11 @@ import time
 
 import numpy as np
 
-from ..errors import GeometryError
 from ..inference import predict_labels
 from ..io import Image, check_volume, from_canonical
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
-from ..volumetry import label_volumes_ml, touches_border
-from .result import Result
+from .result import Result, volumetric_result
 
 
 class MRKidneyPipeline:
@@ -64,25 +62,13 @@ class MRKidneyPipeline:
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
                                   midline_x_mm=midline, keep_largest=self.keep_largest)
-        mask_arr = from_canonical(assigned.labels, prepared.reorientation)
-        mask = image.with_array(mask_arr)
-        if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
-            raise GeometryError("mask grid differs from input grid")
-        volumes = label_volumes_ml(mask, self.label_map)
-        volumes["total_ml"] = sum(volumes.values())
-        counts = np.bincount(mask_arr.ravel(), minlength=max(self.label_map) + 1)
         qc = {
             "kidney_count": assigned.kidney_count,
             "empty": bool(assigned.kidney_count == 0),
-            "touches_border": touches_border(mask_arr),
             "laterality_source": assigned.laterality_source,
             "laterality_conflict": assigned.laterality_conflict,
             "removed_voxels": assigned.removed_voxels,
         }
-        return Result(
-            case=image.name, mask=mask, label_map=dict(self.label_map), volumes_ml=volumes, qc=qc,
-            voxel_counts={n: int(counts[v]) for v, n in self.label_map.items()},
-            seconds=time.perf_counter() - t0,
-            network_labels=from_canonical(labels_c, prepared.reorientation),
-        )
+        return volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
+                                 t0, from_canonical(labels_c, prepared.reorientation))
 

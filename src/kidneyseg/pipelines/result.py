@@ -43,3 +43,30 @@ class Result:
         row.update(self.qc)
         row["seconds"] = round(self.seconds, 2)
         return row
+
+
+def volumetric_result(image: Image, mask_arr: np.ndarray, label_map: dict[int, str], qc: dict[str, object],
+                      started: float, network_labels: np.ndarray | None = None) -> Result:
+    """The :class:`Result` of a 3D pipeline from its label array on the input's grid.
+
+    Adds volumes (mL per label and ``total_ml``), voxel counts and the QC flag
+    ``touches_border`` to ``qc``; ``seconds`` counts from ``started`` (``time.perf_counter()``).
+
+    Raises:
+        GeometryError: the mask's grid differs from the input's (a bug in the caller).
+    """
+    import time
+
+    from ..errors import GeometryError
+    from ..volumetry import label_volumes_ml, touches_border
+
+    mask = image.with_array(mask_arr)
+    if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
+        raise GeometryError("mask grid differs from input grid")
+    volumes = label_volumes_ml(mask, label_map)
+    volumes["total_ml"] = sum(volumes.values())
+    counts = np.bincount(np.asarray(mask_arr).ravel(), minlength=max(label_map) + 1)
+    qc = {**qc, "touches_border": touches_border(mask_arr)}
+    return Result(case=image.name, mask=mask, label_map=dict(label_map), volumes_ml=volumes, qc=qc,
+                  voxel_counts={n: int(counts[v]) for v, n in label_map.items()},
+                  seconds=time.perf_counter() - started, network_labels=network_labels)
