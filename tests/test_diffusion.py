@@ -297,3 +297,15 @@ def test_em_unet3d_cross_validation_writes_per_case_scores(tmp_path, nnunet_data
     assert (tmp_path / "cv" / "fold_1" / "model.pt").is_file() and (tmp_path / "cv" / "model.pt").is_file()
     with pytest.raises(InputError, match="folds"):
         cross_validate(cases, EMUNetConfig(epochs=1), tmp_path / "cv2", folds=9, device="cpu", progress=False)
+
+
+def test_em_unet3d_model_folder_errors(tmp_path):
+    from kidneyseg.models.store import default_model_dir
+    from kidneyseg.pipelines.em_unet3d import EMUNetPipeline
+
+    with pytest.raises(InputError, match="no model is shipped"):
+        EMUNetPipeline.load(None)
+    with pytest.raises(InputError, match="not an em-unet3d model folder"):
+        EMUNetPipeline.load(tmp_path)
+    with pytest.raises(InputError, match="not em-unet3d"):
+        EMUNetPipeline.load(default_model_dir())
