@@ -26,6 +26,7 @@ from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
 
 if TYPE_CHECKING:
     from .pipelines.us_ensemble import USResult
+    from .planning import Plan
 
 log = logging.getLogger(__name__)
 
@@ -616,3 +617,43 @@ def run_demo(out_dir: str | Path = "demo_output", device: str = "auto", overwrit
     print(f"segment time {row['seconds']:.1f} s; QC: kidney_count={row['kidney_count']}, "
           f"touches_border={row['touches_border']}")
     return {"volumes": row, "dice": scores}
+
+
+def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", memory_budget_gb: float = 8.0,
+                 target_spacing_mm: tuple[float, float, float] | None = None, normalisation: str = "ct_clip_zscore",
+                 masks_only: bool = False, overwrite: bool = False) -> "Plan":
+    """``kidneyseg plan``: fingerprint a CT training set and write ``plan.json`` (the plan and
+    the fingerprint it came from), nnU-Net style (:mod:`kidneyseg.planning`).
+
+    Args:
+        dataset: a KiTS folder (``case_XXXXX/``), an nnU-Net raw folder or a CHAOS folder.
+        layout: ``"kits"``, ``"nnunet"`` or ``"chaos"``.
+        memory_budget_gb: memory one training step may use.
+        target_spacing_mm: (R, A, S) override, e.g. seed 002's (1.99, 1.99, 1.99).
+        normalisation: ``"ct_clip_zscore"`` or ``"case_percentile"`` (seed 002).
+        masks_only: plan from the masks' geometry alone (annotation releases without images;
+            forces ``case_percentile``).
+
+    Raises:
+        InputError: see :func:`kidneyseg.planning.fingerprint` and
+            :func:`~kidneyseg.planning.make_plan`; ``out`` exists without ``overwrite``.
+    """
+    from .datasets.layouts import kits_cases, list_cases
+    from .io.writers import write_json
+    from .labels import KITS
+    from .planning import fingerprint, make_plan
+
+    out = Path(out)
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: output exists (use --overwrite to replace it)")
+    if layout == "kits":
+        cases = kits_cases(dataset, require_images=not masks_only)
+    else:
+        cases = list_cases(dataset, layout, KITS)
+    if masks_only:
+        normalisation = "case_percentile"
+    fp = fingerprint(cases, read_labels=True, read_images=not masks_only)
+    plan = make_plan(fp, memory_budget_gb=memory_budget_gb, target_spacing_mm=target_spacing_mm,
+                     normalisation=normalisation)
+    write_json({"plan": plan.to_dict(), "fingerprint": fp.to_dict(), "dataset": str(dataset), "layout": layout}, out)
+    return plan

@@ -128,6 +128,19 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--quiet", action="store_true")
     dt.add_argument("--debug", action="store_true")
 
+    pl = sub.add_parser("plan", help="fingerprint a CT training set and write a training plan (nnU-Net style)")
+    pl.add_argument("dataset", help="KiTS folder (case_XXXXX/imaging.nii.gz + segmentation.nii.gz) or nnU-Net raw folder")
+    pl.add_argument("-o", "--output", required=True, help="plan JSON to write")
+    pl.add_argument("--layout", default="kits", choices=["kits", "nnunet", "chaos"])
+    pl.add_argument("--memory-gb", type=float, default=8.0, help="memory one training step may use (default 8)")
+    pl.add_argument("--target-spacing-mm", type=float, nargs=3, default=None, metavar=("R", "A", "S"),
+                    help="override the median-spacing rule, e.g. 1.99 1.99 1.99 (seed 002)")
+    pl.add_argument("--normalisation", default="ct_clip_zscore", choices=["ct_clip_zscore", "case_percentile"])
+    pl.add_argument("--masks-only", action="store_true", help="plan from the masks' geometry (no images present)")
+    pl.add_argument("--overwrite", action="store_true")
+    pl.add_argument("--quiet", action="store_true")
+    pl.add_argument("--debug", action="store_true")
+
     lm = sub.add_parser("list-models", help="list registered pipelines and the shipped model")
     lm.add_argument("--debug", action="store_true")
     lm.add_argument("--quiet", action="store_true")
@@ -353,6 +366,18 @@ def _cmd_dti(args) -> int:
     return 0
 
 
+def _cmd_plan(args) -> int:
+    from .api import plan_dataset
+
+    plan = plan_dataset(args.dataset, args.output, layout=args.layout, memory_budget_gb=args.memory_gb,
+                        target_spacing_mm=tuple(args.target_spacing_mm) if args.target_spacing_mm else None,
+                        normalisation=args.normalisation, masks_only=args.masks_only, overwrite=args.overwrite)
+    if not args.quiet:
+        print(f"target spacing {plan.target_spacing_mm} mm, patch {plan.patch_size}, batch {plan.batch_size}, "
+              f"{len(plan.strides)} levels, about {plan.estimated_memory_gb} GB; wrote {args.output}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .api import run_demo
 
@@ -361,7 +386,8 @@ def _cmd_demo(args) -> int:
 
 
 _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_list_models,
-             "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "dti": _cmd_dti}
+             "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "dti": _cmd_dti,
+             "plan": _cmd_plan}
 
 
 def _terminated(signum, frame):

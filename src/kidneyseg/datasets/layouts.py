@@ -1,5 +1,7 @@
-"""Dataset layouts for supervised training: CHAOS (as in ``../shared/data/chaos_t2``) and
-the nnU-Net raw layout (``imagesTr/``, ``labelsTr/``, ``dataset.json``).
+"""Dataset layouts for supervised training: CHAOS (as in ``../shared/data/chaos_t2``),
+KiTS (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``, as in the KiTS19/21/23
+repositories and ``../shared/data/kits_masks``) and the nnU-Net raw layout (``imagesTr/``,
+``labelsTr/``, ``dataset.json``).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import InputError
-from ..labels import CHAOS_MR, remap
+from ..labels import CHAOS_MR, KITS, remap
 
 
 @dataclass(frozen=True)
@@ -19,7 +21,8 @@ class Case:
 
     Attributes:
         case_id: patient/case identifier (cross-validation splits by it).
-        image: image path.
+        image: image path; ``None`` only for a mask-only case listed with
+            ``require_images=False`` (geometry fingerprints of annotation releases).
         label: label mask path.
         label_values: ``{file label value: kidneyseg label value}``; values not listed
             become background.
@@ -28,7 +31,7 @@ class Case:
     """
 
     case_id: str
-    image: Path
+    image: Path | None
     label: Path
     label_values: dict[int, int]
     file_labels: dict[int, str] = field(default_factory=dict)
@@ -103,10 +106,54 @@ def nnunet_cases(folder: str | Path, label_map: dict[int, str]) -> list[Case]:
     return cases
 
 
+def kits_cases(folder: str | Path, label_map: dict[int, str] | None = None,
+               require_images: bool = True) -> list[Case]:
+    """Cases of a KiTS folder: ``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``.
+
+    KiTS labels: 1 kidney, 2 tumor, 3 cyst (:data:`kidneyseg.labels.KITS`; KiTS19 has no
+    cysts). KiTS19 files store the axes in (z, y, x) order with an IPL affine; nothing here
+    assumes an axis order: readers go through the affine (:func:`kidneyseg.io.to_canonical`).
+
+    Args:
+        folder: the folder holding the ``case_*`` folders (KiTS19 ``data/``, KiTS23
+            ``dataset/``).
+        label_map: kidneyseg label map the file labels are mapped onto by name; default
+            :data:`~kidneyseg.labels.KITS` itself.
+        require_images: if False, cases with a segmentation but no ``imaging.nii.gz`` are
+            kept with ``image=None`` (the annotation releases in ``../shared/data``).
+
+    Raises:
+        InputError: the folder is missing, holds no case with a segmentation, or (with
+            ``require_images``) a case lacks its ``imaging.nii.gz``; the message names it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: dataset folder not found")
+    values = remap(KITS, label_map or KITS)
+    cases = []
+    for d in sorted(folder.glob("case_*"), key=lambda p: _natural_key(p.name)):
+        seg = next(iter(sorted(d.glob("segmentation.nii*"))), None)
+        if not d.is_dir() or seg is None:
+            continue
+        img = next(iter(sorted(d.glob("imaging.nii*"))), None)
+        if img is None and require_images:
+            raise InputError(f"{d}: segmentation without imaging.nii.gz (KiTS layout; the images are "
+                             "downloaded separately by the KiTS scripts)")
+        cases.append(Case(d.name, img, seg, values, dict(KITS)))
+    if not cases:
+        raise InputError(f"{folder}: no case_XXXXX/segmentation.nii.gz (KiTS layout)")
+    return cases
+
+
+LAYOUTS = ("chaos", "kits", "nnunet")
+
+
 def list_cases(folder: str | Path, layout: str, label_map: dict[int, str]) -> list[Case]:
-    """Dispatch on ``layout`` (``"chaos"`` or ``"nnunet"``)."""
+    """Dispatch on ``layout`` (one of :data:`LAYOUTS`)."""
     if layout == "chaos":
         return chaos_cases(folder, label_map)
     if layout == "nnunet":
         return nnunet_cases(folder, label_map)
-    raise InputError(f"layout: expected chaos or nnunet, got {layout!r}")
+    if layout == "kits":
+        return kits_cases(folder, label_map)
+    raise InputError(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")

@@ -77,6 +77,29 @@ def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None
         raise InputError(f"{p}: truncated or corrupt image data ({exc.__class__.__name__}: {exc})") from None
 
 
+def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
+    """Raise :class:`InputError` if a NIfTI file has no voxel spacing.
+
+    With neither a qform nor an sform, the affine comes from ``pixdim``; nibabel silently
+    replaces zero or missing ``pixdim`` entries by 1 mm (with a warning), which would make
+    every volume in mL wrong. Here that is an error naming the file.
+    """
+    header = img.header
+    if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
+        return
+    if int(header["qform_code"]) > 0 or int(header["sform_code"]) > 0:
+        return
+    from nibabel.openers import ImageOpener
+
+    with ImageOpener(str(p)) as f:  # the header as stored: nibabel's loaded copy is already "fixed"
+        raw = type(header).from_fileobj(f, check=False)
+    n = min(len(img.shape), 3)
+    pixdim = np.asarray(raw["pixdim"][1:1 + n], float)
+    if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
+        raise InputError(f"{p}: missing voxel spacing (pixdim {pixdim.tolist()}, no qform or sform); "
+                         "set the spacing in the header")
+
+
 def _read_nifti(p: Path, dtype: type | None) -> Image:
     try:
         img = nib.load(str(p))
@@ -84,6 +107,7 @@ def _read_nifti(p: Path, dtype: type | None) -> Image:
         raise InputError(f"{p}: not a readable NIfTI file ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{p}: not a NIfTI image (nibabel read it as {type(img).__name__})")
+    check_nifti_spacing(img, p)
     array = _load_array(img, p, dtype)
     return Image(array, img.affine, p, img.header.copy(), "")
 

@@ -57,3 +57,28 @@ def build_unet3d(in_channels: int, out_channels: int, channels: tuple[int, ...],
         num_res_units=num_res_units,
         norm="INSTANCE",
     )
+
+
+def build_dynunet(plan, in_channels: int, out_channels: int) -> torch.nn.Module:
+    """The nnU-Net-style 3D U-Net of a :class:`kidneyseg.planning.Plan` (MONAI ``DynUNet``).
+
+    Per-level kernels and strides come from the plan (anisotropic: kernel 1 and stride 1 on a
+    coarse axis until the spacings meet), filters from ``plan.filters``, instance
+    normalisation, leaky ReLU, transposed-convolution upsampling, and deep supervision with
+    ``plan.deep_supervision_levels`` extra heads (seed 002, section 2.2).
+
+    Returns:
+        ``DynUNet`` taking ``(B, in_channels, R, A, S)`` float32 (each spatial size a multiple
+        of the plan's pooling product) and returning logits ``(B, out_channels, R, A, S)`` in
+        eval mode; in train mode with deep supervision, ``(B, 1 + levels, out_channels, R, A, S)``
+        (lower-resolution heads upsampled by MONAI).
+    """
+    from monai.networks.nets import DynUNet
+
+    levels = int(plan.deep_supervision_levels)
+    return DynUNet(
+        spatial_dims=3, in_channels=in_channels, out_channels=out_channels,
+        kernel_size=[list(k) for k in plan.kernel_sizes], strides=[list(s) for s in plan.strides],
+        upsample_kernel_size=[list(s) for s in plan.strides[1:]], filters=list(plan.filters),
+        norm_name="instance", deep_supervision=levels > 0, deep_supr_num=max(levels, 1), res_block=False,
+    )
