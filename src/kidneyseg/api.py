@@ -657,3 +657,37 @@ def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", mem
                      normalisation=normalisation)
     write_json({"plan": plan.to_dict(), "fingerprint": fp.to_dict(), "dataset": str(dataset), "layout": layout}, out)
     return plan
+
+
+def train_kits_unet3d(config, dataset: str | Path, out: str | Path, layout: str = "kits",
+                      plan: "str | Path | Plan | None" = None, memory_budget_gb: float = 8.0,
+                      exclude: tuple[str, ...] = (), progress: bool = True) -> Path:
+    """``kidneyseg train --pipeline kits-unet3d``: train seed 002's 3D U-Net on a KiTS or nnU-Net
+    raw dataset (labels 1 kidney, 2 tumour, 3 cyst).
+
+    Args:
+        config: :class:`kidneyseg.pipelines.kits_unet3d.KitsConfig`.
+        dataset: KiTS folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``) or nnU-Net raw folder.
+        layout: ``"kits"`` or ``"nnunet"``.
+        plan: a :class:`~kidneyseg.planning.Plan`, a plan JSON path (``kidneyseg plan``), or ``None``
+            to plan the dataset now with ``memory_budget_gb``.
+        exclude: case ids left out.
+
+    Returns:
+        the model folder.
+
+    Raises:
+        InputError: see :func:`kidneyseg.training.kits.train_kits_unet3d` and :func:`plan_dataset`.
+    """
+    from .datasets.layouts import kits_cases, list_cases
+    from .labels import KITS
+    from .planning import Plan, fingerprint, make_plan
+    from .training.kits import train_kits_unet3d as _train
+
+    cases = kits_cases(dataset) if layout == "kits" else list_cases(dataset, layout, KITS)
+    cases = [c for c in cases if c.case_id not in set(exclude)]
+    if plan is None:
+        plan = make_plan(fingerprint(cases), memory_budget_gb=memory_budget_gb)
+    elif not isinstance(plan, Plan):
+        plan = Plan.load(plan)
+    return _train(config, cases, out, plan, progress=progress)

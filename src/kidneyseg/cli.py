@@ -60,7 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
     t.add_argument("--dataset", required=True, help="dataset folder")
-    t.add_argument("--layout", default="chaos", choices=["chaos", "nnunet"])
+    t.add_argument("--layout", default=None, choices=["chaos", "nnunet", "kits"],
+                   help="dataset layout (default chaos; kits-unet3d: kits)")
     t.add_argument("-o", "--output", required=True, help="model folder (a fold adds fold_N/ inside)")
     t.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
     t.add_argument("--fold", default=None, help="fold index to hold out, 'all' for every fold then a final model, "
@@ -76,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d"],
+    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d", "kits-unet3d"],
                    help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images; "
                         "em-unet3d: a CHAOS or nnU-Net folder, one kidney mask per case)")
     t.add_argument("--localiser", default=None, choices=["em", "body", "none"],
@@ -85,6 +86,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="em-unet3d: through-plane super-resolution factor (seed 000: 5; default 1 = off)")
     t.add_argument("--histogram-reference", nargs="+", default=None, metavar="IMAGE",
                    help="em-unet3d: images whose histograms training crops are matched to (augmentation)")
+    t.add_argument("--plan", default=None, help="kits-unet3d: plan JSON from kidneyseg plan (default: plan the dataset now)")
+    t.add_argument("--memory-gb", type=float, default=8.0, help="kits-unet3d: memory budget when planning now")
     t.add_argument("--images", default=None, help="us-ensemble: folder of the Open Kidney US images")
     t.add_argument("--reference", default="sonographer1",
                    choices=["sonographer1", "sonographer2", "intersection", "union", "staple"],
@@ -237,8 +240,30 @@ def _cmd_train_em(args) -> int:
     folds = None
     if args.fold is not None or args.folds is not None:  # --fold all [--folds N]: cross-validate, then all cases
         folds = args.folds if args.folds is not None else "loso"
-    out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
+    out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout or "chaos", exclude=tuple(args.exclude or ()),
                           device=args.device, progress=not args.quiet, folds=folds)
+    print(f"model written to {out}")
+    return 0
+
+
+def _cmd_train_kits(args) -> int:
+    import json
+
+    from .api import train_kits_unet3d
+    from .pipelines.kits_unet3d import KitsConfig
+
+    fields = json.loads(Path(args.config).read_text()) if args.config else {}
+    for flag, key in [("iterations", "iterations"), ("learning_rate", "learning_rate"), ("seed", "seed"),
+                      ("threads", "num_threads")]:
+        if getattr(args, flag) is not None:
+            fields[key] = getattr(args, flag)
+    fields["device"] = args.device
+    try:
+        config = KitsConfig.from_dict(fields)
+    except (TypeError, ValueError) as exc:
+        raise InputError(f"train: invalid configuration ({exc})") from None
+    out = train_kits_unet3d(config, args.dataset, args.output, layout=args.layout or "kits", plan=args.plan,
+                            memory_budget_gb=args.memory_gb, exclude=tuple(args.exclude or ()), progress=not args.quiet)
     print(f"model written to {out}")
     return 0
 
@@ -252,6 +277,9 @@ def _cmd_train(args) -> int:
         return _cmd_train_us(args)
     if args.pipeline == "em-unet3d":
         return _cmd_train_em(args)
+    if args.pipeline == "kits-unet3d":
+        return _cmd_train_kits(args)
+    args.layout = args.layout or "chaos"
     from .training.config import TrainConfig
 
     fields = json.loads(Path(args.config).read_text()) if args.config else {}

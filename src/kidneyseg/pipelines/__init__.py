@@ -42,6 +42,12 @@ def _em_unet3d_factory(model: str | None = None, device: str = "auto"):
     return EMUNetPipeline.load(model, device)
 
 
+def _kits_unet3d_factory(model: str | None = None, device: str = "auto"):
+    from .kits_unet3d import KitsUNetPipeline
+
+    return KitsUNetPipeline.load(model, device)
+
+
 PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
@@ -65,6 +71,12 @@ PIPELINES: dict[str, PipelineInfo] = {
         "EM localisation (12 classes + MRF, on FA or the image) then a small 3D U-Net on the crop (seed 000); "
         "MD or any 3D MRI; --secondary FA map; no shipped model, needs --model",
         _em_unet3d_factory,
+    ),
+    "kits-unet3d": PipelineInfo(
+        "kits-unet3d", "CT",
+        "nnU-Net-style 3D U-Net (MONAI DynUNet from a dataset plan) for kidney, tumour and cyst on contrast CT "
+        "(seed 002); sliding window, KiTS regions; no shipped model, needs --model",
+        _kits_unet3d_factory,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
