@@ -34,6 +34,8 @@ benchmark: install
 	$(BIN)/python benchmarks/ukat_dti_localisation.py
 	$(BIN)/python benchmarks/super_resolution.py
 	$(BIN)/python benchmarks/em_localised.py
+	$(BIN)/python benchmarks/plan_memory.py --spacing 1.99
+	$(BIN)/python benchmarks/ct_phantoms.py
 
 clean:
 	rm -rf $(VENV) demo_output
