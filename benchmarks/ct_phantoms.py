@@ -10,8 +10,13 @@ geometry cycles through orientations IPL / RAS / LPS and spacings 1.5x1.5x3, 1.2
 the training fingerprint with seed 002's 1.99 mm isotropic spacing and a small memory budget
 (CPU), everything else as in the pipeline's defaults. Metrics (``kidneyseg.metrics``, KiTS
 regions, on each test phantom's own grid): Dice and surface Dice for kidney+masses, masses,
-tumour, plus kidney volume error. Writes ``benchmarks/results/ct_phantoms.md``; the model is
-kept in ``--work`` (training resumes there).
+tumour, plus kidney volume error. Then a geometry check on a real CT grid: KiTS19 case 4's
+segmentation header (64 x 512 x 512, axes (z, y, x), IPL affine, 4 x 0.98 x 0.98 mm;
+``../shared/data/kits_masks``) carries a CT-like volume made from its own mask (kidney 150 HU,
+tumour 80 HU, soft tissue 40 HU inside a body ellipse, air outside; no real CT image is on this
+machine), which is segmented; the output must have the input's shape, affine, qform and sform.
+Writes ``benchmarks/results/ct_phantoms.md``; the model is kept in ``--work`` (training resumes
+there).
 """
 
 from __future__ import annotations
@@ -36,6 +41,43 @@ from kidneyseg.metrics.evaluate import KITS_REGIONS, evaluate_labels  # noqa: E4
 from kidneyseg.pipelines.kits_unet3d import KitsConfig, KitsUNetPipeline  # noqa: E402
 from kidneyseg.planning import fingerprint, make_plan  # noqa: E402
 from kidneyseg.training.kits import train_kits_unet3d  # noqa: E402
+
+
+def real_grid_check(pipe, work: Path) -> dict:
+    """Segment a CT-like volume on KiTS19 case 4's real grid and compare output geometry."""
+    import resource
+
+    import nibabel as nib
+
+    seg_path = ROOT.parent / "shared" / "data" / "kits_masks" / "kits19" / "case_00004" / "segmentation.nii.gz"
+    if not seg_path.exists():
+        return {}
+    ref = nib.load(str(seg_path))
+    mask = np.asarray(ref.dataobj)
+    z, y, x = np.meshgrid(*[np.linspace(-1, 1, n, dtype=np.float32) for n in mask.shape], indexing="ij")
+    rng = np.random.default_rng(0)
+    ct = np.where(y ** 2 / 0.8 + x ** 2 / 0.95 < 1, 40.0, -1000.0).astype(np.float32)
+    ct[mask == 1], ct[mask == 2] = 150.0, 80.0
+    ct += rng.normal(0, 12, ct.shape).astype(np.float32)
+    img_nii = nib.Nifti1Image(ct.astype(np.int16), ref.affine, ref.header)
+    path = work / "kits19_case4_grid.nii.gz"
+    nib.save(img_nii, str(path))
+    img = read_image(path, dtype=np.float32)
+    t0 = time.perf_counter()
+    res = pipe.segment(img)
+    from kidneyseg.io.writers import mask_to_nifti
+
+    out = mask_to_nifti(np.asarray(res.mask.array), img)
+    src = nib.load(str(path))
+    return {"input shape": src.shape, "output shape": out.shape,
+            "affine equal": bool(np.array_equal(out.affine, src.affine)),
+            "qform equal": bool(np.allclose(out.get_qform(), src.get_qform())),
+            "sform equal": bool(np.allclose(out.get_sform(), src.get_sform())),
+            "axis codes": "".join(nib.aff2axcodes(out.affine)),
+            "kidney+masses Dice vs its mask": round(float(2 * ((res.mask.array > 0) & (mask > 0)).sum()
+                                                          / max((res.mask.array > 0).sum() + (mask > 0).sum(), 1)), 3),
+            "seconds": round(time.perf_counter() - t0, 1),
+            "peak RSS GB (whole benchmark)": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1e6, 2)}
 
 
 def main() -> None:
@@ -88,6 +130,7 @@ def main() -> None:
         row["kidney_and_masses_ml"] = f"{pred_km:.1f} / {ref_km:.1f}"
         rows.append(row)
         print(row, flush=True)
+    geometry = real_grid_check(pipe, args.work)
     regions = [r.name for r in KITS_REGIONS]
     lines = ["# kits-unet3d on synthetic CT phantoms (benchmarks/ct_phantoms.py)", "",
              f"Run {dt.date.today().isoformat()} on {platform.machine()} CPU ({args.threads} torch threads; other jobs "
@@ -106,6 +149,9 @@ def main() -> None:
               "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
     for r in rows:
         lines.append("| " + " | ".join(f"{r[k]:.3f}" if isinstance(r[k], float) else str(r[k]) for k in keys) + " |")
+    if geometry:
+        lines += ["", "Real KiTS19 grid (case 4 header, synthetic intensities from its mask): "
+                  + ", ".join(f"{k} {v}" for k, v in geometry.items())]
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
