@@ -348,7 +348,7 @@ def suggest_pipeline(modality: str, ndim: int) -> str:
     if ndim == 2 or modality == "US":
         return "us-ensemble (2D ultrasound frame; needs --model, no model is shipped)"
     if modality == "CT":
-        return "none yet for CT (kidney/tumour CT pipelines are not built yet)"
+        return "kits-unet3d (kidney, tumour, cyst on contrast CT; needs --model from kidneyseg train --pipeline kits-unet3d, no CT model is shipped)"
     if modality in ("MR", ""):
         return ("mr-t2-unet (shipped model, T2-weighted MRI only; for other MRI contrasts try unsupervised-cluster)"
                 + ("" if modality else "; the file does not say its modality"))
