@@ -67,7 +67,8 @@ def real_grid_check(pipe, work: Path) -> dict:
     res = pipe.segment(img)
     from kidneyseg.io.writers import mask_to_nifti
 
-    out = mask_to_nifti(np.asarray(res.mask.array), img)
+    nib.save(mask_to_nifti(np.asarray(res.mask.array), img), str(work / "kits19_case4_grid_seg.nii.gz"))
+    out = nib.load(str(work / "kits19_case4_grid_seg.nii.gz"))  # as written to disk
     src = nib.load(str(path))
     return {"input shape": src.shape, "output shape": out.shape,
             "affine equal": bool(np.array_equal(out.affine, src.affine)),
