@@ -101,7 +101,7 @@ def augmentation(config: TrainConfig) -> mt.Compose:
     return mt.Compose(transforms)
 
 
-def _crop(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...], fill: float) -> np.ndarray:
+def crop_around(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...], fill: float) -> np.ndarray:
     """Crop the last ``len(size)`` axes of ``vol`` to ``size`` around ``centre`` (leading
     axes kept), padding outside the volume with ``fill``."""
     n = len(size)
@@ -147,12 +147,12 @@ def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Gene
             x, y, z = rng.integers(nx), rng.integers(ny), rng.integers(nz)
         fill = float(v.image.min())
         if config.spatial_dims == 3:
-            img = _crop(v.image[None], (x, y, z), config.patch_size, fill)
-            lbl = _crop(v.label[None], (x, y, z), config.patch_size, 0)
+            img = crop_around(v.image[None], (x, y, z), config.patch_size, fill)
+            lbl = crop_around(v.label[None], (x, y, z), config.patch_size, 0)
         else:
             zs = np.clip(np.arange(z - k, z + k + 1), 0, nz - 1)
-            img = _crop(np.moveaxis(v.image[:, :, zs], 2, 0), (x, y), config.patch_size, fill)
-            lbl = _crop(v.label[None, :, :, z], (x, y), config.patch_size, 0)
+            img = crop_around(np.moveaxis(v.image[:, :, zs], 2, 0), (x, y), config.patch_size, fill)
+            lbl = crop_around(v.label[None, :, :, z], (x, y), config.patch_size, 0)
         if config.augment_flip_lr and rng.random() < 0.5:
             if config.merge_sides:  # one "kidney" class: a mirror changes no label
                 img, lbl = np.ascontiguousarray(img[:, ::-1]), np.ascontiguousarray(lbl[:, ::-1])

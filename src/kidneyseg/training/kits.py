@@ -24,6 +24,7 @@ from ..io import read_image, to_canonical
 from ..pipelines.kits_unet3d import (REGIONS, KitsConfig, check_ct, normalise, regions_from_labels,
                                      resample_volume)
 from ..planning import Plan
+from .data import crop_around
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +69,6 @@ def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
     return KitsVolume(case.case_id, image, labels, fg)
 
 
-def _crop(a: np.ndarray, start: np.ndarray, size: Sequence[int], fill: float) -> np.ndarray:
-    out = np.full(tuple(size), fill, dtype=a.dtype)
-    src = tuple(slice(max(s, 0), min(s + n, d)) for s, n, d in zip(start, size, a.shape))
-    dst = tuple(slice(sl.start - s, sl.stop - s) for sl, s in zip(src, start))
-    out[dst] = a[src]
-    return out
-
-
 def sample_patch(vol: KitsVolume, patch: Sequence[int], rng: np.random.Generator, foreground: bool,
                  min_fraction: float = 1 / 3, tries: int = 10) -> tuple[np.ndarray, np.ndarray, float]:
     """One ``(image, labels, foreground_fraction)`` patch of size ``patch``.
@@ -89,24 +82,25 @@ def sample_patch(vol: KitsVolume, patch: Sequence[int], rng: np.random.Generator
     """
     shape = np.asarray(vol.labels.shape)
     size = np.asarray(patch)
+    fill = float(vol.image.min())
     if not foreground or not vol.foreground:
         start = np.array([rng.integers(min(0, s - n), max(s - n, 0) + 1) for s, n in zip(shape, size)])
-        lab = _crop(vol.labels, start, size, 0)
-        return _crop(vol.image, start, size, float(vol.image.min())), lab, float((lab > 0).mean())
+        centre = tuple(start + size // 2)
+        lab = crop_around(vol.labels, centre, tuple(size), 0)
+        return crop_around(vol.image, centre, tuple(size), fill), lab, float((lab > 0).mean())
     best = None
     for _ in range(max(tries, 1)):
         cls = list(vol.foreground)[int(rng.integers(len(vol.foreground)))]
         idx = vol.foreground[cls][int(rng.integers(vol.foreground[cls].size))]
-        centre = np.array(np.unravel_index(idx, shape)) + rng.integers(-(size // 4), size // 4 + 1)
-        start = centre - size // 2
-        lab = _crop(vol.labels, start, size, 0)
+        centre = tuple(np.array(np.unravel_index(idx, shape)) + rng.integers(-(size // 4), size // 4 + 1))
+        lab = crop_around(vol.labels, centre, tuple(size), 0)
         frac = float((lab > 0).mean())
         if best is None or frac > best[2]:
-            best = (start, lab, frac)
+            best = (centre, lab, frac)
         if frac >= min_fraction:
             break
-    start, lab, frac = best
-    return _crop(vol.image, start, size, float(vol.image.min())), lab, frac
+    centre, lab, frac = best
+    return crop_around(vol.image, centre, tuple(size), fill), lab, frac
 
 
 def augmentation(config: KitsConfig):
