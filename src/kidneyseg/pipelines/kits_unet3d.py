@@ -292,9 +292,10 @@ class KitsUNetPipeline:
         t0 = time.perf_counter()
         canon, reo, x = prepare_image(image, self.plan)
         probs = predict_regions(self.network, x, self.plan, self.config, self.device)
-        probs = torch.nn.functional.interpolate(probs[None], size=canon.shape, mode="trilinear",
-                                                align_corners=False)[0]
-        regions = (probs > self.config.threshold).numpy()
+        # one region at a time: a full-size float copy of all three would be 12 bytes per voxel
+        regions = np.stack([(torch.nn.functional.interpolate(probs[None, None, c], size=canon.shape, mode="trilinear",
+                                                             align_corners=False)[0, 0] > self.config.threshold).numpy()
+                            for c in range(probs.shape[0])])
         if self.keep_largest:
             regions[0] = keep_kidney_components(regions[0], self.config.keep_components)
         labels = labels_from_regions(regions)
