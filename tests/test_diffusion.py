@@ -258,14 +258,16 @@ def test_em_unet3d_flags_an_empty_kidney_class(monkeypatch, phantom, phantom_mod
     assert res.qc["no_kidney_class"] is True and res.qc["empty"] is True and not res.mask.array.any()
 
 
-def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet_dataset):
-    """kidneyseg train --pipeline em-unet3d: writes the model with the chosen EM classes; a
-    rerun into the same folder resumes from the finished checkpoint (no epoch redone)."""
+def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet_dataset, capsys):
+    """kidneyseg train --pipeline em-unet3d (the CLI entry point, in-process): writes the model
+    with the chosen EM classes; a rerun into the same folder resumes from the finished
+    checkpoint (no epoch redone)."""
+    from kidneyseg.cli import main
+
     out = tmp_path / "model"
-    cmd = [sys.executable, "-m", "kidneyseg.cli", "train", "--pipeline", "em-unet3d", "--dataset", str(nnunet_dataset),
+    cmd = ["train", "--pipeline", "em-unet3d", "--dataset", str(nnunet_dataset),
            "--layout", "nnunet", "--epochs", "2", "-o", str(out), "--device", "cpu", "--quiet"]
-    r = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
-    assert r.returncode == 0, r.stderr
+    assert main(cmd) == 0
     config = json.loads((out / "config.json").read_text())
     summary = json.loads((out / "training_summary.json").read_text())
     assert config["pipeline"] == "em-unet3d" and config["epochs"] == 2
@@ -274,12 +276,11 @@ def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet
     assert summary["localiser_fit"]["recall_ok"].endswith("/4") and len(config["em"]["class_ranks"]) == 2
     assert sorted(summary["box_recall"]) == ["k_000", "k_001", "k_002", "k_003"]
     weights = (out / "model.pt").read_bytes()
-    r = subprocess.run(cmd, capture_output=True, text=True, encoding="utf-8")
-    assert r.returncode == 0, r.stderr
+    assert main(cmd) == 0
     assert (out / "model.pt").read_bytes() == weights
-    bad = subprocess.run(cmd[:-5] + ["--super-resolution", "0", "-o", str(tmp_path / "m2"), "--quiet"],
-                         capture_output=True, text=True, encoding="utf-8")
-    assert bad.returncode == 2 and "super_resolution" in bad.stderr
+    capsys.readouterr()
+    assert main(cmd[:-5] + ["--super-resolution", "0", "-o", str(tmp_path / "m2"), "--quiet"]) == 2
+    assert "super_resolution" in capsys.readouterr().err
 
 
 def test_em_unet3d_cross_validation_writes_per_case_scores(tmp_path, nnunet_dataset):
