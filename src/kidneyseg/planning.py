@@ -43,7 +43,7 @@ from typing import Sequence
 import nibabel as nib
 import numpy as np
 
-from .datasets.layouts import Case
+from .datasets.layouts import Case, check_label_values
 from .errors import InputError
 
 ANISOTROPY_RATIO = 3.0
@@ -164,11 +164,7 @@ def fingerprint(cases: Sequence[Case], read_labels: bool = True, read_images: bo
         if read_labels or (read_images and case.image is not None):
             mask = np.asanyarray(lab.dataobj)
             values = np.unique(mask)
-            allowed = set(case.file_labels) | {0} if case.file_labels else None
-            bad = [int(v) for v in values if allowed is not None and int(v) not in allowed]
-            if bad:
-                raise InputError(f"{case.label}: label value(s) {bad} not in the dataset's labels "
-                                 f"{sorted(allowed)}")
+            check_label_values(case, values)
             present = tuple(int(v) for v in values if v != 0)
             frac = float(np.count_nonzero(mask)) / mask.size
         if read_images and case.image is not None:

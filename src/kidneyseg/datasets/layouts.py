@@ -37,6 +37,18 @@ class Case:
     file_labels: dict[int, str] = field(default_factory=dict)
 
 
+def check_label_values(case: Case, values) -> None:
+    """Raise :class:`InputError` naming ``case.label`` if a value in ``values`` (the mask's
+    unique values) is not 0 and not in the dataset's own label map ``case.file_labels``; a case
+    without a label map is not checked."""
+    if not case.file_labels:
+        return
+    allowed = set(case.file_labels) | {0}
+    bad = [int(v) for v in values if int(v) not in allowed]
+    if bad:
+        raise InputError(f"{case.label}: label value(s) {bad} not in the dataset's labels {sorted(allowed)}")
+
+
 def _natural_key(s: str) -> list:
     return [int(t) if t.isdigit() else t for t in re.split(r"(\d+)", s)]
 

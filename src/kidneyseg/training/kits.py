@@ -18,7 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..datasets.layouts import Case
+from ..datasets.layouts import Case, check_label_values
 from ..errors import InputError
 from ..io import read_image, to_canonical
 from ..pipelines.kits_unet3d import (REGIONS, KitsConfig, check_ct, normalise, regions_from_labels,
@@ -54,11 +54,8 @@ def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
         raise InputError(f"{case.image}: image and {case.label.name} differ in shape or affine")
     check_ct(img)
     values = np.unique(np.asarray(lab.array))
-    allowed = set(case.file_labels) | {0}
-    bad = [int(v) for v in values if int(v) not in allowed]
-    if bad:
-        raise InputError(f"{case.label}: label value(s) {bad} not in the dataset's labels {sorted(allowed)}")
-    lut = np.zeros(int(max(values.max(), max(allowed))) + 1, np.uint8)
+    check_label_values(case, values)
+    lut = np.zeros(int(max(values.max(), max(case.label_values, default=0))) + 1, np.uint8)
     for v, k in case.label_values.items():
         lut[v] = k
     ci, _ = to_canonical(img)
