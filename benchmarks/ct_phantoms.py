@@ -1,8 +1,15 @@
-"""kits-unet3d (seed 002) trained briefly on CPU on synthetic CT phantoms, scored on held-out
+"""The CT pipelines trained briefly on CPU on synthetic CT phantoms, scored on held-out
 phantoms on the KiTS regions (issue 6, "what counts as proof").
 
-    python benchmarks/ct_phantoms.py [--train 8] [--test 4] [--iterations 300] [--memory-gb 2]
-                                     [--base-filters 16] [--spacing 1.99]
+    python benchmarks/ct_phantoms.py [--pipeline kits-unet3d] [--train 8] [--test 4] [--iterations 300]
+                                     [--memory-gb 2] [--base-filters 16] [--spacing 1.99]
+    python benchmarks/ct_phantoms.py --pipeline c2f-cascade [--iterations 600]
+
+``kits-unet3d`` (seed 002) is planned as below; ``c2f-cascade`` (seed 004) uses its defaults
+(3 x 0.7816 x 0.7816 mm, 128 / 256 x 64 / 160 inputs), ``--iterations`` per network, and is also
+run on a held-out phantom with three kidneys (seed 300; a pelvic kidney), the cascade's
+abnormal path. Its output has no cyst label, so reference cysts count against it in the
+"masses" region.
 
 Phantoms (:mod:`kidneyseg.datasets.ct_phantom`): training seeds 100.., test seeds 200..; the
 geometry cycles through orientations IPL / RAS / LPS and spacings 1.5x1.5x3, 1.2x1.2x2 and
@@ -30,6 +37,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -38,8 +46,10 @@ from kidneyseg.datasets.ct_phantom import write_kits_phantoms  # noqa: E402
 from kidneyseg.datasets.layouts import kits_cases  # noqa: E402
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.metrics.evaluate import KITS_REGIONS, evaluate_labels  # noqa: E402
+from kidneyseg.pipelines.c2f_cascade import C2FCascadePipeline, C2FConfig  # noqa: E402
 from kidneyseg.pipelines.kits_unet3d import KitsConfig, KitsUNetPipeline  # noqa: E402
 from kidneyseg.planning import fingerprint, make_plan  # noqa: E402
+from kidneyseg.training.c2f import train_c2f_cascade  # noqa: E402
 from kidneyseg.training.kits import train_kits_unet3d  # noqa: E402
 
 
@@ -83,6 +93,7 @@ def real_grid_check(pipe, work: Path) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--pipeline", default="kits-unet3d", choices=["kits-unet3d", "c2f-cascade"])
     ap.add_argument("--train", type=int, default=8)
     ap.add_argument("--test", type=int, default=4)
     ap.add_argument("--iterations", type=int, default=300)
@@ -91,8 +102,11 @@ def main() -> None:
     ap.add_argument("--spacing", type=float, default=1.99)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "ct_phantoms")
-    ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "ct_phantoms.md")
+    ap.add_argument("--out", type=Path, default=None,
+                    help="default benchmarks/results/ct_phantoms.md (kits-unet3d), c2f_phantoms.md (c2f-cascade)")
     args = ap.parse_args()
+    c2f = args.pipeline == "c2f-cascade"
+    args.out = args.out or ROOT / "benchmarks" / "results" / ("c2f_phantoms.md" if c2f else "ct_phantoms.md")
 
     train_dir, test_dir = args.work / "train", args.work / "test"
     if not train_dir.exists():
@@ -103,18 +117,35 @@ def main() -> None:
         seeds = list(range(200, 200 + args.test))
         write_kits_phantoms(test_dir, seeds[:-1], orientations=("RAS", "LPS", "IPL"))
         write_kits_phantoms(test_dir, seeds[-1:], n_kidneys=1, orientations=("PIR",))
+    abnormal_dir = args.work / "test_abnormal"
+    if c2f and not abnormal_dir.exists():
+        write_kits_phantoms(abnormal_dir, [300], n_kidneys=3, orientations=("LPS",))
     cases = kits_cases(train_dir)
-    t0 = time.perf_counter()
-    fp = fingerprint(cases)
-    plan = make_plan(fp, args.memory_gb, target_spacing_mm=(args.spacing,) * 3, base_filters=args.base_filters)
-    plan_s = time.perf_counter() - t0
-    print(plan, flush=True)
-    config = KitsConfig(iterations=args.iterations, num_threads=args.threads, device="cpu")
-    model = train_kits_unet3d(config, cases, args.work / "model", plan, progress=True)
-    summary = json.loads((model / "training_summary.json").read_text())
-    pipe = KitsUNetPipeline.load(model, "cpu")
+    if c2f:
+        config = C2FConfig(iterations=args.iterations, num_threads=args.threads, device="cpu")
+        model = train_c2f_cascade(config, cases, args.work / "model_c2f", progress=True)
+        summary = json.loads((model / "training_summary.json").read_text())
+        pipe = C2FCascadePipeline.load(model, "cpu")
+        setting = (f"{args.iterations} iterations per network, working grid {config.spacing_mm} mm (R, A, S), "
+                   f"training {summary['train_seconds'] / 60:.1f} min (+{summary['load_seconds']:.0f} s loading; "
+                   + ", ".join(f"{k} {v['train_seconds'] / 60:.1f}" for k, v in summary["stages"].items()) + " min)")
+    else:
+        t0 = time.perf_counter()
+        fp = fingerprint(cases)
+        plan = make_plan(fp, args.memory_gb, target_spacing_mm=(args.spacing,) * 3, base_filters=args.base_filters)
+        plan_s = time.perf_counter() - t0
+        print(plan, flush=True)
+        config = KitsConfig(iterations=args.iterations, num_threads=args.threads, device="cpu")
+        model = train_kits_unet3d(config, cases, args.work / "model", plan, progress=True)
+        summary = json.loads((model / "training_summary.json").read_text())
+        pipe = KitsUNetPipeline.load(model, "cpu")
+        setting = (f"{args.iterations} iterations, plan at {args.spacing} mm isotropic for {args.memory_gb:g} GB "
+                   f"(patch {plan.patch_size}, batch {plan.batch_size}, filters {plan.filters}), planning {plan_s:.1f} s, "
+                   f"training {summary['train_seconds'] / 60:.1f} min (+{summary['load_seconds']:.0f} s loading), "
+                   f"mean foreground share of foreground patches {summary['foreground_patch_fraction_mean']:.3f}")
+    test_cases = kits_cases(test_dir) + (kits_cases(abnormal_dir) if c2f else [])
     rows = []
-    for case in kits_cases(test_dir):
+    for case in test_cases:
         img = read_image(case.image, dtype=np.float32)
         ref = np.asarray(read_image(case.label).array)
         res = pipe.segment(img)
@@ -122,7 +153,10 @@ def main() -> None:
         scores = evaluate_labels(pred, ref, img.spacing_mm, regions=KITS_REGIONS,
                                  voxel_volume_ml=float(np.prod(img.spacing_mm)) / 1000)
         row = {"case": case.case_id, "orientation": "".join(__import__("nibabel").aff2axcodes(img.affine)),
-               "seconds": round(res.seconds, 1), "kidney_count": res.qc.get("kidney_count")}
+               "seconds": round(res.seconds, 1), "kidney_count": res.qc.get("kidney_count"),
+               "reference_kidneys": int(ndimage.label(ref > 0, structure=np.ones((3, 3, 3)))[1])}
+        if c2f:
+            row.update({k: res.qc[k] for k in ("coarse_kidney_count", "abnormal", "tumour_source")})
         for s in scores:
             row[f"dice_{s['region']}"] = s["dice"]
             row[f"sdice_{s['region']}"] = s.get("surface_dice")
@@ -133,19 +167,18 @@ def main() -> None:
         print(row, flush=True)
     geometry = real_grid_check(pipe, args.work)
     regions = [r.name for r in KITS_REGIONS]
-    lines = ["# kits-unet3d on synthetic CT phantoms (benchmarks/ct_phantoms.py)", "",
+    lines = [f"# {args.pipeline} on synthetic CT phantoms (benchmarks/ct_phantoms.py --pipeline {args.pipeline})", "",
              f"Run {dt.date.today().isoformat()} on {platform.machine()} CPU ({args.threads} torch threads; other jobs "
-             f"may have shared the 2 cores, so times are upper bounds). {args.train} training / {args.test} held-out "
-             f"phantoms, {args.iterations} iterations, plan at {args.spacing} mm isotropic for {args.memory_gb:g} GB "
-             f"(patch {plan.patch_size}, batch {plan.batch_size}, filters {plan.filters}), planning {plan_s:.1f} s, "
-             f"training {summary['train_seconds'] / 60:.1f} min (+{summary['load_seconds']:.0f} s loading), "
-             f"mean foreground share of foreground patches {summary['foreground_patch_fraction_mean']:.3f}.", "",
+             f"may have shared the 2 cores, so times are upper bounds). {args.train} training / {len(test_cases)} "
+             f"held-out phantoms, {setting}.", "",
              "| region | Dice mean +- std | min | surface Dice mean |", "|---|---|---|---|"]
     for reg in regions:
         d = np.array([r[f"dice_{reg}"] for r in rows], float)
         sd = np.array([r[f"sdice_{reg}"] for r in rows], float)
         lines.append(f"| {reg} | {d.mean():.3f} +- {d.std():.3f} | {d.min():.3f} | {sd.mean():.3f} |")
-    keys = ["case", "orientation", "kidney_count"] + [f"dice_{r}" for r in regions] + ["kidney_and_masses_ml", "seconds"]
+    keys = (["case", "orientation", "reference_kidneys", "kidney_count"]
+            + (["coarse_kidney_count", "abnormal", "tumour_source"] if c2f else [])
+            + [f"dice_{r}" for r in regions] + ["kidney_and_masses_ml", "seconds"])
     lines += ["", "Per held-out phantom (kidney+masses mL predicted / reference):", "",
               "| " + " | ".join(keys) + " |", "|---" * len(keys) + "|"]
     for r in rows:

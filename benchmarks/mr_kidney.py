@@ -93,7 +93,6 @@ def main() -> None:
     # speed: every CHAOS case through segment_files in one process, model loaded once
     images = sorted(CHAOS.glob("image_*.nii.gz"))
     with tempfile.TemporaryDirectory() as tmp:
-        t0 = time.perf_counter()
         segment_files(images[:1], Path(tmp) / "warm", model=str(model) if model else None, device="cpu",
                       progress=False)
         per_case = []

@@ -691,3 +691,29 @@ def train_kits_unet3d(config, dataset: str | Path, out: str | Path, layout: str 
     elif not isinstance(plan, Plan):
         plan = Plan.load(plan)
     return _train(config, cases, out, plan, progress=progress)
+
+
+def train_c2f_cascade(config, dataset: str | Path, out: str | Path, layout: str = "kits",
+                      exclude: tuple[str, ...] = (), progress: bool = True) -> Path:
+    """``kidneyseg train --pipeline c2f-cascade``: train seed 004's five networks on a KiTS or
+    nnU-Net raw dataset (labels 1 kidney, 2 tumour, 3 cyst; cysts are trained as kidney).
+
+    Args:
+        config: :class:`kidneyseg.pipelines.c2f_cascade.C2FConfig`.
+        dataset: KiTS folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``) or nnU-Net raw folder.
+        layout: ``"kits"`` or ``"nnunet"``.
+        exclude: case ids left out.
+
+    Returns:
+        the model folder.
+
+    Raises:
+        InputError: see :func:`kidneyseg.training.c2f.train_c2f_cascade`.
+    """
+    from .datasets.layouts import kits_cases, list_cases
+    from .labels import KITS
+    from .training.c2f import train_c2f_cascade as _train
+
+    cases = kits_cases(dataset) if layout == "kits" else list_cases(dataset, layout, KITS)
+    cases = [c for c in cases if c.case_id not in set(exclude)]
+    return _train(config, cases, out, progress=progress)

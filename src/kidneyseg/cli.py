@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
     t.add_argument("--dataset", required=True, help="dataset folder")
     t.add_argument("--layout", default=None, choices=["chaos", "nnunet", "kits"],
-                   help="dataset layout (default chaos; kits-unet3d: kits)")
+                   help="dataset layout (default chaos; kits-unet3d, c2f-cascade: kits)")
     t.add_argument("-o", "--output", required=True, help="model folder (a fold adds fold_N/ inside)")
     t.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
     t.add_argument("--fold", default=None, help="fold index to hold out, 'all' for every fold then a final model, "
@@ -77,7 +77,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
     t.add_argument("--threads", type=int, default=None)
-    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d", "kits-unet3d"],
+    t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d", "kits-unet3d", "c2f-cascade"],
                    help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images; "
                         "em-unet3d: a CHAOS or nnU-Net folder, one kidney mask per case)")
     t.add_argument("--localiser", default=None, choices=["em", "body", "none"],
@@ -246,12 +246,16 @@ def _cmd_train_em(args) -> int:
     return 0
 
 
-def _cmd_train_kits(args) -> int:
+def _cmd_train_ct(args) -> int:
+    """kits-unet3d and c2f-cascade: a config from --config and flags, a KiTS or nnU-Net dataset."""
     import json
 
-    from .api import train_kits_unet3d
-    from .pipelines.kits_unet3d import KitsConfig
+    from . import api
 
+    if args.pipeline == "kits-unet3d":
+        from .pipelines.kits_unet3d import KitsConfig as config_cls
+    else:
+        from .pipelines.c2f_cascade import C2FConfig as config_cls
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     for flag, key in [("iterations", "iterations"), ("learning_rate", "learning_rate"), ("seed", "seed"),
                       ("threads", "num_threads")]:
@@ -259,11 +263,15 @@ def _cmd_train_kits(args) -> int:
             fields[key] = getattr(args, flag)
     fields["device"] = args.device
     try:
-        config = KitsConfig.from_dict(fields)
+        config = config_cls.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise InputError(f"train: invalid configuration ({exc})") from None
-    out = train_kits_unet3d(config, args.dataset, args.output, layout=args.layout or "kits", plan=args.plan,
-                            memory_budget_gb=args.memory_gb, exclude=tuple(args.exclude or ()), progress=not args.quiet)
+    common = dict(layout=args.layout or "kits", exclude=tuple(args.exclude or ()), progress=not args.quiet)
+    if args.pipeline == "kits-unet3d":
+        out = api.train_kits_unet3d(config, args.dataset, args.output, plan=args.plan,
+                                    memory_budget_gb=args.memory_gb, **common)
+    else:
+        out = api.train_c2f_cascade(config, args.dataset, args.output, **common)
     print(f"model written to {out}")
     return 0
 
@@ -277,8 +285,8 @@ def _cmd_train(args) -> int:
         return _cmd_train_us(args)
     if args.pipeline == "em-unet3d":
         return _cmd_train_em(args)
-    if args.pipeline == "kits-unet3d":
-        return _cmd_train_kits(args)
+    if args.pipeline in ("kits-unet3d", "c2f-cascade"):
+        return _cmd_train_ct(args)
     args.layout = args.layout or "chaos"
     from .training.config import TrainConfig
 
@@ -348,7 +356,8 @@ def suggest_pipeline(modality: str, ndim: int) -> str:
     if ndim == 2 or modality == "US":
         return "us-ensemble (2D ultrasound frame; needs --model, no model is shipped)"
     if modality == "CT":
-        return "kits-unet3d (kidney, tumour, cyst on contrast CT; needs --model from kidneyseg train --pipeline kits-unet3d, no CT model is shipped)"
+        return ("kits-unet3d (kidney, tumour, cyst on contrast CT) or c2f-cascade (kidney, tumour); each needs --model "
+                "from kidneyseg train --pipeline NAME, no CT model is shipped")
     if modality in ("MR", ""):
         return ("mr-t2-unet (shipped model, T2-weighted MRI only; for other MRI contrasts try unsupervised-cluster)"
                 + ("" if modality else "; the file does not say its modality"))

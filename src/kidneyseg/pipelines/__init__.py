@@ -48,6 +48,12 @@ def _kits_unet3d_factory(model: str | None = None, device: str = "auto"):
     return KitsUNetPipeline.load(model, device)
 
 
+def _c2f_cascade_factory(model: str | None = None, device: str = "auto"):
+    from .c2f_cascade import C2FCascadePipeline
+
+    return C2FCascadePipeline.load(model, device)
+
+
 PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
@@ -77,6 +83,12 @@ PIPELINES: dict[str, PipelineInfo] = {
         "nnU-Net-style 3D U-Net (MONAI DynUNet from a dataset plan) for kidney, tumour and cyst on contrast CT "
         "(seed 002); sliding window, KiTS regions; no shipped model, needs --model",
         _kits_unet3d_factory,
+    ),
+    "c2f-cascade": PipelineInfo(
+        "c2f-cascade", "CT",
+        "coarse-to-fine 2D U-Nets for the kidneys (coarse axial, abnormal-count correction on sagittal crops, fine "
+        "crops), then a 3D FCN and a two-channel 2D CNN for the tumour (seed 004); no shipped model, needs --model",
+        _c2f_cascade_factory,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"

@@ -1,0 +1,440 @@
+"""Pipeline ``c2f-cascade``: coarse-to-fine kidney segmentation and a two-model tumour stage
+on contrast CT (seed 004, Zhang et al., KiTS19).
+
+All work is done on the canonical (RAS) array resampled to one voxel size, seed 004's
+3 x 0.7816 x 0.7816 mm (``spacing_mm`` is given along R, A, S: (0.7816, 0.7816, 3.0)).
+Axial slices are ``array[:, :, k]`` (R x A), sagittal slices ``array[i, :, :]`` (A x S).
+
+Kidney stage (seed 004, section 1):
+
+1. **coarse model C**: every axial slice, padded to a square and resized to 128 x 128, goes
+   through a 2D U-Net; the slice predictions are resized back and stacked: the 3D coarse mask
+   ``S_C`` (kidney and masses as one foreground class);
+2. **abnormal detection** (section 1.2, eq. 5): 26-connected components of ``S_C``; those of
+   at least ``kidney_threshold_ml`` (seed 004: 10,000 voxels at 3 x 0.78 x 0.78 mm, 18.3 mL)
+   are kidneys. Two kidneys: normal, ``S_C`` guides the fine stage. Any other count: abnormal;
+3. **correction model A** (abnormal cases only): every sagittal slice is cropped to 256 (A) x
+   64 (S) voxels around the sagittal centroid of ``S_C`` (volume centre when ``S_C`` is empty),
+   predicted by a third 2D U-Net and pasted back (zero outside): the guide mask ``M``;
+4. **fine model F**: for each kidney of ``M``, the axial slices of its extent (+-2) are cropped
+   to 160 x 160 voxels around its axial centroid, predicted, and pasted back (maximum where
+   crops overlap): ``S_F``; components of ``S_F`` that touch no kidney of ``M`` are dropped.
+
+Tumour stage (section 2):
+
+5. **3D FCN** (a MONAI U-Net with two poolings) slides over the box of ``S_F`` padded by
+   ``tumour_box_margin`` voxels (seed 004: a frame of 30), MONAI ``sliding_window_inference``;
+6. **two-channel 2D CNN** T (CT slice + ``S_F``) on the fine crops. When the 3D model detects at
+   least ``tumour_min_voxels`` voxels, the tumour is its detections that T confirms (T "used
+   within detected tumor region ... to reduce false positive rate"); otherwise T's prediction
+   over the kidney crops (seed 004, section 2.5);
+7. tumour components not connected to ``S_F`` are dropped (section 2.4).
+
+Labels (KiTS19's, the data seed 004 used): 1 kidney, 2 tumour. KiTS21/23 cysts are trained as
+kidney (foreground of the kidney stage, not tumour). The label map goes back to the input grid
+by nearest neighbour. Volumes: ``kidney_right_ml`` / ``kidney_left_ml`` are each side's kidney
+with its tumour (world x decides the side), ``kidney_ml`` and ``tumor_ml`` the labels.
+
+Seed 004 does not state the intensity normalisation, the optimiser, the augmentation, or the
+3D patch size; the choices here are in :class:`C2FConfig`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field, fields, replace
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import ndimage
+
+from ..errors import InputError
+from ..io import Image, to_canonical
+from ..io.orientation import from_canonical
+from .kits_unet3d import check_ct, resample_volume
+from .result import Result, volumetric_result
+
+LABELS: dict[int, str] = {1: "kidney", 2: "tumor"}
+"""Output labels of ``c2f-cascade`` (KiTS19)."""
+
+STAGES = ("coarse", "correction", "fine", "tumour3d", "tumour2d")
+"""The five networks, in training order; ``<stage>.pt`` in the model folder."""
+
+_CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-connectivity
+
+
+@dataclass(frozen=True)
+class C2FConfig:
+    """Settings of ``c2f-cascade`` (seed 004 values unless said otherwise).
+
+    Attributes:
+        spacing_mm: working voxel size along R, A, S (seed 004: 0.7816 x 0.7816 in-plane, 3 mm
+            slices).
+        hu_window: HU clipped to this window and scaled to [0, 1] (not stated in seed 004; ours).
+        coarse_size: square size of the resized axial slices for C (128).
+        correction_size: (A, S) size of the sagittal crops for A (H_A 256, D_A 64).
+        fine_size: square size of the axial crops for F and T (160).
+        kidney_threshold_ml: a coarse component of at least this volume is a kidney
+            (10,000 voxels at seed 004's spacing: 18.3 mL).
+        channels_2d: feature maps per level of the 2D U-Nets C, A, F, T (MONAI ``UNet``);
+            every size above must be a multiple of ``2 ** (len(channels_2d) - 1)``.
+        channels_3d: feature maps of the 3D FCN (two poolings: (2, 2, 1) then (2, 2, 2)).
+        res_units: residual units per U-Net block (MONAI; 0 = plain convolutions).
+        tumour_patch: 3D FCN patch (R, A, S); multiples of (4, 4, 2).
+        tumour_box_margin: voxels added on each side of the fine mask's box for the 3D FCN (30).
+        tumour_min_voxels: fewer 3D detections than this count as "no tumour detected".
+        iterations: training steps of each of the five networks.
+        batch_2d, batch_3d: training batch sizes.
+        learning_rate: Adam learning rate (seed 004 does not name its optimiser).
+        jitter_px: standard deviation (voxels) of the random shift of crop centres in training,
+            standing in for the coarse mask's error (crops are centred on the reference in
+            training and on the coarse or guide mask at test, seed 004 section 1.2).
+        slice_batch: slices per forward pass at inference.
+        seed, num_threads, checkpoint_every, device: as in the other trainers.
+    """
+
+    spacing_mm: tuple[float, float, float] = (0.7816, 0.7816, 3.0)
+    hu_window: tuple[float, float] = (-200.0, 400.0)
+    coarse_size: int = 128
+    correction_size: tuple[int, int] = (256, 64)
+    fine_size: int = 160
+    kidney_threshold_ml: float = 18.3
+    channels_2d: tuple[int, ...] = (16, 32, 64, 128, 256)
+    channels_3d: tuple[int, ...] = (16, 32, 64)
+    res_units: int = 1
+    tumour_patch: tuple[int, int, int] = (64, 64, 16)
+    tumour_box_margin: int = 30
+    tumour_min_voxels: int = 100
+    iterations: int = 1000
+    batch_2d: int = 8
+    batch_3d: int = 2
+    learning_rate: float = 1e-3
+    jitter_px: float = 6.0
+    slice_batch: int = 16
+    seed: int = 0
+    num_threads: int = 0
+    checkpoint_every: int = 50
+    device: str = "auto"
+
+    def __post_init__(self) -> None:
+        for name in ("spacing_mm", "hu_window", "correction_size", "channels_2d", "channels_3d", "tumour_patch"):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+        if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
+            raise InputError(f"spacing_mm: expected three positive values, got {self.spacing_mm}")
+        if self.hu_window[1] <= self.hu_window[0]:
+            raise InputError(f"hu_window: expected (low, high) with low < high, got {self.hu_window}")
+        m = 2 ** (len(self.channels_2d) - 1)
+        for name, sizes in (("coarse_size", (self.coarse_size,)), ("correction_size", self.correction_size),
+                            ("fine_size", (self.fine_size,))):
+            if any(s < m or s % m for s in sizes):
+                raise InputError(f"{name}: {sizes} must be multiples of {m} (2 ** (levels - 1) of channels_2d)")
+        if len(self.channels_3d) != 3 or len(self.tumour_patch) != 3 or any(
+                p % d for p, d in zip(self.tumour_patch, (4, 4, 2))):
+            raise InputError(f"tumour_patch {self.tumour_patch} / channels_3d {self.channels_3d}: expected three "
+                             "channel counts and a patch that is a multiple of (4, 4, 2)")
+        if self.iterations < 1 or self.kidney_threshold_ml <= 0:
+            raise InputError("iterations and kidney_threshold_ml: expected positive values")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "C2FConfig":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in d.items() if k in names})
+
+    def replace(self, **changes) -> "C2FConfig":
+        return replace(self, **changes)
+
+
+def build_network(stage: str, config: C2FConfig) -> torch.nn.Module:
+    """The network of one stage: MONAI 2D U-Nets (``kidneyseg.models.unet.build_unet2d``) for
+    C, A, F (1 input channel) and T (CT + kidney mask), a MONAI 3D U-Net with two poolings for
+    the 3D FCN (seed 004 cites an FCN with a long skip connection); 2 output classes each."""
+    from ..models.unet import build_unet2d, build_unet3d
+
+    if stage == "tumour3d":
+        return build_unet3d(1, 2, config.channels_3d, [(2, 2, 1), (2, 2, 2)], config.res_units)
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return build_unet2d(2 if stage == "tumour2d" else 1, 2, config.channels_2d, config.res_units)
+
+
+def normalise_ct(array: np.ndarray, config: C2FConfig) -> np.ndarray:
+    """HU clipped to ``config.hu_window`` and scaled to [0, 1], float32."""
+    lo, hi = config.hu_window
+    return ((np.clip(np.asarray(array, np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
+
+
+def prepare_ct(image: Image, config: C2FConfig):
+    """``(canonical Image, reorientation, (R, A, S) float32 on the working grid)``.
+
+    Raises:
+        InputError: see :func:`kidneyseg.pipelines.kits_unet3d.check_ct`.
+    """
+    check_ct(image)
+    canon, reo = to_canonical(image)
+    arr = resample_volume(np.asarray(canon.array, np.float32), canon.spacing_mm, config.spacing_mm, order=3)
+    return canon, reo, normalise_ct(arr, config)
+
+
+def square_resize(slices: np.ndarray, size: int, nearest: bool = False) -> torch.Tensor:
+    """``(N, X, Y)`` slices -> ``(N, 1, size, size)`` float32: zero-padded (centred) to a square,
+    then resized (bilinear, or nearest for masks; ``torch.nn.functional.interpolate``)."""
+    t = torch.as_tensor(np.ascontiguousarray(slices), dtype=torch.float32)[:, None]
+    x, y = t.shape[-2:]
+    side = max(x, y)
+    px, py = side - x, side - y
+    t = torch.nn.functional.pad(t, (py // 2, py - py // 2, px // 2, px - px // 2))
+    mode = "nearest-exact" if nearest else "bilinear"
+    return torch.nn.functional.interpolate(t, size=(size, size), mode=mode,
+                                           **({} if nearest else {"align_corners": False}))
+
+
+def square_restore(pred: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Inverse of :func:`square_resize` for ``(N, C, size, size)`` -> ``(N, C, X, Y)`` (bilinear)."""
+    x, y = shape
+    side = max(x, y)
+    t = torch.nn.functional.interpolate(pred, size=(side, side), mode="bilinear", align_corners=False)
+    px, py = (side - x) // 2, (side - y) // 2
+    return t[..., px:px + x, py:py + y]
+
+
+def crop_slices(centre: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ...]):
+    """Source and destination slices of a ``size`` crop centred on ``centre`` (the convention
+    of :func:`kidneyseg.training.data.crop_around`), or ``None`` when it misses the volume."""
+    src, dst = [], []
+    for c, p, dim in zip(centre, size, shape):
+        a0 = int(c) - p // 2
+        s0, s1 = max(a0, 0), min(a0 + p, dim)
+        if s1 <= s0:
+            return None
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - a0, s1 - a0))
+    return tuple(src), tuple(dst)
+
+
+def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
+    """Paste ``crop`` (last axes) into ``out`` around ``centre``, keeping the maximum where
+    something is there already (the inverse of :func:`~kidneyseg.training.data.crop_around`)."""
+    n = len(centre)
+    sl = crop_slices(centre, crop.shape[-n:], out.shape[-n:])
+    if sl is None:
+        return
+    src, dst = sl
+    region = out[(Ellipsis, *src)]
+    np.maximum(region, crop[(Ellipsis, *dst)], out=region)
+
+
+def kidney_components(mask: np.ndarray, voxel_ml: float, threshold_ml: float) -> tuple[np.ndarray, list[int]]:
+    """Seed 004's kidney count (section 1.2): 26-connected components (``scipy.ndimage.label``)
+    of a 3D mask, and the ids of those of at least ``threshold_ml``, largest first.
+
+    Returns:
+        ``(component label array int32, kidney component ids)``; ``len(ids) != 2`` is abnormal.
+    """
+    lab, n = ndimage.label(mask, structure=_CONNECTIVITY)
+    if n == 0:
+        return lab, []
+    sizes = np.bincount(lab.ravel())[1:]
+    ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] * voxel_ml >= threshold_ml]
+    return lab, ids
+
+
+def _predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """Foreground probability ``(N, 1, ...)`` of a 2-class 2D network, in slice batches."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch):
+            logits = net(x[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
+            out.append(torch.softmax(logits.float(), 1)[:, 1:].cpu())
+    return torch.cat(out) if out else torch.zeros((0, 1, *x.shape[2:]))
+
+
+def _centroid(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(round(c)) for c in ndimage.center_of_mass(mask))
+
+
+def fine_crops(guide_ids: list[int], guide_lab: np.ndarray, size: int) -> list[tuple[tuple[int, int], range]]:
+    """For each guide kidney: its axial centroid (R, A) and the axial slices of its extent +-2."""
+    out = []
+    for i in guide_ids:
+        comp = guide_lab == i
+        r, a, _ = _centroid(comp)
+        zs = np.flatnonzero(comp.any((0, 1)))
+        out.append(((r, a), range(max(int(zs[0]) - 2, 0), min(int(zs[-1]) + 3, comp.shape[2]))))
+    return out
+
+
+def _crop_axial(vol: np.ndarray, centre_ra: tuple[int, int], ks, size: int, fill: float = 0.0) -> np.ndarray:
+    """Axial crops ``(len(ks), size, size)`` around ``centre_ra`` of the slices ``ks``."""
+    from ..training.data import crop_around
+
+    return np.stack([crop_around(vol[:, :, k], centre_ra, (size, size), fill) for k in ks])
+
+
+@dataclass
+class C2FCascadePipeline:
+    """A loaded ``c2f-cascade`` model folder (``config.json`` and the five ``<stage>.pt``)."""
+
+    networks: dict[str, torch.nn.Module]
+    config: C2FConfig
+    device: torch.device
+    folder: Path
+    label_map: dict[int, str] = field(default_factory=lambda: dict(LABELS))
+
+    @classmethod
+    def load(cls, model: str | Path | None, device: str = "auto") -> "C2FCascadePipeline":
+        """Load a folder written by :func:`kidneyseg.training.c2f.train_c2f_cascade`.
+
+        Raises:
+            InputError: no folder (no CT model is shipped), not a c2f-cascade folder, or a
+                stage's weights are missing.
+        """
+        from ..models.store import resolve_device
+
+        if model is None:
+            raise InputError("--pipeline c2f-cascade: no model is shipped (no CT with masks here to train one); "
+                             "pass --model FOLDER from kidneyseg train --pipeline c2f-cascade")
+        folder = Path(model)
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            raise InputError(f"{folder}: not a c2f-cascade model folder (no config.json)")
+        saved = json.loads(cfg_path.read_text())
+        if saved.get("pipeline") != "c2f-cascade":
+            raise InputError(f"{cfg_path}: pipeline {saved.get('pipeline')!r}, not c2f-cascade")
+        config = C2FConfig.from_dict(saved["config"])
+        dev = resolve_device(device)
+        nets = {}
+        for stage in STAGES:
+            path = folder / f"{stage}.pt"
+            if not path.is_file():
+                raise InputError(f"{folder}: {stage}.pt is missing (training unfinished?)")
+            net = build_network(stage, config)
+            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state"])
+            nets[stage] = net.to(dev).eval()
+            if stage != "tumour3d":
+                nets[stage] = nets[stage].to(memory_format=torch.channels_last)
+        return cls(nets, config, dev, folder)
+
+    # -- the stages, on the working grid ---------------------------------------------------
+
+    def coarse(self, vol: np.ndarray) -> np.ndarray:
+        """``S_C``: boolean (R, A, S), every axial slice through C at ``coarse_size``."""
+        cfg = self.config
+        x = square_resize(np.moveaxis(vol, 2, 0), cfg.coarse_size)
+        p = square_restore(_predict_2d(self.networks["coarse"], x, cfg.slice_batch, self.device), vol.shape[:2])
+        return np.moveaxis(p[:, 0].numpy() > 0.5, 0, 2)
+
+    def correct(self, vol: np.ndarray, coarse: np.ndarray) -> np.ndarray:
+        """``M`` of an abnormal case: sagittal crops around the sagittal centroid of ``coarse``
+        through A, pasted back (zero outside the crops)."""
+        cfg = self.config
+        _, a, s = _centroid(coarse) if coarse.any() else tuple(n // 2 for n in vol.shape)
+        from ..training.data import crop_around
+
+        x = torch.from_numpy(np.stack([crop_around(vol[i], (a, s), cfg.correction_size, 0.0)
+                                       for i in range(vol.shape[0])]))[:, None]
+        p = _predict_2d(self.networks["correction"], x, cfg.slice_batch, self.device)[:, 0].numpy()
+        out = np.zeros(vol.shape, np.float32)
+        for i in range(vol.shape[0]):
+            paste_max(out[i], p[i], (a, s))
+        return out > 0.5
+
+    def fine(self, vol: np.ndarray, crops) -> np.ndarray:
+        """``S_F`` probability (R, A, S) float32 from the axial crops of each guide kidney."""
+        cfg = self.config
+        out = np.zeros(vol.shape, np.float32)
+        for centre, ks in crops:
+            x = torch.from_numpy(_crop_axial(vol, centre, ks, cfg.fine_size))[:, None]
+            p = _predict_2d(self.networks["fine"], x, cfg.slice_batch, self.device)[:, 0].numpy()
+            for j, k in enumerate(ks):
+                paste_max(out[:, :, k], p[j], centre)
+        return out
+
+    def tumour(self, vol: np.ndarray, kidney: np.ndarray, crops) -> tuple[np.ndarray, str]:
+        """Tumour mask (R, A, S) and its source (``"3d+2d"``, ``"2d"`` or ``"none"``)."""
+        from monai.inferers import sliding_window_inference
+
+        cfg = self.config
+        if not kidney.any():
+            return np.zeros(vol.shape, bool), "none"
+        idx = np.argwhere(kidney)
+        lo = np.maximum(idx.min(0) - cfg.tumour_box_margin, 0)
+        hi = np.minimum(idx.max(0) + cfg.tumour_box_margin + 1, vol.shape)
+        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        x = torch.from_numpy(np.ascontiguousarray(vol[box]))[None, None]
+        with torch.inference_mode():
+            logits = sliding_window_inference(x.to(self.device), cfg.tumour_patch, cfg.batch_3d,
+                                              self.networks["tumour3d"], overlap=0.5, mode="gaussian",
+                                              device="cpu")
+        det = np.zeros(vol.shape, bool)
+        det[box] = (logits[0, 1] > logits[0, 0]).numpy()
+        t2d = np.zeros(vol.shape, np.float32)
+        km = kidney.astype(np.float32)
+        for centre, ks in crops:
+            x2 = np.stack([_crop_axial(vol, centre, ks, cfg.fine_size), _crop_axial(km, centre, ks, cfg.fine_size)], 1)
+            p = _predict_2d(self.networks["tumour2d"], torch.from_numpy(x2), cfg.slice_batch, self.device)[:, 0].numpy()
+            for j, k in enumerate(ks):
+                paste_max(t2d[:, :, k], p[j], centre)
+        t2d = t2d > 0.5
+        if det.sum() >= cfg.tumour_min_voxels:
+            tum, source = det & t2d, "3d+2d"
+        else:
+            tum, source = t2d, "2d"
+        # keep the lesions connected to the kidney (section 2.4)
+        lab, n = ndimage.label(tum, structure=_CONNECTIVITY)
+        if n:
+            touching = np.unique(lab[ndimage.binary_dilation(kidney, structure=_CONNECTIVITY) & (lab > 0)])
+            tum = np.isin(lab, touching[touching > 0])
+        return tum, source if tum.any() else "none"
+
+    def segment(self, image: Image) -> Result:
+        """Segment one CT volume.
+
+        Args:
+            image: 3D CT in HU, any orientation and spacing.
+
+        Returns:
+            :class:`Result`: labels 1 kidney, 2 tumour on the input's grid; volumes (module
+            docstring); QC ``coarse_kidney_count``, ``abnormal``, ``kidney_count``,
+            ``tumour_source``, ``laterality_source``, ``empty``, ``touches_border``.
+
+        Raises:
+            InputError: see :func:`kidneyseg.pipelines.kits_unet3d.check_ct`.
+        """
+        from ..postprocess.kidneys import assign_kidneys, body_midline_x_mm
+
+        t0 = time.perf_counter()
+        cfg = self.config
+        canon, reo, vol = prepare_ct(image, cfg)
+        voxel_ml = float(np.prod(cfg.spacing_mm)) / 1000.0
+        s_c = self.coarse(vol)
+        lab_c, ids_c = kidney_components(s_c, voxel_ml, cfg.kidney_threshold_ml)
+        abnormal = len(ids_c) != 2
+        guide_lab, guide_ids = (kidney_components(self.correct(vol, s_c), voxel_ml, cfg.kidney_threshold_ml)
+                                if abnormal else (lab_c, ids_c))
+        crops = fine_crops(guide_ids, guide_lab, cfg.fine_size)
+        s_f = self.fine(vol, crops) > 0.5
+        lab_f, n_f = ndimage.label(s_f, structure=_CONNECTIVITY)
+        if n_f:
+            hit = np.unique(lab_f[np.isin(guide_lab, guide_ids) & (lab_f > 0)])
+            s_f = np.isin(lab_f, hit[hit > 0])
+        tum, source = self.tumour(vol, s_f, crops)
+        work = s_f.astype(np.uint8)
+        work[tum] = 2
+        t = torch.from_numpy(work)[None, None].float()
+        labels = torch.nn.functional.interpolate(t, size=canon.shape, mode="nearest-exact")[0, 0].numpy().astype(np.uint8)
+        sides = assign_kidneys((labels > 0).astype(np.uint8), canon.affine, {1: "kidney_right", 2: "kidney_left"},
+                               midline_x_mm=body_midline_x_mm(np.asarray(canon.array), canon.affine),
+                               keep_largest=False)
+        qc = {"coarse_kidney_count": len(ids_c), "abnormal": abnormal, "kidney_count": sides.kidney_count,
+              "tumour_source": source, "laterality_source": sides.laterality_source, "empty": not bool(labels.any())}
+        result = volumetric_result(image, from_canonical(labels, reo), self.label_map, qc, t0)
+        canon_ml = float(np.prod(canon.spacing_mm)) / 1000.0
+        result.volumes_ml = {"kidney_right_ml": float((sides.labels == 1).sum()) * canon_ml,
+                             "kidney_left_ml": float((sides.labels == 2).sum()) * canon_ml, **result.volumes_ml}
+        result.seconds = time.perf_counter() - t0
+        return result
