@@ -46,7 +46,7 @@ from kidneyseg.datasets.ct_phantom import write_kits_phantoms  # noqa: E402
 from kidneyseg.datasets.layouts import kits_cases  # noqa: E402
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.metrics.evaluate import KITS_REGIONS, evaluate_labels  # noqa: E402
-from kidneyseg.pipelines.c2f_cascade import C2FCascadePipeline, C2FConfig  # noqa: E402
+from kidneyseg.pipelines.c2f_cascade import STAGES, C2FCascadePipeline, C2FConfig  # noqa: E402
 from kidneyseg.pipelines.kits_unet3d import KitsConfig, KitsUNetPipeline  # noqa: E402
 from kidneyseg.planning import fingerprint, make_plan  # noqa: E402
 from kidneyseg.training.c2f import train_c2f_cascade  # noqa: E402
@@ -101,6 +101,12 @@ def main() -> None:
     ap.add_argument("--base-filters", type=int, default=16)
     ap.add_argument("--spacing", type=float, default=1.99)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--stage-iterations", nargs="*", default=[], metavar="STAGE=N",
+                    help="c2f-cascade: per-network iterations, e.g. fine=3000 tumour3d=3000")
+    ap.add_argument("--test-seed", type=int, default=200,
+                    help="first held-out phantom seed (200: folders test/, test_abnormal/ with seed 300; "
+                         "another value N: test_N/ and test_abnormal_N/ with seed N + 100)")
+    ap.add_argument("--model-dir", default=None, help="model folder name in --work (default model / model_c2f)")
     ap.add_argument("--work", type=Path, default=ROOT / "runs" / "ct_phantoms")
     ap.add_argument("--out", type=Path, default=None,
                     help="default benchmarks/results/ct_phantoms.md (kits-unet3d), c2f_phantoms.md (c2f-cascade)")
@@ -108,25 +114,28 @@ def main() -> None:
     c2f = args.pipeline == "c2f-cascade"
     args.out = args.out or ROOT / "benchmarks" / "results" / ("c2f_phantoms.md" if c2f else "ct_phantoms.md")
 
-    train_dir, test_dir = args.work / "train", args.work / "test"
+    suffix = "" if args.test_seed == 200 else f"_{args.test_seed}"
+    train_dir, test_dir = args.work / "train", args.work / f"test{suffix}"
     if not train_dir.exists():
         seeds = list(range(100, 100 + args.train))
         write_kits_phantoms(train_dir, seeds[:-1])
         write_kits_phantoms(train_dir, seeds[-1:], n_kidneys=1)
     if not test_dir.exists():
-        seeds = list(range(200, 200 + args.test))
+        seeds = list(range(args.test_seed, args.test_seed + args.test))
         write_kits_phantoms(test_dir, seeds[:-1], orientations=("RAS", "LPS", "IPL"))
         write_kits_phantoms(test_dir, seeds[-1:], n_kidneys=1, orientations=("PIR",))
-    abnormal_dir = args.work / "test_abnormal"
+    abnormal_dir = args.work / f"test_abnormal{suffix}"
     if c2f and not abnormal_dir.exists():
-        write_kits_phantoms(abnormal_dir, [300], n_kidneys=3, orientations=("LPS",))
+        write_kits_phantoms(abnormal_dir, [args.test_seed + 100], n_kidneys=3, orientations=("LPS",))
     cases = kits_cases(train_dir)
     if c2f:
-        config = C2FConfig(iterations=args.iterations, num_threads=args.threads, device="cpu")
-        model = train_c2f_cascade(config, cases, args.work / "model_c2f", progress=True)
+        stage_its = {k: int(v) for k, v in (a.split("=") for a in args.stage_iterations)}
+        config = C2FConfig(iterations=args.iterations, stage_iterations=stage_its, num_threads=args.threads,
+                           device="cpu")
+        model = train_c2f_cascade(config, cases, args.work / (args.model_dir or "model_c2f"), progress=True)
         summary = json.loads((model / "training_summary.json").read_text())
         pipe = C2FCascadePipeline.load(model, "cpu")
-        setting = (f"{args.iterations} iterations per network, working grid {config.spacing_mm} mm (R, A, S), "
+        setting = (f"iterations per network {({s: config.iterations_of(s) for s in STAGES})}, working grid {config.spacing_mm} mm (R, A, S), "
                    f"training {summary['train_seconds'] / 60:.1f} min (+{summary['load_seconds']:.0f} s loading; "
                    + ", ".join(f"{k} {v['train_seconds'] / 60:.1f}" for k, v in summary["stages"].items()) + " min)")
     else:
@@ -136,7 +145,7 @@ def main() -> None:
         plan_s = time.perf_counter() - t0
         print(plan, flush=True)
         config = KitsConfig(iterations=args.iterations, num_threads=args.threads, device="cpu")
-        model = train_kits_unet3d(config, cases, args.work / "model", plan, progress=True)
+        model = train_kits_unet3d(config, cases, args.work / (args.model_dir or "model"), plan, progress=True)
         summary = json.loads((model / "training_summary.json").read_text())
         pipe = KitsUNetPipeline.load(model, "cpu")
         setting = (f"{args.iterations} iterations, plan at {args.spacing} mm isotropic for {args.memory_gb:g} GB "
@@ -170,7 +179,7 @@ def main() -> None:
     lines = [f"# {args.pipeline} on synthetic CT phantoms (benchmarks/ct_phantoms.py --pipeline {args.pipeline})", "",
              f"Run {dt.date.today().isoformat()} on {platform.machine()} CPU ({args.threads} torch threads; other jobs "
              f"may have shared the 2 cores, so times are upper bounds). {args.train} training / {len(test_cases)} "
-             f"held-out phantoms, {setting}.", "",
+             f"held-out phantoms (seeds from {args.test_seed}), {setting}.", "",
              "| region | Dice mean +- std | min | surface Dice mean |", "|---|---|---|---|"]
     for reg in regions:
         d = np.array([r[f"dice_{reg}"] for r in rows], float)

@@ -95,6 +95,17 @@ def test_config_refuses_sizes_the_u_net_cannot_pool():
         C2FConfig(tumour_patch=(64, 64, 15))
 
 
+def test_per_network_iterations_override_the_common_count_and_survive_json():
+    cfg = C2FConfig(iterations=600, stage_iterations={"fine": 3000})
+    assert cfg.iterations_of("fine") == 3000 and cfg.iterations_of("coarse") == 600
+    back = C2FConfig.from_dict(json.loads(json.dumps(cfg.to_dict())))
+    assert back.iterations_of("fine") == 3000
+    with pytest.raises(InputError, match="stage_iterations"):
+        C2FConfig(stage_iterations={"refine": 10})
+    with pytest.raises(InputError, match="stage_iterations"):
+        C2FConfig(stage_iterations={"fine": 0})
+
+
 def test_c2f_train_resume_segment_through_the_cli(tmp_path, monkeypatch, capsys):
     from kidneyseg import cli
     from kidneyseg.training import c2f

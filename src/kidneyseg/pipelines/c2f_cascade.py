@@ -27,7 +27,7 @@ Tumour stage (section 2):
 6. **two-channel 2D CNN** T (CT slice + ``S_F``) on the fine crops. When the 3D model detects at
    least ``tumour_min_voxels`` voxels, the tumour is its detections that T confirms (T "used
    within detected tumor region ... to reduce false positive rate"); otherwise T's prediction
-   over the kidney crops (seed 004, section 2.5);
+   inside ``S_F`` (seed 004, section 2.5: T searches the kidney);
 7. tumour components not connected to ``S_F`` are dropped (section 2.4).
 
 Labels (KiTS19's, the data seed 004 used): 1 kidney, 2 tumour. KiTS21/23 cysts are trained as
@@ -86,6 +86,7 @@ class C2FConfig:
         tumour_box_margin: voxels added on each side of the fine mask's box for the 3D FCN (30).
         tumour_min_voxels: fewer 3D detections than this count as "no tumour detected".
         iterations: training steps of each of the five networks.
+        stage_iterations: per-network overrides of ``iterations``, e.g. ``{"fine": 3000}``.
         batch_2d, batch_3d: training batch sizes.
         learning_rate: Adam learning rate (seed 004 does not name its optimiser).
         jitter_px: standard deviation (voxels) of the random shift of crop centres in training,
@@ -108,6 +109,7 @@ class C2FConfig:
     tumour_box_margin: int = 30
     tumour_min_voxels: int = 100
     iterations: int = 1000
+    stage_iterations: dict[str, int] = field(default_factory=dict)
     batch_2d: int = 8
     batch_3d: int = 2
     learning_rate: float = 1e-3
@@ -136,6 +138,14 @@ class C2FConfig:
                              "channel counts and a patch that is a multiple of (4, 4, 2)")
         if self.iterations < 1 or self.kidney_threshold_ml <= 0:
             raise InputError("iterations and kidney_threshold_ml: expected positive values")
+        unknown = set(self.stage_iterations) - set(STAGES)
+        if unknown or any(int(v) < 1 for v in self.stage_iterations.values()):
+            raise InputError(f"stage_iterations: expected positive counts for {', '.join(STAGES)}, "
+                             f"got {self.stage_iterations}")
+
+    def iterations_of(self, stage: str) -> int:
+        """Training steps of one network (``stage_iterations`` or ``iterations``)."""
+        return int(self.stage_iterations.get(stage, self.iterations))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -382,8 +392,8 @@ class C2FCascadePipeline:
         t2d = t2d > 0.5
         if det.sum() >= cfg.tumour_min_voxels:
             tum, source = det & t2d, "3d+2d"
-        else:
-            tum, source = t2d, "2d"
+        else:  # no 3D detection: T searches the kidney (seed 004, section 2.5)
+            tum, source = t2d & kidney, "2d"
         # keep the lesions connected to the kidney (section 2.4)
         lab, n = ndimage.label(tum, structure=_CONNECTIVITY)
         if n:

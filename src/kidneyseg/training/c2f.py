@@ -56,13 +56,26 @@ class C2FVolume:
         """Label value (1, 2) -> flat indices of its voxels."""
         return {c: np.flatnonzero(self.labels.ravel() == c) for c in (1, 2)}
 
-    @property
+    @cached_property
     def kidney_slices(self) -> np.ndarray:
+        """Axial slice indices (S) holding kidney or tumour."""
         return np.flatnonzero((self.labels > 0).any((0, 1)))
 
-    @property
+    @cached_property
+    def kidney_sagittal_slices(self) -> np.ndarray:
+        """Sagittal slice indices (R) holding kidney or tumour."""
+        return np.flatnonzero((self.labels > 0).any((1, 2)))
+
+    @cached_property
     def tumour_slices(self) -> np.ndarray:
+        """Axial slice indices holding tumour."""
         return np.flatnonzero((self.labels == 2).any((0, 1)))
+
+    @cached_property
+    def sagittal_centroid(self) -> tuple[int, int]:
+        """(A, S) centroid of kidney and tumour voxels."""
+        _, a, s = ndimage.center_of_mass(self.labels > 0)
+        return int(round(a)), int(round(s))
 
 
 def load_c2f_volume(case: Case, config: C2FConfig) -> C2FVolume:
@@ -125,15 +138,14 @@ def sample_correction(vols: Sequence[C2FVolume], config: C2FConfig, rng: np.rand
     xs, ys = [], []
     for _ in range(config.batch_2d):
         v = vols[int(rng.integers(len(vols)))]
-        fg = v.labels > 0
-        _, a, s = (int(round(c)) for c in ndimage.center_of_mass(fg))
+        a, s = v.sagittal_centroid
         # the same shift in mm along A and S
         a += int(round(rng.normal(0, config.jitter_px)))
         s += int(round(rng.normal(0, config.jitter_px * config.spacing_mm[1] / config.spacing_mm[2])))
-        rs = np.flatnonzero(fg.any((1, 2))) if rng.random() < 0.5 else np.arange(fg.shape[0])
+        rs = v.kidney_sagittal_slices if rng.random() < 0.5 else np.arange(v.labels.shape[0])
         i = int(rs[rng.integers(len(rs))])
         xs.append(crop_around(v.image[i], (a, s), config.correction_size, 0.0))
-        ys.append(crop_around(fg[i].astype(np.float32), (a, s), config.correction_size, 0.0))
+        ys.append(crop_around((v.labels[i] > 0).astype(np.float32), (a, s), config.correction_size, 0.0))
     return torch.from_numpy(np.stack(xs))[:, None], torch.from_numpy(np.stack(ys))[:, None]
 
 
@@ -237,6 +249,7 @@ def _train_stage(stage: str, vols: Sequence[C2FVolume], config: C2FConfig, out: 
     from ..io.writers import atomic_path
 
     final, ckpt_path = out / f"{stage}.pt", out / f"checkpoint_{stage}.pt"
+    iterations = config.iterations_of(stage)
     if final.exists():
         return torch.load(final, map_location="cpu", weights_only=True)["summary"]
     torch.manual_seed(config.seed + STAGES.index(stage))
@@ -257,7 +270,7 @@ def _train_stage(stage: str, vols: Sequence[C2FVolume], config: C2FConfig, out: 
     sampler = SAMPLERS[stage]
     net.train()
     t0 = time.perf_counter()
-    bar = tqdm(range(start, config.iterations), initial=start, total=config.iterations, disable=not progress,
+    bar = tqdm(range(start, iterations), initial=start, total=iterations, disable=not progress,
                desc=f"c2f {stage}", unit="it")
     for it in bar:
         x, y = sampler(vols, config, rng)
@@ -271,13 +284,13 @@ def _train_stage(stage: str, vols: Sequence[C2FVolume], config: C2FConfig, out: 
         history.append(float(loss.detach()))
         bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")
         done = it + 1
-        if done % config.checkpoint_every == 0 or done == config.iterations:
+        if done % config.checkpoint_every == 0 or done == iterations:
             with atomic_path(ckpt_path) as tmp:
                 torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
                             "torch_rng": torch.get_rng_state(), "iteration": done, "history": history,
                             "seconds": seconds + time.perf_counter() - t0}, tmp)
     seconds += time.perf_counter() - t0
-    summary = {"iterations": config.iterations, "train_seconds": round(seconds, 1),
+    summary = {"iterations": iterations, "train_seconds": round(seconds, 1),
                "final_loss_mean_last_20": float(np.mean(history[-20:])), "loss_history": history}
     with atomic_path(final) as tmp:
         torch.save({"state": net.state_dict(), "summary": summary}, tmp)
