@@ -212,23 +212,11 @@ def square_restore(pred: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     return t[..., px:px + x, py:py + y]
 
 
-def crop_slices(centre: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ...]):
-    """Source and destination slices of a ``size`` crop centred on ``centre`` (the convention
-    of :func:`kidneyseg.training.data.crop_around`), or ``None`` when it misses the volume."""
-    src, dst = [], []
-    for c, p, dim in zip(centre, size, shape):
-        a0 = int(c) - p // 2
-        s0, s1 = max(a0, 0), min(a0 + p, dim)
-        if s1 <= s0:
-            return None
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - a0, s1 - a0))
-    return tuple(src), tuple(dst)
-
-
 def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
     """Paste ``crop`` (last axes) into ``out`` around ``centre``, keeping the maximum where
     something is there already (the inverse of :func:`~kidneyseg.training.data.crop_around`)."""
+    from ..training.data import crop_slices
+
     n = len(centre)
     sl = crop_slices(centre, crop.shape[-n:], out.shape[-n:])
     if sl is None:

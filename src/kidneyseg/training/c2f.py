@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..datasets.layouts import Case, check_label_values
+from ..datasets.layouts import Case
 from ..errors import InputError
-from ..io import read_image, to_canonical
 from ..pipelines.c2f_cascade import STAGES, C2FConfig, build_network, normalise_ct, square_resize
-from ..pipelines.kits_unet3d import check_ct, resample_volume
+from ..pipelines.kits_unet3d import resample_volume
 from .data import crop_around
+from .kits import read_ct_case
 
 
 @dataclass
@@ -85,20 +85,7 @@ def load_c2f_volume(case: Case, config: C2FConfig) -> C2FVolume:
         InputError: no image, image and mask grids differ, a label outside the dataset's,
             no kidney in the mask, or the checks of :func:`~kidneyseg.pipelines.kits_unet3d.check_ct`.
     """
-    if case.image is None:
-        raise InputError(f"{case.label}: no image for this case (mask-only dataset)")
-    img = read_image(case.image, dtype=np.float32)
-    lab = read_image(case.label)
-    if img.shape != lab.shape or not np.allclose(img.affine, lab.affine, atol=1e-3):
-        raise InputError(f"{case.image}: image and {case.label.name} differ in shape or affine")
-    check_ct(img)
-    values = np.unique(np.asarray(lab.array))
-    check_label_values(case, values)
-    lut = np.zeros(int(max(values.max(), max(case.label_values, default=0))) + 1, np.uint8)
-    for v, k in case.label_values.items():
-        lut[v] = {1: 1, 2: 2, 3: 1}.get(int(k), 0)  # KiTS cyst -> kidney (seed 004 has kidney and tumour)
-    ci, _ = to_canonical(img)
-    cl, _ = to_canonical(lab.with_array(lut[np.asarray(lab.array).astype(np.int64)]))
+    ci, cl = read_ct_case(case, {1: 1, 2: 2, 3: 1})  # KiTS cyst -> kidney (seed 004 has kidney and tumour)
     image = normalise_ct(resample_volume(np.asarray(ci.array, np.float32), ci.spacing_mm, config.spacing_mm, 3), config)
     labels = resample_volume(np.asarray(cl.array, np.uint8), cl.spacing_mm, config.spacing_mm, 0).astype(np.uint8)
     comp, n = ndimage.label(labels > 0, structure=np.ones((3, 3, 3), bool))

@@ -101,21 +101,30 @@ def augmentation(config: TrainConfig) -> mt.Compose:
     return mt.Compose(transforms)
 
 
+def crop_slices(centre: tuple[int, ...], size: tuple[int, ...], shape: tuple[int, ...]):
+    """Source and destination slices of a ``size`` crop whose voxel ``size // 2`` sits on
+    ``centre`` in a volume of ``shape`` (one entry per axis), or ``None`` when the crop misses
+    the volume. The convention of :func:`crop_around` and its inverse
+    :func:`kidneyseg.pipelines.c2f_cascade.paste_max`."""
+    src, dst = [], []
+    for c, p, dim in zip(centre, size, shape):
+        a0 = int(c) - p // 2
+        s0, s1 = max(a0, 0), min(a0 + p, dim)
+        if s1 <= s0:
+            return None
+        src.append(slice(s0, s1))
+        dst.append(slice(s0 - a0, s1 - a0))
+    return tuple(src), tuple(dst)
+
+
 def crop_around(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...], fill: float) -> np.ndarray:
     """Crop the last ``len(size)`` axes of ``vol`` to ``size`` around ``centre`` (leading
     axes kept), padding outside the volume with ``fill``."""
     n = len(size)
-    lead = vol.shape[:-n]
-    out = np.full(lead + tuple(size), fill, dtype=vol.dtype)
-    src, dst = [], []
-    for c, p, dim in zip(centre, size, vol.shape[-n:]):
-        a0 = int(c) - p // 2
-        s0, s1 = max(a0, 0), min(a0 + p, dim)
-        if s1 <= s0:
-            return out
-        src.append(slice(s0, s1))
-        dst.append(slice(s0 - a0, s1 - a0))
-    out[(Ellipsis, *dst)] = vol[(Ellipsis, *src)]
+    out = np.full(vol.shape[:-n] + tuple(size), fill, dtype=vol.dtype)
+    sl = crop_slices(centre, size, vol.shape[-n:])
+    if sl is not None:
+        out[(Ellipsis, *sl[1])] = vol[(Ellipsis, *sl[0])]
     return out
 
 

@@ -39,8 +39,17 @@ class KitsVolume:
     foreground: dict[int, np.ndarray]  # label value -> flat indices of its voxels
 
 
-def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
-    """Read, check, reorient, resample (cubic / nearest) and normalise one case.
+def read_ct_case(case: Case, kits_map: dict[int, int] | None = None):
+    """Read one CT training case, check it and reorient image and labels to RAS.
+
+    Args:
+        case: a KiTS / nnU-Net case with an image.
+        kits_map: KiTS class (1 kidney, 2 tumour, 3 cyst) -> stored label; default identity.
+
+    Returns:
+        ``(image, labels)``: canonical :class:`~kidneyseg.io.Image` values, the image float32
+        in HU, the labels uint8 with the dataset's values mapped to KiTS classes (then
+        ``kits_map``).
 
     Raises:
         InputError: no image (a mask-only case), image and mask grids differ, a label value
@@ -57,9 +66,20 @@ def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
     check_label_values(case, values)
     lut = np.zeros(int(max(values.max(), max(case.label_values, default=0))) + 1, np.uint8)
     for v, k in case.label_values.items():
-        lut[v] = k
+        lut[v] = k if kits_map is None else kits_map.get(int(k), 0)
     ci, _ = to_canonical(img)
     cl, _ = to_canonical(lab.with_array(lut[np.asarray(lab.array).astype(np.int64)]))
+    return ci, cl
+
+
+def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
+    """Read, check, reorient, resample (cubic / nearest) and normalise one case.
+
+    Raises:
+        InputError: no image (a mask-only case), image and mask grids differ, a label value
+            outside the dataset's labels, or the checks of :func:`~kidneyseg.pipelines.kits_unet3d.check_ct`.
+    """
+    ci, cl = read_ct_case(case)
     image = normalise(resample_volume(np.asarray(ci.array, np.float32), ci.spacing_mm, plan.target_spacing_mm, 3), plan)
     labels = resample_volume(np.asarray(cl.array, np.uint8), cl.spacing_mm, plan.target_spacing_mm, 0).astype(np.uint8)
     fg = {int(v): np.flatnonzero(labels == v) for v in np.unique(labels) if v != 0}
