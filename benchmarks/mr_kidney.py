@@ -1,7 +1,7 @@
 """Benchmark of the MR kidney model: cross-validated accuracy, volume error, speed, memory.
 
     python benchmarks/mr_kidney.py --folds runs/fold0 runs/fold1 ... [--model DIR]
-    python benchmarks/mr_kidney.py --train runs/mr_t2   # retrain CV + final first (~1 h on 2 cores)
+    python benchmarks/mr_kidney.py --train runs/mr_t2   # retrain CV + final first (6 trainings of 4000 iterations: about 28 min each on 1 thread)
 
 Reports, as a Markdown table printed and written to benchmarks/results/mr_kidney.md:
   * cross-validated Dice per kidney and total-kidney-volume error (pooled held-out cases);
