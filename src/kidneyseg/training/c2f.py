@@ -37,6 +37,7 @@ from ..datasets.layouts import Case
 from ..errors import InputError
 from ..pipelines.c2f_cascade import STAGES, C2FConfig, build_network, normalise_ct, square_resize
 from ..pipelines.kits_unet3d import resample_volume
+from .checkpoint import restore_training_state, save_training_state
 from .data import crop_around
 from .kits import read_ct_case
 
@@ -246,14 +247,7 @@ def _train_stage(stage: str, vols: Sequence[C2FVolume], config: C2FConfig, out: 
     opt = torch.optim.Adam(net.parameters(), lr=config.learning_rate)
     loss_fn = stage_loss(stage)
     rng = np.random.default_rng([config.seed, STAGES.index(stage)])
-    start, history, seconds = 0, [], 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        rng.bit_generator.state = ck["rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        start, history, seconds = ck["iteration"], ck["history"], ck["seconds"]
+    start, history, seconds = restore_training_state(ckpt_path, net, opt, rng)
     sampler = SAMPLERS[stage]
     net.train()
     t0 = time.perf_counter()
@@ -272,10 +266,7 @@ def _train_stage(stage: str, vols: Sequence[C2FVolume], config: C2FConfig, out: 
         bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")
         done = it + 1
         if done % config.checkpoint_every == 0 or done == iterations:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                            "torch_rng": torch.get_rng_state(), "iteration": done, "history": history,
-                            "seconds": seconds + time.perf_counter() - t0}, tmp)
+            save_training_state(ckpt_path, net, opt, rng, done, history, seconds + time.perf_counter() - t0)
     seconds += time.perf_counter() - t0
     summary = {"iterations": iterations, "train_seconds": round(seconds, 1),
                "final_loss_mean_last_20": float(np.mean(history[-20:])), "loss_history": history}

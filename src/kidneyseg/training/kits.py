@@ -24,6 +24,7 @@ from ..io import read_image, to_canonical
 from ..pipelines.kits_unet3d import (REGIONS, KitsConfig, check_ct, normalise, regions_from_labels,
                                      resample_volume)
 from ..planning import Plan
+from .checkpoint import restore_training_state, save_training_state
 from .data import crop_around
 
 log = logging.getLogger(__name__)
@@ -224,14 +225,7 @@ def train_kits_unet3d(config: KitsConfig, cases: Sequence[Case], out_dir: str | 
     loss_fn = DeepSupervisionLoss(RegionLoss(), weight_mode="exp")  # weights 1, 1/2, 1/4: halving per level
     aug = augmentation(config)
     rng = np.random.default_rng(config.seed)
-    start_it, history, train_s = 0, [], 0.0
-    if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
-        net.load_state_dict(ck["model"])
-        opt.load_state_dict(ck["optimizer"])
-        rng.bit_generator.state = ck["rng"]
-        torch.set_rng_state(ck["torch_rng"])
-        start_it, history, train_s = ck["iteration"], ck["history"], ck["train_seconds"]
+    start_it, history, train_s = restore_training_state(ckpt_path, net, opt, rng)
     fg_fracs = []
     bar = tqdm(range(start_it, config.iterations), initial=start_it, total=config.iterations, disable=not progress,
                desc="kits-unet3d", unit="it")
@@ -265,10 +259,7 @@ def train_kits_unet3d(config: KitsConfig, cases: Sequence[Case], out_dir: str | 
         bar.set_postfix(loss=f"{np.mean(history[-20:]):.3f}")
         done = it + 1
         if done % config.checkpoint_every == 0 or done == config.iterations:
-            with atomic_path(ckpt_path) as tmp:
-                torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                            "torch_rng": torch.get_rng_state(), "iteration": done, "history": history,
-                            "train_seconds": train_s + time.perf_counter() - t0}, tmp)
+            save_training_state(ckpt_path, net, opt, rng, done, history, train_s + time.perf_counter() - t0)
     train_s += time.perf_counter() - t0
     with atomic_path(out / "model.pt") as tmp:
         torch.save(net.state_dict(), tmp)
