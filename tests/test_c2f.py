@@ -17,7 +17,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.pipelines.c2f_cascade import (C2FConfig, C2FCascadePipeline, kidney_components, paste_max,
                                              square_resize, square_restore)
 from kidneyseg.pipelines.kits_unet3d import resample_volume
-from kidneyseg.training.data import crop_around
+from kidneyseg.arrays import crop_around
 
 KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
 

@@ -50,6 +50,7 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..arrays import crop_around, crop_slices, padded_box
 from ..errors import InputError
 from ..io import Image, to_canonical
 from ..io.orientation import from_canonical
@@ -214,9 +215,7 @@ def square_restore(pred: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
 
 def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
     """Paste ``crop`` (last axes) into ``out`` around ``centre``, keeping the maximum where
-    something is there already (the inverse of :func:`~kidneyseg.training.data.crop_around`)."""
-    from ..training.data import crop_slices
-
+    something is there already (the inverse of :func:`~kidneyseg.arrays.crop_around`)."""
     n = len(centre)
     sl = crop_slices(centre, crop.shape[-n:], out.shape[-n:])
     if sl is None:
@@ -268,8 +267,6 @@ def fine_crops(guide_ids: list[int], guide_lab: np.ndarray, size: int) -> list[t
 
 def _crop_axial(vol: np.ndarray, centre_ra: tuple[int, int], ks, size: int, fill: float = 0.0) -> np.ndarray:
     """Axial crops ``(len(ks), size, size)`` around ``centre_ra`` of the slices ``ks``."""
-    from ..training.data import crop_around
-
     return np.stack([crop_around(vol[:, :, k], centre_ra, (size, size), fill) for k in ks])
 
 
@@ -331,8 +328,6 @@ class C2FCascadePipeline:
         through A, pasted back (zero outside the crops)."""
         cfg = self.config
         _, a, s = _centroid(coarse) if coarse.any() else tuple(n // 2 for n in vol.shape)
-        from ..training.data import crop_around
-
         x = torch.from_numpy(np.stack([crop_around(vol[i], (a, s), cfg.correction_size, 0.0)
                                        for i in range(vol.shape[0])]))[:, None]
         p = _predict_2d(self.networks["correction"], x, cfg.slice_batch, self.device)[:, 0].numpy()
@@ -359,10 +354,7 @@ class C2FCascadePipeline:
         cfg = self.config
         if not kidney.any():
             return np.zeros(vol.shape, bool), "none"
-        idx = np.argwhere(kidney)
-        lo = np.maximum(idx.min(0) - cfg.tumour_box_margin, 0)
-        hi = np.minimum(idx.max(0) + cfg.tumour_box_margin + 1, vol.shape)
-        box = tuple(slice(int(a), int(b)) for a, b in zip(lo, hi))
+        box = padded_box(kidney, cfg.tumour_box_margin)
         x = torch.from_numpy(np.ascontiguousarray(vol[box]))[None, None]
         with torch.inference_mode():
             logits = sliding_window_inference(x.to(self.device), cfg.tumour_patch, cfg.batch_3d,

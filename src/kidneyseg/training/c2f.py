@@ -33,12 +33,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
+from ..arrays import crop_around, padded_box
 from ..datasets.layouts import Case
 from ..errors import InputError
 from ..pipelines.c2f_cascade import STAGES, C2FConfig, build_network, normalise_ct, square_resize
 from ..pipelines.kits_unet3d import resample_volume
 from .checkpoint import restore_training_state, save_training_state
-from .data import crop_around
 from .kits import read_ct_case
 
 
@@ -99,10 +99,7 @@ def load_c2f_volume(case: Case, config: C2FConfig) -> C2FVolume:
         m = comp == i
         zs = np.flatnonzero(m.any((0, 1)))
         components.append((tuple(int(round(c)) for c in ndimage.center_of_mass(m)), int(zs[0]), int(zs[-1])))
-    idx = np.argwhere(labels > 0)
-    lo = np.maximum(idx.min(0) - config.tumour_box_margin, 0)
-    hi = np.minimum(idx.max(0) + config.tumour_box_margin + 1, labels.shape)
-    return C2FVolume(case.case_id, image, labels, components, tuple(slice(int(a), int(b)) for a, b in zip(lo, hi)))
+    return C2FVolume(case.case_id, image, labels, components, padded_box(labels > 0, config.tumour_box_margin))
 
 
 def _jitter(rng: np.random.Generator, config: C2FConfig, n: int) -> np.ndarray:

@@ -14,12 +14,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io.writers import atomic_path
+
 
 def save_training_state(path: str | Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
                         rng: np.random.Generator, iteration: int, history: list[float], seconds: float) -> None:
     """Write a checkpoint to ``path`` atomically (temporary file + rename)."""
-    from ..io.writers import atomic_path
-
     with atomic_path(Path(path)) as tmp:
         torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
                     "torch_rng": torch.get_rng_state(), "iteration": int(iteration), "history": list(history),

@@ -18,6 +18,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from ..arrays import crop_around
 from ..datasets.layouts import Case, check_label_values
 from ..errors import InputError
 from ..io import read_image, to_canonical
@@ -25,7 +26,6 @@ from ..pipelines.kits_unet3d import (REGIONS, KitsConfig, check_ct, normalise, r
                                      resample_volume)
 from ..planning import Plan
 from .checkpoint import restore_training_state, save_training_state
-from .data import crop_around
 
 log = logging.getLogger(__name__)
 
