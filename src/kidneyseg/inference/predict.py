@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
+from ..preprocess.normalise import clip_body_ratio
 
 
 @dataclass
@@ -40,12 +41,15 @@ MAX_SLICE_PX = 1024
 """Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
 
 
-def prepare(image: Image, target_spacing_mm: float) -> Prepared:
+def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | None = None) -> Prepared:
     """Reorient to RAS, z-score (0.5/99.5 percentile clip), resample in-plane.
 
     Args:
         image: 3D image, any orientation.
         target_spacing_mm: in-plane spacing of the network, mm.
+        body_clip_ratio: if given, first clip at this multiple of the body median
+            (:func:`kidneyseg.preprocess.normalise.clip_body_ratio`; a model's
+            ``TrainConfig.clip_ratio``).
 
     Returns:
         :class:`Prepared`. In-plane size is ``round(n * spacing / target)`` per axis.
@@ -66,7 +70,11 @@ def prepare(image: Image, target_spacing_mm: float) -> Prepared:
     if max(size) > MAX_SLICE_PX:
         raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is implausible for a body scan "
                          f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
-    vol = zscore_percentile(canonical.array)
+    try:
+        vol = canonical.array if body_clip_ratio is None else clip_body_ratio(canonical.array, body_clip_ratio)
+    except ValueError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    vol = zscore_percentile(vol)
     vol = resize_slices(vol, size, mode="bilinear").numpy()
     return Prepared(vol, canonical, reo)
 
@@ -179,7 +187,7 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
         to the input grid with :func:`kidneyseg.io.from_canonical`.
     """
-    prepared = prepare(image, config.target_spacing_mm)
+    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio)
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
         return probs.argmax(0).to(torch.uint8).numpy(), prepared

@@ -31,3 +31,80 @@ def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5
     a -= float(a.mean())
     a /= std
     return a
+
+
+def body_median(array: np.ndarray) -> float:
+    """Median intensity of the body: the voxels above an Otsu threshold on log intensity.
+
+    MR intensities have no absolute unit, but the body's median is a stable reference:
+    the threshold separates air and noise from tissue (log scale, as the two classes
+    differ by orders of magnitude), and the median ignores the bright tail (fluid, fat)
+    that sets a percentile.
+
+    Args:
+        array: any real array (e.g. ``(X, Y, Z)``), not modified; only voxels > 0 count.
+
+    Returns:
+        The median, in the array's units (> 0).
+
+    Raises:
+        ValueError: fewer than 2 distinct positive values (no tissue to reference).
+    """
+    from skimage.filters import threshold_otsu
+
+    a = np.asarray(array)
+    positive = a[a > 0].astype(np.float64)
+    if positive.size < 2 or positive.min() == positive.max():
+        raise ValueError("body_median: fewer than 2 distinct positive intensities")
+    logs = np.log(positive)
+    body = positive[logs > threshold_otsu(logs)]
+    return float(np.median(body))
+
+
+def clip_body_ratio(array: np.ndarray, ratio: float) -> np.ndarray:
+    """Clip intensities above ``ratio`` x :func:`body_median` (a float32 copy).
+
+    The MR counterpart of nnU-Net's CT clipping (Isensee et al., Nature Methods 2021:
+    intensities clipped at the 0.5/99.5 percentiles of the training set's foreground): MR
+    has no absolute unit, so the bound is expressed relative to each scan's body median
+    and learnt from the training kidneys (:func:`foreground_body_ratio`). Tissue brighter
+    than any training kidney (a large cyst, a full gallbladder) then no longer sets the
+    scale of :func:`zscore_percentile`.
+
+    Args:
+        array: any real array, not modified.
+        ratio: upper bound as a multiple of the body median, > 0.
+
+    Raises:
+        ValueError: ``ratio <= 0``, or no positive tissue (see :func:`body_median`).
+    """
+    if not ratio > 0:
+        raise ValueError(f"clip_body_ratio: ratio must be > 0, got {ratio}")
+    a = np.array(array, dtype=np.float32, copy=True)
+    np.minimum(a, np.float32(ratio * body_median(a)), out=a)
+    return a
+
+
+def foreground_body_ratio(pairs, percentile: float = 99.5) -> float:
+    """Percentile of foreground intensity / body median, pooled over training scans.
+
+    Args:
+        pairs: iterable of ``(image, foreground)``: an intensity array and a boolean mask
+            of the same shape (e.g. the kidneys).
+        percentile: in (0, 100]; 99.5 as nnU-Net's CT fingerprint.
+
+    Returns:
+        The pooled percentile (a multiple of the body median).
+
+    Raises:
+        ValueError: no foreground voxel in any pair.
+    """
+    ratios = []
+    for image, fg in pairs:
+        a = np.asarray(image)
+        m = np.asarray(fg, dtype=bool)
+        if m.any():
+            ratios.append((a[m] / body_median(a)).astype(np.float32))
+    if not ratios:
+        raise ValueError("foreground_body_ratio: no foreground voxel in any training image")
+    return float(np.percentile(np.concatenate(ratios), percentile))

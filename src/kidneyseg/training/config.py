@@ -10,6 +10,10 @@ import numpy as np
 from ..labels import MR_KIDNEYS
 
 
+NORMALISATIONS = ("percentile_zscore", "body_clip_zscore")
+"""Intensity normalisations of :class:`TrainConfig` (see its ``normalisation``)."""
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Everything that determines a trained 2.5D kidney U-Net.
@@ -57,6 +61,16 @@ class TrainConfig:
             bias field (MONAI ``RandBiasFieldd``, p 0.3), for scans whose contrast
             differs from the training set's (for example, CHAOS case 36, where fluid
             rather than kidney is the brightest tissue).
+        normalisation: ``"percentile_zscore"`` (clip at the scan's 0.5/99.5 percentiles,
+            then z-score; models made before 2026-12-01) or ``"body_clip_zscore"``: first
+            clip at ``body_clip_ratio`` x the body median
+            (:func:`kidneyseg.preprocess.normalise.clip_body_ratio`), then the same. The
+            second keeps tissue brighter than any training kidney (a large cyst) from
+            setting the scale.
+        body_clip_ratio: the clip of ``"body_clip_zscore"`` as a multiple of the body
+            median. ``None`` in a config given to training: training sets it to the 99.5th
+            percentile of the training kidneys' ratio (the training fingerprint, as nnU-Net
+            does for CT) and saves it in the model's config.json.
         augment_flip_lr: mirror along the patient's left-right axis. A mirrored body puts
             the right kidney on the left, so the labels are swapped with it (explicitly, in
             :func:`kidneyseg.training.augment.flip_left_right`); off by default because the
@@ -91,6 +105,8 @@ class TrainConfig:
     augment_scale: float = 0.15
     augment_flip_lr: bool = False
     augment_intensity: str = "standard"
+    normalisation: str = "percentile_zscore"
+    body_clip_ratio: float | None = None
     folds: int = 5
     fold: int | None = None
     seed: int = 0
@@ -129,6 +145,10 @@ class TrainConfig:
             raise ValueError(f"device: expected auto, cpu or cuda, got {self.device!r}")
         if self.augment_intensity not in ("standard", "strong"):
             raise ValueError(f"augment_intensity: expected 'standard' or 'strong', got {self.augment_intensity!r}")
+        if self.normalisation not in NORMALISATIONS:
+            raise ValueError(f"normalisation: expected one of {', '.join(NORMALISATIONS)}, got {self.normalisation!r}")
+        if self.body_clip_ratio is not None and not self.body_clip_ratio > 0:
+            raise ValueError(f"body_clip_ratio: expected None or > 0, got {self.body_clip_ratio}")
 
     @property
     def strides(self) -> list[tuple[int, ...]]:
@@ -137,6 +157,19 @@ class TrainConfig:
         if self.spatial_dims == 2:
             return [(2, 2)] * levels
         return [(2, 2, 2 if lvl >= levels - self.z_pool_levels else 1) for lvl in range(levels)]
+
+    @property
+    def clip_ratio(self) -> float | None:
+        """The body-median clip applied before z-scoring, or ``None`` for none.
+
+        Raises:
+            ValueError: ``"body_clip_zscore"`` with the ratio not yet set by training.
+        """
+        if self.normalisation != "body_clip_zscore":
+            return None
+        if self.body_clip_ratio is None:
+            raise ValueError("body_clip_zscore: body_clip_ratio is not set (training sets it from the training kidneys)")
+        return self.body_clip_ratio
 
     @property
     def kidney_classes(self) -> int:

@@ -45,6 +45,31 @@ def select_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
     return [c for c in cases if c.case_id not in held], [c for c in cases if c.case_id in held]
 
 
+def fit_normalisation(config: TrainConfig, cases: list[Case]) -> TrainConfig:
+    """Set ``body_clip_ratio`` from the training cases when the config asks for it.
+
+    For ``normalisation="body_clip_zscore"`` with ``body_clip_ratio=None``: the 99.5th
+    percentile of kidney intensity / body median, pooled over ``cases`` (their reference
+    kidney voxels; :func:`kidneyseg.preprocess.normalise.foreground_body_ratio`). Only
+    training cases are read, so a cross-validation fold never sees its held-out cases.
+
+    Returns:
+        ``config`` unchanged, or a copy with ``body_clip_ratio`` set (rounded to 3 decimals).
+    """
+    if config.normalisation != "body_clip_zscore" or config.body_clip_ratio is not None:
+        return config
+    from ..io import read_image
+    from ..preprocess.normalise import foreground_body_ratio
+
+    def pairs():
+        for case in cases:
+            image = read_image(case.image, dtype=np.float32)
+            ref = np.asarray(read_image(case.label).array).reshape(image.shape)
+            yield image.array, np.isin(ref, list(case.label_values))
+
+    return config.replace(body_clip_ratio=round(foreground_body_ratio(pairs()), 3))
+
+
 def _poly_lr(config: TrainConfig, it: int) -> float:
     return config.learning_rate * (1 - it / config.iterations) ** 0.9
 
@@ -52,7 +77,9 @@ def _poly_lr(config: TrainConfig, it: int) -> float:
 def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
     """Train one model (one fold, or all cases) and save it as a model folder.
 
-    Resumes from ``out_dir/checkpoint.pt`` when present (same config required). The
+    Resumes from ``out_dir/checkpoint.pt`` when present (same config required). A
+    ``body_clip_ratio`` left ``None`` is first fitted on the training cases
+    (:func:`fit_normalisation`) and saved in ``config.json``. The
     batch of iteration ``i`` depends only on ``(seed, i)``, so a resumed run draws the
     same batches as an uninterrupted one.
 
@@ -80,6 +107,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     ctx, device = ddp.init_distributed(resolve_device(config.device))
     train_cases, val_cases = select_cases(config)
     t_start = time.perf_counter()
+    config = fit_normalisation(config, train_cases)
     progress = progress and ctx.is_main
     volumes = [load_volume(c, config) for c in tqdm(train_cases, desc="loading", disable=not progress)]
     net = build_network(config).to(device)
