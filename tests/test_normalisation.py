@@ -1,0 +1,120 @@
+"""Body-referenced MR normalisation: body median, clip, training fingerprint, config, model path."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from kidneyseg.errors import InputError
+from kidneyseg.inference.predict import prepare
+from kidneyseg.io import Image
+from kidneyseg.preprocess import zscore_percentile
+from kidneyseg.preprocess.normalise import body_median, clip_body_ratio, foreground_body_ratio
+from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.trainer import fit_normalisation, select_cases, train
+
+from .conftest import ellipsoid
+from .test_training import TINY
+
+
+def body_phantom(cyst_radius_mm: float = 0.0, seed: int = 0):
+    """(image, kidney mask): air (noise ~5), a body of tissue at 200, kidneys at 700
+    (3.5 x the body), and optionally a 'cyst' at 2000 (10 x) of the given radius."""
+    shape, spacing = (80, 64, 24), (2.0, 2.0, 4.0)
+    rng = np.random.default_rng(seed)
+    image = np.abs(rng.normal(0, 5, shape)).astype(np.float32)
+    body = ellipsoid(shape, spacing, (80, 64, 48), (70, 55, 60))
+    kidneys = ellipsoid(shape, spacing, (50, 50, 48), (12, 10, 30)) | ellipsoid(shape, spacing, (110, 50, 48), (12, 10, 30))
+    image[body] = 200 + rng.normal(0, 10, int(body.sum()))
+    image[kidneys] = 700 + rng.normal(0, 20, int(kidneys.sum()))
+    if cyst_radius_mm:
+        cyst = ellipsoid(shape, spacing, (80, 90, 48), (cyst_radius_mm,) * 3)
+        image[cyst] = 2000
+    return image, kidneys
+
+
+def test_body_median_ignores_air_and_a_bright_cyst():
+    image, _ = body_phantom(cyst_radius_mm=20)
+    m = body_median(image)
+    assert 195 < m < 215  # the tissue, not the noise (~5), the kidneys (700) or the cyst (2000)
+    assert abs(body_median(image * 3.0) - 3 * m) < 1e-3 * m  # a scanner gain scales it exactly
+
+
+def test_clip_body_ratio_clips_cyst_not_kidney_and_leaves_input():
+    image, kidneys = body_phantom(cyst_radius_mm=20)
+    before = image.copy()
+    out = clip_body_ratio(image, 4.5)
+    assert np.array_equal(image, before)  # input untouched
+    m = body_median(image)
+    assert out.dtype == np.float32 and out.max() == pytest.approx(4.5 * m, rel=1e-5)
+    assert np.array_equal(out[kidneys], image[kidneys])  # kidneys (3.5 x) are below the clip
+    with pytest.raises(ValueError, match="ratio"):
+        clip_body_ratio(image, 0.0)
+    with pytest.raises(ValueError, match="positive"):
+        body_median(np.zeros((4, 4, 4), np.float32))
+
+
+def test_clip_restores_kidney_contrast_that_a_cyst_takes():
+    """The failure it is for (CHAOS case 36): a cyst at the top of the histogram lowers the
+    kidneys' z-score; the body-referenced clip gives most of it back (the clipped cyst still
+    weighs on the mean and std, so not all)."""
+    plain, kidneys = body_phantom()
+    cystic, _ = body_phantom(cyst_radius_mm=20)
+    z_plain = float(zscore_percentile(plain)[kidneys].mean())
+    z_cyst = float(zscore_percentile(cystic)[kidneys].mean())
+    z_clip = float(zscore_percentile(clip_body_ratio(cystic, 4.0))[kidneys].mean())
+    assert z_cyst < 0.6 * z_plain  # the cyst takes the kidneys' contrast ...
+    assert z_clip - z_cyst > 0.5 * (z_plain - z_cyst)  # ... the clip gives more than half of it back
+
+
+def test_foreground_body_ratio_pools_training_kidneys():
+    a, ka = body_phantom(seed=1)
+    b, kb = body_phantom(seed=2)
+    ratio = foreground_body_ratio([(a, ka), (b * 2.0, kb)])  # the ratio is gain-free
+    assert 3.6 < ratio < 3.9  # kidneys 700 +- 20 over a body of 200: 99.5th pct ~ (700 + 2.6*20)/200
+    with pytest.raises(ValueError, match="foreground"):
+        foreground_body_ratio([(a, np.zeros_like(ka))])
+
+
+def test_config_normalisation_fields_and_old_configs():
+    old = TrainConfig().to_dict()
+    for key in ("normalisation", "body_clip_ratio"):
+        old.pop(key)
+    cfg = TrainConfig.from_dict(old)  # a model folder made before the option loads unchanged
+    assert cfg.normalisation == "percentile_zscore" and cfg.clip_ratio is None
+    with pytest.raises(ValueError, match="body_clip_ratio is not set"):
+        _ = TrainConfig(normalisation="body_clip_zscore").clip_ratio
+    assert TrainConfig(normalisation="body_clip_zscore", body_clip_ratio=4.5).clip_ratio == 4.5
+    with pytest.raises(ValueError, match="normalisation"):
+        TrainConfig(normalisation="minmax")
+    with pytest.raises(ValueError, match="body_clip_ratio"):
+        TrainConfig(normalisation="body_clip_zscore", body_clip_ratio=-1.0)
+
+
+def test_prepare_applies_the_clip_and_names_the_file_on_failure():
+    image, _ = body_phantom(cyst_radius_mm=20)
+    img = Image(image, np.diag([2.0, 2.0, 4.0, 1.0]), source="cyst.nii.gz")
+    plain = prepare(img, 2.0).volume
+    clipped = prepare(img, 2.0, body_clip_ratio=4.0).volume
+    assert np.allclose(clipped, zscore_percentile(clip_body_ratio(image, 4.0)), atol=1e-4)
+    assert not np.allclose(plain, clipped)
+    negative = Image(-np.abs(image) - 1, img.affine, source="negative.nii.gz")
+    with pytest.raises(InputError, match="negative.nii.gz: body_median"):
+        prepare(negative, 2.0, body_clip_ratio=4.0)
+
+
+def test_training_fits_the_ratio_on_training_cases_only(nnunet_dataset, tmp_path):
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5,
+                      normalisation="body_clip_zscore", **{**TINY, "fold": 0})
+    train_cases, val_cases = select_cases(cfg)
+    fitted = fit_normalisation(cfg, train_cases)
+    assert fitted.body_clip_ratio is not None and fitted.replace(body_clip_ratio=None) == cfg
+    assert fit_normalisation(fitted, train_cases) is fitted  # a set ratio is kept
+    assert fit_normalisation(TrainConfig(), train_cases).body_clip_ratio is None  # other schemes untouched
+    out = train(cfg, tmp_path / "m", progress=False)
+    saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
+    assert saved.body_clip_ratio == fitted.body_clip_ratio  # what inference will apply
+    assert {r["case"] for r in json.loads((out / "training_summary.json").read_text())["validation"]} == \
+        {c.case_id for c in val_cases}
