@@ -48,6 +48,11 @@ def main() -> None:
     dr, dl = cv["dice_kidney_right"], cv["dice_kidney_left"]
     aug_extra = (" plus a random histogram shift and a bias field (`augment_intensity` \"strong\")"
                  if config.get("augment_intensity") == "strong" else "")
+    norm_text = "intensities clipped to the 0.5/99.5 percentiles and z-scored per volume."
+    if config.get("normalisation") == "body_clip_zscore":
+        norm_text = (f"intensities first clipped at {config['body_clip_ratio']} x the body median (the 99.5th percentile "
+                     "of the training kidneys' intensity / body median), then clipped to the 0.5/99.5 percentiles "
+                     "and z-scored per volume (`normalisation` \"body_clip_zscore\").")
     card = f"""# Model card: `mr_t2_kidney` (pipeline `mr-t2-unet`)
 
 Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
@@ -59,7 +64,7 @@ Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
   (`kidneyseg.postprocess.assign_kidneys`).
 - **Architecture**: MONAI `UNet` 2D, channels {tuple(config['channels'])}, {config['num_res_units']} residual unit(s),
   instance norm; input = the slice and {config['context_slices']} neighbour(s) on each side (2.5D); in-plane
-  resampling to {config['target_spacing_mm']} mm; intensities clipped to the 0.5/99.5 percentiles and z-scored per volume.
+  resampling to {config['target_spacing_mm']} mm; {norm_text}
 - **Training**: {config['iterations']} iterations of AdamW (lr {config['learning_rate']}, poly decay), batch
   {config['batch_size']} patches of {config['patch_size'][0]} x {config['patch_size'][1]}, Dice + cross-entropy
   (MONAI `DiceCELoss`), foreground oversampling {config['foreground_fraction']}, rotation/zoom/noise/intensity/gamma

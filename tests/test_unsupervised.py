@@ -82,6 +82,24 @@ def test_roi_boxes_hold_each_kidney_on_its_side(body_phantom):
     assert [r.side for r in single.rois] == ["single"]
 
 
+def test_left_roi_is_the_kidney_not_a_more_posterior_spleen(body_phantom):
+    """CHAOS cases 10 and 22: the spleen reaches further back than the left kidney, above it.
+    The height term picks the component level with the right kidney; without it (weight 0,
+    the plain most-posterior rule) the spleen is chosen."""
+    img, affine, right, left = body_phantom
+    grid_c = np.array(img.shape) * SPACING / 2
+    spleen = ellipsoid(img.shape, SPACING, (grid_c[0] - 98, grid_c[1] - 47, 124), (14, 12, 24))
+    assert not (spleen & left).any()
+    img = img.copy()
+    img[spleen] = 400.0
+    sides = {r.side: r for r in detect_kidney_rois(img, affine).rois}
+    assert dice(sides["left"].seed, left[sides["left"].slices]) > 0.9
+    plain = {r.side: r for r in detect_kidney_rois(img, affine, ROIConfig(height_weight=0.0)).rois}
+    assert dice(plain["left"].seed, spleen[plain["left"].slices]) > 0.8  # the old rule's failure, reproduced
+    with pytest.raises(ValueError, match="height_weight"):
+        ROIConfig(height_weight=-1.0)
+
+
 def test_roi_none_in_a_volume_without_bright_structures():
     rng = np.random.default_rng(2)
     img = rng.normal(100, 3, (64, 64, 10)).astype(np.float32)  # noise: morphology leaves nothing

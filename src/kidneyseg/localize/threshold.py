@@ -31,6 +31,11 @@ class ROIConfig:
         max_component_ml: a chosen component above this is taken as a kidney fused with a
             neighbour of the same brightness (spleen, liver, bowel) and split by a
             distance-transform watershed.
+        height_weight: ``expected_kidneys=2``: the left kidney is chosen by posterior
+            position plus ``height_weight`` x its height difference (mm, along z) from the
+            right kidney's component, chosen first (the right side has no spleen and is
+            found reliably). 0 is the plain "most posterior" rule, which picks the spleen
+            when it reaches further back than the left kidney (CHAOS cases 10 and 22).
         margin_mm: the box is enlarged by this on every side, per axis (the threshold keeps
             only the brightest part of each kidney).
         histogram_bins: bins of the intensity histogram.
@@ -44,6 +49,7 @@ class ROIConfig:
     min_component_ml: float = 5.0
     lateral_range_mm: tuple[float, float] = (20.0, 150.0)
     max_component_ml: float = 200.0
+    height_weight: float = 1.0
     margin_mm: tuple[float, float, float] = (15.0, 15.0, 15.0)
     histogram_bins: int = 256
     peak_prominence: float = 0.02
@@ -56,6 +62,8 @@ class ROIConfig:
         lo, hi = self.lateral_range_mm
         if not 0 <= lo < hi:
             raise ValueError(f"lateral_range_mm: expected 0 <= min < max, got {self.lateral_range_mm}")
+        if self.height_weight < 0:
+            raise ValueError(f"height_weight: expected >= 0, got {self.height_weight}")
 
     def to_dict(self) -> dict:
         """Plain dict (for JSON)."""
@@ -221,9 +229,11 @@ def detect_kidney_rois(volume: np.ndarray, affine: np.ndarray, config: ROIConfig
     4. ``expected_kidneys=1``: the largest component (the paper). ``expected_kidneys=2``:
        on each side of the body midline, among components whose centroid lies
        ``lateral_range_mm`` from it, the most posterior one (kidneys are retroperitoneal;
-       bowel, gallbladder and most of the spleen lie in front of or above them). A chosen
-       component above ``max_component_ml`` is split (watershed on its distance transform)
-       and the piece at the other kidney's height is kept;
+       bowel, gallbladder and most of the spleen lie in front of or above them); on the
+       left, a height difference from the right kidney counts against a candidate
+       (``height_weight``). A chosen component above ``max_component_ml`` is split
+       (watershed on its distance transform) and the piece at the other kidney's height
+       is kept;
     5. its bounding box, enlarged by ``margin_mm`` and clipped to the volume.
 
     Args:
@@ -272,10 +282,17 @@ def detect_kidney_rois(volume: np.ndarray, affine: np.ndarray, config: ROIConfig
     else:
         offset = world[:, 0] - midline_x_mm  # RAS+: positive is the patient's right
         lo, hi = config.lateral_range_mm
+        right_z = None
         for side, sign in (("right", 1.0), ("left", -1.0)):
             cand = ok & (sign * offset >= lo) & (sign * offset <= hi)
             if cand.any():
-                chosen.append((side, int(idx[cand][np.argmin(world[cand, 1])])))  # most posterior
+                cost = world[cand, 1].copy()  # most posterior (RAS+: smaller y is posterior) ...
+                if side == "left" and right_z is not None:  # ... at the right kidney's height
+                    cost += config.height_weight * np.abs(world[cand, 2] - right_z)
+                k = int(idx[cand][np.argmin(cost)])
+                chosen.append((side, k))
+                if side == "right":
+                    right_z = float(world[k - 1, 2])
     comps = {side: cc == k for side, k in chosen}
     del cc
     z_of = {side: float(centroids[k - 1][2]) for side, k in chosen}
