@@ -136,3 +136,32 @@ def test_laterality_conflict_flag(two_kidney_phantom):
     res = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=min(xs) - 50.0)
     assert res.laterality_conflict and res.kidney_count == 2
     assert np.count_nonzero(res.labels == 1) == np.count_nonzero(labels == 1)  # naming itself unchanged
+
+
+def test_second_kidney_is_taken_from_the_other_side_of_the_midline(two_kidney_phantom):
+    """CHAOS case 36 under the fold-2 model: a false positive beside the left kidney is larger
+    than the partly found right kidney. The two largest components lie left of the midline;
+    the kept pair must be the largest plus the largest on the other side."""
+    _, labels, affine = two_kidney_phantom
+    fg = (labels > 0).astype(np.uint8)
+    xs = [float((affine[:3, :3] @ np.argwhere(labels == v).mean(0) + affine[:3, 3])[0]) for v in (1, 2)]
+    midline = sum(xs) / 2
+    right = labels == 1
+    fg[right & (np.arange(labels.shape[2]) >= 12)[None, None, :]] = 0  # right kidney half found
+    blob = np.zeros_like(fg)
+    blob[2:12, 23:41, 4:16] = 1  # a false positive at the far left (small x), apart from the left kidney
+    assert not (blob.astype(bool) & (labels > 0)).any()
+    fg[blob > 0] = 1
+    assert (labels == 2).sum() > blob.sum() > (right & (fg > 0)).sum()  # left kidney > blob > partial right
+    res = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=midline)
+    assert not res.laterality_conflict and res.kidney_count == 2
+    assert np.array_equal(res.labels == 1, right & (fg > 0))  # the partial right kidney is kept and named right
+    assert np.array_equal(res.labels == 2, labels == 2)  # the left kidney, not the blob
+    # without a midline nothing tells the sides apart: the two largest are kept, as before
+    plain = assign_kidneys(fg, affine, MR_KIDNEYS)
+    assert not (plain.labels[right] > 0).any()
+    # an opposite component below min_second_fraction is noise: the same-side pair stays, flagged
+    tiny = fg.copy()
+    tiny[right & (np.arange(labels.shape[2]) >= 2)[None, None, :]] = 0
+    res2 = assign_kidneys(tiny, affine, MR_KIDNEYS, midline_x_mm=midline, min_second_fraction=0.5)
+    assert res2.laterality_conflict

@@ -93,6 +93,10 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     the rest is removed. Sides are then decided in world coordinates (RAS+: larger x is the
     patient's right), never by array index:
 
+    * with ``midline_x_mm`` given, the second component kept is the largest one on the other
+      side of the midline from the largest, when the second-largest lies on the same side
+      (a false positive beside one kidney must not displace the other kidney: CHAOS case
+      36, where a cyst next to the left kidney outgrew the partly found right kidney);
     * two kept components: the one whose centroid has the larger world x is the right kidney;
     * one kept component, with ``midline_x_mm`` given: voxels with world x above the midline
       are right, below are left (a solitary kidney falls wholly on one side; a horseshoe
@@ -133,6 +137,23 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     return result
 
 
+def _opposite_second(cc: np.ndarray, order: np.ndarray, sizes: np.ndarray, affine: np.ndarray, midline_x_mm: float,
+                     min_second_fraction: float, keep: list[int]) -> list[int]:
+    """The two kidneys lie on opposite sides of the midline: when the second-largest
+    component (or none) is on the largest's side, take instead the largest component whose
+    centroid is on the other side, if it has at least ``min_second_fraction`` of the
+    largest's voxels. Otherwise ``keep`` is returned unchanged."""
+    big = [int(i) for i in order if sizes[i - 1] >= min_second_fraction * sizes[order[0] - 1]]
+    if len(big) < 2:
+        return keep
+    centres = ndimage.center_of_mass(cc > 0, cc, big)
+    side = [np.sign(float((affine[:3, :3] @ np.asarray(c) + affine[:3, 3])[0]) - midline_x_mm) for c in centres]
+    if len(keep) == 2 and side[big.index(keep[1])] != side[0]:
+        return keep
+    opposite = [k for k, sd in zip(big[1:], side[1:]) if sd != side[0] and sd != 0]
+    return [keep[0], opposite[0]] if opposite else keep
+
+
 def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int, midline_x_mm: float | None,
                    keep_largest: bool, min_second_fraction: float) -> KidneyAssignment:
     fg = labels > 0
@@ -145,6 +166,8 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
     keep = [int(order[0])]
     if len(order) > 1 and sizes[order[1] - 1] >= min_second_fraction * sizes[order[0] - 1]:
         keep.append(int(order[1]))
+    if keep_largest and midline_x_mm is not None and len(order) > 1:
+        keep = _opposite_second(cc, order, sizes, affine, midline_x_mm, min_second_fraction, keep)
     if not keep_largest:
         keep = [int(i) for i in order]
     removed = int(fg.sum() - sum(sizes[i - 1] for i in keep))
