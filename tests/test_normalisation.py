@@ -54,6 +54,8 @@ def test_clip_body_ratio_clips_cyst_not_kidney_and_leaves_input():
         clip_body_ratio(image, 0.0)
     with pytest.raises(ValueError, match="positive"):
         body_median(np.zeros((4, 4, 4), np.float32))
+    binary = (image > 500).astype(np.float32)  # a mask given as an image: one positive value
+    assert body_median(binary) == 1.0 and np.array_equal(clip_body_ratio(binary, 4.5), binary)
 
 
 def test_clip_restores_kidney_contrast_that_a_cyst_takes():

@@ -45,17 +45,20 @@ def body_median(array: np.ndarray) -> float:
         array: any real array (e.g. ``(X, Y, Z)``), not modified; only voxels > 0 count.
 
     Returns:
-        The median, in the array's units (> 0).
+        The median, in the array's units (> 0). When every positive voxel has the same value
+        (a binary image) there is nothing to threshold and that value is returned.
 
     Raises:
-        ValueError: fewer than 2 distinct positive values (no tissue to reference).
+        ValueError: no positive voxel (no tissue to reference).
     """
     from skimage.filters import threshold_otsu
 
     a = np.asarray(array)
     positive = a[a > 0].astype(np.float64)
-    if positive.size < 2 or positive.min() == positive.max():
-        raise ValueError("body_median: fewer than 2 distinct positive intensities")
+    if positive.size == 0:
+        raise ValueError("body_median: no positive intensity")
+    if positive.min() == positive.max():
+        return float(positive[0])
     logs = np.log(positive)
     body = positive[logs > threshold_otsu(logs)]
     return float(np.median(body))
