@@ -59,7 +59,7 @@ def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | Non
             kidney) or a resampled slice larger than :data:`MAX_SLICE_PX` pixels per side
             (implausible spacing, e.g. metres).
     """
-    canonical, reo = to_canonical(image, copy=False)  # a view: zscore_percentile makes the one copy
+    canonical, reo = to_canonical(image, copy=False)  # a view: the clip / zscore_percentile copy it
     sx, sy, _ = canonical.spacing_mm
     fov = (canonical.shape[0] * sx, canonical.shape[1] * sy)
     size = (max(1, round(canonical.shape[0] * sx / target_spacing_mm)), max(1, round(canonical.shape[1] * sy / target_spacing_mm)))

@@ -145,10 +145,10 @@ def _opposite_second(cc: np.ndarray, order: np.ndarray, sizes: np.ndarray, affin
     largest's voxels. Otherwise ``keep`` is returned unchanged."""
     big = [int(i) for i in order if sizes[i - 1] >= min_second_fraction * sizes[order[0] - 1]]
     if len(big) < 2:
-        return keep
+        return keep  # nothing large enough beside the largest
     centres = ndimage.center_of_mass(cc > 0, cc, big)
     side = [np.sign(float((affine[:3, :3] @ np.asarray(c) + affine[:3, 3])[0]) - midline_x_mm) for c in centres]
-    if len(keep) == 2 and side[big.index(keep[1])] != side[0]:
+    if side[1] != side[0]:  # big[1] is the second-largest, already keep[1]
         return keep
     opposite = [k for k, sd in zip(big[1:], side[1:]) if sd != side[0] and sd != 0]
     return [keep[0], opposite[0]] if opposite else keep

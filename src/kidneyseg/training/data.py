@@ -11,7 +11,7 @@ from monai import transforms as mt
 from ..arrays import crop_around
 from ..datasets import Case
 from ..inference.predict import prepare
-from ..io import check_volume, read_image, to_canonical
+from ..io import Image, check_volume, read_image, to_canonical
 from ..preprocess import resize_slices
 from .config import TrainConfig
 
@@ -28,12 +28,25 @@ class Volume:
     fg: np.ndarray
 
 
-def load_volume(case: Case, config: TrainConfig) -> Volume:
-    """Read, reorient, normalise and resample one case exactly as inference does."""
+def read_case(case: Case) -> tuple[Image, Image]:
+    """``(image, label)`` of one training case, the image float32 and checked
+    (:func:`kidneyseg.io.check_volume`).
+
+    Raises:
+        ValueError: the label's grid (shape or affine) differs from the image's.
+    """
     image = check_volume(read_image(case.image, dtype=np.float32))
     ref = read_image(case.label)
     if ref.shape[:3] != image.shape or not np.allclose(ref.affine, image.affine, atol=1e-3):
         raise ValueError(f"{case.label}: label grid differs from {case.image}")
+    return image, ref
+
+
+def load_volume(case: Case, config: TrainConfig, read: tuple[Image, Image] | None = None) -> Volume:
+    """Read, reorient, normalise and resample one case exactly as inference does.
+
+    ``read``: the case's :func:`read_case` result when the caller already has it."""
+    image, ref = read if read is not None else read_case(case)
     lut = np.zeros(int(ref.array.max()) + 1, dtype=np.uint8)
     for src, dst in case.label_values.items():
         if src < lut.size:

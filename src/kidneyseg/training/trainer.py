@@ -17,7 +17,7 @@ from tqdm import tqdm
 from ..datasets import Case, list_cases
 from ..metrics import dice
 from .config import TrainConfig
-from .data import augmentation, load_volume, sample_batch
+from .data import augmentation, load_volume, read_case, sample_batch
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -45,7 +45,7 @@ def select_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
     return [c for c in cases if c.case_id not in held], [c for c in cases if c.case_id in held]
 
 
-def fit_normalisation(config: TrainConfig, cases: list[Case]) -> TrainConfig:
+def fit_normalisation(config: TrainConfig, cases: list[Case], read: list | None = None) -> TrainConfig:
     """Set ``body_clip_ratio`` from the training cases when the config asks for it.
 
     For ``normalisation="body_clip_zscore"`` with ``body_clip_ratio=None``: the 99.5th
@@ -53,19 +53,20 @@ def fit_normalisation(config: TrainConfig, cases: list[Case]) -> TrainConfig:
     kidney voxels; :func:`kidneyseg.preprocess.normalise.foreground_body_ratio`). Only
     training cases are read, so a cross-validation fold never sees its held-out cases.
 
+    Args:
+        read: the cases' :func:`kidneyseg.training.data.read_case` results, if already read.
+
     Returns:
         ``config`` unchanged, or a copy with ``body_clip_ratio`` set (rounded to 3 decimals).
     """
     if config.normalisation != "body_clip_zscore" or config.body_clip_ratio is not None:
         return config
-    from ..io import read_image
     from ..preprocess.normalise import foreground_body_ratio
 
     def pairs():
-        for case in cases:
-            image = read_image(case.image, dtype=np.float32)
-            ref = np.asarray(read_image(case.label).array).reshape(image.shape)
-            yield image.array, np.isin(ref, list(case.label_values))
+        for i, case in enumerate(cases):
+            image, ref = read[i] if read is not None else read_case(case)
+            yield image.array, np.isin(np.asarray(ref.array).reshape(image.shape), list(case.label_values))
 
     return config.replace(body_clip_ratio=round(foreground_body_ratio(pairs()), 3))
 
@@ -107,9 +108,13 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     ctx, device = ddp.init_distributed(resolve_device(config.device))
     train_cases, val_cases = select_cases(config)
     t_start = time.perf_counter()
-    config = fit_normalisation(config, train_cases)
     progress = progress and ctx.is_main
-    volumes = [load_volume(c, config) for c in tqdm(train_cases, desc="loading", disable=not progress)]
+    read = [None] * len(train_cases)
+    if config.normalisation == "body_clip_zscore" and config.body_clip_ratio is None:
+        read = [read_case(c) for c in train_cases]  # the fit and the loading share one read of each file
+        config = fit_normalisation(config, train_cases, read)
+    volumes = [load_volume(c, config, r) for c, r in tqdm(list(zip(train_cases, read)), desc="loading", disable=not progress)]
+    del read
     net = build_network(config).to(device)
     channels_last = device.type == "cpu" and config.spatial_dims == 2
     if channels_last:
