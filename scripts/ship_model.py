@@ -5,7 +5,9 @@ Usage: python scripts/ship_model.py --final runs/final --folds runs/fold0 runs/f
 
 The card holds: training data, the config, cross-validation Dice per kidney (pooled over the
 folds' held-out cases, full pipeline with post-processing), total-kidney-volume error,
-training time, date and the sha256 of model.pt.
+training time, date and the sha256 of model.pt. An ``inference.json`` in the final folder
+(written by ``benchmarks/mr_inference_settings.py --write``) is shipped with it and described;
+without one, a stale copy in the destination is removed, so settings never outlive their model.
 """
 
 from __future__ import annotations
@@ -34,6 +36,25 @@ def main() -> None:
     dest.mkdir(parents=True, exist_ok=True)
     for name in ("model.pt", "config.json", "training_log.csv", "training_summary.json"):
         shutil.copy2(args.final / name, dest / name)
+    shipped_cfg = json.loads((dest / "config.json").read_text())
+    shared = Path(__file__).resolve().parents[1].parent / "shared"
+    if Path(shipped_cfg["dataset"]).is_absolute() and Path(shipped_cfg["dataset"]).resolve().is_relative_to(shared.resolve()):
+        # name the data as the repository sees it, not by this machine's absolute path
+        shipped_cfg["dataset"] = str(Path("../shared") / Path(shipped_cfg["dataset"]).resolve().relative_to(shared.resolve()))
+        (dest / "config.json").write_text(json.dumps(shipped_cfg, indent=2) + "\n")
+    if (args.final / "inference.json").is_file():
+        shutil.copy2(args.final / "inference.json", dest / "inference.json")
+    else:
+        (dest / "inference.json").unlink(missing_ok=True)
+    inference_text = "one plain network pass per slice, argmax (no `inference.json`)."
+    if (dest / "inference.json").is_file():
+        inf = json.loads((dest / "inference.json").read_text())
+        shifts = ", ".join(f"({a}, {b})" for a, b in inf["tta_shifts_px"])
+        thr = "argmax" if inf["kidney_threshold"] is None else f"kidney if its probability is >= {inf['kidney_threshold']}"
+        inference_text = (f"`inference.json`: softmax averaged over in-plane shifts of {shifts} pixels"
+                          f"{' and their left-right mirrors' if inf['tta_mirror_x'] else ''}; {thr}. Chosen by "
+                          f"{inf['chosen_by']}. `kidneyseg segment --no-tta` keeps the threshold with one pass. The "
+                          "cross-validation table below is the trainer's own validation: one pass, argmax.")
     cv = summarise_cv(args.folds, dest / "cv_summary.json")
     fold_secs = [json.loads((f / "training_summary.json").read_text())["train_seconds"] for f in args.folds]
     final = json.loads((args.final / "training_summary.json").read_text())
@@ -75,6 +96,7 @@ Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
 - **Training time**: final model {final['train_seconds'] / 60:.1f} min on {platform.processor() or platform.machine()}
   CPU, torch {torch.__version__}, 1 intra-op thread (two trainings shared the machine's 2 cores); folds
   {min(fold_secs) / 60:.1f} to {max(fold_secs) / 60:.1f} min each.
+- **Inference**: {inference_text}
 
 ## Cross-validation ({len(args.folds)}-fold, split by patient, {cv['n_cases']} cases)
 

@@ -22,7 +22,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, read_image
 from .io.writers import signals_deferred
-from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, get_pipeline
+from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, configure_pipeline, get_pipeline
 
 if TYPE_CHECKING:
     from .pipelines.us_ensemble import USResult
@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
             device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None,
-            pixel_spacing_mm: float | None = None) -> "Result | USResult":
+            pixel_spacing_mm: float | None = None, tta: bool = True) -> "Result | USResult":
     """Segment one image.
 
     Args:
@@ -49,6 +49,8 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
             registered to ``image`` and fused as a channel.
         pixel_spacing_mm: ultrasound only: pixel spacing in mm, for the area in mm^2 (a
             DICOM frame's own spacing is used when this is ``None``).
+        tta: ``False`` for one plain network pass instead of the model's test-time
+            augmentation (its ``inference.json``); faster, slightly less accurate.
 
     Returns:
         :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags),
@@ -61,8 +63,8 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
     """
     if pipeline in PIPELINES and PIPELINES[pipeline].modality == "US":
         return _segment_us(image, pipeline, model, device, keep_largest, secondary, pixel_spacing_mm)
-    pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
-    pipe.keep_largest = keep_largest
+    pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model), device=device),
+                              keep_largest, tta)
     img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
     if secondary is None:
         return pipe.segment(img)
@@ -190,7 +192,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
                   series: str | None = None, manifest: str | Path | None = None,
                   resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
-                  workers: int = 2) -> SegmentSummary:
+                  workers: int = 2, tta: bool = True) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -289,7 +291,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series, case_names, resume, report, engine, address, workers)
+                             output_type, series, case_names, resume, report, engine, address, workers, tta)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
@@ -382,7 +384,8 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
                   overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
                   output_type: str = "nifti", series: str | None = None,
                   cases: list[str] | None = None, resume: bool = False, report: bool = False,
-                  engine: str = "local", address: str | None = None, workers: int = 2) -> SegmentSummary:
+                  engine: str = "local", address: str | None = None, workers: int = 2,
+                  tta: bool = True) -> SegmentSummary:
     """Segment ``files`` (named ``cases``, default their file names) into ``out``.
 
     With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
@@ -437,15 +440,15 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     if engine == "ray":
         from .engines import run_on_ray
 
-        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress)
+        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress, tta)
     else:
         pipe = None
 
         def loader():
             nonlocal pipe
             if pipe is None:  # loaded at the first readable image, so bad input fails fast
-                pipe = get_pipeline(name, model=None if model is None else str(model), device=device)
-                pipe.keep_largest = keep_largest
+                pipe = configure_pipeline(get_pipeline(name, model=None if model is None else str(model),
+                                                       device=device), keep_largest, tta)
             return pipe
 
         for f, case in tqdm(todo, desc="segment", disable=True if not progress or len(todo) < 2 else None, unit="case"):

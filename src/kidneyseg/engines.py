@@ -25,12 +25,13 @@ MAX_RETRIES = 2
 class _Worker:
     """A Ray actor: one model load, then one case per :meth:`run` call."""
 
-    def __init__(self, pipeline: str, model, device: str, keep_largest: bool, opts, secondary, threads: int) -> None:
+    def __init__(self, pipeline: str, model, device: str, keep_largest: bool, opts, secondary, threads: int,
+                 tta: bool = True) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.args = (pipeline, model, device, keep_largest)
+        self.args = (pipeline, model, device, keep_largest, tta)
         self.opts = opts
         self.secondary = secondary
         self.pipe = None
@@ -40,15 +41,15 @@ class _Worker:
 
     def run(self, f: str, case: str):
         from .api import _StopRun, process_case
-        from .pipelines import get_pipeline
+        from .pipelines import configure_pipeline, get_pipeline
 
         t0 = time.perf_counter()
 
         def loader():
             if self.pipe is None:
-                pipeline, model, device, keep_largest = self.args
-                self.pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
-                self.pipe.keep_largest = keep_largest
+                pipeline, model, device, keep_largest, tta = self.args
+                self.pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model),
+                                                            device=device), keep_largest, tta)
             return self.pipe
 
         try:
@@ -61,7 +62,8 @@ class _Worker:
 
 
 def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, device: str, keep_largest: bool,
-               secondary, record: Callable, address: str | None, workers: int, progress: bool) -> None:
+               secondary, record: Callable, address: str | None, workers: int, progress: bool,
+               tta: bool = True) -> None:
     """Segment ``todo`` (``(path, case)`` pairs) on Ray; ``record(path, case, outcome,
     seconds)`` is called in the driver for every case as it finishes.
 
@@ -93,7 +95,8 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         threads = 0 if gpus else 1
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(_Worker)
-        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads) for _ in range(workers)]
+        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta)
+                  for _ in range(workers)]
         queue = list(todo)
         pending: dict = {}  # object ref -> (actor, path, case, t0)
         idle = list(actors)
@@ -113,7 +116,7 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
             except (RayActorError, RayTaskError) as exc:
                 kind, payload, seconds = "failed", f"worker lost while segmenting {case} ({exc.__class__.__name__})", \
                     time.perf_counter() - t0
-                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads)
+                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta)
             if kind == "stop":
                 raise InputError(payload)
             outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2])

@@ -17,6 +17,7 @@ from ..errors import InputError
 from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
 from ..preprocess.normalise import clip_body_ratio
+from .settings import InferenceConfig
 
 
 @dataclass
@@ -95,28 +96,83 @@ def slice_stack(volume: torch.Tensor, z: torch.Tensor, context: int) -> torch.Te
     return volume[:, :, idx].permute(2, 3, 0, 1)
 
 
+@dataclass(frozen=True)
+class TestTimeAugmentation:
+    """Passes averaged at inference (softmax probabilities, as nnU-Net averages mirrored passes).
+
+    Attributes:
+        shifts_px: in-plane translations ``(dx, dy)`` of the input, in pixels of the model's
+            grid (``target_spacing_mm``); ``(0, 0)`` is the plain pass. A U-Net with ``L`` levels
+            pools ``L - 1`` times, so its output is not translation-equivariant below
+            ``2 ** (L - 1)`` pixels; averaging sub-grid shifts removes part of that aliasing.
+        mirror_x: also run every shift mirrored along the patient's left-right axis (only for
+            networks trained with ``augment_flip_lr``: others have learnt the liver's side).
+    """
+
+    shifts_px: tuple[tuple[int, int], ...] = ((0, 0),)
+    mirror_x: bool = False
+
+    def __post_init__(self) -> None:
+        shifts = tuple((int(a), int(b)) for a, b in self.shifts_px)
+        if not shifts:
+            raise ValueError("TestTimeAugmentation.shifts_px: need at least one shift, e.g. (0, 0)")
+        object.__setattr__(self, "shifts_px", shifts)
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per slice batch."""
+        return len(self.shifts_px) * (2 if self.mirror_x else 1)
+
+    @property
+    def margin(self) -> int:
+        """Largest shift, pixels."""
+        return max(max(abs(a), abs(b)) for a, b in self.shifts_px)
+
+
+NO_TTA = TestTimeAugmentation()
+
+
 def _slice_batches(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
-                   batch_slices: int, levels: int):
+                   batch_slices: int, levels: int, tta: TestTimeAugmentation = NO_TTA):
     """Yield ``(z0, z1, probs)`` with softmax ``probs`` ``(B, C, X', Y')`` at the model's
-    in-plane spacing for slices ``z0:z1``."""
+    in-plane spacing for slices ``z0:z1``, averaged over the passes of ``tta``.
+
+    The slice is placed in a frame whose sides are multiples of ``2 ** (levels - 1)`` with at
+    least ``tta.margin`` pixels of padding (the volume's minimum) on every side; a shift moves
+    the frame's window, and each pass's output is cropped back to the slice's own pixels, so
+    the passes are aligned exactly (no resampling). Without TTA the frame is the old one.
+    """
     vol = torch.from_numpy(prepared.volume)
     nx, ny, nz = vol.shape
     m = 2 ** (levels - 1)
-    px, py = math.ceil(nx / m) * m - nx, math.ceil(ny / m) * m - ny
+    s = tta.margin
+    wx, wy = math.ceil((nx + 2 * s) / m) * m, math.ceil((ny + 2 * s) / m) * m  # network input size
+    ox, oy = s + (wx - nx - 2 * s) // 2, s + (wy - ny - 2 * s) // 2  # slice origin in an unshifted window
     fill = float(vol.min())
-    vol = F.pad(vol.permute(2, 0, 1), (py // 2, py - py // 2, px // 2, px - px // 2), value=fill).permute(1, 2, 0)
+    # big frame: window for shift (dx, dy) starts at (s - dx, s - dy); pixel u sits at u + ox + dx in it
+    big = F.pad(vol.permute(2, 0, 1), (oy + s, wy - ny - oy + s, ox + s, wx - nx - ox + s), value=fill).permute(1, 2, 0)
     for start in range(0, nz, batch_slices):
         z = torch.arange(start, min(nz, start + batch_slices))
-        x = slice_stack(vol, z, context).to(device)
-        if device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        logits = network(x).float()
-        yield start, start + len(z), torch.softmax(logits, dim=1)[:, :, px // 2: px // 2 + nx, py // 2: py // 2 + ny].cpu()
+        stack = slice_stack(big, z, context)
+        acc = None
+        for dx, dy in tta.shifts_px:
+            x = stack[:, :, s - dx: s - dx + wx, s - dy: s - dy + wy]
+            for mirror in ((False, True) if tta.mirror_x else (False,)):
+                xi = x.flip(2) if mirror else x
+                xi = xi.to(device)
+                if device.type == "cpu":
+                    xi = xi.contiguous(memory_format=torch.channels_last)
+                p = torch.softmax(network(xi).float(), dim=1)
+                if mirror:
+                    p = p.flip(2)
+                p = p[:, :, ox + dx: ox + dx + nx, oy + dy: oy + dy + ny]
+                acc = p if acc is None else acc + p
+        yield start, start + len(z), (acc / tta.passes if tta.passes > 1 else acc).cpu()
 
 
 @torch.inference_mode()
 def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
-                          batch_slices: int = 8, levels: int = 5) -> torch.Tensor:
+                          batch_slices: int = 8, levels: int = 5, tta: TestTimeAugmentation = NO_TTA) -> torch.Tensor:
     """Softmax probabilities on the canonical grid.
 
     Args:
@@ -126,33 +182,58 @@ def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context:
         device: where to run.
         batch_slices: slices per forward pass.
         levels: U-Net levels; inputs are padded to multiples of ``2 ** (levels - 1)``.
+        tta: passes to average (default: one plain pass).
 
     Returns:
         float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``
         (probabilities resampled back from the model's in-plane spacing, bilinear). Holds
         C float32 volumes; :func:`predict_labels` streams instead.
     """
-    out = [p for _, _, p in _slice_batches(network, prepared, context, device, batch_slices, levels)]
+    out = [p for _, _, p in _slice_batches(network, prepared, context, device, batch_slices, levels, tta)]
     probs = torch.cat(out, 0).permute(1, 2, 3, 0)  # (C, X', Y', Z)
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
 
 
+def decide_labels(probs: torch.Tensor, kidney_classes: int, threshold: float | None = None) -> torch.Tensor:
+    """Labels from softmax probabilities.
+
+    Args:
+        probs: ``(B, C, ...)`` probabilities; classes ``1..kidney_classes`` are kidneys, any
+            further classes auxiliary organs.
+        kidney_classes: number of kidney classes.
+        threshold: ``None`` for the argmax. Otherwise a voxel is kidney when the kidney
+            classes' summed probability is at least ``threshold`` (its label then the most
+            probable kidney class), else the most probable non-kidney class. A threshold under
+            0.5 trades precision for recall where the network hesitates at the kidney's edge.
+
+    Returns:
+        int64 ``(B, ...)`` labels.
+    """
+    if threshold is None:
+        return probs.argmax(1)
+    kid = probs[:, 1: kidney_classes + 1]
+    other = torch.cat([probs[:, :1], probs[:, kidney_classes + 1:]], 1).argmax(1)
+    other = torch.where(other == 0, other, other + kidney_classes)
+    return torch.where(kid.sum(1) >= threshold, kid.argmax(1) + 1, other)
+
+
 @torch.inference_mode()
 def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
-                      batch_slices: int = 8, levels: int = 5) -> np.ndarray:
-    """Argmax of :func:`predict_probabilities`, computed batch by batch of slices so that
-    only uint8 labels are held for the whole volume (the resampling is in-plane, so the
-    result is identical).
+                      batch_slices: int = 8, levels: int = 5, tta: TestTimeAugmentation = NO_TTA,
+                      kidney_classes: int = 1, threshold: float | None = None) -> np.ndarray:
+    """:func:`decide_labels` of :func:`predict_probabilities`, computed batch by batch of
+    slices so that only uint8 labels are held for the whole volume (the resampling is
+    in-plane, so the result is identical).
 
     Returns:
         uint8 ``(X, Y, Z)`` on the canonical grid.
     """
     size = tuple(prepared.canonical.shape[:2])
     labels = np.empty(prepared.canonical.shape, dtype=np.uint8)
-    for z0, z1, probs in _slice_batches(network, prepared, context, device, batch_slices, levels):
+    for z0, z1, probs in _slice_batches(network, prepared, context, device, batch_slices, levels, tta):
         if tuple(probs.shape[2:]) != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
-        labels[:, :, z0:z1] = probs.argmax(1).to(torch.uint8).permute(1, 2, 0).numpy()
+        labels[:, :, z0:z1] = decide_labels(probs, kidney_classes, threshold).to(torch.uint8).permute(1, 2, 0).numpy()
     return labels
 
 
@@ -174,23 +255,28 @@ def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
 
 
-def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device) -> tuple[np.ndarray, Prepared]:
-    """Argmax labels on the canonical grid (no post-processing).
+def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
+                   inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared]:
+    """Labels on the canonical grid (no post-processing).
 
     Args:
         network: the trained network, eval mode.
         image: 3D image, any orientation.
         config: its :class:`~kidneyseg.training.TrainConfig` (spacing, 2D/3D, context, patch).
         device: where to run.
+        inference: test-time augmentation and decision threshold (2D networks); ``None``
+            for one plain pass and the argmax.
 
     Returns:
         ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
         to the input grid with :func:`kidneyseg.io.from_canonical`.
     """
     prepared = prepare(image, config.target_spacing_mm, config.clip_ratio)
+    inference = inference or InferenceConfig()
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
-        return probs.argmax(0).to(torch.uint8).numpy(), prepared
-    labels = predict_labels_2d(network, prepared, config.context_slices, device, levels=len(config.channels))
+        return decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy(), prepared
+    labels = predict_labels_2d(network, prepared, config.context_slices, device, levels=len(config.channels),
+                               tta=inference.tta, kidney_classes=config.kidney_classes,
+                               threshold=inference.kidney_threshold)
     return labels, prepared
-

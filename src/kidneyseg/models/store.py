@@ -1,5 +1,6 @@
 """Trained-model folders: ``config.json`` (the typed training config), ``model.pt``
-(state dict) and ``model_card.md``. Nothing is ever downloaded: the shipped model lives in
+(state dict), optionally ``inference.json`` (test-time augmentation and threshold,
+:mod:`kidneyseg.inference.settings`) and ``model_card.md``. Nothing is ever downloaded: the shipped model lives in
 the package (``kidneyseg/assets/models``), any other is a local folder.
 """
 
@@ -7,13 +8,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import torch
 
 from ..errors import InputError
+from ..inference.settings import InferenceConfig, read_inference_config
 from ..training.config import TrainConfig
 from .unet import build_unet2d, build_unet3d
 
@@ -23,12 +25,14 @@ CONFIG = "config.json"
 
 @dataclass
 class ModelBundle:
-    """A loaded model: the network (eval mode, on ``device``), its config and folder."""
+    """A loaded model: the network (eval mode, on ``device``), its config, folder and
+    inference settings (the folder's ``inference.json``, or one plain pass and the argmax)."""
 
     network: torch.nn.Module
     config: TrainConfig
     folder: Path
     device: torch.device
+    inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
 def default_model_dir() -> Path:
@@ -86,7 +90,8 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Raises:
-        InputError: missing folder or files, or weights that do not fit the config.
+        InputError: missing folder or files, weights that do not fit the config, or an
+            invalid ``inference.json``.
     """
     folder = Path(folder) if folder is not None else default_model_dir()
     for name in (CONFIG, WEIGHTS):
@@ -107,4 +112,4 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
     network.to(dev).eval()
     if dev.type == "cpu" and config.spatial_dims == 2:
         network = network.to(memory_format=torch.channels_last)
-    return ModelBundle(network, config, folder, dev)
+    return ModelBundle(network, config, folder, dev, read_inference_config(folder))

@@ -18,6 +18,16 @@ class PipelineInfo:
     factory: Callable[..., object]
 
 
+def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True):
+    """Apply the ``segment`` options every pipeline shares: ``keep_largest`` (largest
+    component per kidney) and ``tta=False`` (one plain network pass instead of the model's
+    test-time augmentation, for pipelines that have one). Returns ``pipe``."""
+    pipe.keep_largest = keep_largest
+    if not tta and hasattr(pipe, "disable_tta"):
+        pipe.disable_tta()
+    return pipe
+
+
 def _mr_t2_factory(model: str | None = None, device: str = "auto"):
     from .mr_t2 import MRKidneyPipeline
 
@@ -107,4 +117,4 @@ def get_pipeline(name: str, model: str | None = None, device: str = "auto"):
     return PIPELINES[name].factory(model=model, device=device)
 
 
-__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "get_pipeline"]
+__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "configure_pipeline", "get_pipeline"]

@@ -1,17 +1,20 @@
 """Pipeline ``mr-t2-unet``: kidneys on T2-weighted abdominal MRI with a 2.5D U-Net.
 
-read -> RAS canonical -> percentile clip + z-score -> in-plane resampling to the model's
-spacing -> slice-wise U-Net (each slice with its neighbours as channels) -> probabilities
-back to the canonical grid -> argmax -> components and left/right by world x -> input grid.
+read -> RAS canonical -> (body-median clip) + percentile clip + z-score -> in-plane resampling
+to the model's spacing -> slice-wise U-Net (each slice with its neighbours as channels; the
+model folder's ``inference.json`` may ask for shifted / mirrored passes, averaged) ->
+probabilities back to the canonical grid -> argmax or kidney-probability threshold ->
+components and left/right by world x -> input grid.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import numpy as np
 
-from ..inference import predict_labels
+from ..inference import Prepared, predict_labels
 from ..io import Image, check_volume, from_canonical
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
@@ -35,6 +38,10 @@ class MRKidneyPipeline:
         """Load the shipped model (``model=None``) or a local model folder."""
         return cls(load_model(model, device))
 
+    def disable_tta(self) -> None:
+        """Use one plain network pass (keep the model's decision threshold): faster."""
+        self.bundle = dataclasses.replace(self.bundle, inference=self.bundle.inference.without_tta())
+
     @property
     def label_map(self) -> dict[int, str]:
         return self.bundle.config.label_map
@@ -56,8 +63,23 @@ class MRKidneyPipeline:
         image = check_volume(image)
         if image.array.dtype != np.float32:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
+        labels_c, prepared = predict_labels(self.bundle.network, image, self.bundle.config, self.bundle.device,
+                                            self.bundle.inference)
+        return self.finish(image, labels_c, prepared, t0)
+
+    def finish(self, image: Image, labels_c: np.ndarray, prepared: Prepared, t0: float | None = None) -> Result:
+        """Post-process the network's labels and build the :class:`Result` (the second half
+        of :meth:`segment`; benchmarks that score cached probabilities call it directly).
+
+        Args:
+            image: the checked float32 input.
+            labels_c: uint8 ``(X, Y, Z)`` network labels on ``prepared.canonical``'s grid
+                (auxiliary organ classes included; they are dropped here). Modified in place.
+            prepared: the :func:`~kidneyseg.inference.prepare` result for ``image``.
+            t0: ``time.perf_counter()`` at the start, for ``Result.seconds``.
+        """
+        t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
-        labels_c, prepared = predict_labels(self.bundle.network, image, cfg, self.bundle.device)
         labels_c[labels_c > cfg.kidney_classes] = 0  # auxiliary organs (liver, spleen) are not output
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
@@ -71,4 +93,3 @@ class MRKidneyPipeline:
         }
         return volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
                                  t0, from_canonical(labels_c, prepared.reorientation))
-
