@@ -76,6 +76,8 @@ def score_folds(folds: list[Path], tta: dict[str, TestTimeAugmentation], dataset
                            "threshold": thr, "network_seconds": round(secs, 2), "threads": torch.get_num_threads()}
                     for v, n in cfg.label_map.items():
                         row[f"dice_{n}"] = round(dice(res.mask.array == v, refs[v]), 4)
+                        row[f"{n}_ml"] = round(res.volumes_ml[f"{n}_ml"], 2)
+                        row[f"{n}_ref_ml"] = round(float(refs[v].sum()) * image.voxel_volume_ml, 2)
                     rows.append(row)
             print(f"{fold.name} case {case.case_id} done", flush=True)
     return rows
@@ -92,6 +94,9 @@ def summarise(rows: list[dict]) -> dict[tuple, dict]:
         s = out.setdefault(_key(r), {"passes": r["passes"], "right": [], "left": []})
         s["right"].append(r["dice_kidney_right"])
         s["left"].append(r["dice_kidney_left"])
+        if "kidney_right_ml" in r:  # total kidney volume error, %
+            ref = r["kidney_right_ref_ml"] + r["kidney_left_ref_ml"]
+            s.setdefault("tkv_error", []).append(100 * abs(r["kidney_right_ml"] + r["kidney_left_ml"] - ref) / ref)
     for s in out.values():
         s["mean_right"], s["mean_left"] = float(np.mean(s["right"])), float(np.mean(s["left"]))
         s["mean"] = (s["mean_right"] + s["mean_left"]) / 2
@@ -149,11 +154,12 @@ def main() -> None:
              f"Fold models: {', '.join(str(f) for f in args.folds)}; {len(plain['right'])} held-out cases; "
              f"{os.cpu_count()} cores, {rows[0].get('threads', '1')} thread(s) for the network seconds, CPU only. Dice after the full post-processing, "
              "on the input grid.", "",
-             "| TTA | passes | network s / case (median) | threshold | Dice right | Dice left | mean |",
-             "| --- | --- | --- | --- | --- | --- | --- |"]
+             "| TTA | passes | network s / case (median) | threshold | Dice right | Dice left | mean | total volume error, mean abs |",
+             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for k, s in summ.items():
+        tkv = f"{np.mean(s['tkv_error']):.1f} %" if "tkv_error" in s else "not recorded"
         lines.append(f"| {k[0]} | {s['passes']} | {np.median(secs[k[0]]):.1f} | {'argmax' if k[1] is None else k[1]} | "
-                     f"{s['mean_right']:.4f} | {s['mean_left']:.4f} | {s['mean']:.4f} |")
+                     f"{s['mean_right']:.4f} | {s['mean_left']:.4f} | {s['mean']:.4f} | {tkv} |")
     lines += ["", "## Nested estimate (setting chosen on the other folds)", "",
               "| outer fold | setting chosen on the other folds |", "| --- | --- |"]
     lines += [f"| {f} | {label(k)} |" for f, k in picks.items()]
