@@ -88,7 +88,15 @@ def main() -> None:
                   f"| Dice median | {dr['median']:.3f} | {dl['median']:.3f} |",
                   f"| Dice min | {dr['min']:.3f} | {dl['min']:.3f} |", "",
                   f"Total kidney volume error vs expert: mean |error| {ve['mean_abs']:.1f} %, "
-                  f"mean signed {ve['mean_signed']:+.1f} %, worst {ve['max_abs']:.1f} %.", ""]
+                  f"mean signed {ve['mean_signed']:+.1f} %, worst {ve['max_abs']:.1f} %.", "",
+                  "These are the trainer's validation figures: one network pass and the argmax.", ""]
+    from kidneyseg.inference import read_inference_config
+
+    inf = read_inference_config(model or default_model_dir())
+    lines += ["## Inference settings of the model", "",
+              f"Test-time shifts {list(inf.tta_shifts_px)} px{', mirrored too' if inf.tta_mirror_x else ''}; "
+              f"decision {'argmax' if inf.kidney_threshold is None else f'kidney probability >= {inf.kidney_threshold}'}. "
+              f"{(inf.chosen_by + '.') if inf.chosen_by else 'No inference.json: defaults.'} The speed and case-39 figures below use these settings.", ""]
 
     # speed: every CHAOS case through segment_files in one process, model loaded once
     images = sorted(CHAOS.glob("image_*.nii.gz"))
