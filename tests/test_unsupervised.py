@@ -16,7 +16,7 @@ from kidneyseg.localize import ROIConfig, ball_mm, detect_kidney_rois, high_inte
 from kidneyseg.metrics import dice
 from kidneyseg.models.baselines import otsu_kidney, watershed_kidney
 from kidneyseg.pipelines.unsupervised import UnsupervisedConfig, UnsupervisedKidneyPipeline
-from kidneyseg.postprocess.clusters import refine_boundary, select_kidney_clusters
+from kidneyseg.postprocess.clusters import clamp_to_seed, refine_boundary, select_kidney_clusters
 from kidneyseg.preprocess.registration import RegistrationError, register_to
 from kidneyseg.training.clustering import ClusterConfig
 
@@ -125,6 +125,20 @@ def test_select_kidney_clusters_by_hand():
     assert not empty.any() and none == []
     with pytest.raises(ValueError, match="shape"):
         select_kidney_clusters(labels, seed[:-1], (1.0, 1.0, 1.0))
+
+
+def test_clamp_to_seed_cuts_a_touching_organ_of_the_same_cluster():
+    spacing = (1.5, 1.5, 4.0)
+    shape = (60, 50, 12)
+    kidney = ellipsoid(shape, spacing, (40, 35, 24), (14, 10, 16))
+    spleen = ellipsoid(shape, spacing, (40, 60, 24), (16, 16, 18))  # touches the kidney's front
+    seed = ellipsoid(shape, spacing, (40, 35, 24), (9, 6, 10))  # the bright core only
+    selected = kidney | spleen  # one cluster took both organs: the selection keeps it whole
+    out = clamp_to_seed(selected, seed, spacing, radius_mm=10.0)
+    assert out[kidney].mean() == 1.0  # the whole kidney lies within 10 mm of its core
+    assert out[spleen & ~kidney].mean() < 0.3  # most of the spleen is cut
+    assert dice(out, kidney) > 0.85 > dice(selected, kidney)
+    assert not clamp_to_seed(selected, np.zeros_like(seed), spacing, 10.0).any()
 
 
 def test_refine_boundary_redecides_the_surface_by_intensity():

@@ -6,7 +6,7 @@ N4, rigid + B-spline registration onto the first, early fusion as a channel] -> 
 (threshold at the high-intensity mode, closing r5, opening r4, components, one box per side)
 -> per box: z-score per channel, in-plane block mean to ``working_spacing_mm`` -> clustering
 network optimised on the box (or Otsu / watershed) -> clusters near the bright seed -> back to the box's grid, surface voxels re-decided by
-intensity -> component at the seed, holes filled per slice -> right/left from the box's side of the body
+intensity -> component at the seed, holes filled per slice, kept within the selection radius of the seed -> right/left from the box's side of the body
 midline -> input grid.
 """
 
@@ -23,7 +23,7 @@ from ..io import Image, check_volume, from_canonical, to_canonical
 from ..labels import MR_KIDNEYS
 from ..localize import ROIConfig, detect_kidney_rois
 from ..postprocess import body_midline_x_mm
-from ..postprocess.clusters import component_at_seed, refine_boundary, select_kidney_clusters
+from ..postprocess.clusters import clamp_to_seed, component_at_seed, refine_boundary, select_kidney_clusters
 from ..training.clustering import ClusterConfig, optimise_clusters
 from ..volumetry import label_volumes_ml, touches_border
 from .result import Result
@@ -53,6 +53,11 @@ class UnsupervisedConfig:
             resolution on a GPU; ``0`` keeps native resolution.
         selection_radius_mm, selection_min_contrast: ``radius_mm`` and ``min_contrast`` of
             :func:`kidneyseg.postprocess.clusters.select_kidney_clusters`.
+        clamp_to_seed: clustering methods: keep the kidney mask within
+            ``selection_radius_mm`` of the seed (then the component at the seed again), so a
+            selected cluster that also covers a touching organ of the same brightness (the
+            spleen above the left kidney, fluid-filled bowel) cannot carry the mask into it.
+            ``False`` is the selection of 2026-11-22.
         registration_metric: ``"ncc"``, ``"mse"`` or ``"mi"`` for a second sequence.
     """
 
@@ -64,6 +69,7 @@ class UnsupervisedConfig:
     working_spacing_mm: float = 2.5
     selection_radius_mm: float = 10.0
     selection_min_contrast: float = 0.3
+    clamp_to_seed: bool = True
     registration_metric: str = "mi"
 
     def __post_init__(self) -> None:
@@ -172,6 +178,8 @@ class UnsupervisedKidneyPipeline:
         mask = refine_boundary(_upsample_mask(small_mask, factors, seed.shape), x[0], seed, spacing, factors,
                                cfg.selection_radius_mm, cfg.selection_min_contrast)
         mask = component_at_seed(mask, seed, slice_axis)
+        if cfg.clamp_to_seed:
+            mask = clamp_to_seed(mask, seed, spacing, cfg.selection_radius_mm, slice_axis)
         info["clusters"] = int(np.unique(labels).size)
         info["kidney_clusters"] = len(chosen)
         return mask, info

@@ -21,6 +21,24 @@ def fill_holes_per_slice(mask: np.ndarray, axis: int = -1) -> np.ndarray:
     return np.moveaxis(out, -1, axis)
 
 
+def near_seed(seed: np.ndarray, spacing_mm: tuple[float, ...], radius_mm: float) -> np.ndarray:
+    """Bool mask of the voxels within ``radius_mm`` of ``seed`` (Euclidean distance in mm,
+    ``scipy.ndimage.distance_transform_edt`` with ``sampling=spacing_mm``)."""
+    return ndimage.distance_transform_edt(~np.asarray(seed, dtype=bool), sampling=spacing_mm) <= radius_mm
+
+
+def clamp_to_seed(mask: np.ndarray, seed: np.ndarray, spacing_mm: tuple[float, ...], radius_mm: float,
+                  slice_axis: int = -1) -> np.ndarray:
+    """``mask`` restricted to :func:`near_seed` (``radius_mm``), then :func:`component_at_seed`.
+
+    Used after the cluster selection: a kidney cluster that also covers a touching organ of
+    the same brightness (the spleen above the left kidney, fluid-filled bowel) would otherwise
+    carry the mask into it, since the selection keeps whole clusters. In CHAOS case 31 the left
+    kidney's mask held 8585 spleen voxels beside 10518 kidney voxels before this step.
+    """
+    return component_at_seed(mask & near_seed(seed, spacing_mm, radius_mm), seed, slice_axis)
+
+
 def component_at_seed(mask: np.ndarray, seed: np.ndarray, slice_axis: int = -1) -> np.ndarray:
     """The 26-connected component of ``mask`` that holds most ``seed`` voxels, holes filled
     per slice along ``slice_axis``; all False when no component touches the seed."""
@@ -81,7 +99,7 @@ def select_kidney_clusters(labels: np.ndarray, seed: np.ndarray, spacing_mm: tup
         return np.zeros(labels.shape, dtype=bool), []
     if intensity is not None and intensity.shape != labels.shape:
         raise ValueError(f"intensity: expected shape {labels.shape}, got {intensity.shape}")
-    near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
+    near = near_seed(seed, spacing_mm, radius_mm)
     flat = labels.ravel()
     ids, inverse = np.unique(flat, return_inverse=True)
     total = np.bincount(inverse, minlength=ids.size)
@@ -105,7 +123,7 @@ def contrast_cut(intensity: np.ndarray, seed: np.ndarray, spacing_mm: tuple[floa
     ``radius_mm`` from the seed) to the seed's median. ``near`` (the voxels within
     ``radius_mm`` of the seed) is computed when not given."""
     if near is None:
-        near = ndimage.distance_transform_edt(~seed, sampling=spacing_mm) <= radius_mm
+        near = near_seed(seed, spacing_mm, radius_mm)
     values = np.asarray(intensity, dtype=np.float64)
     low = float(np.median(values[~near])) if (~near).any() else float(values.min())
     return low + min_contrast * (float(np.median(values[seed])) - low)
@@ -142,4 +160,4 @@ def refine_boundary(mask: np.ndarray, intensity: np.ndarray, seed: np.ndarray, s
     return out
 
 
-__all__ = ["fill_holes_per_slice", "component_at_seed", "select_kidney_clusters", "contrast_cut", "refine_boundary"]
+__all__ = ["fill_holes_per_slice", "near_seed", "clamp_to_seed", "component_at_seed", "select_kidney_clusters", "contrast_cut", "refine_boundary"]
