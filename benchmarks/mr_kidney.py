@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kidneyseg.api import example_dir, segment_files  # noqa: E402
+from kidneyseg.inference import read_inference_config  # noqa: E402
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.metrics import dice  # noqa: E402
 from kidneyseg.models.store import default_model_dir  # noqa: E402
@@ -90,8 +91,6 @@ def main() -> None:
                   f"Total kidney volume error vs expert: mean |error| {ve['mean_abs']:.1f} %, "
                   f"mean signed {ve['mean_signed']:+.1f} %, worst {ve['max_abs']:.1f} %.", "",
                   "These are the trainer's validation figures: one network pass and the argmax.", ""]
-    from kidneyseg.inference import read_inference_config
-
     inf = read_inference_config(model or default_model_dir())
     lines += ["## Inference settings of the model", "",
               f"Test-time shifts {list(inf.tta_shifts_px)} px{', mirrored too' if inf.tta_mirror_x else ''}; "

@@ -21,6 +21,7 @@ from pathlib import Path
 
 import torch
 
+from kidneyseg.inference.settings import INFERENCE, read_inference_config
 from kidneyseg.models.store import sha256
 from kidneyseg.training.trainer import summarise_cv
 
@@ -37,23 +38,24 @@ def main() -> None:
     for name in ("model.pt", "config.json", "training_log.csv", "training_summary.json"):
         shutil.copy2(args.final / name, dest / name)
     shipped_cfg = json.loads((dest / "config.json").read_text())
-    shared = Path(__file__).resolve().parents[1].parent / "shared"
-    if Path(shipped_cfg["dataset"]).is_absolute() and Path(shipped_cfg["dataset"]).resolve().is_relative_to(shared.resolve()):
+    shared = (Path(__file__).resolve().parents[1].parent / "shared").resolve()
+    data = Path(shipped_cfg["dataset"]).resolve()
+    if Path(shipped_cfg["dataset"]).is_absolute() and data.is_relative_to(shared):
         # name the data as the repository sees it, not by this machine's absolute path
-        shipped_cfg["dataset"] = str(Path("../shared") / Path(shipped_cfg["dataset"]).resolve().relative_to(shared.resolve()))
+        shipped_cfg["dataset"] = str(Path("../shared") / data.relative_to(shared))
         (dest / "config.json").write_text(json.dumps(shipped_cfg, indent=2) + "\n")
-    if (args.final / "inference.json").is_file():
-        shutil.copy2(args.final / "inference.json", dest / "inference.json")
+    if (args.final / INFERENCE).is_file():
+        shutil.copy2(args.final / INFERENCE, dest / INFERENCE)
     else:
-        (dest / "inference.json").unlink(missing_ok=True)
+        (dest / INFERENCE).unlink(missing_ok=True)
     inference_text = "one plain network pass per slice, argmax (no `inference.json`)."
-    if (dest / "inference.json").is_file():
-        inf = json.loads((dest / "inference.json").read_text())
-        shifts = ", ".join(f"({a}, {b})" for a, b in inf["tta_shifts_px"])
-        thr = "argmax" if inf["kidney_threshold"] is None else f"kidney if its probability is >= {inf['kidney_threshold']}"
+    if (dest / INFERENCE).is_file():
+        inf = read_inference_config(dest)  # validated as the loader will read it
+        shifts = ", ".join(f"({a}, {b})" for a, b in inf.tta_shifts_px)
+        thr = "argmax" if inf.kidney_threshold is None else f"kidney if its probability is >= {inf.kidney_threshold}"
         inference_text = (f"`inference.json`: softmax averaged over in-plane shifts of {shifts} pixels"
-                          f"{' and their left-right mirrors' if inf['tta_mirror_x'] else ''}; {thr}. Chosen by "
-                          f"{inf['chosen_by']}. `kidneyseg segment --no-tta` keeps the threshold with one pass. The "
+                          f"{' and their left-right mirrors' if inf.tta_mirror_x else ''}; {thr}. Chosen by "
+                          f"{inf.chosen_by}. `kidneyseg segment --no-tta` keeps the threshold with one pass. The "
                           "cross-validation table below is the trainer's own validation: one pass, argmax.")
     cv = summarise_cv(args.folds, dest / "cv_summary.json")
     fold_secs = [json.loads((f / "training_summary.json").read_text())["train_seconds"] for f in args.folds]

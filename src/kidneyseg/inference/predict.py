@@ -17,7 +17,7 @@ from ..errors import InputError
 from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
 from ..preprocess.normalise import clip_body_ratio
-from .settings import InferenceConfig
+from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
 
 
 @dataclass
@@ -94,42 +94,6 @@ def slice_stack(volume: torch.Tensor, z: torch.Tensor, context: int) -> torch.Te
     offsets = torch.arange(-context, context + 1)
     idx = (z[:, None] + offsets[None, :]).clamp(0, volume.shape[2] - 1)  # (B, C)
     return volume[:, :, idx].permute(2, 3, 0, 1)
-
-
-@dataclass(frozen=True)
-class TestTimeAugmentation:
-    """Passes averaged at inference (softmax probabilities, as nnU-Net averages mirrored passes).
-
-    Attributes:
-        shifts_px: in-plane translations ``(dx, dy)`` of the input, in pixels of the model's
-            grid (``target_spacing_mm``); ``(0, 0)`` is the plain pass. A U-Net with ``L`` levels
-            pools ``L - 1`` times, so its output is not translation-equivariant below
-            ``2 ** (L - 1)`` pixels; averaging sub-grid shifts removes part of that aliasing.
-        mirror_x: also run every shift mirrored along the patient's left-right axis (only for
-            networks trained with ``augment_flip_lr``: others have learnt the liver's side).
-    """
-
-    shifts_px: tuple[tuple[int, int], ...] = ((0, 0),)
-    mirror_x: bool = False
-
-    def __post_init__(self) -> None:
-        shifts = tuple((int(a), int(b)) for a, b in self.shifts_px)
-        if not shifts:
-            raise ValueError("TestTimeAugmentation.shifts_px: need at least one shift, e.g. (0, 0)")
-        object.__setattr__(self, "shifts_px", shifts)
-
-    @property
-    def passes(self) -> int:
-        """Forward passes per slice batch."""
-        return len(self.shifts_px) * (2 if self.mirror_x else 1)
-
-    @property
-    def margin(self) -> int:
-        """Largest shift, pixels."""
-        return max(max(abs(a), abs(b)) for a, b in self.shifts_px)
-
-
-NO_TTA = TestTimeAugmentation()
 
 
 def _slice_batches(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,

@@ -17,6 +17,42 @@ INFERENCE = "inference.json"
 
 
 @dataclass(frozen=True)
+class TestTimeAugmentation:
+    """Passes averaged at inference (softmax probabilities, as nnU-Net averages mirrored passes).
+
+    Attributes:
+        shifts_px: in-plane translations ``(dx, dy)`` of the input, in pixels of the model's
+            grid (``target_spacing_mm``); ``(0, 0)`` is the plain pass. A U-Net with ``L`` levels
+            pools ``L - 1`` times, so its output is not translation-equivariant below
+            ``2 ** (L - 1)`` pixels; averaging sub-grid shifts removes part of that aliasing.
+        mirror_x: also run every shift mirrored along the patient's left-right axis (only for
+            networks trained with ``augment_flip_lr``: others have learnt the liver's side).
+    """
+
+    shifts_px: tuple[tuple[int, int], ...] = ((0, 0),)
+    mirror_x: bool = False
+
+    def __post_init__(self) -> None:
+        shifts = tuple((int(a), int(b)) for a, b in self.shifts_px)
+        if not shifts:
+            raise ValueError("TestTimeAugmentation.shifts_px: need at least one shift, e.g. (0, 0)")
+        object.__setattr__(self, "shifts_px", shifts)
+
+    @property
+    def passes(self) -> int:
+        """Forward passes per slice batch."""
+        return len(self.shifts_px) * (2 if self.mirror_x else 1)
+
+    @property
+    def margin(self) -> int:
+        """Largest shift, pixels."""
+        return max(max(abs(a), abs(b)) for a, b in self.shifts_px)
+
+
+NO_TTA = TestTimeAugmentation()
+
+
+@dataclass(frozen=True)
 class InferenceConfig:
     """How a trained 2D/2.5D network is applied.
 
@@ -40,18 +76,19 @@ class InferenceConfig:
     chosen_by: str = ""
 
     def __post_init__(self) -> None:
-        shifts = tuple((int(a), int(b)) for a, b in self.tta_shifts_px)
-        if not shifts or max(max(abs(a), abs(b)) for a, b in shifts) > 64:
-            raise ValueError(f"tta_shifts_px: need 1 or more shifts of at most 64 pixels, got {self.tta_shifts_px!r}")
-        object.__setattr__(self, "tta_shifts_px", shifts)
+        try:
+            tta = TestTimeAugmentation(self.tta_shifts_px, bool(self.tta_mirror_x))
+        except (TypeError, ValueError) as exc:
+            raise ValueError(f"tta_shifts_px: {exc}") from None
+        if tta.margin > 64:
+            raise ValueError(f"tta_shifts_px: shifts of at most 64 pixels, got {self.tta_shifts_px!r}")
+        object.__setattr__(self, "tta_shifts_px", tta.shifts_px)
         if self.kidney_threshold is not None and not 0.0 < float(self.kidney_threshold) < 1.0:
             raise ValueError(f"kidney_threshold: expected a value in (0, 1) or null, got {self.kidney_threshold!r}")
 
     @property
-    def tta(self):
-        """The :class:`~kidneyseg.inference.predict.TestTimeAugmentation` these settings ask for."""
-        from .predict import TestTimeAugmentation
-
+    def tta(self) -> TestTimeAugmentation:
+        """The :class:`TestTimeAugmentation` these settings ask for."""
         return TestTimeAugmentation(self.tta_shifts_px, self.tta_mirror_x)
 
     def without_tta(self) -> "InferenceConfig":
@@ -59,9 +96,8 @@ class InferenceConfig:
         return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False)
 
     def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["tta_shifts_px"] = [list(s) for s in self.tta_shifts_px]
-        return d
+        """JSON-ready dict (the shift tuples are written as lists)."""
+        return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict) -> "InferenceConfig":
