@@ -127,6 +127,26 @@ def test_select_kidney_clusters_by_hand():
         select_kidney_clusters(labels, seed[:-1], (1.0, 1.0, 1.0))
 
 
+def test_seed_share_keeps_a_kidney_cluster_that_also_covers_a_touching_organ():
+    # CHAOS case 34: the cortex cluster also covers the spleen, so most of it is far from the
+    # seed; without seed_share the kidney has no cluster at all
+    labels = np.zeros((40, 20, 4), np.int64)
+    labels[2:12, 5:15] = 1       # kidney core (the seed) ...
+    labels[12:38, 2:18] = 1      # ... and a large touching organ in the same cluster
+    seed = np.zeros(labels.shape, bool)
+    seed[3:11, 6:14, 1:3] = True  # the seed lies in slices 1 and 2 only
+    spacing = (1.0, 1.0, 1.0)
+    mask, chosen = select_kidney_clusters(labels, seed, spacing, radius_mm=3.0, slice_axis=2)
+    assert chosen == [] and not mask.any()
+    mask, chosen = select_kidney_clusters(labels, seed, spacing, radius_mm=3.0, slice_axis=2, seed_share=0.5)
+    assert chosen == [1] and mask[seed].all()
+    assert clamp_to_seed(mask, seed, spacing, 3.0, 2)[20:].sum() == 0  # the clamp then cuts the organ
+    # per slice: a cluster made unique per slice (the 2D variant) counts its own slice's seed
+    per_slice = labels + 10 * np.arange(4)[None, None, :] * (labels > 0)
+    _, chosen2d = select_kidney_clusters(per_slice, seed, spacing, radius_mm=3.0, slice_axis=2, seed_share=0.5)
+    assert chosen2d == [11, 21]  # slices 1 and 2 hold the seed; 0 and 3 hold none of it
+
+
 def test_clamp_to_seed_cuts_a_touching_organ_of_the_same_cluster():
     spacing = (1.5, 1.5, 4.0)
     shape = (60, 50, 12)
@@ -179,6 +199,28 @@ def test_pipeline_on_the_phantom_segments_both_kidneys(body_phantom):
     assert dice(res.mask.array == 1, right) > 0.85
     assert dice(res.mask.array == 2, left) > 0.85
     assert res.mask.shape == img.shape and np.array_equal(res.mask.affine, affine)
+
+
+def test_two_boxes_run_side_by_side_as_each_would_alone_with_its_threads(body_phantom):
+    import torch
+
+    img, affine, right, left = body_phantom
+    quick = UnsupervisedConfig(cluster=ClusterConfig(epsilon=1.0, min_iterations=10))
+    pipe = UnsupervisedKidneyPipeline(quick, "cpu")
+    found = detect_kidney_rois(img, affine)
+    boxes = [([img[roi.slices]], roi.seed) for roi in found.rois]
+    assert len(boxes) == 2
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        side_by_side = pipe._segment_boxes(boxes, SPACING)
+        assert torch.get_num_threads() == 2  # restored
+        torch.set_num_threads(1)  # each box alone, with the one thread it had
+        alone = [pipe._segment_box(ch, seed, SPACING) for ch, seed in boxes]
+    finally:
+        torch.set_num_threads(before)
+    for (m1, i1), (m2, i2), truth in zip(side_by_side, alone, (right, left)):
+        assert m1.any() and np.array_equal(m1, m2) and i1 == i2
 
 
 def test_registration_undoes_a_known_shift():
