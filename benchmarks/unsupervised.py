@@ -133,8 +133,13 @@ def main() -> None:
         for n, p in ((1, 50), (3, 50), (2, 20), (2, 100)):
             configs[f"lambda=5 (N,p)=({n},{p})"] = UnsupervisedConfig(cluster=replace(base, n_blocks=n, channels=p))
     else:
+        unknown = sorted(set(args.cases or ()) - set(all_cases))
+        if unknown:
+            sys.exit(f"unsupervised.py: no such case {', '.join(unknown)} (have: {', '.join(all_cases) or 'none'})")
         chosen = {c: all_cases[c] for c in (args.cases or all_cases)}
         configs = {m: UnsupervisedConfig(method=m) for m in args.methods}
+    if not chosen:
+        sys.exit(f"unsupervised.py: no cases found in {CHAOS} or {UKAT}")
     done = set()
     rows: list[dict] = []
     if results.exists():

@@ -145,6 +145,9 @@ def test_seed_share_keeps_a_kidney_cluster_that_also_covers_a_touching_organ():
     per_slice = labels + 10 * np.arange(4)[None, None, :] * (labels > 0)
     _, chosen2d = select_kidney_clusters(per_slice, seed, spacing, radius_mm=3.0, slice_axis=2, seed_share=0.5)
     assert chosen2d == [11, 21]  # slices 1 and 2 hold the seed; 0 and 3 hold none of it
+    for bad in (dict(selection_min_fraction=1.5), dict(selection_seed_share=0.0)):
+        with pytest.raises(ValueError, match="selection_"):
+            UnsupervisedConfig(**bad)
 
 
 def test_clamp_to_seed_cuts_a_touching_organ_of_the_same_cluster():
