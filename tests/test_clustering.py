@@ -13,7 +13,7 @@ import torch
 from kidneyseg.api import example_dir
 from kidneyseg.models.clustering import ClusteringNet, clustering_loss, continuity_loss, similarity_loss
 from kidneyseg.preprocess import zscore_percentile
-from kidneyseg.training.clustering import ClusterConfig, optimise_clusters
+from kidneyseg.training.clustering import ClusterConfig, optimise_clusters, resolve_precision
 
 
 def _toy_response():
@@ -61,6 +61,29 @@ def test_converges_and_is_deterministic_on_a_real_crop(kidney_crop):
     assert a.labels.shape == kidney_crop.shape[1:]
     assert 2 <= a.n_clusters < cfg.channels  # the optimisation merges most of the 50 initial features
     assert a.losses[-1] < 0.5 * a.losses[0]
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_each_precision_converges_deterministically_on_a_real_crop(kidney_crop, precision):
+    cfg = ClusterConfig(precision=precision)
+    a, b = optimise_clusters(kidney_crop, cfg), optimise_clusters(kidney_crop, cfg)
+    assert a.dtype == precision and a.converged
+    assert np.array_equal(a.labels, b.labels) and a.losses == b.losses
+    assert 2 <= a.n_clusters < cfg.channels
+
+
+def test_precision_auto_is_bfloat16_only_on_a_cpu_with_amx(monkeypatch):
+    import kidneyseg.training.clustering as clustering
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolve_precision("float32", cpu) == torch.float32
+    assert resolve_precision("bfloat16", cpu) == torch.bfloat16
+    monkeypatch.setattr(clustering, "amx_available", lambda: True)
+    assert resolve_precision("auto", cpu) == torch.bfloat16 and resolve_precision("auto", cuda) == torch.float32
+    monkeypatch.setattr(clustering, "amx_available", lambda: False)
+    assert resolve_precision("auto", cpu) == torch.float32
+    with pytest.raises(ValueError, match="precision"):
+        ClusterConfig(precision="fp16")
 
 
 def test_continuity_weight_gives_fewer_clusters(kidney_crop):

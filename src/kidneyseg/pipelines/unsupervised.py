@@ -168,18 +168,19 @@ class UnsupervisedKidneyPipeline:
         small = np.stack([downscale_local_mean(c, factors) for c in x]).astype(np.float32)
         if cfg.method == "cluster3d":
             res = optimise_clusters(small, cfg.cluster, self.device)
-            labels, iterations, converged = res.labels, res.iterations, res.converged
+            labels, iterations, converged, dtype = res.labels, res.iterations, res.converged, res.dtype
         else:  # cluster2d: each slice along the slice axis on its own; indices made unique per slice
             moved = np.moveaxis(small, slice_axis + 1, 1)
             labels = np.empty(moved.shape[1:], dtype=np.int64)
-            iterations, converged = 0, True
+            iterations, converged, dtype = 0, True, "float32"
             for k in range(moved.shape[1]):
                 res = optimise_clusters(moved[:, k], cfg.cluster, self.device)
                 labels[k] = res.labels + k * cfg.cluster.channels
                 iterations += res.iterations
                 converged &= res.converged
+                dtype = res.dtype
             labels = np.moveaxis(labels, 0, slice_axis)
-        info = {"iterations": iterations, "converged": bool(converged)}
+        info = {"iterations": iterations, "converged": bool(converged), "dtype": dtype}
         if not converged:
             return np.zeros(seed.shape, dtype=bool), info
         # select at the working resolution, then bring the kidney mask back to the box's grid
@@ -244,7 +245,8 @@ class UnsupervisedKidneyPipeline:
             :class:`~kidneyseg.pipelines.Result` on the input's grid. QC flags: ``no_roi``
             (no bright component where a kidney can be: empty mask), ``not_converged`` (the
             clustering of a box hit ``max_iterations``: that kidney left empty),
-            ``roi_<side>_mm`` (box corners, world RAS+ mm), ``iterations_<side>``.
+            ``roi_<side>_mm`` (box corners, world RAS+ mm), ``iterations_<side>``,
+            ``cluster_dtype`` (the clustering's compute dtype, ``ClusterConfig.precision``).
 
         Raises:
             InputError: not 3D, NaN/Inf voxels, constant, singular affine, or a secondary
@@ -280,6 +282,7 @@ class UnsupervisedKidneyPipeline:
             qc[f"roi_{roi.side}_mm"] = " ".join(f"{a:.1f}:{b:.1f}" for a, b in zip(roi.lo_world_mm, roi.hi_world_mm))
             if "iterations" in info:
                 qc[f"iterations_{roi.side}"] = info["iterations"]
+                qc["cluster_dtype"] = info["dtype"]
                 if not info["converged"]:
                     qc["not_converged"] = True
                     log.warning("%s: the clustering of the %s box did not converge in %d iterations; "
