@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import asdict, dataclass
 
@@ -14,6 +15,7 @@ from ..models.clustering import ClusteringNet, clustering_loss
 
 
 PRECISIONS = ("auto", "float32", "bfloat16")
+_INIT_LOCK = threading.Lock()
 
 
 def amx_available() -> bool:
@@ -133,8 +135,10 @@ def optimise_clusters(volume: np.ndarray, config: ClusterConfig = ClusterConfig(
         raise ValueError("volume: contains NaN or Inf")
     t0 = time.perf_counter()
     dev = torch.device(device)
-    torch.manual_seed(config.seed)
-    net = ClusteringNet(arr.shape[0], config.n_blocks, config.channels, config.spatial_dims).to(dev)
+    with _INIT_LOCK:  # the initial weights come from torch's global generator, shared by threads
+        torch.manual_seed(config.seed)
+        net = ClusteringNet(arr.shape[0], config.n_blocks, config.channels, config.spatial_dims)
+    net = net.to(dev)
     net.train()
     opt = torch.optim.SGD(net.parameters(), lr=config.learning_rate, momentum=config.momentum)
     x = torch.from_numpy(arr)[None].to(dev)
