@@ -207,9 +207,9 @@ class UnsupervisedKidneyPipeline:
 
         Each box's network is small, so one box cannot keep two cores busy (on a CHAOS box,
         0.22 s per iteration with one thread, 0.14 s with two); two boxes side by side finish
-        about a quarter sooner than one after the other. The labels of a box depend on the
-        thread count it ran with (floating-point sums in a different order), not on the
-        other box: the result is deterministic for a given ``torch.get_num_threads()``.
+        about a quarter sooner than one after the other, with the same masks as one after
+        the other (the initial weights are drawn under a lock in
+        :func:`~kidneyseg.training.clustering.optimise_clusters`).
         """
         import torch
 

@@ -51,8 +51,8 @@ class ClusterConfig:
         max_iterations: stop here at the latest (the result is then flagged not converged).
         min_iterations: iterations before the epsilon test applies (the loss of the first
             steps can be flat while the clusters form).
-        seed: seeds the initial weights; with it the result is deterministic on CPU for a
-            given number of torch threads.
+        seed: seeds the initial weights; with it the result is deterministic on CPU (also
+            with several boxes optimised at once in threads).
         precision: ``"float32"``, ``"bfloat16"`` (the network's forward pass under
             ``torch.autocast``; the loss and the argmax in float32) or ``"auto"``: bfloat16 on
             a CPU with AMX matrix units (Intel Sapphire Rapids and later), where it about
