@@ -1,6 +1,6 @@
 """Unsupervised kidney segmentation (seed 001) against Otsu and watershed, on real expert masks.
 
-    python benchmarks/unsupervised.py [--methods cluster3d cluster2d otsu watershed] [--cases ...]
+    python benchmarks/unsupervised.py [--methods cluster3d cluster2d otsu watershed] [--cases ...] [--precision float32]
     python benchmarks/unsupervised.py --ablation      # lambda and (N, p) on the development cases
 
 Data:
@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.metrics import MR_KIDNEY_REGIONS, evaluate_labels  # noqa: E402
 from kidneyseg.pipelines.unsupervised import METHODS, UnsupervisedConfig, UnsupervisedKidneyPipeline  # noqa: E402
-from kidneyseg.training.clustering import ClusterConfig  # noqa: E402
+from kidneyseg.training.clustering import PRECISIONS, ClusterConfig  # noqa: E402
 
 CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
 UKAT = ROOT.parent / "shared" / "data" / "ukat_kidney_masks"
@@ -118,6 +118,7 @@ def main() -> None:
     ap.add_argument("--methods", nargs="+", default=list(METHODS), choices=METHODS)
     ap.add_argument("--cases", nargs="*", default=None, help="case ids (default: all)")
     ap.add_argument("--ablation", action="store_true", help="lambda and (N, p) on the development cases")
+    ap.add_argument("--precision", default="auto", choices=PRECISIONS, help="ClusterConfig.precision of the clustering methods")
     ap.add_argument("--results", type=Path, default=None, help="JSONL of finished rows (resumed)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args()
@@ -137,7 +138,7 @@ def main() -> None:
         if unknown:
             sys.exit(f"unsupervised.py: no such case {', '.join(unknown)} (have: {', '.join(all_cases) or 'none'})")
         chosen = {c: all_cases[c] for c in (args.cases or all_cases)}
-        configs = {m: UnsupervisedConfig(method=m) for m in args.methods}
+        configs = {m: UnsupervisedConfig(method=m, cluster=ClusterConfig(precision=args.precision)) for m in args.methods}
     if not chosen:
         sys.exit(f"unsupervised.py: no cases found in {CHAOS} or {UKAT}")
     done = set()
