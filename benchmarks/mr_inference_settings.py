@@ -63,7 +63,7 @@ def score_folds(folds: list[Path], tta: dict[str, TestTimeAugmentation], dataset
             image, ref = read_case(case)
             ref = np.asarray(ref.array).astype(np.int64)
             refs = {v: np.isin(ref, [s for s, d in case.label_values.items() if d == v]) for v in cfg.label_map}
-            prep = prepare(image, cfg.target_spacing_mm, cfg.clip_ratio)
+            prep = prepare(image, cfg.target_spacing_mm, cfg.clip_ratio, cfg.normalisation)
             for name, t in tta.items():
                 t0 = time.perf_counter()
                 probs = predict_probabilities(bundle.network, prep, cfg.context_slices, bundle.device,

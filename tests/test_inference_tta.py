@@ -142,7 +142,7 @@ def test_streamed_segment_equals_scoring_from_probabilities(tmp_path):
     pipe = get_pipeline("mr-t2-unet", model=str(folder), device="cpu")
     streamed = pipe.segment(img)
     cfg = pipe.bundle.config
-    prep = prepare(img, cfg.target_spacing_mm, cfg.clip_ratio)
+    prep = prepare(img, cfg.target_spacing_mm, cfg.clip_ratio, cfg.normalisation)
     probs = predict_probabilities(pipe.bundle.network, prep, cfg.context_slices, pipe.bundle.device,
                                   levels=len(cfg.channels), tta=pipe.bundle.inference.tta)
     labels = decide_labels(probs[None], cfg.kidney_classes, 0.35)[0].to(torch.uint8).numpy()

@@ -189,10 +189,14 @@ def test_pipeline_flags_no_roi_and_not_converged(body_phantom):
     noise = Image(np.random.default_rng(3).normal(100, 3, (64, 64, 10)).astype(np.float32), np.diag([1.5, 1.5, 6.0, 1.0]))
     res = UnsupervisedKidneyPipeline().segment(noise)
     assert res.qc["no_roi"] and res.qc["empty"] and not res.mask.array.any()
-    stuck = UnsupervisedConfig(cluster=ClusterConfig(max_iterations=3, min_iterations=3, epsilon=0.0))
-    res = UnsupervisedKidneyPipeline(stuck).segment(Image(img, affine))
-    assert res.qc["not_converged"] and not res.mask.array.any()
-    assert res.qc["iterations_right"] == 3
+    assert "cluster_dtype" not in res.qc  # nothing was clustered
+    for precision in ("float32", "bfloat16"):
+        stuck = UnsupervisedConfig(cluster=ClusterConfig(max_iterations=3, min_iterations=3, epsilon=0.0,
+                                                         precision=precision))
+        res = UnsupervisedKidneyPipeline(stuck, "cpu").segment(Image(img, affine))
+        assert res.qc["not_converged"] and not res.mask.array.any()
+        assert res.qc["iterations_right"] == 3
+        assert res.qc["cluster_dtype"] == precision
 
 
 def test_pipeline_on_the_phantom_segments_both_kidneys(body_phantom):

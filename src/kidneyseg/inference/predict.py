@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..io import Image, Reorientation, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
-from ..preprocess.normalise import clip_body_ratio
+from ..preprocess.normalise import body_ratio, clip_body_ratio
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
 
 
@@ -42,8 +42,9 @@ MAX_SLICE_PX = 1024
 """Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
 
 
-def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | None = None) -> Prepared:
-    """Reorient to RAS, z-score (0.5/99.5 percentile clip), resample in-plane.
+def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | None = None,
+            normalisation: str = "percentile_zscore") -> Prepared:
+    """Reorient to RAS, normalise intensity, resample in-plane.
 
     Args:
         image: 3D image, any orientation.
@@ -51,6 +52,10 @@ def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | Non
         body_clip_ratio: if given, first clip at this multiple of the body median
             (:func:`kidneyseg.preprocess.normalise.clip_body_ratio`; a model's
             ``TrainConfig.clip_ratio``).
+        normalisation: a model's ``TrainConfig.normalisation``. ``"body_ratio"`` (needs
+            ``body_clip_ratio``): :func:`kidneyseg.preprocess.normalise.body_ratio`; otherwise
+            z-score after the 0.5/99.5 percentile clip
+            (:func:`kidneyseg.preprocess.zscore_percentile`).
 
     Returns:
         :class:`Prepared`. In-plane size is ``round(n * spacing / target)`` per axis.
@@ -71,11 +76,16 @@ def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | Non
     if max(size) > MAX_SLICE_PX:
         raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is implausible for a body scan "
                          f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
+    if normalisation == "body_ratio" and body_clip_ratio is None:
+        raise ValueError("prepare: normalisation 'body_ratio' needs body_clip_ratio")
     try:
-        vol = canonical.array if body_clip_ratio is None else clip_body_ratio(canonical.array, body_clip_ratio)
+        if normalisation == "body_ratio":
+            vol = body_ratio(canonical.array, body_clip_ratio)
+        else:
+            vol = canonical.array if body_clip_ratio is None else clip_body_ratio(canonical.array, body_clip_ratio)
+            vol = zscore_percentile(vol)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    vol = zscore_percentile(vol)
     vol = resize_slices(vol, size, mode="bilinear").numpy()
     return Prepared(vol, canonical, reo)
 
@@ -235,7 +245,7 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
         to the input grid with :func:`kidneyseg.io.from_canonical`.
     """
-    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio)
+    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     inference = inference or InferenceConfig()
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)

@@ -24,7 +24,7 @@ from ..labels import MR_KIDNEYS
 from ..localize import ROIConfig, detect_kidney_rois
 from ..postprocess import body_midline_x_mm
 from ..postprocess.clusters import clamp_to_seed, component_at_seed, refine_boundary, select_kidney_clusters
-from ..training.clustering import ClusterConfig, optimise_clusters
+from ..training.clustering import ClusterConfig, optimise_clusters, resolve_precision
 from ..volumetry import label_volumes_ml, touches_border
 from .result import Result
 
@@ -168,19 +168,18 @@ class UnsupervisedKidneyPipeline:
         small = np.stack([downscale_local_mean(c, factors) for c in x]).astype(np.float32)
         if cfg.method == "cluster3d":
             res = optimise_clusters(small, cfg.cluster, self.device)
-            labels, iterations, converged, dtype = res.labels, res.iterations, res.converged, res.dtype
+            labels, iterations, converged = res.labels, res.iterations, res.converged
         else:  # cluster2d: each slice along the slice axis on its own; indices made unique per slice
             moved = np.moveaxis(small, slice_axis + 1, 1)
             labels = np.empty(moved.shape[1:], dtype=np.int64)
-            iterations, converged, dtype = 0, True, "float32"
+            iterations, converged = 0, True
             for k in range(moved.shape[1]):
                 res = optimise_clusters(moved[:, k], cfg.cluster, self.device)
                 labels[k] = res.labels + k * cfg.cluster.channels
                 iterations += res.iterations
                 converged &= res.converged
-                dtype = res.dtype
             labels = np.moveaxis(labels, 0, slice_axis)
-        info = {"iterations": iterations, "converged": bool(converged), "dtype": dtype}
+        info = {"iterations": iterations, "converged": bool(converged)}
         if not converged:
             return np.zeros(seed.shape, dtype=bool), info
         # select at the working resolution, then bring the kidney mask back to the box's grid
@@ -276,13 +275,14 @@ class UnsupervisedKidneyPipeline:
         labels_c = np.zeros(canon.shape, dtype=np.uint8)
         qc: dict[str, object] = {"no_roi": not found.rois, "not_converged": False}
         value = {"right": 1, "left": 2, "single": 1}
+        if cfg.method in ("cluster3d", "cluster2d") and found.rois:
+            qc["cluster_dtype"] = str(resolve_precision(cfg.cluster.precision, self.device)).removeprefix("torch.")
         boxes = self._segment_boxes([([c[roi.slices] for c in channels], roi.seed) for roi in found.rois], spacing)
         for roi, (mask, info) in zip(found.rois, boxes):
             labels_c[roi.slices][mask] = value[roi.side]
             qc[f"roi_{roi.side}_mm"] = " ".join(f"{a:.1f}:{b:.1f}" for a, b in zip(roi.lo_world_mm, roi.hi_world_mm))
             if "iterations" in info:
                 qc[f"iterations_{roi.side}"] = info["iterations"]
-                qc["cluster_dtype"] = info["dtype"]
                 if not info["converged"]:
                     qc["not_converged"] = True
                     log.warning("%s: the clustering of the %s box did not converge in %d iterations; "

@@ -88,6 +88,39 @@ def clip_body_ratio(array: np.ndarray, ratio: float) -> np.ndarray:
     return a
 
 
+def body_ratio(array: np.ndarray, ratio: float) -> np.ndarray:
+    """Intensity as a multiple of the body median, clipped at ``ratio``, minus one (a float32 copy).
+
+    ``min(a, ratio x m) / m - 1`` with ``m`` = :func:`body_median`: the body's median tissue
+    maps to 0 and air to about -1, and a tissue's value depends only on its brightness
+    relative to the body, not on the scan's brightest structure. A z-score (even after
+    :func:`clip_body_ratio`) still divides by a standard deviation that a large cyst inflates:
+    in CHAOS case 36 (5 % of the volume at the clip) the kidneys sit at z 1.5, against 2.5-3.8
+    in the 14 other cases, while their body ratio is 2.7, against 2.9-4.3. The same idea as
+    nnU-Net's fixed CT normalisation (Isensee et al., Nature Methods 2021), with the body
+    median as the unit because MR has none.
+
+    Args:
+        array: any real array (e.g. ``(X, Y, Z)``), not modified.
+        ratio: upper bound as a multiple of the body median, > 0 (e.g. the training kidneys'
+            :func:`foreground_body_ratio`).
+
+    Returns:
+        float32 array of the same shape, in [-1 - |min| / m, ratio - 1].
+
+    Raises:
+        ValueError: ``ratio <= 0``, or no positive tissue (see :func:`body_median`).
+    """
+    if not ratio > 0:
+        raise ValueError(f"body_ratio: ratio must be > 0, got {ratio}")
+    a = np.array(array, dtype=np.float32, copy=True)
+    m = np.float32(body_median(a))
+    np.minimum(a, np.float32(ratio) * m, out=a)
+    a /= m
+    a -= np.float32(1.0)
+    return a
+
+
 def foreground_body_ratio(pairs, percentile: float = 99.5) -> float:
     """Percentile of foreground intensity / body median, pooled over training scans.
 

@@ -10,7 +10,7 @@ import numpy as np
 from ..labels import MR_KIDNEYS
 
 
-NORMALISATIONS = ("percentile_zscore", "body_clip_zscore")
+NORMALISATIONS = ("percentile_zscore", "body_clip_zscore", "body_ratio")
 """Intensity normalisations of :class:`TrainConfig` (see its ``normalisation``)."""
 
 
@@ -66,9 +66,11 @@ class TrainConfig:
             clip at ``body_clip_ratio`` x the body median
             (:func:`kidneyseg.preprocess.normalise.clip_body_ratio`), then the same. The
             second keeps tissue brighter than any training kidney (a large cyst) from
-            setting the scale.
-        body_clip_ratio: the clip of ``"body_clip_zscore"`` as a multiple of the body
-            median. ``None`` in a config given to training: training sets it to the 99.5th
+            setting the scale. ``"body_ratio"``: the same clip, then divided by the body
+            median minus one, no z-score (:func:`kidneyseg.preprocess.normalise.body_ratio`),
+            so a cyst does not set the scale through the standard deviation either.
+        body_clip_ratio: the clip of ``"body_clip_zscore"`` and ``"body_ratio"`` as a
+            multiple of the body median. ``None`` in a config given to training: training sets it to the 99.5th
             percentile of the training kidneys' ratio (the training fingerprint, as nnU-Net
             does for CT) and saves it in the model's config.json.
         augment_flip_lr: mirror along the patient's left-right axis. A mirrored body puts
@@ -160,15 +162,15 @@ class TrainConfig:
 
     @property
     def clip_ratio(self) -> float | None:
-        """The body-median clip applied before z-scoring, or ``None`` for none.
+        """The body-median clip of ``"body_clip_zscore"`` / ``"body_ratio"``, or ``None`` for none.
 
         Raises:
-            ValueError: ``"body_clip_zscore"`` with the ratio not yet set by training.
+            ValueError: a body-referenced normalisation with the ratio not yet set by training.
         """
-        if self.normalisation != "body_clip_zscore":
+        if self.normalisation == "percentile_zscore":
             return None
         if self.body_clip_ratio is None:
-            raise ValueError("body_clip_zscore: body_clip_ratio is not set (training sets it from the training kidneys)")
+            raise ValueError(f"{self.normalisation}: body_clip_ratio is not set (training sets it from the training kidneys)")
         return self.body_clip_ratio
 
     @property

@@ -60,7 +60,7 @@ def load_volume(case: Case, config: TrainConfig, read: tuple[Image, Image] | Non
         if values:
             raw = np.asarray(ref.array).astype(np.int64).reshape(image.shape) if raw is None else raw
             label[np.isin(raw, values) & (label == 0)] = 1 + config.kidney_classes + j
-    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio)
+    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     label_c, _ = to_canonical(image.with_array(label))
     label_r = resize_slices(label_c.array, prepared.volume.shape[:2], mode="nearest-exact").numpy().astype(np.uint8)
     fg = (label_r > 0) & (label_r <= config.kidney_classes)
