@@ -11,7 +11,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.inference.predict import prepare
 from kidneyseg.io import Image
 from kidneyseg.preprocess import zscore_percentile
-from kidneyseg.preprocess.normalise import body_median, clip_body_ratio, foreground_body_ratio
+from kidneyseg.preprocess.normalise import body_median, body_ratio, clip_body_ratio, foreground_body_ratio
 from kidneyseg.training.config import TrainConfig
 from kidneyseg.training.trainer import fit_normalisation, select_cases, train
 
@@ -71,6 +71,25 @@ def test_clip_restores_kidney_contrast_that_a_cyst_takes():
     assert z_clip - z_cyst > 0.5 * (z_plain - z_cyst)  # ... the clip gives more than half of it back
 
 
+def test_body_ratio_is_gain_free_and_a_cyst_does_not_move_the_kidneys():
+    """Where the clip + z-score still loses contrast to a cyst (through the std), the body
+    ratio does not: the kidneys keep their value, 700 / 200 - 1 = 2.5."""
+    plain, kidneys = body_phantom()
+    cystic, _ = body_phantom(cyst_radius_mm=20)
+    before = cystic.copy()
+    out = body_ratio(cystic, 4.0)
+    assert np.array_equal(cystic, before) and out.dtype == np.float32  # input untouched
+    assert out.max() == pytest.approx(3.0, abs=1e-5)  # the cyst (10 x) clipped at 4 x, minus 1
+    k_plain, k_cyst = float(body_ratio(plain, 4.0)[kidneys].mean()), float(out[kidneys].mean())
+    assert 2.3 < k_plain < 2.7 and abs(k_cyst - k_plain) < 0.05
+    z_plain = float(zscore_percentile(clip_body_ratio(plain, 4.0))[kidneys].mean())
+    z_cyst = float(zscore_percentile(clip_body_ratio(cystic, 4.0))[kidneys].mean())
+    assert z_plain - z_cyst > 0.1 * z_plain  # the z-score, clipped or not, still moves
+    assert np.allclose(body_ratio(cystic * 3.0, 4.0), out, atol=1e-5)  # scanner gain
+    with pytest.raises(ValueError, match="ratio"):
+        body_ratio(cystic, -1.0)
+
+
 def test_foreground_body_ratio_pools_training_kidneys():
     a, ka = body_phantom(seed=1)
     b, kb = body_phantom(seed=2)
@@ -89,6 +108,9 @@ def test_config_normalisation_fields_and_old_configs():
     with pytest.raises(ValueError, match="body_clip_ratio is not set"):
         _ = TrainConfig(normalisation="body_clip_zscore").clip_ratio
     assert TrainConfig(normalisation="body_clip_zscore", body_clip_ratio=4.5).clip_ratio == 4.5
+    with pytest.raises(ValueError, match="body_ratio: body_clip_ratio is not set"):
+        _ = TrainConfig(normalisation="body_ratio").clip_ratio
+    assert TrainConfig(normalisation="body_ratio", body_clip_ratio=4.5).clip_ratio == 4.5
     with pytest.raises(ValueError, match="normalisation"):
         TrainConfig(normalisation="minmax")
     with pytest.raises(ValueError, match="body_clip_ratio"):
@@ -102,9 +124,14 @@ def test_prepare_applies_the_clip_and_names_the_file_on_failure():
     clipped = prepare(img, 2.0, body_clip_ratio=4.0).volume
     assert np.allclose(clipped, zscore_percentile(clip_body_ratio(image, 4.0)), atol=1e-4)
     assert not np.allclose(plain, clipped)
+    ratio = prepare(img, 2.0, body_clip_ratio=4.0, normalisation="body_ratio").volume
+    assert np.allclose(ratio, body_ratio(image, 4.0), atol=1e-5)
+    with pytest.raises(ValueError, match="needs body_clip_ratio"):
+        prepare(img, 2.0, normalisation="body_ratio")
     negative = Image(-np.abs(image) - 1, img.affine, source="negative.nii.gz")
-    with pytest.raises(InputError, match="negative.nii.gz: body_median"):
-        prepare(negative, 2.0, body_clip_ratio=4.0)
+    for scheme in ("body_clip_zscore", "body_ratio"):
+        with pytest.raises(InputError, match="negative.nii.gz: body_median"):
+            prepare(negative, 2.0, body_clip_ratio=4.0, normalisation=scheme)
 
 
 def test_training_fits_the_ratio_on_training_cases_only(nnunet_dataset, tmp_path):
@@ -115,6 +142,8 @@ def test_training_fits_the_ratio_on_training_cases_only(nnunet_dataset, tmp_path
     assert fitted.body_clip_ratio is not None and fitted.replace(body_clip_ratio=None) == cfg
     assert fit_normalisation(fitted, train_cases) is fitted  # a set ratio is kept
     assert fit_normalisation(TrainConfig(), train_cases).body_clip_ratio is None  # other schemes untouched
+    as_ratio = fit_normalisation(cfg.replace(normalisation="body_ratio"), train_cases)
+    assert as_ratio.body_clip_ratio == fitted.body_clip_ratio  # the same fingerprint
     out = train(cfg, tmp_path / "m", progress=False)
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert saved.body_clip_ratio == fitted.body_clip_ratio  # what inference will apply
