@@ -25,8 +25,8 @@ class Prepared:
     """A volume ready for the network.
 
     Attributes:
-        volume: float32 ``(X', Y', Z)`` on the canonical RAS grid, z-scored, resampled
-            in-plane to the model's spacing.
+        volume: float32 ``(X', Y', Z)`` on the canonical RAS grid, normalised as the model
+            was (:func:`prepare`), resampled in-plane to the model's spacing.
         canonical: the canonical (RAS) image before resampling, original intensities.
         reorientation: how to go back to the input's axes.
     """
@@ -63,7 +63,9 @@ def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | Non
     Raises:
         InputError: an in-plane field of view under :data:`MIN_FOV_MM` (too small to hold a
             kidney) or a resampled slice larger than :data:`MAX_SLICE_PX` pixels per side
-            (implausible spacing, e.g. metres).
+            (implausible spacing, e.g. metres); the body median cannot be taken (no positive
+            voxel), named by file.
+        ValueError: ``"body_ratio"`` without ``body_clip_ratio`` (a caller's bug).
     """
     canonical, reo = to_canonical(image, copy=False)  # a view: the clip / zscore_percentile copy it
     sx, sy, _ = canonical.spacing_mm

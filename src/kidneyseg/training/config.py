@@ -67,7 +67,7 @@ class TrainConfig:
             (:func:`kidneyseg.preprocess.normalise.clip_body_ratio`), then the same. The
             second keeps tissue brighter than any training kidney (a large cyst) from
             setting the scale. ``"body_ratio"``: the same clip, then divided by the body
-            median minus one, no z-score (:func:`kidneyseg.preprocess.normalise.body_ratio`),
+            median and 1 subtracted, no z-score (:func:`kidneyseg.preprocess.normalise.body_ratio`),
             so a cyst does not set the scale through the standard deviation either.
         body_clip_ratio: the clip of ``"body_clip_zscore"`` and ``"body_ratio"`` as a
             multiple of the body median. ``None`` in a config given to training: training sets it to the 99.5th
