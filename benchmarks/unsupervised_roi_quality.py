@@ -10,7 +10,7 @@ scored against the expert mask:
 * seed precision: the fraction of the box's bright seed component that is that kidney.
 
 A kidney's ROI counts as correct when box recall >= 0.95 and seed precision >= 0.8 (a rule
-fixed before the DSC rows were joined). The DSC rows of the benchmark run (``--rows``, written
+set from the box scores alone, before the DSC rows were joined). The DSC rows of the benchmark run (``--rows``, written
 by ``benchmarks/unsupervised.py``) are then split by that flag, per method, so the clustering
 can be compared with Otsu and watershed on the kidneys whose box is right. The ROI is
 deterministic, so it is the same box the benchmark rows were made with (same code, same
