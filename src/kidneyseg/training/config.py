@@ -161,13 +161,18 @@ class TrainConfig:
         return [(2, 2, 2 if lvl >= levels - self.z_pool_levels else 1) for lvl in range(levels)]
 
     @property
+    def body_referenced(self) -> bool:
+        """The normalisation clips at a multiple of the body median (needs ``body_clip_ratio``)."""
+        return self.normalisation != "percentile_zscore"
+
+    @property
     def clip_ratio(self) -> float | None:
         """The body-median clip of ``"body_clip_zscore"`` / ``"body_ratio"``, or ``None`` for none.
 
         Raises:
             ValueError: a body-referenced normalisation with the ratio not yet set by training.
         """
-        if self.normalisation == "percentile_zscore":
+        if not self.body_referenced:
             return None
         if self.body_clip_ratio is None:
             raise ValueError(f"{self.normalisation}: body_clip_ratio is not set (training sets it from the training kidneys)")

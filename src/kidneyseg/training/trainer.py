@@ -59,7 +59,7 @@ def fit_normalisation(config: TrainConfig, cases: list[Case], read: list | None 
     Returns:
         ``config`` unchanged, or a copy with ``body_clip_ratio`` set (rounded to 3 decimals).
     """
-    if config.normalisation == "percentile_zscore" or config.body_clip_ratio is not None:
+    if not config.body_referenced or config.body_clip_ratio is not None:
         return config
     from ..preprocess.normalise import foreground_body_ratio
 
@@ -110,7 +110,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     t_start = time.perf_counter()
     progress = progress and ctx.is_main
     read = [None] * len(train_cases)
-    if config.normalisation != "percentile_zscore" and config.body_clip_ratio is None:
+    if config.body_referenced and config.body_clip_ratio is None:
         read = [read_case(c) for c in train_cases]  # the fit and the loading share one read of each file
         config = fit_normalisation(config, train_cases, read)
     volumes = [load_volume(c, config, r) for c, r in tqdm(list(zip(train_cases, read)), desc="loading", disable=not progress)]
