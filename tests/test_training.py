@@ -13,7 +13,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.labels import MR_KIDNEYS
 from kidneyseg.training.config import TrainConfig
 from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
-from kidneyseg.training.trainer import split_folds, train
+from kidneyseg.training.trainer import select_cases, split_folds, train
 
 from .conftest import CHAOS, needs_chaos
 
@@ -40,6 +40,15 @@ def test_split_folds_by_patient_disjoint_and_complete():
     assert sorted(flat) == sorted(ids) and len(flat) == len(set(flat))
     assert [len(f) for f in folds] == [3, 3, 3, 3, 2]
     assert split_folds(ids, 5, seed=0) == folds and split_folds(ids, 5, seed=1) != folds
+
+
+@needs_chaos
+def test_split_seed_keeps_the_folds_when_the_training_seed_changes():
+    base = TrainConfig(dataset=str(CHAOS), exclude_cases=("39",), fold=2)
+    held = lambda cfg: sorted(c.case_id for c in select_cases(cfg)[1])
+    assert held(base.replace(seed=1, split_seed=0)) == held(base)
+    assert held(base.replace(seed=1)) != held(base)  # None: the split follows the training seed
+    assert TrainConfig.from_dict(base.replace(seed=1, split_seed=0).to_dict()).fold_seed == 0
 
 
 def test_flip_left_right_swaps_kidney_labels():

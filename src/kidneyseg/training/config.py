@@ -80,6 +80,10 @@ class TrainConfig:
         folds: number of cross-validation folds, split by patient.
         fold: the fold to hold out, or ``None`` to train on every (non-excluded) case.
         seed: seeds numpy and torch (sampling, augmentation, initialisation).
+        split_seed: seeds the patient split into folds; ``None`` (the default, and every
+            model made before 2026-12-02) uses ``seed``. Set it to keep the folds fixed
+            while ``seed`` changes, as nnU-Net keeps its split fixed across trainings
+            (for a seed ensemble measured by cross-validation).
         num_threads: torch intra-op threads (0 = torch's default).
         checkpoint_every: iterations between resumable checkpoints.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
@@ -112,6 +116,7 @@ class TrainConfig:
     folds: int = 5
     fold: int | None = None
     seed: int = 0
+    split_seed: int | None = None
     num_threads: int = 0
     checkpoint_every: int = 100
     device: str = "auto"
@@ -159,6 +164,11 @@ class TrainConfig:
         if self.spatial_dims == 2:
             return [(2, 2)] * levels
         return [(2, 2, 2 if lvl >= levels - self.z_pool_levels else 1) for lvl in range(levels)]
+
+    @property
+    def fold_seed(self) -> int:
+        """The seed of the patient split: ``split_seed``, or ``seed`` when that is ``None``."""
+        return self.seed if self.split_seed is None else self.split_seed
 
     @property
     def body_referenced(self) -> bool:

@@ -41,7 +41,7 @@ def select_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
              if c.case_id not in set(config.exclude_cases)]
     if config.fold is None:
         return cases, []
-    held = set(split_folds([c.case_id for c in cases], config.folds, config.seed)[config.fold])
+    held = set(split_folds([c.case_id for c in cases], config.folds, config.fold_seed)[config.fold])
     return [c for c in cases if c.case_id not in held], [c for c in cases if c.case_id in held]
 
 
