@@ -1,6 +1,7 @@
 """Trained-model folders: ``config.json`` (the typed training config), ``model.pt``
 (state dict), optionally ``inference.json`` (test-time augmentation and threshold,
-:mod:`kidneyseg.inference.settings`) and ``model_card.md``. Nothing is ever downloaded: the shipped model lives in
+:mod:`kidneyseg.inference.settings`), ``ensemble.json`` (several weight files of that
+config whose softmax is averaged, :func:`make_ensemble`) and ``model_card.md``. Nothing is ever downloaded: the shipped model lives in
 the package (``kidneyseg/assets/models``), any other is a local folder.
 """
 
@@ -21,6 +22,32 @@ from .unet import build_unet2d, build_unet3d
 
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
+ENSEMBLE = "ensemble.json"
+
+
+class SoftmaxEnsemble(torch.nn.Module):
+    """Networks of one architecture whose softmax probabilities are averaged.
+
+    ``forward`` returns the log of the members' mean softmax, so a caller that applies a
+    softmax over dim 1 (as every kidneyseg predictor does) gets that mean exactly (up to
+    float32 rounding): ``softmax(log p) = p / sum(p) = p``. This is nnU-Net's ensembling
+    of softmax outputs, done per forward pass instead of on saved probability maps.
+
+    Args:
+        members: networks mapping the same input to logits ``(B, C, ...)``.
+    """
+
+    def __init__(self, members: list[torch.nn.Module]) -> None:
+        super().__init__()
+        if len(members) < 2:
+            raise ValueError(f"SoftmaxEnsemble: expected >= 2 members, got {len(members)}")
+        self.members = torch.nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        p = torch.softmax(self.members[0](x).float(), dim=1)
+        for m in self.members[1:]:
+            p = p + torch.softmax(m(x).float(), dim=1)
+        return torch.log((p / len(self.members)).clamp_min(torch.finfo(torch.float32).tiny))
 
 
 @dataclass
@@ -87,11 +114,13 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
 
     Args:
         folder: a folder with ``config.json`` and ``model.pt``; ``None`` for the shipped model.
+            With an ``ensemble.json`` the network is a :class:`SoftmaxEnsemble` of its
+            members' weight files.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
     Raises:
         InputError: missing folder or files, weights that do not fit the config, or an
-            invalid ``inference.json``.
+            invalid ``inference.json`` or ``ensemble.json``.
     """
     folder = Path(folder) if folder is not None else default_model_dir()
     for name in (CONFIG, WEIGHTS):
@@ -102,14 +131,92 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{folder / CONFIG}: invalid model config ({exc})") from None
     dev = resolve_device(device)
-    network = build_network(config)
-    try:
-        state = torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise InputError(f"{folder / WEIGHTS}: weights do not fit config.json ({exc.__class__.__name__}: {first})") from None
+    members = _ensemble_members(folder)
+    nets = [_load_weights(build_network(config), folder / name) for name in members]
+    network = nets[0] if len(nets) == 1 else SoftmaxEnsemble(nets)
     network.to(dev).eval()
     if dev.type == "cpu" and config.spatial_dims == 2:
         network = network.to(memory_format=torch.channels_last)
     return ModelBundle(network, config, folder, dev, read_inference_config(folder))
+
+
+def _load_weights(network: torch.nn.Module, path: Path) -> torch.nn.Module:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        network.load_state_dict(state)
+    except Exception as exc:
+        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
+        raise InputError(f"{path}: weights do not fit config.json ({exc.__class__.__name__}: {first})") from None
+    return network
+
+
+def _ensemble_members(folder: Path) -> list[str]:
+    """Weight file names of a model folder: ``ensemble.json``'s members, else ``[model.pt]``."""
+    path = folder / ENSEMBLE
+    if not path.is_file():
+        return [WEIGHTS]
+    try:
+        members = [str(m["weights"]) for m in json.loads(path.read_text())["members"]]
+    except (ValueError, TypeError, KeyError) as exc:
+        raise InputError(f"{path}: invalid ensemble file ({exc.__class__.__name__}: {exc})") from None
+    for name in members:
+        if Path(name).name != name or not (folder / name).is_file():
+            raise InputError(f"{path}: member {name!r} is not a weight file in {folder}")
+    if len(members) < 2 or len(set(members)) != len(members):
+        raise InputError(f"{path}: expected two or more distinct members, got {members}")
+    return members
+
+
+def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
+    """Write a model folder whose network averages the softmax of trained model folders.
+
+    The members must share one training configuration except ``seed`` (the same
+    architecture and preprocessing, including the fitted ``body_clip_ratio``). ``folder``
+    gets the first member's ``config.json`` (and ``inference.json``, if any), the weights as
+    ``model.pt``, ``model_1.pt``, ... and ``ensemble.json`` (each member's source folder,
+    seed and sha256).
+
+    Raises:
+        InputError: fewer than two members, a member that is not a model folder, or
+            members whose configurations differ in more than the seed; ``folder`` existing
+            and not empty. The folder is written beside it as ``<folder>.partial`` and renamed
+            when complete, so a failure leaves nothing behind.
+    """
+    import shutil
+
+    srcs = [Path(m) for m in members]
+    if len(srcs) < 2:
+        raise InputError(f"ensemble: expected two or more model folders, got {len(srcs)}")
+    configs = []
+    for src in srcs:
+        if not (src / CONFIG).is_file() or not (src / WEIGHTS).is_file():
+            raise InputError(f"{src}: not a kidneyseg model folder (missing {CONFIG} or {WEIGHTS})")
+        configs.append(TrainConfig.from_dict(json.loads((src / CONFIG).read_text())))
+    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("seed", "split_seed", "num_threads", "device", "dataset")}
+    for src, cfg in zip(srcs[1:], configs[1:]):
+        diff = sorted(k for k, v in strip(cfg).items() if strip(configs[0])[k] != v)
+        if diff:
+            raise InputError(f"{src}: configuration differs from {srcs[0]} in {', '.join(diff)} (only the seed may)")
+    folder = Path(folder)
+    if folder.exists() and any(folder.iterdir()):
+        raise InputError(f"{folder}: exists and is not empty")
+    tmp = folder.with_name(folder.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        shutil.copyfile(srcs[0] / CONFIG, tmp / CONFIG)
+        if (srcs[0] / "inference.json").is_file():
+            shutil.copyfile(srcs[0] / "inference.json", tmp / "inference.json")
+        entries = []
+        for i, (src, cfg) in enumerate(zip(srcs, configs)):
+            name = WEIGHTS if i == 0 else f"model_{i}.pt"
+            shutil.copyfile(src / WEIGHTS, tmp / name)
+            entries.append({"weights": name, "source": str(src), "seed": cfg.seed, "sha256": sha256(tmp / name)})
+        (tmp / ENSEMBLE).write_text(json.dumps({"combine": "mean_softmax", "members": entries}, indent=2) + "\n")
+        if folder.exists():
+            folder.rmdir()
+        tmp.rename(folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder
