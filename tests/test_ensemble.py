@@ -84,3 +84,15 @@ def test_bad_ensemble_json_is_refused_naming_the_file(tmp_path, content, match):
     with pytest.raises(InputError, match=match) as err:
         load_model(folder, "cpu")
     assert "ensemble.json" in str(err.value)
+
+
+def test_ensemble_command_writes_a_loadable_folder_and_refuses_bad_members(tmp_path):
+    from .test_cli import run
+
+    a, b = _member(tmp_path / "a", 0), _member(tmp_path / "b", 1)
+    ok = run("ensemble", str(a), str(b), "-o", str(tmp_path / "ens"))
+    assert ok.returncode == 0, ok.stderr
+    assert isinstance(load_model(tmp_path / "ens", "cpu").network, SoftmaxEnsemble)
+    bad = run("ensemble", str(a), str(tmp_path / "nothing"), "-o", str(tmp_path / "ens2"))
+    assert bad.returncode == 2 and "nothing" in bad.stderr and "Traceback" not in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "ens2").exists()

@@ -146,6 +146,13 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--quiet", action="store_true")
     pl.add_argument("--debug", action="store_true")
 
+    en = sub.add_parser("ensemble", help="make one mr-t2-unet model folder that averages the softmax of "
+                                         "model folders trained with different seeds")
+    en.add_argument("models", nargs="+", help="two or more model folders (config.json + model.pt)")
+    en.add_argument("-o", "--output", required=True, help="new model folder (use it with segment --model)")
+    en.add_argument("--quiet", action="store_true")
+    en.add_argument("--debug", action="store_true")
+
     lm = sub.add_parser("list-models", help="list registered pipelines and the shipped model")
     lm.add_argument("--debug", action="store_true")
     lm.add_argument("--quiet", action="store_true")
@@ -417,6 +424,15 @@ def _cmd_plan(args) -> int:
     return 0
 
 
+def _cmd_ensemble(args) -> int:
+    from .models.store import make_ensemble
+
+    out = make_ensemble(args.models, args.output)
+    if not args.quiet:
+        print(f"ensemble of {len(args.models)} models written to {out}")
+    return 0
+
+
 def _cmd_demo(args) -> int:
     from .api import run_demo
 
@@ -426,7 +442,7 @@ def _cmd_demo(args) -> int:
 
 _COMMANDS = {"segment": _cmd_segment, "train": _cmd_train, "list-models": _cmd_list_models,
              "info": _cmd_info, "demo": _cmd_demo, "evaluate": _cmd_evaluate, "dti": _cmd_dti,
-             "plan": _cmd_plan}
+             "plan": _cmd_plan, "ensemble": _cmd_ensemble}
 
 
 def _terminated(signum, frame):
