@@ -2,8 +2,9 @@
 
     python benchmarks/unsupervised_roi_quality.py [--rows benchmarks/results/unsupervised.jsonl]
 
-For each CHAOS T2 case, the pipeline's own first steps are re-run (N4 with the default
-``UnsupervisedConfig``, then ``detect_kidney_rois``; no label is seen) and each kidney's box is
+For each CHAOS T2 case, the pipeline's own first steps are re-run
+(``UnsupervisedKidneyPipeline.regions`` with the default ``UnsupervisedConfig``: N4, then
+``detect_kidney_rois``; no label is seen) and each kidney's box is
 scored against the expert mask:
 
 * box recall: the fraction of the expert kidney inside the box;
@@ -32,10 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kidneyseg.io import read_image, to_canonical  # noqa: E402
-from kidneyseg.localize import detect_kidney_rois  # noqa: E402
-from kidneyseg.pipelines.unsupervised import UnsupervisedConfig  # noqa: E402
-from kidneyseg.postprocess import body_midline_x_mm  # noqa: E402
-from kidneyseg.preprocess.bias import n4_bias_correct  # noqa: E402
+from kidneyseg.pipelines.unsupervised import UnsupervisedConfig, UnsupervisedKidneyPipeline  # noqa: E402
 
 CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
 MIN_RECALL, MIN_PRECISION = 0.95, 0.8
@@ -44,12 +42,9 @@ SIDES = {"right": (2, "kidney_right"), "left": (3, "kidney_left")}  # CHAOS labe
 
 def roi_quality(case: str, config: UnsupervisedConfig) -> dict[str, dict]:
     """Box recall and seed precision per side for CHAOS case ``case`` (missing side: zeros)."""
-    image = read_image(CHAOS / f"image_{case}.nii.gz", dtype=np.float32)
-    canon, _ = to_canonical(image)
+    found = UnsupervisedKidneyPipeline(config, device="cpu").regions(read_image(CHAOS / f"image_{case}.nii.gz")).found
     labels, _ = to_canonical(read_image(CHAOS / f"label_{case}.nii.gz"))
     lab = np.asarray(labels.array)
-    corrected, _ = n4_bias_correct(canon, config.n4_iterations, config.n4_fitting_levels)
-    found = detect_kidney_rois(corrected.array, canon.affine, config.roi, body_midline_x_mm(canon.array, canon.affine))
     out = {side: {"box_recall": 0.0, "seed_precision": 0.0, "seed_ml": 0.0} for side in SIDES}
     for roi in found.rois:
         ref = lab == SIDES[roi.side][0]

@@ -206,6 +206,13 @@ def test_pipeline_on_the_phantom_segments_both_kidneys(body_phantom):
     assert dice(res.mask.array == 1, right) > 0.85
     assert dice(res.mask.array == 2, left) > 0.85
     assert res.mask.shape == img.shape and np.array_equal(res.mask.affine, affine)
+    # regions() is the segment's own first half: the same boxes it reports
+    found = UnsupervisedKidneyPipeline().regions(Image(img, affine)).found
+    assert sorted(r.side for r in found.rois) == ["left", "right"]
+    for roi in found.rois:
+        assert res.qc[f"roi_{roi.side}_mm"] == " ".join(f"{a:.1f}:{b:.1f}" for a, b in zip(roi.lo_world_mm, roi.hi_world_mm))
+        side = right if roi.side == "right" else left
+        assert side[roi.slices].sum() == side.sum()  # the box holds its kidney (canonical = input grid here)
 
 
 @pytest.mark.parametrize("precision", ["float32", "bfloat16"])

@@ -21,7 +21,8 @@ import numpy as np
 from ..errors import GeometryError, InputError
 from ..io import Image, check_volume, from_canonical, to_canonical
 from ..labels import MR_KIDNEYS
-from ..localize import ROIConfig, detect_kidney_rois
+from ..io import Reorientation
+from ..localize import ROIConfig, ROIResult, detect_kidney_rois
 from ..postprocess import body_midline_x_mm
 from ..postprocess.clusters import clamp_to_seed, component_at_seed, refine_boundary, select_kidney_clusters
 from ..training.clustering import ClusterConfig, optimise_clusters, resolve_precision
@@ -99,6 +100,27 @@ class UnsupervisedConfig:
     def to_dict(self) -> dict:
         """Plain dict (for JSON)."""
         return asdict(self)
+
+
+@dataclass
+class Regions:
+    """The pipeline's first steps on one image (:meth:`UnsupervisedKidneyPipeline.regions`).
+
+    Attributes:
+        image: the checked float32 input.
+        canonical: ``image`` reoriented to RAS (original intensities).
+        reorientation: how to go back to the input's axes.
+        channels: float32 ``(X, Y, Z)`` arrays on ``canonical``'s grid: the N4-corrected
+            image, then the registered, N4-corrected secondary image if one was given.
+        found: the kidney boxes (:func:`kidneyseg.localize.detect_kidney_rois` on
+            ``channels[0]``).
+    """
+
+    image: Image
+    canonical: Image
+    reorientation: Reorientation
+    channels: list[np.ndarray]
+    found: ROIResult
 
 
 def _factors(spacing_mm: tuple[float, ...], working_mm: float) -> tuple[int, ...]:
@@ -230,6 +252,33 @@ class UnsupervisedKidneyPipeline:
         finally:
             torch.set_num_threads(threads)
 
+    def regions(self, image: Image, secondary: Image | None = None) -> Regions:
+        """The steps before any clustering: check, RAS, N4, the secondary image registered
+        and fused as a channel, the kidney boxes. No label is used (the ROI benchmark scores
+        these boxes against expert masks).
+
+        Args / Raises: as :meth:`segment`.
+        """
+        from ..preprocess.bias import n4_bias_correct
+
+        cfg = self.config
+        image = check_volume(image)
+        if image.array.dtype != np.float32:
+            image = image.with_array(np.asarray(image.array, dtype=np.float32))
+        canon, reo = to_canonical(image)
+        corrected, _ = n4_bias_correct(canon, cfg.n4_iterations, cfg.n4_fitting_levels)
+        channels = [corrected.array]
+        if secondary is not None:
+            from ..preprocess.registration import register_to
+
+            secondary = check_volume(secondary, "secondary image")
+            sec_c, _ = to_canonical(secondary.with_array(np.asarray(secondary.array, dtype=np.float32)))
+            sec_corr, _ = n4_bias_correct(sec_c, cfg.n4_iterations, cfg.n4_fitting_levels)
+            channels.append(register_to(corrected, sec_corr, cfg.registration_metric).image.array)
+        midline = body_midline_x_mm(canon.array, canon.affine)
+        found = detect_kidney_rois(corrected.array, canon.affine, cfg.roi, midline)
+        return Regions(image, canon, reo, channels, found)
+
     def segment(self, image: Image, secondary: Image | None = None) -> Result:
         """Segment one 3D image, optionally with a second sequence of the same exam.
 
@@ -252,25 +301,10 @@ class UnsupervisedKidneyPipeline:
                 image whose registration fails.
             GeometryError: the output grid would differ from the input's (a bug).
         """
-        from ..preprocess.bias import n4_bias_correct
-
         t0 = time.perf_counter()
         cfg = self.config
-        image = check_volume(image)
-        if image.array.dtype != np.float32:
-            image = image.with_array(np.asarray(image.array, dtype=np.float32))
-        canon, reo = to_canonical(image)
-        corrected, _ = n4_bias_correct(canon, cfg.n4_iterations, cfg.n4_fitting_levels)
-        channels = [corrected.array]
-        if secondary is not None:
-            from ..preprocess.registration import register_to
-
-            secondary = check_volume(secondary, "secondary image")
-            sec_c, _ = to_canonical(secondary.with_array(np.asarray(secondary.array, dtype=np.float32)))
-            sec_corr, _ = n4_bias_correct(sec_c, cfg.n4_iterations, cfg.n4_fitting_levels)
-            channels.append(register_to(corrected, sec_corr, cfg.registration_metric).image.array)
-        midline = body_midline_x_mm(canon.array, canon.affine)
-        found = detect_kidney_rois(corrected.array, canon.affine, cfg.roi, midline)
+        reg = self.regions(image, secondary)
+        image, canon, reo, channels, found = reg.image, reg.canonical, reg.reorientation, reg.channels, reg.found
         spacing = canon.spacing_mm
         labels_c = np.zeros(canon.shape, dtype=np.uint8)
         qc: dict[str, object] = {"no_roi": not found.rois, "not_converged": False}
@@ -306,4 +340,4 @@ class UnsupervisedKidneyPipeline:
                       seconds=time.perf_counter() - t0)
 
 
-__all__ = ["METHODS", "SINGLE_KIDNEY", "UnsupervisedConfig", "UnsupervisedKidneyPipeline"]
+__all__ = ["METHODS", "SINGLE_KIDNEY", "Regions", "UnsupervisedConfig", "UnsupervisedKidneyPipeline"]
