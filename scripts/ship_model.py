@@ -1,7 +1,12 @@
 """Copy a trained model folder into the package and write its model card.
 
 Usage: python scripts/ship_model.py --final runs/final --folds runs/fold0 runs/fold1 ... \
-           [--dest src/kidneyseg/assets/models/mr_t2_kidney]
+           [--dest src/kidneyseg/assets/models/mr_t2_kidney] [--cv-rows ROWS.jsonl]
+
+A seed ensemble (``--final`` made by ``kidneyseg ensemble``, with ``ensemble.json``) ships
+all its weight files; its training times are read from the members' source folders, and its
+cross-validation table from ``--cv-rows`` (``benchmarks/mr_inference_settings.py`` rows of
+the ensemble's fold folders, one pass and the argmax), since no trainer validated it.
 
 The card holds: training data, the config, cross-validation Dice per kidney (pooled over the
 folds' held-out cases, full pipeline with post-processing), total-kidney-volume error,
@@ -22,8 +27,19 @@ from pathlib import Path
 import torch
 
 from kidneyseg.inference.settings import INFERENCE, read_inference_config
-from kidneyseg.models.store import sha256
-from kidneyseg.training.trainer import summarise_cv
+from kidneyseg.models.store import ENSEMBLE, sha256
+from kidneyseg.training.trainer import summarise_cv, summarise_cv_rows
+
+
+def _members(folder: Path) -> list[dict]:
+    """``[{weights, source}]`` of a model folder: its ``ensemble.json`` members, or itself."""
+    if (folder / ENSEMBLE).is_file():
+        return json.loads((folder / ENSEMBLE).read_text())["members"]
+    return [{"weights": "model.pt", "source": str(folder)}]
+
+
+def _train_seconds(folder: Path) -> list[float]:
+    return [json.loads((Path(m["source"]) / "training_summary.json").read_text())["train_seconds"] for m in _members(folder)]
 
 
 def main() -> None:
@@ -31,12 +47,24 @@ def main() -> None:
     ap.add_argument("--final", required=True, type=Path)
     ap.add_argument("--folds", nargs="+", required=True, type=Path)
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_t2_kidney"))
+    ap.add_argument("--cv-rows", type=Path, default=None,
+                    help="mr_inference_settings.py rows to take the CV table from (setting: one pass, argmax)")
     args = ap.parse_args()
 
     dest = args.dest
     dest.mkdir(parents=True, exist_ok=True)
-    for name in ("model.pt", "config.json", "training_log.csv", "training_summary.json"):
-        shutil.copy2(args.final / name, dest / name)
+    members = _members(args.final)
+    for old in list(dest.glob("model*.pt")) + list(dest.glob("training_*")) + [dest / ENSEMBLE]:
+        old.unlink(missing_ok=True)  # nothing of an earlier model outlives it
+    shutil.copy2(args.final / "config.json", dest / "config.json")
+    for i, m in enumerate(members):
+        shutil.copy2(args.final / m["weights"], dest / m["weights"])
+        suffix = "" if i == 0 else f"_{i}"
+        for name in ("training_log.csv", "training_summary.json"):
+            shutil.copy2(Path(m["source"]) / name, dest / name.replace(".", f"{suffix}.", 1))
+    if len(members) > 1:
+        shipped = [dict(m, source=f"training member {i}") for i, m in enumerate(members)]  # no local paths
+        (dest / ENSEMBLE).write_text(json.dumps({"combine": "mean_softmax", "members": shipped}, indent=2) + "\n")
     shipped_cfg = json.loads((dest / "config.json").read_text())
     shared = (Path(__file__).resolve().parents[1].parent / "shared").resolve()
     data = Path(shipped_cfg["dataset"]).resolve()
@@ -55,15 +83,31 @@ def main() -> None:
         thr = "argmax" if inf.kidney_threshold is None else f"kidney if its probability is >= {inf.kidney_threshold}"
         inference_text = (f"`inference.json`: softmax averaged over in-plane shifts of {shifts} pixels"
                           f"{' and their left-right mirrors' if inf.tta_mirror_x else ''}; {thr}. Chosen by "
-                          f"{inf.chosen_by}. `kidneyseg segment --no-tta` keeps the threshold with one pass. The "
-                          "cross-validation table below is the trainer's own validation: one pass, argmax.")
-    cv = summarise_cv(args.folds, dest / "cv_summary.json")
-    fold_secs = [json.loads((f / "training_summary.json").read_text())["train_seconds"] for f in args.folds]
-    final = json.loads((args.final / "training_summary.json").read_text())
+                          f"{inf.chosen_by}. `kidneyseg segment --no-tta` keeps the threshold with one pass.")
+    if args.cv_rows is not None:
+        rows = [json.loads(line) for line in args.cv_rows.read_text().splitlines() if line.strip()]
+        cv = summarise_cv_rows([r for r in rows if (r["tta"], r["threshold"]) == ("none", None)], dest / "cv_summary.json")
+        cv_source = (f"The cross-validation table below is from `{args.cv_rows.name}` (benchmarks/mr_inference_settings.py "
+                     "on the ensemble's fold folders): one pass per member, argmax.")
+    else:
+        cv = summarise_cv(args.folds, dest / "cv_summary.json")
+        cv_source = "The cross-validation table below is the trainer's own validation: one pass, argmax."
+    fold_secs = [t for f in args.folds for t in _train_seconds(f)]
+    final_secs = _train_seconds(args.final)
+    final = json.loads((Path(members[0]["source"]) / "training_summary.json").read_text())
     config = json.loads((args.final / "config.json").read_text())
-    digest = sha256(dest / "model.pt")
-    size_mb = (dest / "model.pt").stat().st_size / 1e6
-    n_params = sum(v.numel() for v in torch.load(dest / "model.pt", weights_only=True).values())
+    seeds = [json.loads((Path(m["source"]) / "config.json").read_text())["seed"] for m in members]
+    files = []
+    for m in members:
+        w = dest / m["weights"]
+        n_params = sum(v.numel() for v in torch.load(w, weights_only=True).values())
+        files.append(f"`{m['weights']}`, {w.stat().st_size / 1e6:.1f} MB, {n_params:,} parameters, sha256 `{sha256(w)}`")
+    if len(members) > 1:
+        file_text = (f"an ensemble of {len(members)} networks of one config trained with seeds "
+                     f"{', '.join(map(str, seeds))} (`ensemble.json`: their softmax is averaged): " + "; ".join(files))
+        time_text = (f"final models {', '.join(f'{t / 60:.1f}' for t in final_secs)} min (one per seed)")
+    else:
+        file_text, time_text = files[0], f"final model {final_secs[0] / 60:.1f} min"
     rows = "\n".join(
         f"| {r['fold']} | {r['case']} | {r['dice_kidney_right']:.3f} | {r['dice_kidney_left']:.3f} | "
         f"{r['kidney_right_ml']:.1f} / {r['kidney_right_ref_ml']:.1f} | {r['kidney_left_ml']:.1f} / {r['kidney_left_ref_ml']:.1f} |"
@@ -81,7 +125,7 @@ def main() -> None:
 Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
 
 - **Date**: {dt.date.today().isoformat()}
-- **File**: `model.pt`, {size_mb:.1f} MB, {n_params:,} parameters, sha256 `{digest}`
+- **File**: {file_text}
 - **Labels written**: 1 `kidney_right`, 2 `kidney_left` (patient's sides). The network predicts one
   "kidney" class; sides are named from world (RAS+) coordinates after connected components
   (`kidneyseg.postprocess.assign_kidneys`).
@@ -91,14 +135,14 @@ Left and right kidney segmentation on T2-weighted (SPIR) axial abdominal MRI.
 - **Training**: {config['iterations']} iterations of AdamW (lr {config['learning_rate']}, poly decay), batch
   {config['batch_size']} patches of {config['patch_size'][0]} x {config['patch_size'][1]}, Dice + cross-entropy
   (MONAI `DiceCELoss`), foreground oversampling {config['foreground_fraction']}, rotation/zoom/noise/intensity/gamma
-  augmentation (MONAI){aug_extra}, seed {config['seed']}. Full config: `config.json`.
+  augmentation (MONAI){aug_extra}, seed {', '.join(map(str, seeds))}. Full config: `config.json`.
 - **Training data**: CHAOS challenge MR T2-SPIR, cases {', '.join(final['train_cases'])} from
   `../shared/data/chaos_t2` (expert labels; CC BY-SA 4.0, Kavur et al., Medical Image Analysis 69, 2021,
   Zenodo 3431873). Case 39 was never used for training: it is the bundled example.
-- **Training time**: final model {final['train_seconds'] / 60:.1f} min on {platform.processor() or platform.machine()}
+- **Training time**: {time_text} on {platform.processor() or platform.machine()}
   CPU, torch {torch.__version__}, 1 intra-op thread (two trainings shared the machine's 2 cores); folds
   {min(fold_secs) / 60:.1f} to {max(fold_secs) / 60:.1f} min each.
-- **Inference**: {inference_text}
+- **Inference**: {inference_text} {cv_source}
 
 ## Cross-validation ({len(args.folds)}-fold, split by patient, {cv['n_cases']} cases)
 

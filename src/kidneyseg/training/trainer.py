@@ -236,6 +236,13 @@ def summarise_cv(fold_dirs: list[Path], out_path: str | Path) -> dict:
     for d in fold_dirs:
         s = json.loads((Path(d) / "training_summary.json").read_text())
         rows += [dict(r, fold=Path(d).name) for r in s.get("validation", [])]
+    return summarise_cv_rows(rows, out_path)
+
+
+def summarise_cv_rows(rows: list[dict], out_path: str | Path) -> dict:
+    """:func:`summarise_cv` of given rows (each with ``fold``, ``case``, ``dice_*`` and the
+    ``kidney_{right,left}_ml`` / ``_ref_ml`` volumes), e.g. one setting of
+    ``benchmarks/mr_inference_settings.py``'s rows for a model without trainer validation."""
     out: dict[str, object] = {"n_cases": len(rows), "cases": rows}
     for key in [k for k in (rows[0] if rows else {}) if k.startswith("dice_")]:
         vals = np.array([r[key] for r in rows], dtype=float)
