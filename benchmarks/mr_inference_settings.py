@@ -51,13 +51,14 @@ TTA_MIRROR = {"mirror": TestTimeAugmentation(((0, 0),), True), "shift4+mirror": 
 THRESHOLDS = (None, 0.5, 0.45, 0.4, 0.35, 0.3)
 
 
-def score_folds(folds: list[Path], tta: dict[str, TestTimeAugmentation], dataset: Path) -> list[dict]:
+def score_folds(folds: list[Path], tta: dict[str, TestTimeAugmentation], dataset: Path,
+                core_depth_mm: float | None = None) -> list[dict]:
     """One row per (held-out case, TTA, threshold): Dice right / left after post-processing."""
     rows = []
     for fold in folds:
         bundle = load_model(fold, "cpu")
         cfg = bundle.config.replace(dataset=str(dataset))
-        pipe = MRKidneyPipeline(bundle)
+        pipe = MRKidneyPipeline(bundle, core_depth_mm=core_depth_mm)
         _, val = select_cases(cfg)
         for case in val:
             image, ref = read_case(case)
@@ -119,6 +120,8 @@ def main() -> None:
     ap.add_argument("--mirror", action="store_true", help="also try mirrored passes (models trained with flips)")
     ap.add_argument("--write", type=Path, default=None, help="model folder to write the chosen inference.json into")
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--core-depth-mm", type=float, default=None,
+                    help="rank kidney components by their core at this depth (assign_kidneys); default: by voxel count")
     ap.add_argument("--dataset", type=Path, default=CHAOS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mr_inference_settings.md")
     args = ap.parse_args()
@@ -132,7 +135,7 @@ def main() -> None:
         if sorted({r["fold"] for r in rows}) != sorted(f.name for f in args.folds):
             sys.exit(f"{args.rows}: rows are of folds {sorted({r['fold'] for r in rows})}, not of --folds")
     else:
-        rows = score_folds(args.folds, tta, args.dataset)
+        rows = score_folds(args.folds, tta, args.dataset, args.core_depth_mm)
     if args.rows is None or args.rows.resolve() != args.out.with_suffix(".jsonl").resolve():
         args.out.with_suffix(".jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
 

@@ -165,3 +165,27 @@ def test_second_kidney_is_taken_from_the_other_side_of_the_midline(two_kidney_ph
     tiny[right & (np.arange(labels.shape[2]) >= 2)[None, None, :]] = 0
     res2 = assign_kidneys(tiny, affine, MR_KIDNEYS, midline_x_mm=midline, min_second_fraction=0.5)
     assert res2.laterality_conflict
+
+
+def test_core_ranking_keeps_a_solid_kidney_over_a_larger_thin_rim():
+    """CHAOS case 36 under the seed-1 fold-2 model: a thin rim along a large cyst outgrew the
+    left kidney on the same side, so "largest" kept the rim. Ranked by core (voxels >= 5 mm
+    inside), the kidney wins; ranked by voxel count, the rim does."""
+    shape, spacing = (100, 80, 16), (1.25, 1.25, 5.0)
+    affine = np.diag([*spacing, 1.0])  # RAS: larger x is the patient's right
+    right = ellipsoid(shape, spacing, (100.0, 50.0, 40.0), (10.0, 10.0, 20.0))
+    left = ellipsoid(shape, spacing, (30.0, 50.0, 40.0), (10.0, 10.0, 20.0))
+    rim = np.zeros(shape, bool)
+    rim[2:5, 5:75, 1:15] = True  # 3.75 mm thick, at the far left, apart from the left kidney
+    assert rim.sum() > 2 * left.sum() and not (rim & left).any()
+    fg = (right | left | rim).astype(np.uint8)
+    by_core = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=62.5, core_depth_mm=5.0)
+    assert np.array_equal(by_core.labels == 1, right) and np.array_equal(by_core.labels == 2, left)
+    assert by_core.removed_voxels == rim.sum()
+    by_size = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=62.5)
+    assert np.array_equal(by_size.labels == 2, rim) and np.array_equal(by_size.labels == 1, right)
+    # depth is in mm: on 0.5 mm voxels the same arrays are 2.5 times smaller, the kidneys'
+    # in-plane radius 4 mm, so nothing has a 5 mm core and voxel count decides again (the rim)
+    fine = np.diag([0.5, 0.5, 5.0, 1.0])
+    assert np.array_equal(assign_kidneys(fg, fine, MR_KIDNEYS, midline_x_mm=25.0, core_depth_mm=5.0).labels == 2, rim)
+    assert np.array_equal(assign_kidneys(fg, fine, MR_KIDNEYS, midline_x_mm=25.0, core_depth_mm=2.0).labels == 2, left)

@@ -29,9 +29,10 @@ class MRKidneyPipeline:
 
     name = "mr-t2-unet"
 
-    def __init__(self, bundle: ModelBundle, keep_largest: bool = True) -> None:
+    def __init__(self, bundle: ModelBundle, keep_largest: bool = True, core_depth_mm: float | None = None) -> None:
         self.bundle = bundle
         self.keep_largest = keep_largest
+        self.core_depth_mm = core_depth_mm  # component ranking (assign_kidneys); None = voxel count
 
     @classmethod
     def load(cls, model: str | None = None, device: str = "auto") -> "MRKidneyPipeline":
@@ -83,7 +84,8 @@ class MRKidneyPipeline:
         labels_c[labels_c > cfg.kidney_classes] = 0  # auxiliary organs (liver, spleen) are not output
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
-                                  midline_x_mm=midline, keep_largest=self.keep_largest)
+                                  midline_x_mm=midline, keep_largest=self.keep_largest,
+                                  core_depth_mm=self.core_depth_mm)
         qc = {
             "kidney_count": assigned.kidney_count,
             "empty": bool(assigned.kidney_count == 0),

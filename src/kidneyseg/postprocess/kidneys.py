@@ -84,7 +84,7 @@ def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
 
 def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, str],
                    midline_x_mm: float | None = None, keep_largest: bool = True,
-                   min_second_fraction: float = 0.1) -> KidneyAssignment:
+                   min_second_fraction: float = 0.1, core_depth_mm: float | None = None) -> KidneyAssignment:
     """Keep at most two kidney components and name them right/left by world position.
 
     The union of all non-zero labels is split into 3D connected components (26-connectivity,
@@ -112,6 +112,13 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
         midline_x_mm: world x of the patient's midline (see :func:`body_midline_x_mm`).
         keep_largest: remove all but the two largest components (default).
         min_second_fraction: size ratio below which the second component is noise.
+        core_depth_mm: ``None``: "largest" means most voxels. A depth in mm: components are
+            ranked by their core, the voxels at least this far inside the component
+            (``scipy.ndimage.distance_transform_edt`` in mm from the affine's voxel sizes),
+            ties by voxel count. A kidney's parenchyma is over 10 mm thick, so a kidney
+            always has a core at 5 mm, while a thin false positive (a rim along a cyst) has
+            little or none however many voxels it holds. ``min_second_fraction`` still
+            compares voxel counts.
 
     Returns:
         :class:`KidneyAssignment`.
@@ -130,7 +137,8 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     box = tuple(slice(a, b) for a, b in zip(*found))
     shift = np.eye(4)
     shift[:3, 3] = [b.start for b in box]
-    result = _assign_in_box(labels[box], affine @ shift, right, left, midline_x_mm, keep_largest, min_second_fraction)
+    result = _assign_in_box(labels[box], affine @ shift, right, left, midline_x_mm, keep_largest, min_second_fraction,
+                            core_depth_mm)
     full = np.zeros(labels.shape, dtype=np.uint8)
     full[box] = result.labels
     result.labels = full
@@ -155,7 +163,7 @@ def _opposite_second(cc: np.ndarray, order: np.ndarray, sizes: np.ndarray, affin
 
 
 def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int, midline_x_mm: float | None,
-                   keep_largest: bool, min_second_fraction: float) -> KidneyAssignment:
+                   keep_largest: bool, min_second_fraction: float, core_depth_mm: float | None = None) -> KidneyAssignment:
     fg = labels > 0
     cc, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
     out = np.zeros(labels.shape, dtype=np.uint8)
@@ -163,6 +171,11 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
         return KidneyAssignment(out, 0, "none", 1.0, 0)
     sizes = np.bincount(cc.ravel())[1:]
     order = np.argsort(sizes, kind="stable")[::-1] + 1
+    if core_depth_mm is not None and n > 1:
+        spacing = np.linalg.norm(affine[:3, :3], axis=0)
+        depth = ndimage.distance_transform_edt(np.pad(fg, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+        core = np.bincount(cc[depth >= core_depth_mm], minlength=n + 1)[1:]
+        order = np.lexsort((-np.arange(n), sizes, core))[::-1] + 1  # most core, then most voxels, then lowest index
     keep = [int(order[0])]
     if len(order) > 1 and sizes[order[1] - 1] >= min_second_fraction * sizes[order[0] - 1]:
         keep.append(int(order[1]))
