@@ -39,7 +39,7 @@ from kidneyseg.inference import (InferenceConfig, TestTimeAugmentation, decide_l
                                  predict_probabilities, prepare, write_inference_config)
 from kidneyseg.metrics import dice  # noqa: E402
 from kidneyseg.models.store import load_model  # noqa: E402
-from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline  # noqa: E402
+from kidneyseg.pipelines.mr_t2 import CORE_DEPTH_MM, MRKidneyPipeline  # noqa: E402
 from kidneyseg.training.data import read_case  # noqa: E402
 from kidneyseg.training.trainer import select_cases  # noqa: E402
 
@@ -52,7 +52,7 @@ THRESHOLDS = (None, 0.5, 0.45, 0.4, 0.35, 0.3)
 
 
 def score_folds(folds: list[Path], tta: dict[str, TestTimeAugmentation], dataset: Path,
-                core_depth_mm: float | None = None) -> list[dict]:
+                core_depth_mm: float | None = CORE_DEPTH_MM) -> list[dict]:
     """One row per (held-out case, TTA, threshold): Dice right / left after post-processing."""
     rows = []
     for fold in folds:
@@ -120,8 +120,9 @@ def main() -> None:
     ap.add_argument("--mirror", action="store_true", help="also try mirrored passes (models trained with flips)")
     ap.add_argument("--write", type=Path, default=None, help="model folder to write the chosen inference.json into")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--core-depth-mm", type=float, default=None,
-                    help="rank kidney components by their core at this depth (assign_kidneys); default: by voxel count")
+    ap.add_argument("--core-depth-mm", type=lambda v: None if v == "none" else float(v), default=CORE_DEPTH_MM,
+                    help=f"rank kidney components by their core at this depth (assign_kidneys; default "
+                         f"{CORE_DEPTH_MM}, the pipeline's), or 'none' for by voxel count (before 2026-12-02)")
     ap.add_argument("--dataset", type=Path, default=CHAOS)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "mr_inference_settings.md")
     args = ap.parse_args()

@@ -4,7 +4,8 @@ read -> RAS canonical -> (body-median clip) + percentile clip + z-score -> in-pl
 to the model's spacing -> slice-wise U-Net (each slice with its neighbours as channels; the
 model folder's ``inference.json`` may ask for shifted / mirrored passes, averaged) ->
 probabilities back to the canonical grid -> argmax or kidney-probability threshold ->
-components and left/right by world x -> input grid.
+components ranked by their core (voxels >= 5 mm inside), one per side of the body midline,
+named left/right by world x -> input grid.
 """
 
 from __future__ import annotations
@@ -21,6 +22,12 @@ from ..postprocess import assign_kidneys, body_midline_x_mm
 from .result import Result, volumetric_result
 
 
+CORE_DEPTH_MM = 5.0
+"""Kidney components are ranked by their voxels at least this deep (mm), not by voxel count
+(:func:`kidneyseg.postprocess.assign_kidneys`); chosen 2026-12-02 by cross-validation
+(benchmarks/README.md, "Component ranking by core")."""
+
+
 class MRKidneyPipeline:
     """Left/right kidney segmentation and volumetry on 3D MRI.
 
@@ -29,7 +36,8 @@ class MRKidneyPipeline:
 
     name = "mr-t2-unet"
 
-    def __init__(self, bundle: ModelBundle, keep_largest: bool = True, core_depth_mm: float | None = None) -> None:
+    def __init__(self, bundle: ModelBundle, keep_largest: bool = True,
+                 core_depth_mm: float | None = CORE_DEPTH_MM) -> None:
         self.bundle = bundle
         self.keep_largest = keep_largest
         self.core_depth_mm = core_depth_mm  # component ranking (assign_kidneys); None = voxel count
