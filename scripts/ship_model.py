@@ -27,15 +27,13 @@ from pathlib import Path
 import torch
 
 from kidneyseg.inference.settings import INFERENCE, read_inference_config
-from kidneyseg.models.store import ENSEMBLE, sha256
+from kidneyseg.models.store import ENSEMBLE, read_ensemble, sha256
 from kidneyseg.training.trainer import summarise_cv, summarise_cv_rows
 
 
 def _members(folder: Path) -> list[dict]:
-    """``[{weights, source}]`` of a model folder: its ``ensemble.json`` members, or itself."""
-    if (folder / ENSEMBLE).is_file():
-        return json.loads((folder / ENSEMBLE).read_text())["members"]
-    return [{"weights": "model.pt", "source": str(folder)}]
+    """A model folder's weight files (``read_ensemble``), each with the training folder it came from."""
+    return [dict(m, source=m.get("source", str(folder))) for m in read_ensemble(folder)]
 
 
 def _train_seconds(folder: Path) -> list[float]:
@@ -96,7 +94,7 @@ def main() -> None:
     final_secs = _train_seconds(args.final)
     final = json.loads((Path(members[0]["source"]) / "training_summary.json").read_text())
     config = json.loads((args.final / "config.json").read_text())
-    seeds = [json.loads((Path(m["source"]) / "config.json").read_text())["seed"] for m in members]
+    seeds = [m.get("seed", config["seed"]) for m in members]
     files = []
     for m in members:
         w = dest / m["weights"]

@@ -131,8 +131,7 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{folder / CONFIG}: invalid model config ({exc})") from None
     dev = resolve_device(device)
-    members = _ensemble_members(folder)
-    nets = [_load_weights(build_network(config), folder / name) for name in members]
+    nets = [_load_weights(build_network(config), folder / m["weights"]) for m in read_ensemble(folder)]
     network = nets[0] if len(nets) == 1 else SoftmaxEnsemble(nets)
     network.to(dev).eval()
     if dev.type == "cpu" and config.spatial_dims == 2:
@@ -150,20 +149,29 @@ def _load_weights(network: torch.nn.Module, path: Path) -> torch.nn.Module:
     return network
 
 
-def _ensemble_members(folder: Path) -> list[str]:
-    """Weight file names of a model folder: ``ensemble.json``'s members, else ``[model.pt]``."""
+def read_ensemble(folder: str | Path) -> list[dict]:
+    """The weight files of a model folder, checked: ``ensemble.json``'s ``members`` (each a
+    dict with ``weights`` and, as :func:`make_ensemble` writes them, ``source``, ``seed``,
+    ``sha256``), or ``[{"weights": "model.pt"}]`` for a folder without one.
+
+    Raises:
+        InputError: an unreadable ``ensemble.json``, a member that is not a weight file in
+            the folder, fewer than two or repeated members.
+    """
+    folder = Path(folder)
     path = folder / ENSEMBLE
     if not path.is_file():
-        return [WEIGHTS]
+        return [{"weights": WEIGHTS}]
     try:
-        members = [str(m["weights"]) for m in json.loads(path.read_text())["members"]]
+        members = [dict(m, weights=str(m["weights"])) for m in json.loads(path.read_text())["members"]]
     except (ValueError, TypeError, KeyError) as exc:
         raise InputError(f"{path}: invalid ensemble file ({exc.__class__.__name__}: {exc})") from None
-    for name in members:
+    names = [m["weights"] for m in members]
+    for name in names:
         if Path(name).name != name or not (folder / name).is_file():
             raise InputError(f"{path}: member {name!r} is not a weight file in {folder}")
-    if len(members) < 2 or len(set(members)) != len(members):
-        raise InputError(f"{path}: expected two or more distinct members, got {members}")
+    if len(names) < 2 or len(set(names)) != len(names):
+        raise InputError(f"{path}: expected two or more distinct members, got {names}")
     return members
 
 
@@ -179,10 +187,12 @@ def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
     Raises:
         InputError: fewer than two members, a member that is not a model folder, or
             members whose configurations differ in more than the seed; ``folder`` existing
-            and not empty. The folder is written beside it as ``<folder>.partial`` and renamed
-            when complete, so a failure leaves nothing behind.
+            and not empty. Files are staged and renamed into place together
+            (:class:`kidneyseg.io.writers.AtomicOutputs`), so a failure leaves nothing behind.
     """
     import shutil
+
+    from ..io.writers import AtomicOutputs
 
     srcs = [Path(m) for m in members]
     if len(srcs) < 2:
@@ -192,31 +202,30 @@ def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
         if not (src / CONFIG).is_file() or not (src / WEIGHTS).is_file():
             raise InputError(f"{src}: not a kidneyseg model folder (missing {CONFIG} or {WEIGHTS})")
         configs.append(TrainConfig.from_dict(json.loads((src / CONFIG).read_text())))
-    strip = lambda c: {k: v for k, v in c.to_dict().items() if k not in ("seed", "split_seed", "num_threads", "device", "dataset")}
+    free = ("seed", "split_seed", "num_threads", "device", "dataset")  # may differ between members
+    first = {k: v for k, v in configs[0].to_dict().items() if k not in free}
     for src, cfg in zip(srcs[1:], configs[1:]):
-        diff = sorted(k for k, v in strip(cfg).items() if strip(configs[0])[k] != v)
+        diff = sorted(k for k, v in cfg.to_dict().items() if k not in free and first[k] != v)
         if diff:
             raise InputError(f"{src}: configuration differs from {srcs[0]} in {', '.join(diff)} (only the seed may)")
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder}: exists and is not empty")
-    tmp = folder.with_name(folder.name + ".partial")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    created = not folder.exists()
+    folder.mkdir(parents=True, exist_ok=True)
     try:
-        shutil.copyfile(srcs[0] / CONFIG, tmp / CONFIG)
-        if (srcs[0] / "inference.json").is_file():
-            shutil.copyfile(srcs[0] / "inference.json", tmp / "inference.json")
-        entries = []
-        for i, (src, cfg) in enumerate(zip(srcs, configs)):
-            name = WEIGHTS if i == 0 else f"model_{i}.pt"
-            shutil.copyfile(src / WEIGHTS, tmp / name)
-            entries.append({"weights": name, "source": str(src), "seed": cfg.seed, "sha256": sha256(tmp / name)})
-        (tmp / ENSEMBLE).write_text(json.dumps({"combine": "mean_softmax", "members": entries}, indent=2) + "\n")
-        if folder.exists():
-            folder.rmdir()
-        tmp.rename(folder)
+        with AtomicOutputs() as outs:  # every file renamed into place together, or none
+            shutil.copyfile(srcs[0] / CONFIG, outs.stage(folder / CONFIG))
+            if (srcs[0] / "inference.json").is_file():
+                shutil.copyfile(srcs[0] / "inference.json", outs.stage(folder / "inference.json"))
+            entries = []
+            for i, (src, cfg) in enumerate(zip(srcs, configs)):
+                name = WEIGHTS if i == 0 else f"model_{i}.pt"
+                shutil.copyfile(src / WEIGHTS, outs.stage(folder / name))
+                entries.append({"weights": name, "source": str(src), "seed": cfg.seed, "sha256": sha256(src / WEIGHTS)})
+            outs.stage(folder / ENSEMBLE).write_text(json.dumps({"combine": "mean_softmax", "members": entries}, indent=2) + "\n")
     except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if created:
+            shutil.rmtree(folder, ignore_errors=True)
         raise
     return folder

@@ -147,10 +147,11 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
 
 def _opposite_second(cc: np.ndarray, order: np.ndarray, sizes: np.ndarray, affine: np.ndarray, midline_x_mm: float,
                      min_second_fraction: float, keep: list[int]) -> list[int]:
-    """The two kidneys lie on opposite sides of the midline: when the second-largest
-    component (or none) is on the largest's side, take instead the largest component whose
+    """The two kidneys lie on opposite sides of the midline: when the second-ranked
+    component (or none) is on the first's side, take instead the first-ranked component whose
     centroid is on the other side, if it has at least ``min_second_fraction`` of the
-    largest's voxels. Otherwise ``keep`` is returned unchanged."""
+    first's voxels. Otherwise ``keep`` is returned unchanged. ``order`` is the ranking (by
+    voxel count, or by core with ``core_depth_mm``)."""
     big = [int(i) for i in order if sizes[i - 1] >= min_second_fraction * sizes[order[0] - 1]]
     if len(big) < 2:
         return keep  # nothing large enough beside the largest
