@@ -28,6 +28,11 @@ class Case:
             become background.
         file_labels: the file's own label map, value -> structure name (used for
             auxiliary training classes such as liver and spleen).
+        label_parts: for datasets with one binary mask file per structure (ukat): ``(path,
+            value)`` pairs combined into one label image of those values (``label`` is the
+            first of them); empty for one label file.
+        labelled_slices: ``(axis, indices)`` when only those slices (array axis of the image
+            file) were drawn, e.g. ukat's single-slice masks; ``None``: the whole volume.
     """
 
     case_id: str
@@ -35,6 +40,8 @@ class Case:
     label: Path
     label_values: dict[int, int]
     file_labels: dict[int, str] = field(default_factory=dict)
+    label_parts: tuple[tuple[Path, int], ...] = ()
+    labelled_slices: tuple[int, tuple[int, ...]] | None = None
 
 
 def check_label_values(case: Case, values) -> None:
@@ -157,7 +164,59 @@ def kits_cases(folder: str | Path, label_map: dict[int, str] | None = None,
     return cases
 
 
-LAYOUTS = ("chaos", "kits", "nnunet")
+UKAT_LABELS: dict[int, str] = {1: "kidney_right", 2: "kidney_left"}
+"""Values given to ukat's ``*_roi-R`` / ``*_roi-L`` masks when they are combined."""
+
+
+def ukat_cases(folder: str | Path, label_map: dict[int, str], whole_only: bool = False) -> list[Case]:
+    """Cases of the ukat kidney-mask layout (``../shared/data/ukat_kidney_masks``): one folder per
+    scan holding ``*_e1.nii.gz`` and its ``*_e1_roi-R.nii.gz`` / ``*_e1_roi-L.nii.gz`` masks
+    (UKRIN Kidney Analysis Toolbox, GPL-3.0).
+
+    A scan whose masks lie in a single slice along the image's thickest axis is a single-slice
+    case: ``labelled_slices`` names that slice, and the rest of the volume is unlabelled.
+    The case id is the folder name (one scan; several may come from one volunteer).
+
+    Args:
+        folder: the dataset folder.
+        label_map: kidneyseg label map the masks are mapped onto by name.
+        whole_only: only the scans whose masks cover the whole kidneys.
+
+    Raises:
+        InputError: the folder is missing or holds no scan with both masks.
+    """
+    import nibabel as nib
+    import numpy as np
+
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise InputError(f"{folder}: dataset folder not found")
+    values = remap(UKAT_LABELS, label_map)
+    cases = []
+    for d in sorted(p for p in folder.iterdir() if p.is_dir()):
+        img = next(iter(sorted(d.glob("*_e1.nii.gz"))), None)
+        if img is None:
+            continue
+        stem = img.name[: -len(".nii.gz")]
+        right, left = d / f"{stem}_roi-R.nii.gz", d / f"{stem}_roi-L.nii.gz"
+        if not (right.is_file() and left.is_file()):
+            continue
+        head = nib.load(img)
+        axis = int(np.argmax(head.header.get_zooms()[:3]))
+        drawn = set()
+        for m in (right, left):
+            arr = np.asarray(nib.load(m).dataobj) > 0
+            drawn |= set(np.flatnonzero(arr.any(axis=tuple(a for a in range(arr.ndim) if a != axis))).tolist())
+        sliced = (axis, tuple(sorted(drawn))) if len(drawn) <= 1 else None
+        if whole_only and sliced is not None:
+            continue
+        cases.append(Case(d.name, img, right, values, dict(UKAT_LABELS), ((right, 1), (left, 2)), sliced))
+    if not cases:
+        raise InputError(f"{folder}: no scan folder with *_e1.nii.gz and its roi-R / roi-L masks (ukat layout)")
+    return cases
+
+
+LAYOUTS = ("chaos", "kits", "nnunet", "ukat")
 
 
 def list_cases(folder: str | Path, layout: str, label_map: dict[int, str]) -> list[Case]:
@@ -168,4 +227,6 @@ def list_cases(folder: str | Path, layout: str, label_map: dict[int, str]) -> li
         return nnunet_cases(folder, label_map)
     if layout == "kits":
         return kits_cases(folder, label_map)
+    if layout == "ukat":
+        return ukat_cases(folder, label_map)
     raise InputError(f"layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")

@@ -108,7 +108,7 @@ def slice_stack(volume: torch.Tensor, z: torch.Tensor, context: int) -> torch.Te
     return volume[:, :, idx].permute(2, 3, 0, 1)
 
 
-def _slice_batches(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
+def _slice_batches(network: torch.nn.Module, volume: np.ndarray, context: int, device: torch.device,
                    batch_slices: int, levels: int, tta: TestTimeAugmentation = NO_TTA):
     """Yield ``(z0, z1, probs)`` with softmax ``probs`` ``(B, C, X', Y')`` at the model's
     in-plane spacing for slices ``z0:z1``, averaged over the passes of ``tta``.
@@ -118,7 +118,7 @@ def _slice_batches(network: torch.nn.Module, prepared: Prepared, context: int, d
     the frame's window, and each pass's output is cropped back to the slice's own pixels, so
     the passes are aligned exactly (no resampling). Without TTA the frame is the old one.
     """
-    vol = torch.from_numpy(prepared.volume)
+    vol = torch.from_numpy(volume)
     nx, ny, nz = vol.shape
     m = 2 ** (levels - 1)
     s = tta.margin
@@ -165,7 +165,7 @@ def predict_probabilities(network: torch.nn.Module, prepared: Prepared, context:
         (probabilities resampled back from the model's in-plane spacing, bilinear). Holds
         C float32 volumes; :func:`predict_labels` streams instead.
     """
-    out = [p for _, _, p in _slice_batches(network, prepared, context, device, batch_slices, levels, tta)]
+    out = [p for _, _, p in _slice_batches(network, prepared.volume, context, device, batch_slices, levels, tta)]
     probs = torch.cat(out, 0).permute(1, 2, 3, 0)  # (C, X', Y', Z)
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
 
@@ -206,7 +206,7 @@ def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int
     """
     size = tuple(prepared.canonical.shape[:2])
     labels = np.empty(prepared.canonical.shape, dtype=np.uint8)
-    for z0, z1, probs in _slice_batches(network, prepared, context, device, batch_slices, levels, tta):
+    for z0, z1, probs in _slice_batches(network, prepared.volume, context, device, batch_slices, levels, tta):
         if tuple(probs.shape[2:]) != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         labels[:, :, z0:z1] = decide_labels(probs, kidney_classes, threshold).to(torch.uint8).permute(1, 2, 0).numpy()
@@ -231,6 +231,81 @@ def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
 
 
+ISOTROPIC_RATIO = 1.5
+"""A scan whose largest voxel side is under this multiple of its smallest has no acquisition
+plane: the ``multiplane`` network is run in all three planes and the probabilities averaged."""
+
+PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
+"""Plane of the slices taken along each canonical (RAS) axis."""
+
+
+def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
+    """Canonical axes to slice along: the thickest axis (the acquisition's slice direction), or
+    all three when the voxel is near isotropic (:data:`ISOTROPIC_RATIO`); ties go to the axial
+    axis (2), then coronal (1).
+
+    Args:
+        spacing_mm: canonical (RAS) voxel sides, mm.
+
+    Returns:
+        One axis, or ``[0, 1, 2]``.
+    """
+    sp = np.asarray(spacing_mm, dtype=float)
+    if sp.max() < ISOTROPIC_RATIO * sp.min():
+        return [0, 1, 2]
+    return [int(max((2, 1, 0), key=lambda a: sp[a]))]
+
+
+@torch.inference_mode()
+def predict_multiplane(network: torch.nn.Module, image: Image, config, device: torch.device,
+                       inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared, torch.Tensor]:
+    """Labels of a ``recipe="multiplane"`` 2D network, applied in the acquisition plane.
+
+    The canonical volume is z-scored (0.5/99.5 percentile clip), each plane of
+    :func:`acquisition_axes` is resampled in-plane to ``config.target_spacing_mm`` and
+    segmented slice by slice (with the model's test-time shifts), the softmax resampled back
+    (bilinear) and averaged over planes.
+
+    Returns:
+        ``(labels, prepared, probabilities)``: uint8 ``(X, Y, Z)`` labels on
+        ``prepared.canonical``'s grid, the :class:`Prepared` (its ``volume`` is the normalised
+        canonical volume, not resampled), and the float32 ``(C, X, Y, Z)`` averaged softmax.
+    """
+    canonical, reo = to_canonical(image, copy=False)
+    src = image.source if image.source is not None else "image"
+    sp = canonical.spacing_mm
+    fov = [n * s for n, s in zip(canonical.shape, sp)]
+    axes = acquisition_axes(sp)
+    for axis in axes:
+        plane = [fov[a] for a in range(3) if a != axis]
+        if min(plane) < MIN_FOV_MM:
+            raise InputError(f"{src}: field of view {plane[0]:.0f} x {plane[1]:.0f} mm in the acquisition plane is too "
+                             f"small to hold a kidney (need >= {MIN_FOV_MM:.0f} mm; spacing_mm "
+                             f"{tuple(round(v, 4) for v in image.spacing_mm)})")
+        if max(plane) / config.target_spacing_mm > MAX_SLICE_PX:
+            raise InputError(f"{src}: field of view {plane[0]:.0f} x {plane[1]:.0f} mm is implausible for a body scan "
+                             f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
+    try:
+        vol = zscore_percentile(canonical.array)
+    except ValueError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    inference = inference or InferenceConfig()
+    total = None
+    for axis in axes:
+        moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis
+        spm = [sp[a] for a in range(3) if a != axis]
+        size = (max(1, round(moved.shape[0] * spm[0] / config.target_spacing_mm)),
+                max(1, round(moved.shape[1] * spm[1] / config.target_spacing_mm)))
+        plane = resize_slices(np.ascontiguousarray(moved), size, mode="bilinear").numpy()
+        out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), inference.tta)]
+        probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
+        probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
+        total = probs if total is None else total + probs
+    probs = total / len(axes)
+    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
+    return labels, Prepared(vol, canonical, reo), probs
+
+
 def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
                    inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared]:
     """Labels on the canonical grid (no post-processing).
@@ -247,6 +322,9 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
         to the input grid with :func:`kidneyseg.io.from_canonical`.
     """
+    if getattr(config, "recipe", "slices") == "multiplane":
+        labels, prepared, _ = predict_multiplane(network, image, config, device, inference)
+        return labels, prepared
     prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     inference = inference or InferenceConfig()
     if config.spatial_dims == 3:

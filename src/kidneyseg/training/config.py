@@ -87,6 +87,19 @@ class TrainConfig:
         num_threads: torch intra-op threads (0 = torch's default).
         checkpoint_every: iterations between resumable checkpoints.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        recipe: ``"slices"`` (2.5D axial slices of the real images; every model made before
+            2026-12-02) or ``"multiplane"``: a 2D network (``context_slices`` 0) on isotropic
+            volumes, trained on patches in the three planes (``plane_weights``), a share
+            ``synth_fraction`` of them synthesised from label maps
+            (:mod:`kidneyseg.training.synth`, SynthSeg's domain randomisation), and applied in
+            each scan's acquisition plane (``target_spacing_mm`` then holds on every axis).
+        synth_fraction: ``multiplane``: share of patches synthesised from label maps.
+        tissue_classes: ``multiplane``: Gaussian-mixture tissue classes of the generation maps.
+        kidney_subclasses: ``multiplane``: Gaussian-mixture classes inside the kidneys.
+        plane_weights: ``multiplane``: relative frequency of ``axial``, ``coronal`` and
+            ``sagittal`` training patches.
+        extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
+            join the training set and are never in a validation fold.
     """
 
     dataset: str = ""
@@ -120,8 +133,27 @@ class TrainConfig:
     num_threads: int = 0
     checkpoint_every: int = 100
     device: str = "auto"
+    recipe: str = "slices"
+    synth_fraction: float = 0.0
+    tissue_classes: int = 8
+    kidney_subclasses: int = 2
+    plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
+    extra_datasets: tuple[tuple[str, str], ...] = ()
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "extra_datasets", tuple((str(a), str(b)) for a, b in self.extra_datasets))
+        object.__setattr__(self, "plane_weights", {str(k): float(v) for k, v in self.plane_weights.items()})
+        if self.recipe not in ("slices", "multiplane"):
+            raise ValueError(f"recipe: expected 'slices' or 'multiplane', got {self.recipe!r}")
+        if self.recipe == "multiplane" and (self.context_slices != 0 or self.spatial_dims != 2):
+            raise ValueError("recipe 'multiplane': expected context_slices 0 and spatial_dims 2")
+        if not 0.0 <= self.synth_fraction <= 1.0:
+            raise ValueError(f"synth_fraction: expected in [0, 1], got {self.synth_fraction}")
+        if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \
+                or sum(self.plane_weights.values()) <= 0:
+            raise ValueError(f"plane_weights: expected non-negative axial, coronal, sagittal weights, got {self.plane_weights}")
+        if self.tissue_classes < 1 or self.kidney_subclasses < 1:
+            raise ValueError("tissue_classes and kidney_subclasses must be >= 1")
         object.__setattr__(self, "exclude_cases", tuple(str(c) for c in self.exclude_cases))
         object.__setattr__(self, "auxiliary_labels", tuple(str(c) for c in self.auxiliary_labels))
         object.__setattr__(self, "channels", tuple(int(c) for c in self.channels))

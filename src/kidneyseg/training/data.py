@@ -37,6 +37,14 @@ def read_case(case: Case) -> tuple[Image, Image]:
     """
     image = check_volume(read_image(case.image, dtype=np.float32))
     ref = read_image(case.label)
+    if case.label_parts:  # one binary mask file per structure: combine them
+        combined = np.zeros(ref.shape[:3], np.uint8)
+        for path, value in case.label_parts:
+            part = read_image(path)
+            if part.shape[:3] != ref.shape[:3]:
+                raise ValueError(f"{path}: label grid differs from {case.label}")
+            combined[np.asarray(part.array).reshape(ref.shape[:3]) > 0] = value
+        ref = ref.with_array(combined)
     if ref.shape[:3] != image.shape or not np.allclose(ref.affine, image.affine, atol=1e-3):
         raise ValueError(f"{case.label}: label grid differs from {case.image}")
     return image, ref

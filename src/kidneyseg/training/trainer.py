@@ -39,10 +39,12 @@ def select_cases(config: TrainConfig) -> tuple[list[Case], list[Case]]:
     ``fold`` is None); ``exclude_cases`` are in neither."""
     cases = [c for c in list_cases(config.dataset, config.layout, config.label_map)
              if c.case_id not in set(config.exclude_cases)]
+    extra = [c for folder, layout in config.extra_datasets for c in list_cases(folder, layout, config.label_map)
+             if c.case_id not in set(config.exclude_cases)]
     if config.fold is None:
-        return cases, []
+        return cases + extra, []
     held = set(split_folds([c.case_id for c in cases], config.folds, config.fold_seed)[config.fold])
-    return [c for c in cases if c.case_id not in held], [c for c in cases if c.case_id in held]
+    return [c for c in cases if c.case_id not in held] + extra, [c for c in cases if c.case_id in held]
 
 
 def fit_normalisation(config: TrainConfig, cases: list[Case], read: list | None = None) -> TrainConfig:
@@ -113,14 +115,25 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     if config.body_referenced and config.body_clip_ratio is None:
         read = [read_case(c) for c in train_cases]  # the fit and the loading share one read of each file
         config = fit_normalisation(config, train_cases, read)
-    volumes = [load_volume(c, config, r) for c, r in tqdm(list(zip(train_cases, read)), desc="loading", disable=not progress)]
+    multiplane = config.recipe == "multiplane"
+    if multiplane:
+        from .multiplane import load_plane_volume, partial_dice_ce, sample_plane_batch
+
+        volumes = [load_plane_volume(c, config, r if r is not None else read_case(c))
+                   for c, r in tqdm(list(zip(train_cases, read)), desc="loading", disable=not progress)]
+    else:
+        volumes = [load_volume(c, config, r) for c, r in tqdm(list(zip(train_cases, read)), desc="loading", disable=not progress)]
     del read
     net = build_network(config).to(device)
     channels_last = device.type == "cpu" and config.spatial_dims == 2
     if channels_last:
         net = net.to(memory_format=torch.channels_last)
     opt = torch.optim.AdamW(net.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
+    if multiplane:
+        def loss_fn(logits, target):
+            return partial_dice_ce(logits, target, config.kidney_classes)
+    else:
+        loss_fn = DiceCELoss(to_onehot_y=True, softmax=True, include_background=False, batch=True)
     transform = augmentation(config)
     start, elapsed_before = 0, 0.0
     ckpt_path = out / CHECKPOINT
@@ -151,7 +164,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         # one process keeps the historical stream; with several, each draws its own batches
         rng = np.random.default_rng([config.seed, it] if not ctx.enabled else [config.seed, it, ctx.rank])
         transform.set_random_state(seed=int(rng.integers(2**31)))
-        x, y = sample_batch(volumes, config, rng, transform)
+        x, y = (sample_plane_batch if multiplane else sample_batch)(volumes, config, rng, transform)
         x = x.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)

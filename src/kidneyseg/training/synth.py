@@ -1,0 +1,269 @@
+"""Domain randomisation for a contrast-, plane- and thickness-agnostic MR kidney network.
+
+Training images are synthesised from label maps (SynthSeg: Billot et al., Medical Image
+Analysis 86, 2023, section 3.1): every label of a *generation* map gets a random mean and
+spread per sample, so the network cannot rely on any one contrast and must learn shape and
+context. The generation map holds the expert labels (kidney, liver, spleen) and, so that the
+background has anatomy-shaped structure, unsupervised tissue classes of the training image (a
+Gaussian mixture of its intensities inside the body, scikit-learn ``GaussianMixture``); the
+kidney is split into intensity sub-classes too (cortex / medulla / sinus contrast differs
+between sequences).
+
+Volumes are resampled to an isotropic grid so that 2D slices can be drawn in any of the
+three planes: the network is applied in the acquisition plane of each scan
+(:func:`kidneyseg.inference.predict.acquisition_axes`).
+
+Label values of the network target (``PlaneVolume.target``):
+    0 background, 1 kidney, 2.. auxiliary organs; :data:`NOT_KIDNEY` (labelled, but only known
+    not to be kidney: the other organs were not drawn) and :data:`IGNORE` (not labelled).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from scipy import ndimage
+
+IGNORE = 255
+"""Target value of voxels without a label (they add nothing to the loss)."""
+NOT_KIDNEY = 254
+"""Target value of labelled voxels known not to be kidney when the other organs were not drawn
+(the loss uses the summed probability of every non-kidney class there)."""
+
+
+@dataclass
+class PlaneVolume:
+    """One training volume on an isotropic canonical (RAS) grid.
+
+    Attributes:
+        case_id: the case (patient) id.
+        image: float32 ``(X, Y, Z)``, percentile z-scored (as inference normalises).
+        target: uint8 ``(X, Y, Z)`` network target (module docstring for the values).
+        generation: uint8 ``(X, Y, Z)`` generation label map: 0 outside the body, then tissue
+            classes, kidney sub-classes and organs (values only need to be distinct).
+        fg: int64 ``(N, 3)`` indices of labelled kidney voxels (foreground oversampling).
+        labelled: bool ``(X, Y, Z)`` or ``None`` when every voxel is labelled; slices are
+            only drawn through labelled voxels.
+    """
+
+    case_id: str
+    image: np.ndarray
+    target: np.ndarray
+    generation: np.ndarray
+    fg: np.ndarray
+    labelled: np.ndarray | None = None
+
+
+def resample_isotropic(array: np.ndarray, spacing_mm: tuple[float, float, float], target_mm: float,
+                       mode: str = "trilinear") -> np.ndarray:
+    """Resample a ``(X, Y, Z)`` volume (or ``(C, X, Y, Z)``) to ``target_mm`` on every axis.
+
+    ``size = round(n * spacing / target)`` per axis; voxel centres aligned as ITK does for the
+    same field of view (``torch.nn.functional.interpolate``, ``align_corners=False``).
+    ``mode`` is ``"trilinear"`` (float32 result) or ``"nearest-exact"``.
+    """
+    t = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
+    squeeze = t.ndim == 3
+    t = t[None, None] if squeeze else t[None]
+    size = tuple(max(1, round(n * s / target_mm)) for n, s in zip(array.shape[-3:], spacing_mm))
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    out = F.interpolate(t, size=size, mode=mode, **kwargs)[0]
+    return (out[0] if squeeze else out).numpy()
+
+
+def body_mask(image: np.ndarray) -> np.ndarray:
+    """The body: the largest component above Otsu's threshold of ``log(1 + I - min I)``, holes
+    filled slice by slice (as :func:`kidneyseg.postprocess.body_midline_x_mm` finds it).
+
+    Returns:
+        bool array of ``image``'s shape.
+    """
+    from skimage.filters import threshold_otsu
+
+    logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
+    body = logged > threshold_otsu(logged)
+    cc, n = ndimage.label(body)
+    if n > 1:
+        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
+    for z in range(body.shape[2]):
+        body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
+    return body
+
+
+def intensity_classes(values: np.ndarray, n_classes: int, seed: int, max_samples: int = 100_000) -> np.ndarray:
+    """Cluster intensities with a 1D Gaussian mixture (scikit-learn ``GaussianMixture``, k-means
+    initialisation) and return each value's class, ordered by mean (0 = darkest).
+
+    Args:
+        values: 1D intensities.
+        n_classes: mixture components (fewer distinct values give fewer classes).
+        seed: random state of the fit (sub-sampling and initialisation).
+
+    Returns:
+        int64 ``values.shape`` classes in ``0..n_classes-1``.
+    """
+    from sklearn.mixture import GaussianMixture
+
+    v = np.asarray(values, dtype=np.float64).ravel()
+    k = int(min(n_classes, max(1, len(np.unique(v[: 10 * max_samples])))))
+    if k == 1 or v.size < 2 * k:
+        return np.zeros(v.shape, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    fit = v if v.size <= max_samples else v[rng.choice(v.size, max_samples, replace=False)]
+    gmm = GaussianMixture(k, random_state=seed, max_iter=200).fit(fit[:, None])
+    order = np.argsort(np.argsort(gmm.means_.ravel()))
+    return order[gmm.predict(v[:, None])]
+
+
+def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tissue_classes: int,
+                   kidney_subclasses: int, seed: int) -> np.ndarray:
+    """The label map images are synthesised from.
+
+    Args:
+        image: float ``(X, Y, Z)`` intensities.
+        organs: uint8 ``(X, Y, Z)``: 0 none, 1 kidney, 2.. other drawn organs.
+        body: bool body mask.
+        tissue_classes: Gaussian-mixture classes of the body outside the organs.
+        kidney_subclasses: Gaussian-mixture classes inside the kidneys.
+        seed: random state of the mixtures.
+
+    Returns:
+        uint8 ``(X, Y, Z)``: 0 outside the body; ``1..tissue_classes`` tissue;
+        then ``kidney_subclasses`` kidney classes; then one value per other organ.
+    """
+    out = np.zeros(image.shape, dtype=np.uint8)
+    tissue = body & (organs == 0)
+    if tissue.any():
+        out[tissue] = 1 + intensity_classes(image[tissue], tissue_classes, seed)
+    kid = organs == 1
+    if kid.any():
+        out[kid] = 1 + tissue_classes + intensity_classes(image[kid], kidney_subclasses, seed)
+    base = 1 + tissue_classes + kidney_subclasses
+    for j, v in enumerate(v for v in np.unique(organs) if v > 1):
+        out[organs == v] = base + j
+    return out
+
+
+@dataclass(frozen=True)
+class SynthesisRanges:
+    """Ranges of the random acquisition (values on a 0..1 intensity scale).
+
+    Attributes:
+        std_max: largest within-class standard deviation.
+        blur_px_max: largest Gaussian blur (pixels) of the synthesised slice (point spread).
+        thickness_mm: slab thickness range: the synthesised slice averages the slices of a
+            slab this thick (partial volume across the slice).
+        inplane_mm: in-plane resolution range: the slice is downsampled to it and back.
+        bias_coeff_max: largest coefficient of MONAI's polynomial bias field (degree 3).
+        gamma: range of the gamma exponent.
+        noise_std_max: largest Gaussian noise standard deviation.
+    """
+
+    std_max: float = 0.08
+    blur_px_max: float = 1.0
+    thickness_mm: tuple[float, float] = (1.5, 8.0)
+    inplane_mm: tuple[float, float] = (1.5, 3.5)
+    bias_coeff_max: float = 0.5
+    gamma: tuple[float, float] = (0.6, 1.6)
+    noise_std_max: float = 0.04
+
+
+def synthesise_slice(slab: np.ndarray, rng: np.random.Generator, spacing_mm: float,
+                     ranges: SynthesisRanges = SynthesisRanges()) -> np.ndarray:
+    """A random-contrast image from a slab of a generation label map (SynthSeg's generative
+    model, 2D: Billot et al. 2023, section 3.1).
+
+    Each label value draws one mean (uniform 0..1; the background outside the body 0..0.15)
+    and one standard deviation per call: every voxel of that label gets that mean plus
+    Gaussian noise of that spread. The slab's slices are averaged (slice thickness), the
+    result blurred, possibly downsampled in-plane and back (coarse resolution), and multiplied
+    by a smooth bias field, gamma-transformed and noised.
+
+    Args:
+        slab: integer ``(K, H, W)`` labels, ``K >= 1`` neighbouring slices (the middle one is
+            the slice of the target). Not modified.
+        rng: the sample's random generator (all randomness comes from it).
+        spacing_mm: pixel spacing of the slab, mm.
+        ranges: the ranges of the random acquisition.
+
+    Returns:
+        float32 ``(H, W)`` image in about 0..1 (not yet normalised).
+    """
+    slab = np.asarray(slab)
+    n = int(slab.max()) + 1
+    means = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    means[0] = rng.uniform(0.0, 0.15)
+    stds = rng.uniform(0.0, ranges.std_max, n).astype(np.float32)
+    img = means[slab] + stds[slab] * rng.standard_normal(slab.shape, dtype=np.float32)
+    img = img.mean(axis=0)
+    blur = rng.uniform(0.0, ranges.blur_px_max)
+    if blur > 0.1:
+        img = ndimage.gaussian_filter(img, blur)
+    if rng.random() < 0.5:
+        res = rng.uniform(*ranges.inplane_mm)
+        factor = max(1.0, res / spacing_mm)
+        if factor > 1.05:
+            h, w = img.shape
+            small = (max(2, round(h / factor)), max(2, round(w / factor)))
+            t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+            t = F.interpolate(F.interpolate(t, size=small, mode="area"), size=(h, w), mode="bilinear",
+                              align_corners=False)
+            img = t[0, 0].numpy()
+    img = img * bias_field(img.shape, rng, ranges.bias_coeff_max)
+    img = np.clip(img, 0, None)
+    peak = float(img.max())
+    if peak > 0:
+        img = (img / peak) ** rng.uniform(*ranges.gamma)
+    img = img + rng.uniform(0.0, ranges.noise_std_max) * rng.standard_normal(img.shape, dtype=np.float32)
+    return img.astype(np.float32)
+
+
+def bias_field(shape: tuple[int, int], rng: np.random.Generator, coeff_max: float) -> np.ndarray:
+    """A smooth multiplicative field ``exp(sum c_ij x^i y^j)``, degree 3, coefficients uniform in
+    ``[-coeff_max, coeff_max]`` (the model of MONAI ``RandBiasField`` and TorchIO
+    ``RandomBiasField``, drawn from ``rng`` so that a sample depends only on its seed)."""
+    from monai.transforms import RandBiasField
+
+    t = RandBiasField(degree=3, coeff_range=(-coeff_max, coeff_max), prob=1.0)
+    t.set_random_state(seed=int(rng.integers(2**31)))
+    return np.asarray(t(np.ones((1, *shape), np.float32))[0], dtype=np.float32)
+
+
+def random_intensity_curve(image: np.ndarray, rng: np.random.Generator, points: int = 6) -> np.ndarray:
+    """Remap a real image through a random, not necessarily monotone, piecewise-linear curve
+    (intensity order between tissues changes, as between T1 and T2 weighting).
+
+    Args:
+        image: float32 array (any shape), mapped by its own 0.5/99.5 percentiles to 0..1 first.
+        rng: random generator.
+        points: control points of the curve.
+
+    Returns:
+        float32 array of ``image``'s shape in 0..1.
+    """
+    lo, hi = np.percentile(image, (0.5, 99.5))
+    x = np.clip((image - lo) / max(hi - lo, 1e-6), 0, 1)
+    values = rng.uniform(0, 1, points)
+    values[0] = rng.uniform(0, 0.2)  # air stays dark
+    return np.interp(x, np.linspace(0, 1, points), values).astype(np.float32)
+
+
+def normalise_slice(img: np.ndarray) -> np.ndarray:
+    """Clip at the 0.5/99.5 percentiles and z-score (what inference does per volume,
+    :func:`kidneyseg.preprocess.zscore_percentile`)."""
+    from ..preprocess import zscore_percentile
+
+    try:
+        return zscore_percentile(img).astype(np.float32)
+    except ValueError:  # a constant slice
+        return np.zeros_like(img, dtype=np.float32)
+
+
+def take_plane(vol: np.ndarray, axis: int, index: int, half: int = 0) -> np.ndarray:
+    """Slices ``index - half .. index + half`` of ``vol`` along ``axis`` (clamped at the edges),
+    as ``(2 * half + 1, A, B)`` with ``(A, B)`` the remaining axes in their order."""
+    idx = np.clip(np.arange(index - half, index + half + 1), 0, vol.shape[axis] - 1)
+    return np.moveaxis(np.take(vol, idx, axis=axis), axis, 0)
