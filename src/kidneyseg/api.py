@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
             device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None,
-            pixel_spacing_mm: float | None = None, tta: bool = True) -> "Result | USResult":
+            pixel_spacing_mm: float | None = None, tta: bool = True, allow_ct: bool = False) -> "Result | USResult":
     """Segment one image.
 
     Args:
@@ -51,6 +51,8 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
             DICOM frame's own spacing is used when this is ``None``).
         tta: ``False`` for one plain network pass instead of the model's test-time
             augmentation (its ``inference.json``); faster, slightly less accurate.
+        allow_ct: segment an image that looks like CT with an MR pipeline anyway (refused
+            by default: DICOM Modality CT or Hounsfield-unit intensities).
 
     Returns:
         :class:`~kidneyseg.pipelines.Result` (mask on the input grid, volumes in mL, QC flags),
@@ -64,7 +66,7 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
     if pipeline in PIPELINES and PIPELINES[pipeline].modality == "US":
         return _segment_us(image, pipeline, model, device, keep_largest, secondary, pixel_spacing_mm)
     pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model), device=device),
-                              keep_largest, tta)
+                              keep_largest, tta, allow_ct)
     img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
     if secondary is None:
         return pipe.segment(img)
@@ -192,7 +194,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
                   series: str | None = None, manifest: str | Path | None = None,
                   resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
-                  workers: int = 2, tta: bool = True) -> SegmentSummary:
+                  workers: int = 2, tta: bool = True, allow_ct: bool = False) -> SegmentSummary:
     """Segment files and folders into ``out_dir``.
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
@@ -291,7 +293,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     _check_output_dir(out)
     try:
         return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series, case_names, resume, report, engine, address, workers, tta)
+                             output_type, series, case_names, resume, report, engine, address, workers, tta,
+                             allow_ct)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
@@ -385,7 +388,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
                   output_type: str = "nifti", series: str | None = None,
                   cases: list[str] | None = None, resume: bool = False, report: bool = False,
                   engine: str = "local", address: str | None = None, workers: int = 2,
-                  tta: bool = True) -> SegmentSummary:
+                  tta: bool = True, allow_ct: bool = False) -> SegmentSummary:
     """Segment ``files`` (named ``cases``, default their file names) into ``out``.
 
     With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
@@ -440,7 +443,8 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     if engine == "ray":
         from .engines import run_on_ray
 
-        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress, tta)
+        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress, tta,
+                   allow_ct)
     else:
         pipe = None
 
@@ -448,7 +452,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             nonlocal pipe
             if pipe is None:  # loaded at the first readable image, so bad input fails fast
                 pipe = configure_pipeline(get_pipeline(name, model=None if model is None else str(model),
-                                                       device=device), keep_largest, tta)
+                                                       device=device), keep_largest, tta, allow_ct)
             return pipe
 
         for f, case in tqdm(todo, desc="segment", disable=True if not progress or len(todo) < 2 else None, unit="case"):

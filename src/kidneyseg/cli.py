@@ -40,6 +40,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
     s.add_argument("--keep-all-components", action="store_true",
                    help="do not reduce the mask to the largest component per kidney")
+    s.add_argument("--allow-ct", action="store_true",
+                   help="MR pipelines: segment an image that looks like CT anyway (refused by default)")
     s.add_argument("--no-tta", action="store_true",
                    help="one plain network pass instead of the model's test-time augmentation (faster)")
     s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
@@ -179,7 +181,7 @@ def _cmd_segment(args) -> int:
         progress=not args.quiet, threads=args.threads, secondary=args.secondary,
         pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
         manifest=args.manifest, resume=args.resume, report=args.report, engine=args.engine, address=args.address,
-        workers=args.workers, tta=not args.no_tta,
+        workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
     )
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:

@@ -26,12 +26,12 @@ class _Worker:
     """A Ray actor: one model load, then one case per :meth:`run` call."""
 
     def __init__(self, pipeline: str, model, device: str, keep_largest: bool, opts, secondary, threads: int,
-                 tta: bool = True) -> None:
+                 tta: bool = True, allow_ct: bool = False) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.args = (pipeline, model, device, keep_largest, tta)
+        self.args = (pipeline, model, device, keep_largest, tta, allow_ct)
         self.opts = opts
         self.secondary = secondary
         self.pipe = None
@@ -47,9 +47,9 @@ class _Worker:
 
         def loader():
             if self.pipe is None:
-                pipeline, model, device, keep_largest, tta = self.args
+                pipeline, model, device, keep_largest, tta, allow_ct = self.args
                 self.pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model),
-                                                            device=device), keep_largest, tta)
+                                                            device=device), keep_largest, tta, allow_ct)
             return self.pipe
 
         try:
@@ -63,7 +63,7 @@ class _Worker:
 
 def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, device: str, keep_largest: bool,
                secondary, record: Callable, address: str | None, workers: int, progress: bool,
-               tta: bool = True) -> None:
+               tta: bool = True, allow_ct: bool = False) -> None:
     """Segment ``todo`` (``(path, case)`` pairs) on Ray; ``record(path, case, outcome,
     seconds)`` is called in the driver for every case as it finishes.
 
@@ -95,7 +95,7 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         threads = 0 if gpus else 1
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(_Worker)
-        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta)
+        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta, allow_ct)
                   for _ in range(workers)]
         queue = list(todo)
         pending: dict = {}  # object ref -> (actor, path, case, t0)
@@ -116,7 +116,7 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
             except (RayActorError, RayTaskError) as exc:
                 kind, payload, seconds = "failed", f"worker lost while segmenting {case} ({exc.__class__.__name__})", \
                     time.perf_counter() - t0
-                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta)
+                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta, allow_ct)
             if kind == "stop":
                 raise InputError(payload)
             outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2])

@@ -196,10 +196,15 @@ def decide_labels(probs: torch.Tensor, kidney_classes: int, threshold: float | N
 @torch.inference_mode()
 def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int, device: torch.device,
                       batch_slices: int = 8, levels: int = 5, tta: TestTimeAugmentation = NO_TTA,
-                      kidney_classes: int = 1, threshold: float | None = None) -> np.ndarray:
+                      kidney_classes: int = 1, threshold: float | None = None,
+                      kidney_probability: np.ndarray | None = None) -> np.ndarray:
     """:func:`decide_labels` of :func:`predict_probabilities`, computed batch by batch of
     slices so that only uint8 labels are held for the whole volume (the resampling is
     in-plane, so the result is identical).
+
+    Args:
+        kidney_probability: if given, a float32 ``(X, Y, Z)`` array filled with the summed
+            kidney probability on the canonical grid (for the confidence QC flag).
 
     Returns:
         uint8 ``(X, Y, Z)`` on the canonical grid.
@@ -210,6 +215,8 @@ def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int
         if tuple(probs.shape[2:]) != size:
             probs = F.interpolate(probs, size=size, mode="bilinear", align_corners=False)
         labels[:, :, z0:z1] = decide_labels(probs, kidney_classes, threshold).to(torch.uint8).permute(1, 2, 0).numpy()
+        if kidney_probability is not None:
+            kidney_probability[:, :, z0:z1] = probs[:, 1: kidney_classes + 1].sum(1).permute(1, 2, 0).numpy()
     return labels
 
 
@@ -307,30 +314,40 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
 
 
 def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
-                   inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared]:
+                   inference: InferenceConfig | None = None, with_probability: bool = False):
     """Labels on the canonical grid (no post-processing).
 
     Args:
         network: the trained network, eval mode.
         image: 3D image, any orientation.
-        config: its :class:`~kidneyseg.training.TrainConfig` (spacing, 2D/3D, context, patch).
+        config: its :class:`~kidneyseg.training.TrainConfig` (spacing, 2D/3D, context, patch,
+            recipe).
         device: where to run.
         inference: test-time augmentation and decision threshold (2D networks); ``None``
             for one plain pass and the argmax.
+        with_probability: also return the summed kidney probability.
 
     Returns:
-        ``(labels, prepared)``: uint8 ``(X, Y, Z)`` on ``prepared.canonical``'s grid; map it
-        to the input grid with :func:`kidneyseg.io.from_canonical`.
+        ``(labels, prepared)``, or with ``with_probability`` ``(labels, prepared, kidney_probability)``:
+        uint8 ``(X, Y, Z)`` labels on ``prepared.canonical``'s grid (map them to the input grid
+        with :func:`kidneyseg.io.from_canonical`) and float32 ``(X, Y, Z)`` probability on the
+        same grid.
     """
     if getattr(config, "recipe", "slices") == "multiplane":
-        labels, prepared, _ = predict_multiplane(network, image, config, device, inference)
+        labels, prepared, probs = predict_multiplane(network, image, config, device, inference)
+        if with_probability:
+            return labels, prepared, probs[1: config.kidney_classes + 1].sum(0).numpy()
         return labels, prepared
     prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     inference = inference or InferenceConfig()
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
-        return decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy(), prepared
+        labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
+        if with_probability:
+            return labels, prepared, probs[1: config.kidney_classes + 1].sum(0).numpy()
+        return labels, prepared
+    kidney = np.empty(prepared.canonical.shape, np.float32) if with_probability else None
     labels = predict_labels_2d(network, prepared, config.context_slices, device, levels=len(config.channels),
                                tta=inference.tta, kidney_classes=config.kidney_classes,
-                               threshold=inference.kidney_threshold)
-    return labels, prepared
+                               threshold=inference.kidney_threshold, kidney_probability=kidney)
+    return (labels, prepared, kidney) if with_probability else (labels, prepared)

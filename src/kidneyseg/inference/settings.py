@@ -64,16 +64,26 @@ class InferenceConfig:
         kidney_threshold: ``None`` for the argmax; else the summed kidney probability at or
             above which a voxel is kidney (:func:`kidneyseg.inference.predict.decide_labels`).
         chosen_by: free text recording how the values were chosen (e.g. the CV run).
+        validated_volume_ml: ``(low, high)``: the range of single-kidney volumes (mL) the model
+            was validated on; a kidney outside it raises the QC flag
+            ``volume_outside_validated_range``. ``None``: the flag is not computed.
+        low_confidence_threshold: the QC flag ``low_confidence`` is raised when the share of
+            uncertain kidney voxels (:func:`kidneyseg.postprocess.uncertain_fraction`) exceeds
+            it. ``None``: the flag is not computed.
+        qc_chosen_by: free text recording how the two QC settings were chosen.
 
     Raises:
-        ValueError: an empty shift list, a shift larger than 64 pixels, or a threshold
-            outside (0, 1).
+        ValueError: an empty shift list, a shift larger than 64 pixels, a threshold outside
+            (0, 1), a volume range that is not ``low < high`` with ``low >= 0``.
     """
 
     tta_shifts_px: tuple[tuple[int, int], ...] = ((0, 0),)
     tta_mirror_x: bool = False
     kidney_threshold: float | None = None
     chosen_by: str = ""
+    validated_volume_ml: tuple[float, float] | None = None
+    low_confidence_threshold: float | None = None
+    qc_chosen_by: str = ""
 
     def __post_init__(self) -> None:
         try:
@@ -85,6 +95,13 @@ class InferenceConfig:
         object.__setattr__(self, "tta_shifts_px", tta.shifts_px)
         if self.kidney_threshold is not None and not 0.0 < float(self.kidney_threshold) < 1.0:
             raise ValueError(f"kidney_threshold: expected a value in (0, 1) or null, got {self.kidney_threshold!r}")
+        if self.validated_volume_ml is not None:
+            lo, hi = (float(v) for v in self.validated_volume_ml)
+            if not 0.0 <= lo < hi:
+                raise ValueError(f"validated_volume_ml: expected [low, high] with 0 <= low < high, got {self.validated_volume_ml!r}")
+            object.__setattr__(self, "validated_volume_ml", (lo, hi))
+        if self.low_confidence_threshold is not None and not 0.0 < float(self.low_confidence_threshold):
+            raise ValueError(f"low_confidence_threshold: expected > 0 or null, got {self.low_confidence_threshold!r}")
 
     @property
     def tta(self) -> TestTimeAugmentation:

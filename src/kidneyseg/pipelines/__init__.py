@@ -18,13 +18,20 @@ class PipelineInfo:
     factory: Callable[..., object]
 
 
-def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True):
+def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True, allow_ct: bool = False):
     """Apply the ``segment`` options every pipeline shares: ``keep_largest`` (largest
     component per kidney) and ``tta=False`` (one plain network pass instead of the model's
     test-time augmentation, for pipelines that have one). Returns ``pipe``."""
     pipe.keep_largest = keep_largest
     if not tta and hasattr(pipe, "disable_tta"):
         pipe.disable_tta()
+    if allow_ct:
+        if not hasattr(pipe, "allow_ct"):
+            from ..errors import InputError
+
+            raise InputError(f"--allow-ct: pipeline {getattr(pipe, 'name', type(pipe).__name__)} does not check for CT "
+                             "input, so there is nothing to allow")
+        pipe.allow_ct = True
     return pipe
 
 

@@ -15,10 +15,13 @@ import time
 
 import numpy as np
 
+from ..errors import InputError
 from ..inference import Prepared, predict_labels
 from ..io import Image, check_volume, from_canonical
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
+from ..postprocess.quality import outside_range, uncertain_fraction
+from ..preprocess.modality import ct_evidence
 from .result import Result, volumetric_result
 
 
@@ -37,10 +40,11 @@ class MRKidneyPipeline:
     name = "mr-t2-unet"
 
     def __init__(self, bundle: ModelBundle, keep_largest: bool = True,
-                 core_depth_mm: float | None = CORE_DEPTH_MM) -> None:
+                 core_depth_mm: float | None = CORE_DEPTH_MM, allow_ct: bool = False) -> None:
         self.bundle = bundle
         self.keep_largest = keep_largest
         self.core_depth_mm = core_depth_mm  # component ranking (assign_kidneys); None = voxel count
+        self.allow_ct = allow_ct  # segment an image that looks like CT anyway (kidneyseg segment --allow-ct)
 
     @classmethod
     def load(cls, model: str | None = None, device: str = "auto") -> "MRKidneyPipeline":
@@ -65,18 +69,26 @@ class MRKidneyPipeline:
             :class:`~kidneyseg.pipelines.Result` whose mask has the input's shape and affine.
 
         Raises:
-            InputError: not 3D, NaN/Inf voxels, constant, singular affine.
+            InputError: not 3D, NaN/Inf voxels, constant, singular affine; an image that looks
+                like CT (DICOM Modality CT or Hounsfield-unit intensities,
+                :func:`kidneyseg.preprocess.modality.ct_evidence`) unless ``allow_ct``.
             GeometryError: the output grid would differ from the input's (a bug).
         """
         t0 = time.perf_counter()
         image = check_volume(image)
+        if not self.allow_ct:
+            reason = ct_evidence(image)
+            if reason:
+                raise InputError(f"{image.source or 'image'}: looks like CT ({reason}); pipeline {self.name} is for MRI "
+                                 "(--allow-ct to segment it anyway)")
         if image.array.dtype != np.float32:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
-        labels_c, prepared = predict_labels(self.bundle.network, image, self.bundle.config, self.bundle.device,
-                                            self.bundle.inference)
-        return self.finish(image, labels_c, prepared, t0)
+        labels_c, prepared, kidney_p = predict_labels(self.bundle.network, image, self.bundle.config,
+                                                      self.bundle.device, self.bundle.inference, with_probability=True)
+        return self.finish(image, labels_c, prepared, t0, kidney_p)
 
-    def finish(self, image: Image, labels_c: np.ndarray, prepared: Prepared, t0: float | None = None) -> Result:
+    def finish(self, image: Image, labels_c: np.ndarray, prepared: Prepared, t0: float | None = None,
+               kidney_probability: np.ndarray | None = None) -> Result:
         """Post-process the network's labels and build the :class:`Result` (the second half
         of :meth:`segment`; benchmarks that score cached probabilities call it directly).
 
@@ -86,6 +98,12 @@ class MRKidneyPipeline:
                 (auxiliary organ classes included; they are dropped here). Modified in place.
             prepared: the :func:`~kidneyseg.inference.prepare` result for ``image``.
             t0: ``time.perf_counter()`` at the start, for ``Result.seconds``.
+            kidney_probability: float32 ``(X, Y, Z)`` summed kidney probability on the same grid,
+                for the ``uncertain_fraction`` / ``low_confidence`` QC flags (left out without it).
+
+        QC flags added to the geometry flags: ``volume_outside_validated_range`` (when the
+        model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction`` and
+        ``low_confidence`` (with a probability, and ``low_confidence_threshold`` for the flag).
         """
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
@@ -101,5 +119,14 @@ class MRKidneyPipeline:
             "laterality_conflict": assigned.laterality_conflict,
             "removed_voxels": assigned.removed_voxels,
         }
-        return volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
-                                 t0, from_canonical(labels_c, prepared.reorientation))
+        settings = self.bundle.inference
+        if kidney_probability is not None:
+            qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
+            if settings.low_confidence_threshold is not None:
+                qc["low_confidence"] = bool(qc["uncertain_fraction"] > settings.low_confidence_threshold)
+        result = volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
+                                   t0, from_canonical(labels_c, prepared.reorientation))
+        if settings.validated_volume_ml is not None:
+            result.qc["volume_outside_validated_range"] = outside_range(
+                result.volumes_ml, list(self.label_map.values()), settings.validated_volume_ml)
+        return result

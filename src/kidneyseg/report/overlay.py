@@ -1,4 +1,4 @@
-"""Overlay montage: axial slices with the kidney outlines, radiological convention."""
+"""Overlay montage: slices in the acquisition plane with the kidney outlines, radiological convention."""
 
 from __future__ import annotations
 
@@ -15,19 +15,39 @@ from ..io import Image, to_canonical  # noqa: E402
 _COLOURS = {"kidney_right": "#ff3b30", "kidney_left": "#34c759", "kidney": "#ffcc00", "tumor": "#af52de", "cyst": "#0a84ff"}
 
 
-def _display(slice_xy: np.ndarray) -> np.ndarray:
-    """Canonical RAS slice ``(X, Y)`` -> display ``(rows, cols)``: anterior at the top and
-    the patient's right on the viewer's left (radiological convention)."""
-    return slice_xy[::-1, ::-1].T
+def _display(slice_2d: np.ndarray) -> np.ndarray:
+    """Canonical RAS slice ``(U, V)`` -> display ``(rows, cols)`` with both axes reversed and
+    transposed: axial ``(X, Y)`` shows anterior at the top and the patient's right on the
+    viewer's left (radiological convention); coronal ``(X, Z)`` superior at the top, right on
+    the left; sagittal ``(Y, Z)`` superior at the top, anterior on the left."""
+    return slice_2d[::-1, ::-1].T
+
+
+PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
+"""Canonical (RAS) axis the slices of each plane are taken along."""
+_SIDES = {0: ("A", "P"), 1: ("R", "L"), 2: ("R", "L")}  # viewer's left / right marks per slice axis
+_AXIS_NAME = "xyz"
+
+
+def acquisition_plane(spacing_mm: tuple[float, float, float]) -> str:
+    """The plane a scan was acquired in, from its canonical (RAS) spacing: the plane across
+    the thickest axis; ``"axial"`` for a near-isotropic voxel (largest side under 1.5 x the
+    smallest) or a tie."""
+    sp = np.asarray(spacing_mm, dtype=float)
+    if sp.max() < 1.5 * sp.min():
+        return "axial"
+    axis = max((2, 1, 0), key=lambda a: sp[a])
+    return {v: k for k, v in PLANES.items()}[axis]
 
 
 def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: str | Path,
-                    max_slices: int = 12, title: str = "") -> None:
-    """Write a PNG montage of axial slices with each label outlined.
+                    max_slices: int = 12, title: str = "", plane: str | None = None) -> str:
+    """Write a PNG montage of slices in the acquisition plane with each label outlined.
 
-    Slices are chosen evenly across the mask's superior-inferior extent (the whole volume
-    when the mask is empty). Every panel is marked R and L (patient's sides, taken from the
-    affine, not the array order) and shows its slice's world z in mm.
+    Slices are chosen evenly across the mask's extent along the slice axis (the whole volume
+    when the mask is empty). Every panel is marked with the patient's sides (R/L, or A/P for
+    sagittal; from the affine, not the array order) and shows its slice's world position in
+    mm (RAS+).
 
     Args:
         image: the input image (any orientation).
@@ -36,32 +56,49 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
         path: output ``.png`` (written as given; callers stage it for atomicity).
         max_slices: panels at most.
         title: figure title.
+        plane: ``"axial"``, ``"coronal"`` or ``"sagittal"``; ``None``: the acquisition plane
+            (:func:`acquisition_plane`), so a coronal scan is shown in coronal slices.
+
+    Returns:
+        The plane shown.
+
+    Raises:
+        ValueError: an unknown ``plane``.
     """
     img_c, _ = to_canonical(image, copy=False)  # read-only views, no copies of a large volume
     msk_c, _ = to_canonical(mask, copy=False)
-    vol, lab = np.asarray(img_c.array, dtype=np.float32), np.asarray(msk_c.array)
+    plane = plane or acquisition_plane(img_c.spacing_mm)
+    if plane not in PLANES:
+        raise ValueError(f"plane: expected one of {', '.join(PLANES)}, got {plane!r}")
+    axis = PLANES[plane]
+    u, v = [a for a in range(3) if a != axis]
+    vol = np.moveaxis(np.asarray(img_c.array, dtype=np.float32), axis, 2)
+    lab = np.moveaxis(np.asarray(msk_c.array), axis, 2)
     zs = np.flatnonzero(lab.any(axis=(0, 1)))
     lo, hi = (zs[0], zs[-1]) if zs.size else (0, vol.shape[2] - 1)
     n = min(max_slices, hi - lo + 1)
     slices = np.unique(np.linspace(lo, hi, n).round().astype(int))
     cols = min(4, len(slices))
     rows = int(np.ceil(len(slices) / cols))
-    sx, sy, _ = img_c.spacing_mm
+    su, sv = img_c.spacing_mm[u], img_c.spacing_mm[v]
     vmin, vmax = np.percentile(vol[:, :, slices], [1, 99.5])  # the displayed slices only
-    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * (vol.shape[1] * sy) / (vol.shape[0] * sx) + 0.5),
+    fig, axes = plt.subplots(rows, cols, figsize=(3.2 * cols, 3.2 * rows * (vol.shape[1] * sv) / (vol.shape[0] * su) + 0.5),
                              squeeze=False, facecolor="black")
     for ax in axes.ravel():
         ax.set_axis_off()
+    left, right = _SIDES[axis]
     for ax, z in zip(axes.ravel(), slices):
-        ax.imshow(_display(vol[:, :, z]), cmap="gray", vmin=vmin, vmax=vmax, aspect=sy / sx, interpolation="nearest")
+        ax.imshow(_display(vol[:, :, z]), cmap="gray", vmin=vmin, vmax=vmax, aspect=sv / su, interpolation="nearest")
         disp = _display(lab[:, :, z])
         for value, name in label_map.items():
             if (disp == value).any():
                 ax.contour(disp == value, levels=[0.5], colors=[_COLOURS.get(name, "#00ffff")], linewidths=1.0)
-        world_z = float((img_c.affine @ np.array([0, 0, z, 1.0]))[2])
-        ax.text(0.02, 0.5, "R", color="white", transform=ax.transAxes, fontsize=10, va="center", weight="bold")
-        ax.text(0.98, 0.5, "L", color="white", transform=ax.transAxes, fontsize=10, va="center", ha="right", weight="bold")
-        ax.text(0.02, 0.02, f"z={world_z:.0f} mm", color="white", transform=ax.transAxes, fontsize=7)
+        ijk = np.zeros(4)
+        ijk[axis], ijk[3] = z, 1.0
+        world = float((img_c.affine @ ijk)[axis])
+        ax.text(0.02, 0.5, left, color="white", transform=ax.transAxes, fontsize=10, va="center", weight="bold")
+        ax.text(0.98, 0.5, right, color="white", transform=ax.transAxes, fontsize=10, va="center", ha="right", weight="bold")
+        ax.text(0.02, 0.02, f"{plane} {_AXIS_NAME[axis]}={world:.0f} mm", color="white", transform=ax.transAxes, fontsize=7)
     legend = "  ".join(f"{name}" for name in label_map.values())
     fig.suptitle(f"{title}\n{legend} (outlines: " + ", ".join(
         f"{n}={'red' if n == 'kidney_right' else 'green' if n == 'kidney_left' else _COLOURS.get(n, 'cyan')}"
@@ -69,3 +106,4 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
     fig.tight_layout()
     fig.savefig(str(path), dpi=100, facecolor="black", format="png")
     plt.close(fig)
+    return plane

@@ -1,0 +1,284 @@
+"""The protocol-agnostic MR recipe: label-map synthesis, partial-label loss, acquisition-plane
+inference, domain QC flags, CT refusal and the overlay's plane."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from kidneyseg.inference.predict import acquisition_axes, predict_multiplane
+from kidneyseg.io import Image
+from kidneyseg.postprocess.quality import outside_range, uncertain_fraction
+from kidneyseg.preprocess.modality import ct_evidence
+from kidneyseg.training.config import TrainConfig
+from kidneyseg.training.multiplane import partial_dice_ce
+from kidneyseg.training.synth import (IGNORE, NOT_KIDNEY, SynthesisRanges, generation_map, intensity_classes,
+                                      synthesise_slice)
+
+from .conftest import UKAT, ellipsoid, save_nifti, write_dicom_series
+
+PLAIN = SynthesisRanges(std_max=0.0, blur_px_max=0.0, inplane_mm=(1.5, 1.5), bias_coeff_max=0.0, gamma=(1.0, 1.0),
+                        noise_std_max=0.0)
+"""No noise, blur, bias, gamma or resolution loss: the generative model's class means only."""
+
+
+def tiny_label_map() -> np.ndarray:
+    lab = np.zeros((1, 24, 20), np.uint8)
+    lab[0, 4:12, 3:9] = 1
+    lab[0, 14:20, 10:18] = 2
+    lab[0, 2:6, 14:19] = 3
+    return lab
+
+
+def test_synthesis_gives_each_class_one_intensity_and_keeps_the_label_map():
+    lab = tiny_label_map()
+    before = lab.copy()
+    img = synthesise_slice(lab, np.random.default_rng(4), 1.5, PLAIN)
+    assert img.shape == lab.shape[1:] and img.dtype == np.float32
+    np.testing.assert_array_equal(lab, before)  # the label map is not modified
+    values = [np.unique(img[lab[0] == v]) for v in range(4)]
+    assert all(len(v) == 1 for v in values)  # one intensity per class
+    assert len({float(v[0]) for v in values}) == 4  # and the classes differ
+
+
+def test_synthesis_is_seeded_and_contrast_changes_between_samples():
+    lab = tiny_label_map()
+    a = synthesise_slice(lab, np.random.default_rng(7), 1.5)
+    b = synthesise_slice(lab, np.random.default_rng(7), 1.5)
+    c = synthesise_slice(lab, np.random.default_rng(8), 1.5)
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    # across samples the kidney (label 1) is sometimes brighter, sometimes darker than label 2
+    order = {bool(synthesise_slice(lab, np.random.default_rng(s), 1.5, PLAIN)[lab[0] == 1].mean()
+                  > synthesise_slice(lab, np.random.default_rng(s), 1.5, PLAIN)[lab[0] == 2].mean()) for s in range(20)}
+    assert order == {True, False}
+
+
+def test_slab_thickness_averages_neighbouring_slices():
+    lab = np.zeros((3, 10, 10), np.uint8)
+    lab[1, 3:7, 3:7] = 1  # the structure only in the middle slice of a 3-slice slab
+    img = synthesise_slice(lab, np.random.default_rng(0), 1.5, PLAIN)
+    inside, outside = img[4, 4], img[0, 0]
+    single = synthesise_slice(lab[1:2], np.random.default_rng(0), 1.5, PLAIN)
+    # partial volume: inside = (2 m0 + m1) / 3 against m0 outside (same class means: same seed);
+    # the images are scaled by their peaks, so compare the ratios outside / inside
+    r = single[0, 0] / single[4, 4]
+    assert outside / inside == pytest.approx(3 * r / (2 * r + 1), rel=1e-4)
+
+
+def test_generation_map_orders_tissue_classes_and_keeps_organs():
+    rng = np.random.default_rng(0)
+    img = np.where(rng.random((30, 30, 4)) < 0.5, 10.0, 100.0) + rng.normal(0, 1, (30, 30, 4))
+    organs = np.zeros(img.shape, np.uint8)
+    organs[10:15, 10:15] = 1
+    organs[20:25, 2:8] = 2
+    body = np.ones(img.shape, bool)
+    body[:2] = False
+    gen = generation_map(img, organs, body, tissue_classes=2, kidney_subclasses=2, seed=0)
+    assert gen[:2].max() == 0  # outside the body
+    tissue = (organs == 0) & body
+    dark, bright = gen[tissue & (img < 50)], gen[tissue & (img > 50)]
+    assert set(np.unique(dark)) == {1} and set(np.unique(bright)) == {2}
+    assert set(np.unique(gen[organs == 1])) <= {3, 4}
+    assert set(np.unique(gen[organs == 2])) == {5}
+    assert intensity_classes(np.full(100, 3.0), 4, 0).max() == 0  # one value: one class
+
+
+def test_partial_label_loss_ignores_unlabelled_slices():
+    torch.manual_seed(0)
+    target = torch.full((2, 1, 16, 16), IGNORE, dtype=torch.long)
+    target[0, 0, 8] = 0  # one labelled row (the labelled slice of a single-slice mask)
+    target[0, 0, 8, 4:10] = 1
+    logits = torch.randn(2, 4, 16, 16, requires_grad=True)
+    loss = partial_dice_ce(logits, target)
+    loss.backward()
+    grad = logits.grad.abs().sum(1)[:, :, :]  # (B, H, W)
+    labelled = (target[:, 0] != IGNORE)
+    assert grad[labelled].min() > 0
+    assert float(grad[~labelled].max()) == 0.0  # unlabelled pixels contribute nothing
+    # changing logits of unlabelled pixels does not change the loss
+    other = logits.detach().clone()
+    other[1] = torch.randn(4, 16, 16) * 10
+    other[0, :, :8] = 5.0
+    assert float(partial_dice_ce(other, target)) == pytest.approx(float(loss.detach()), rel=1e-6)
+    # nothing labelled: zero loss with a graph
+    empty = partial_dice_ce(logits, torch.full_like(target, IGNORE))
+    assert float(empty) == 0.0 and empty.requires_grad
+
+
+def test_not_kidney_target_accepts_any_non_kidney_class():
+    target = torch.full((1, 1, 4, 4), NOT_KIDNEY, dtype=torch.long)
+    liver = torch.full((1, 4, 4, 4), -20.0)
+    liver[:, 2] = 20.0  # confident liver: right for a voxel known only not to be kidney
+    kidney = torch.full((1, 4, 4, 4), -20.0)
+    kidney[:, 1] = 20.0
+    assert float(partial_dice_ce(liver, target)) < 1e-3
+    assert float(partial_dice_ce(kidney, target)) > 10
+
+
+def test_acquisition_axes():
+    assert acquisition_axes((1.25, 1.25, 7.7)) == [2]  # axial slices
+    assert acquisition_axes((1.5, 5.5, 1.5)) == [1]  # coronal
+    assert acquisition_axes((6.0, 1.0, 1.0)) == [0]  # sagittal
+    assert acquisition_axes((3.0, 3.0, 3.0)) == [0, 1, 2]  # isotropic: three planes fused
+
+
+def test_multiplane_config_validation():
+    with pytest.raises(ValueError, match="context_slices 0"):
+        TrainConfig(recipe="multiplane", context_slices=1)
+    with pytest.raises(ValueError, match="plane_weights"):
+        TrainConfig(recipe="multiplane", context_slices=0, plane_weights={"axial": 1.0})
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, extra_datasets=[["a", "ukat"]])
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
+
+
+class _PlaneProbe(torch.nn.Module):
+    """A stand-in network that predicts kidney where the slice is bright, and records the
+    slice sizes it was given."""
+
+    def __init__(self):
+        super().__init__()
+        self.shapes = []
+
+    def forward(self, x):
+        self.shapes.append(tuple(x.shape[2:]))
+        k = (x[:, :1] > 0.5).float() * 20 - 10
+        return torch.cat([-k, k, torch.full_like(k, -10), torch.full_like(k, -10)], 1)
+
+
+def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid():
+    spacing = (1.5, 5.0, 1.5)  # coronal slices (thick along A-P)
+    shape = (64, 12, 80)
+    kidney = ellipsoid(shape, spacing, (48, 30, 60), (18, 14, 40))
+    rng = np.random.default_rng(0)
+    arr = (100 + 100 * kidney + rng.normal(0, 3, shape)).astype(np.float32)
+    image = Image(arr, np.diag(list(spacing) + [1.0]))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, target_spacing_mm=1.5)
+    net = _PlaneProbe()
+    labels, prepared, probs = predict_multiplane(net, image, cfg, torch.device("cpu"))
+    assert labels.shape == shape and probs.shape == (4, *shape)
+    # the network saw coronal slices: (X, Z) at 1.5 mm, padded to multiples of 16
+    assert {s for s in net.shapes} == {(64, 80)}
+    dice = 2 * np.sum((labels == 1) & kidney) / (np.sum(labels == 1) + kidney.sum())
+    assert dice > 0.95
+
+
+def test_uncertain_fraction_and_volume_range():
+    sure = np.zeros((20, 20, 10), np.float32)
+    sure[5:15, 5:15, 2:8] = 0.99
+    sure[4, 5:15, 2:8] = 0.5  # a thin rim of doubt
+    assert uncertain_fraction(sure) < 0.2
+    uniform = np.full((20, 20, 10), 0.45, np.float32)  # the network hesitates everywhere
+    assert uncertain_fraction(uniform) > 100
+    assert outside_range({"kidney_right_ml": 3.0, "kidney_left_ml": 150.0}, ["kidney_right", "kidney_left"], (80, 320))
+    assert not outside_range({"kidney_right_ml": 120.0, "kidney_left_ml": 150.0}, ["kidney_right", "kidney_left"], (80, 320))
+    assert outside_range({"kidney_right_ml": 120.0}, ["kidney_right", "kidney_left"], (80, 320))  # a missing kidney
+
+
+@pytest.fixture(scope="module")
+def shipped_pipeline():
+    from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline
+
+    return MRKidneyPipeline.load(None, "cpu")
+
+
+def test_qc_flags_on_phantoms(shipped_pipeline, two_kidney_phantom):
+    from kidneyseg.inference import prepare
+
+    pipe = shipped_pipeline
+    image, labels, affine = two_kidney_phantom
+    img = Image(image, affine)
+    prepared = prepare(img, pipe.bundle.config.target_spacing_mm, pipe.bundle.config.clip_ratio,
+                       pipe.bundle.config.normalisation)
+    settings = dataclasses.replace(pipe.bundle.inference, validated_volume_ml=(20.0, 320.0), low_confidence_threshold=1.0)
+    old = pipe.bundle
+    pipe.bundle = dataclasses.replace(old, inference=settings)
+    try:
+        tiny = np.zeros(labels.shape, np.uint8)
+        tiny[40:44, 30:34, 9:11] = 1  # a few voxels of kidney: far under the validated range
+        confident = np.where(tiny > 0, 0.99, 0.01).astype(np.float32)
+        r = pipe.finish(img, tiny.copy(), prepared, kidney_probability=confident)
+        assert r.qc["volume_outside_validated_range"] is True
+        assert r.qc["low_confidence"] is False
+        big = (labels > 0).astype(np.uint8)  # two 36 mL ellipsoids, inside the range
+        r = pipe.finish(img, big.copy(), prepared, kidney_probability=np.where(big > 0, 0.99, 0.01).astype(np.float32))
+        assert r.qc["volume_outside_validated_range"] is False and r.qc["low_confidence"] is False
+        uniform = np.full(labels.shape, 0.45, np.float32)  # uniform hesitation
+        r = pipe.finish(img, big.copy(), prepared, kidney_probability=uniform)
+        assert r.qc["low_confidence"] is True
+    finally:
+        pipe.bundle = old
+
+
+def test_ct_series_is_refused_by_the_mr_pipeline(tmp_path, two_kidney_phantom, capsys):
+    from kidneyseg.cli import main
+
+    image, labels, affine = two_kidney_phantom
+    nii = save_nifti((image - 1000).astype(np.float32), affine, tmp_path / "ct.nii.gz")
+    series = write_dicom_series(nii, tmp_path / "ct_series", modality="CT")
+    before = {p.name: p.read_bytes() for p in series.iterdir()}
+    out = tmp_path / "out"
+    assert main(["segment", str(series), "-o", str(out), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "looks like CT" in err[0] and "DICOM Modality is CT" in err[0]
+    assert not list(out.glob("*_seg.nii.gz"))
+    assert {p.name: p.read_bytes() for p in series.iterdir()} == before  # input untouched
+
+
+def test_hounsfield_intensities_are_recognised(two_kidney_phantom):
+    image, labels, affine = two_kidney_phantom
+    ct = np.where(image > 90, 40.0, -1000.0).astype(np.float32)  # body at 40 HU in air at -1000 HU
+    ct[:, :10] = -1000.0
+    assert "Hounsfield" in ct_evidence(Image(ct, affine))
+    assert ct_evidence(Image(image, affine)) is None  # MR magnitudes
+    assert ct_evidence(Image(image - 50, affine)) is None  # an offset MR image is not CT
+    assert ct_evidence(Image(image, affine, modality="CT")) == "DICOM Modality is CT"
+
+
+def test_allow_ct_segments_anyway(shipped_pipeline, two_kidney_phantom):
+    from kidneyseg.errors import InputError
+    from kidneyseg.pipelines import configure_pipeline
+
+    image, labels, affine = two_kidney_phantom
+    img = Image(image, affine, modality="CT")
+    with pytest.raises(InputError, match="looks like CT"):
+        shipped_pipeline.segment(img)
+    pipe = configure_pipeline(shipped_pipeline, allow_ct=True)
+    try:
+        assert pipe.segment(img).mask.shape == image.shape
+    finally:
+        pipe.allow_ct = False
+
+
+def test_overlay_uses_the_acquisition_plane(tmp_path):
+    from kidneyseg.report.overlay import acquisition_plane, overlay_montage
+
+    spacing = (1.5, 5.5, 1.5)  # coronal acquisition
+    shape = (60, 10, 70)
+    kid = ellipsoid(shape, spacing, (30, 27, 50), (15, 12, 35))
+    arr = (100 + 50 * kid).astype(np.float32)
+    img = Image(arr, np.diag(list(spacing) + [1.0]))
+    plane = overlay_montage(img, img.with_array(kid.astype(np.uint8)), {1: "kidney_right"}, tmp_path / "o.png",
+                            max_slices=4)
+    assert plane == "coronal" and (tmp_path / "o.png").stat().st_size > 1000
+    assert acquisition_plane((1.25, 1.25, 7.7)) == "axial"
+    assert acquisition_plane((2.0, 2.0, 2.0)) == "axial"
+    with pytest.raises(ValueError, match="plane"):
+        overlay_montage(img, img, {1: "kidney_right"}, tmp_path / "x.png", plane="oblique")
+
+
+@pytest.mark.skipif(not UKAT.is_dir(), reason="../shared/data/ukat_kidney_masks not present")
+def test_ukat_layout_marks_single_slice_masks():
+    from kidneyseg.datasets.layouts import ukat_cases
+    from kidneyseg.labels import MR_KIDNEYS
+
+    cases = {c.case_id: c for c in ukat_cases(UKAT, MR_KIDNEYS)}
+    assert len(cases) == 23
+    whole = [c for c in cases.values() if c.labelled_slices is None]
+    assert sorted(c.case_id for c in whole) == ["ge_01", "philips_01", "siemens_01"]
+    axis, idx = cases["philips_03"].labelled_slices
+    assert len(idx) == 1
+    assert [c.case_id for c in ukat_cases(UKAT, MR_KIDNEYS, whole_only=True)] == ["ge_01", "philips_01", "siemens_01"]
