@@ -100,6 +100,14 @@ def volume_caption(volumes_ml: dict[str, float]) -> str:
     return ", ".join(f"{short.get(k, k[:-3])} {v:.0f} mL" for k, v in volumes_ml.items() if k != "total_ml")
 
 
+def qc_caption(qc: dict[str, object]) -> str:
+    """``"  [CHECK: low_confidence, volume_outside_validated_range]"`` for the raised domain and
+    geometry flags of a result, ``""`` when none is raised (shown on the overlay and report)."""
+    raised = [k for k in ("empty", "low_confidence", "volume_outside_validated_range", "laterality_conflict")
+              if qc.get(k) is True]
+    return f"  [CHECK: {', '.join(raised)}]" if raised else ""
+
+
 SECONDARY_PIPELINES = ("unsupervised-cluster", "em-unet3d")
 """Pipelines that take a second image: a sequence to register and fuse (unsupervised-cluster),
 or the localisation map on the input's grid (em-unet3d: FA)."""
@@ -372,14 +380,15 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
                 json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
             if opts.overlay:
                 overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                title=f"{case}: " + volume_caption(result.volumes_ml))
+                                title=f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
     except OSError as exc:
         raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
     picture = None
     if opts.report:
         from .report.html import three_planes
 
-        picture = three_planes(image, result.mask, result.label_map, f"{case}: " + volume_caption(result.volumes_ml))
+        picture = three_planes(image, result.mask, result.label_map,
+                               f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
     return result.row(), list(paths.values()), picture
 
 

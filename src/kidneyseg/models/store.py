@@ -62,9 +62,20 @@ class ModelBundle:
     inference: InferenceConfig = field(default_factory=InferenceConfig)
 
 
-def default_model_dir() -> Path:
-    """Folder of the shipped T2-weighted MRI kidney model inside the installed package."""
-    return Path(str(resources.files("kidneyseg") / "assets" / "models" / "mr_t2_kidney"))
+SHIPPED_MODELS = ("mr_t2_kidney", "mr_multiprotocol_kidney")
+"""Model folders shipped in ``kidneyseg/assets/models`` (each with its model card)."""
+
+
+def default_model_dir(name: str = "mr_t2_kidney") -> Path:
+    """Folder of a shipped model inside the installed package (default: the T2-weighted MRI
+    kidney model of pipeline ``mr-t2-unet``).
+
+    Raises:
+        ValueError: ``name`` is not in :data:`SHIPPED_MODELS`.
+    """
+    if name not in SHIPPED_MODELS:
+        raise ValueError(f"default_model_dir: expected one of {', '.join(SHIPPED_MODELS)}, got {name!r}")
+    return Path(str(resources.files("kidneyseg") / "assets" / "models" / name))
 
 
 def build_network(config: TrainConfig) -> torch.nn.Module:

@@ -41,6 +41,15 @@ def _mr_t2_factory(model: str | None = None, device: str = "auto"):
     return MRKidneyPipeline.load(model, device)
 
 
+def _mr_multiprotocol_factory(model: str | None = None, device: str = "auto"):
+    from ..models.store import default_model_dir
+    from .mr_t2 import MRKidneyPipeline
+
+    pipe = MRKidneyPipeline.load(model or str(default_model_dir("mr_multiprotocol_kidney")), device)
+    pipe.name = "mr-multiprotocol-unet"
+    return pipe
+
+
 def _unsupervised_factory(model: str | None = None, device: str = "auto"):
     from .unsupervised import UnsupervisedKidneyPipeline
 
@@ -76,6 +85,13 @@ PIPELINES: dict[str, PipelineInfo] = {
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
         _mr_t2_factory,
+    ),
+    "mr-multiprotocol-unet": PipelineInfo(
+        "mr-multiprotocol-unet", "MR",
+        "2D MONAI U-Net trained on images synthesised from label maps (random contrast, plane and slice "
+        "thickness) and applied in the scan's acquisition plane: coronal, T1-weighted, gradient-echo MRI "
+        "(shipped model, trained on CHAOS; see its model card for where it was validated)",
+        _mr_multiprotocol_factory,
     ),
     "unsupervised-cluster": PipelineInfo(
         "unsupervised-cluster", "MR",

@@ -115,7 +115,8 @@ def _page(title: str, parts: list[str]) -> str:
             f"<style>{_STYLE}</style></head><body><h1>{html.escape(title)}</h1>{''.join(parts)}</body></html>\n")
 
 
-QC_FLAGS = ("empty", "touches_border", "laterality_conflict", "no_roi", "not_converged")
+QC_FLAGS = ("empty", "touches_border", "laterality_conflict", "no_roi", "not_converged", "low_confidence",
+            "volume_outside_validated_range")
 
 
 def segment_report(rows: Sequence[Mapping], pictures: Mapping[str, str], failures: Sequence[tuple[str, str]] = (),

@@ -96,6 +96,8 @@ class TrainConfig:
         synth_fraction: ``multiplane``: share of patches synthesised from label maps.
         tissue_classes: ``multiplane``: Gaussian-mixture tissue classes of the generation maps.
         kidney_subclasses: ``multiplane``: Gaussian-mixture classes inside the kidneys.
+        generation_smoothing_px: ``multiplane``: radius (voxels) of the majority filter that
+            cleans the tissue classes of the generation maps; 0 for none.
         plane_weights: ``multiplane``: relative frequency of ``axial``, ``coronal`` and
             ``sagittal`` training patches.
         extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
@@ -137,6 +139,7 @@ class TrainConfig:
     synth_fraction: float = 0.0
     tissue_classes: int = 8
     kidney_subclasses: int = 2
+    generation_smoothing_px: int = 0
     plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
     extra_datasets: tuple[tuple[str, str], ...] = ()
 
@@ -152,6 +155,8 @@ class TrainConfig:
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \
                 or sum(self.plane_weights.values()) <= 0:
             raise ValueError(f"plane_weights: expected non-negative axial, coronal, sagittal weights, got {self.plane_weights}")
+        if self.generation_smoothing_px < 0:
+            raise ValueError(f"generation_smoothing_px: expected >= 0, got {self.generation_smoothing_px}")
         if self.tissue_classes < 1 or self.kidney_subclasses < 1:
             raise ValueError("tissue_classes and kidney_subclasses must be >= 1")
         object.__setattr__(self, "exclude_cases", tuple(str(c) for c in self.exclude_cases))

@@ -79,7 +79,7 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
     body = body_mask(vol)
     organs = np.where(tgt < NOT_KIDNEY, tgt, 0).astype(np.uint8)
     gen = generation_map(vol, organs, body | (organs > 0), config.tissue_classes, config.kidney_subclasses,
-                         config.seed)
+                         config.seed, config.generation_smoothing_px)
     labelled = None if not (tgt == IGNORE).any() else tgt != IGNORE
     return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), labelled)
 

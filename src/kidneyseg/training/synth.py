@@ -119,7 +119,7 @@ def intensity_classes(values: np.ndarray, n_classes: int, seed: int, max_samples
 
 
 def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tissue_classes: int,
-                   kidney_subclasses: int, seed: int) -> np.ndarray:
+                   kidney_subclasses: int, seed: int, smoothing_px: int = 0) -> np.ndarray:
     """The label map images are synthesised from.
 
     Args:
@@ -129,6 +129,10 @@ def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tiss
         tissue_classes: Gaussian-mixture classes of the body outside the organs.
         kidney_subclasses: Gaussian-mixture classes inside the kidneys.
         seed: random state of the mixtures.
+        smoothing_px: if > 0, the tissue classes are cleaned by a 3D majority (mode) filter of
+            this radius in voxels (``scipy.ndimage`` rank filter on each class's indicator), so
+            the background is made of anatomy-sized regions rather than intensity speckle, as
+            SynthSeg's label maps are. Organ labels are never changed.
 
     Returns:
         uint8 ``(X, Y, Z)``: 0 outside the body; ``1..tissue_classes`` tissue;
@@ -138,6 +142,11 @@ def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tiss
     tissue = body & (organs == 0)
     if tissue.any():
         out[tissue] = 1 + intensity_classes(image[tissue], tissue_classes, seed)
+        if smoothing_px > 0:
+            size = 2 * smoothing_px + 1
+            votes = np.stack([ndimage.uniform_filter((out == c).astype(np.float32), size)
+                              for c in range(1, tissue_classes + 1)])
+            out[tissue] = 1 + votes[:, tissue].argmax(0).astype(np.uint8)
     kid = organs == 1
     if kid.any():
         out[kid] = 1 + tissue_classes + intensity_classes(image[kid], kidney_subclasses, seed)
