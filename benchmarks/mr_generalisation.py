@@ -116,6 +116,27 @@ def summarise(rows: list[dict]) -> list[str]:
     return lines
 
 
+def choose_qc(rows: list[dict], success_dice: float = 0.85) -> dict:
+    """The QC settings of a model from its rows (rule fixed 2026-12-02 before the rows of the
+    shipped models existed):
+
+    - ``low_confidence_threshold``: the largest ``uncertain_fraction`` among held-out CHAOS cases
+      segmented well (Dice >= ``success_dice`` on both kidneys), so that no such case is flagged;
+      failures and ukat rows are not used to choose it, only to check it.
+    - ``validated_volume_ml``: the smallest and largest reference single-kidney volume among
+      the whole-volume cases scored (CHAOS held out, ukat whole kidneys).
+
+    Returns:
+        ``{"low_confidence_threshold": t or None, "validated_volume_ml": [lo, hi] or None,
+        "n_successes": n}``.
+    """
+    ok = [r for r in rows if r["domain"] == "chaos" and r.get("dice_kidney_right", 0) >= success_dice
+          and r.get("dice_kidney_left", 0) >= success_dice and "uncertain_fraction" in r]
+    vols = [r[k] for r in rows if r["scope"] == "volume" for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
+    return {"low_confidence_threshold": max((r["uncertain_fraction"] for r in ok), default=None),
+            "validated_volume_ml": [min(vols), max(vols)] if vols else None, "n_successes": len(ok)}
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
