@@ -109,3 +109,11 @@ def test_manifest_errors(tmp_path):
         read_manifest(tmp_path / "none.csv")
     m.write_text("path\n/abs/x.nii.gz\nrel/y.nii\n")
     assert read_manifest(m) == [("x", Path("/abs/x.nii.gz")), ("y", tmp_path / "rel" / "y.nii")]
+
+
+@pytest.mark.parametrize("case", ["../../escaped_case", "/abs/name", "..", "sub\\\\name"])
+def test_manifest_case_cannot_escape_the_output_folder(tmp_path, case):
+    m = tmp_path / "m.csv"
+    m.write_text(f"case,path\n{case},a.nii.gz\n")
+    with pytest.raises(InputError, match="not a plain file name"):
+        read_manifest(m)

@@ -154,3 +154,23 @@ def test_2d_masks_give_areas_in_mm2(tmp_path):
     assert float(row["area_ref_mm2"]) == pytest.approx(165 * 0.375)
     assert row["volume_pred_ml"] == ""
     assert float(row["dice"]) == pytest.approx(2 * 140 / 315)
+
+
+def test_evaluate_refuses_a_nan_affine(tmp_path, capsys):
+    """NaN in a prediction's affine must not pass the same-grid check (max |A - B| > tol is
+    False for NaN) and be scored with volumes from the bad affine."""
+    import nibabel as nib
+
+    mask = np.zeros((20, 20, 10), np.uint8)
+    mask[5:15, 5:15, 2:8] = 1
+    ref = save_nifti(mask, np.diag([1.5, 1.5, 4.0, 1.0]), tmp_path / "a_ref.nii.gz")
+    bad_affine = np.diag([1.5, 1.5, 4.0, 1.0])
+    bad_affine[0, 3] = np.nan
+    img = nib.Nifti1Image(mask, None)
+    img.header.set_qform(bad_affine, code=1)
+    img.header.set_sform(bad_affine, code=1)
+    pred = tmp_path / "a_seg.nii.gz"
+    nib.save(img, str(pred))
+    assert main(["evaluate", str(pred), str(ref), "-o", str(tmp_path / "ev"), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "kidneyseg: error:" in err and not (tmp_path / "ev" / "metrics.csv").exists()

@@ -67,6 +67,8 @@ def read_manifest(path: str | Path) -> list[tuple[str, Path]]:
             raise InputError(f"{p}: row {line}: empty path")
         f = Path(raw) if Path(raw).is_absolute() else p.parent / raw
         case = (row.get("case") or "").strip() or case_name(f)
+        if case in (".", "..") or "/" in case or "\\" in case or "\x00" in case:
+            raise InputError(f"{p}: row {line}: case {case!r} is not a plain file name (it would write outside -o)")
         if case in seen:
             raise InputError(f"{p}: row {line}: case {case!r} already named in row {seen[case]}")
         seen[case] = line

@@ -156,8 +156,11 @@ def _evaluate_task(t: _Task) -> _CaseResult:
             raise InputError(f"{img.source}: expected a 2D or 3D mask, got shape {img.array.shape}")
     if pred.array.shape != ref.array.shape:
         raise InputError(f"{t.pred} and {t.ref}: shapes differ ({pred.array.shape} vs {ref.array.shape})")
+    for img, name in ((pred, t.pred), (ref, t.ref)):
+        if not np.all(np.isfinite(img.affine)):
+            raise InputError(f"{name}: the affine holds NaN or Inf values (no geometry to score in mm)")
     diff = float(np.max(np.abs(pred.affine - ref.affine)))
-    if diff > AFFINE_TOLERANCE_MM:
+    if not diff <= AFFINE_TOLERANCE_MM:
         raise InputError(f"{t.pred} and {t.ref}: affines differ by up to {diff:.4g} mm (masks must share one grid)")
     arrays = []
     for img, name in ((pred, t.pred), (ref, t.ref)):

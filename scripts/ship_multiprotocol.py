@@ -1,0 +1,160 @@
+"""Ship a ``recipe="multiplane"`` model as ``mr_multiprotocol_kidney`` with its model card.
+
+Usage: python scripts/ship_multiprotocol.py --final RUN_DIR --rows benchmarks/results/mr_generalisation.jsonl \
+           --final-name NAME --proxy-name NAME --lodo-name NAME [--cv-folds FOLD_DIR ...] \
+           [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
+
+``--final-name`` / ``--proxy-name`` / ``--lodo-name`` are the ``model`` names of
+``benchmarks/mr_generalisation.py`` rows: the final model (all data), the same recipe without the
+Siemens scans (scored on them: a held-out scanner), and the recipe without any ukat scan
+(leave-one-domain-out). ``--cv-folds`` are fold folders of the CHAOS-only recipe whose
+``training_summary.json`` holds their held-out CHAOS cases. The card quotes only those rows.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import platform
+import shutil
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from kidneyseg.inference.settings import InferenceConfig, write_inference_config
+from kidneyseg.models.store import sha256
+
+
+def _mean(rows: list[dict], key: str) -> str:
+    vals = [r[key] for r in rows if r.get(key) is not None]
+    return f"{np.mean(vals):.3f}" if vals else "-"
+
+
+def _table(rows: list[dict]) -> list[str]:
+    out = ["| scan | scope | Dice right | Dice left | volume right / left, pred / ref (mL) | uncertain_fraction | low_confidence | volume_outside_validated_range |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        vol = (f"{r['kidney_right_ml']:.0f} / {r['kidney_right_ref_ml']:.0f}, {r['kidney_left_ml']:.0f} / {r['kidney_left_ref_ml']:.0f}"
+               if "kidney_right_ml" in r else "-")
+        out.append(f"| {r['domain']} {r['case']} | {r['scope']} | {r.get('dice_kidney_right', '-')} | {r.get('dice_kidney_left', '-')} | "
+                   f"{vol} | {r.get('uncertain_fraction', '-')} | {r.get('low_confidence', '-')} | "
+                   f"{r.get('volume_outside_validated_range', '-')} |")
+    return out
+
+
+def _latest(rows: list[dict], model: str) -> list[dict]:
+    """The model's rows of its latest run (one row per case)."""
+    mine = [r for r in rows if r["model"] == model]
+    if not mine:
+        raise SystemExit(f"no rows of model {model!r}")
+    last = max(r["date"] for r in mine)
+    return [r for r in mine if r["date"] == last]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--final", required=True, type=Path)
+    ap.add_argument("--rows", required=True, type=Path)
+    ap.add_argument("--final-name", required=True)
+    ap.add_argument("--proxy-name", required=True)
+    ap.add_argument("--lodo-name", required=True)
+    ap.add_argument("--cv-folds", nargs="*", type=Path, default=[])
+    ap.add_argument("--low-confidence-threshold", type=float, default=1.0)
+    ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
+    args = ap.parse_args()
+    rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
+    final, proxy, lodo = (_latest(rows, n) for n in (args.final_name, args.proxy_name, args.lodo_name))
+    cv = []
+    for d in args.cv_folds:
+        cv += [dict(r, fold=d.name) for r in json.loads((d / "training_summary.json").read_text()).get("validation", [])]
+    whole = [r for r in lodo + final + cv if r.get("kidney_right_ref_ml") is not None]
+    vols = [r[k] for r in whole for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
+    validated = (round(min(vols), 1), round(max(vols), 1))
+    dest = args.dest
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    for name in ("config.json", "model.pt", "training_log.csv", "training_summary.json"):
+        shutil.copy2(args.final / name, dest / name)
+    settings = InferenceConfig(
+        chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)",
+        validated_volume_ml=validated, low_confidence_threshold=args.low_confidence_threshold,
+        qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
+                      "of the whole-volume cases this recipe was scored on (model card); low_confidence_threshold = "
+                      f"{args.low_confidence_threshold} (as many uncertain voxels as confident ones)"))
+    write_inference_config(settings, dest)
+    cfg = json.loads((dest / "config.json").read_text())
+    summary = json.loads((dest / "training_summary.json").read_text())
+    n_params = sum(v.numel() for v in torch.load(dest / "model.pt", map_location="cpu", weights_only=True).values())
+    size_mb = (dest / "model.pt").stat().st_size / 1e6
+    ukat_whole = [r for r in lodo if r["domain"] == "ukat" and r["scope"] == "volume"]
+    ukat_slices = [r for r in lodo if r["domain"] == "ukat" and r["scope"] != "volume"]
+    siemens = [r for r in proxy if r["domain"] == "ukat" and r["case"].startswith("siemens")]
+    lines = [
+        "# Model card: `mr_multiprotocol_kidney` (pipeline `mr-multiprotocol-unet`)", "",
+        "Left and right kidney segmentation on abdominal MRI of any plane and contrast, trained with domain "
+        "randomisation (images synthesised from label maps, SynthSeg: Billot et al., Medical Image Analysis 86, 2023). "
+        "**Experimental**: it is not the default (`mr-t2-unet` stays better on axial T2, see below).", "",
+        f"- **Date**: {dt.date.today().isoformat()}",
+        f"- **File**: `model.pt`, {size_mb:.1f} MB, {n_params:,} parameters, sha256 `{sha256(dest / 'model.pt')}`",
+        "- **Labels written**: 1 `kidney_right`, 2 `kidney_left` (patient's sides, from world coordinates after "
+        "connected components, as `mr-t2-unet`).",
+        f"- **Architecture**: MONAI `UNet` 2D, channels {tuple(cfg['channels'])}, {cfg['num_res_units']} residual unit(s), "
+        "instance norm, one input slice, classes background / kidney / liver / spleen.",
+        "- **Inference**: the volume is z-scored (0.5/99.5 percentile clip), cut into slices in its acquisition plane "
+        "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel), each resampled to "
+        f"{cfg['target_spacing_mm']} mm; one pass, argmax; `inference.json` holds the QC settings.",
+        f"- **Training**: {cfg['iterations']} iterations of AdamW (lr {cfg['learning_rate']}, poly decay), batch "
+        f"{cfg['batch_size']} patches of {cfg['patch_size'][0]} x {cfg['patch_size'][1]} at {cfg['target_spacing_mm']} mm "
+        f"isotropic, planes axial : coronal : sagittal = {cfg['plane_weights']['axial']} : {cfg['plane_weights']['coronal']} : "
+        f"{cfg['plane_weights']['sagittal']}; {100 * cfg['synth_fraction']:.0f} % of patches synthesised from label maps "
+        f"(expert kidney in {cfg['kidney_subclasses']} sub-classes, liver, spleen, {cfg['tissue_classes']} Gaussian-mixture "
+        "tissue classes; random contrast, slab thickness 1.5-8 mm, in-plane resolution 1.5-3.5 mm, bias, gamma, noise), "
+        "the rest real slices (half through a random intensity curve); Dice + cross-entropy for partly labelled targets, "
+        f"foreground oversampling {cfg['foreground_fraction']}, seed {cfg['seed']}. Full config: `config.json`; recipe "
+        "`configs/mr_multiprotocol.json`.",
+        "- **Training data**: CHAOS MR T2-SPIR, 14 cases (not case 39, the bundled example; CC BY-SA 4.0, Kavur et al., "
+        "Medical Image Analysis 69, 2021, Zenodo 3431873) and all 23 ukat gradient-echo scans (3 with whole-kidney masks, "
+        "20 with one labelled slice; UKRIN Kidney Analysis Toolbox, GPL-3.0).",
+        f"- **Training time**: {summary['train_seconds'] / 60:.1f} min on {platform.machine()} CPU, torch {torch.__version__}, "
+        "1 intra-op thread (two trainings shared the machine's 2 cores).", "",
+        "## How it was validated (`benchmarks/mr_generalisation.py`)", "",
+        "No test touches a scan the scored model was trained on. Three models of this recipe, differing only in data:", "",
+        f"1. **Leave-one-domain-out** (`{args.lodo_name}`: CHAOS only, no ukat) on the ukat gradient-echo scans: "
+        f"whole kidneys Dice right {_mean(ukat_whole, 'dice_kidney_right')}, left {_mean(ukat_whole, 'dice_kidney_left')} "
+        f"(3 scans); labelled slices right {_mean(ukat_slices, 'dice_kidney_right')}, left {_mean(ukat_slices, 'dice_kidney_left')} "
+        f"(20 scans). The shipped `mr-t2-unet` model gets 0.00 on all of them.",
+        f"2. **Held-out scanner** (`{args.proxy_name}`: CHAOS + ukat GE and Philips) on the 5 Siemens 3 T scans: Dice right "
+        f"{_mean(siemens, 'dice_kidney_right')}, left {_mean(siemens, 'dice_kidney_left')}.",
+        f"3. **This model** on CHAOS case 39 (never trained on): Dice right "
+        f"{_mean([r for r in final if r['domain'] == 'chaos'], 'dice_kidney_right')}, left "
+        f"{_mean([r for r in final if r['domain'] == 'chaos'], 'dice_kidney_left')}.",
+    ]
+    if cv:
+        lines += [f"4. **CHAOS cross-validation, fold 0 only** of the CHAOS-only recipe ({len(cv)} held-out cases): Dice right "
+                  f"{_mean(cv, 'dice_kidney_right')}, left {_mean(cv, 'dice_kidney_left')}; `mr-t2-unet`'s CV on the same "
+                  "cases: see `benchmarks/README.md`. The other four folds were not run (time), so there is no 5-fold figure."]
+    lines += ["", "### Rows", "", f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo)
+    lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy)
+    lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final)
+    lines += [
+        "", "## Domain checks", "",
+        f"- `volume_outside_validated_range`: a kidney outside **{validated[0]}-{validated[1]} mL**, the smallest and largest "
+        "expert single-kidney volume of the whole-volume cases above.",
+        f"- `low_confidence`: `uncertain_fraction` above **{args.low_confidence_threshold}** (as many voxels with kidney "
+        "probability 0.2-0.8 as at or above 0.5).", "",
+        "## Intended use and limits", "",
+        "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
+        "gradient-echo (ukat, three vendors) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
+        "T1-weighted, Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. On axial "
+        "T2 it is less accurate than `mr-t2-unet` (it marks more neighbouring tissue as kidney, worst on the left). Check the "
+        "overlay of every case; trust no volume with a QC flag raised.",
+    ]
+    (dest / "model_card.md").write_text("\n".join(lines) + "\n")
+    print(f"shipped {dest} ({size_mb:.1f} MB), validated volume range {validated}")
+
+
+if __name__ == "__main__":
+    main()
