@@ -143,6 +143,8 @@ def main() -> None:
                     help="a model to score; DIR 'shipped' for the package's model")
     ap.add_argument("--chaos-cases", nargs="*", default=["39"], help="CHAOS cases held out of every model given")
     ap.add_argument("--no-ukat", action="store_true", help="skip the ukat scans (models trained on them)")
+    ap.add_argument("--ukat-cases", nargs="*", default=None,
+                    help="only these ukat scans (e.g. a scanner held out of the model's training)")
     ap.add_argument("--tag", default="", help="free text stored with the rows (e.g. the training run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_generalisation.jsonl")
@@ -152,7 +154,8 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     when = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
     machine = f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
-    ukat = [] if args.no_ukat else ukat_cases(DATA / "ukat_kidney_masks", MR_KIDNEYS)
+    ukat = [] if args.no_ukat else [c for c in ukat_cases(DATA / "ukat_kidney_masks", MR_KIDNEYS)
+                                    if args.ukat_cases is None or c.case_id in set(args.ukat_cases)]
     chaos = [c for c in chaos_cases(DATA / "chaos_t2", MR_KIDNEYS) if c.case_id in set(args.chaos_cases)]
     with open(args.out, "a") as f:
         for spec in args.model:

@@ -198,3 +198,12 @@ def test_train_then_segment_with_local_model(tmp_path, two_kidney_phantom):
     bad = run("train", "--dataset", str(root), "--layout", "nnunet", "-o", str(tmp_path / "m2"),
               "--patch-size", "30", "30", "--quiet")
     assert bad.returncode == 2 and "patch_size" in bad.stderr
+
+
+def test_version_flag(capsys):
+    from kidneyseg import __version__
+    from kidneyseg.cli import main
+
+    with pytest.raises(SystemExit) as exc:
+        main(["--version"])
+    assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"kidneyseg {__version__}"

@@ -23,7 +23,10 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = argparse.ArgumentParser(prog="kidneyseg", description="Kidney segmentation and volumetry.")
+    parser.add_argument("--version", action="version", version=f"kidneyseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files "
