@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 
 from ..errors import InputError
-from ..io import Image, Reorientation, to_canonical
+from ..io import Image, Reorientation, acquisition_axes, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
 from ..preprocess.normalise import body_ratio, clip_body_ratio
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
@@ -236,31 +236,6 @@ def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch
                                       overlap=overlap, mode="gaussian")
     probs = torch.softmax(logits.float(), dim=1)[0].cpu()
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
-
-
-ISOTROPIC_RATIO = 1.5
-"""A scan whose largest voxel side is under this multiple of its smallest has no acquisition
-plane: the ``multiplane`` network is run in all three planes and the probabilities averaged."""
-
-PLANE_NAMES = {0: "sagittal", 1: "coronal", 2: "axial"}
-"""Plane of the slices taken along each canonical (RAS) axis."""
-
-
-def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
-    """Canonical axes to slice along: the thickest axis (the acquisition's slice direction), or
-    all three when the voxel is near isotropic (:data:`ISOTROPIC_RATIO`); ties go to the axial
-    axis (2), then coronal (1).
-
-    Args:
-        spacing_mm: canonical (RAS) voxel sides, mm.
-
-    Returns:
-        One axis, or ``[0, 1, 2]``.
-    """
-    sp = np.asarray(spacing_mm, dtype=float)
-    if sp.max() < ISOTROPIC_RATIO * sp.min():
-        return [0, 1, 2]
-    return [int(max((2, 1, 0), key=lambda a: sp[a]))]
 
 
 @torch.inference_mode()

@@ -96,3 +96,27 @@ def from_canonical(array: np.ndarray, reorientation: Reorientation) -> np.ndarra
             f"from_canonical: expected shape {reorientation.original_shape}, got {out.shape}"
         )
     return out
+
+
+PLANE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
+"""Canonical (RAS) array axis the slices of each plane are taken along."""
+
+ISOTROPIC_RATIO = 1.5
+"""A voxel whose largest side is under this multiple of its smallest has no acquisition plane."""
+
+
+def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
+    """Canonical axes a scan's slices run along: the thickest axis (the acquisition's slice
+    direction), or all three when the voxel is near isotropic (:data:`ISOTROPIC_RATIO`); ties go
+    to the axial axis (2), then coronal (1).
+
+    Args:
+        spacing_mm: canonical (RAS) voxel sides, mm.
+
+    Returns:
+        One axis, or ``[0, 1, 2]``.
+    """
+    sp = np.asarray(spacing_mm, dtype=float)
+    if sp.max() < ISOTROPIC_RATIO * sp.min():
+        return [0, 1, 2]
+    return [int(max((2, 1, 0), key=lambda a: sp[a]))]

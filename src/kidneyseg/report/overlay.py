@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import Image, to_canonical  # noqa: E402
+from ..io import PLANE_AXES, Image, acquisition_axes, to_canonical  # noqa: E402
 
 _COLOURS = {"kidney_right": "#ff3b30", "kidney_left": "#34c759", "kidney": "#ffcc00", "tumor": "#af52de", "cyst": "#0a84ff"}
 
@@ -23,21 +23,17 @@ def _display(slice_2d: np.ndarray) -> np.ndarray:
     return slice_2d[::-1, ::-1].T
 
 
-PLANES = {"sagittal": 0, "coronal": 1, "axial": 2}
-"""Canonical (RAS) axis the slices of each plane are taken along."""
+PLANES = PLANE_AXES
+"""Canonical (RAS) axis the slices of each plane are taken along (:data:`kidneyseg.io.PLANE_AXES`)."""
 _SIDES = {0: ("A", "P"), 1: ("R", "L"), 2: ("R", "L")}  # viewer's left / right marks per slice axis
 _AXIS_NAME = "xyz"
 
 
 def acquisition_plane(spacing_mm: tuple[float, float, float]) -> str:
-    """The plane a scan was acquired in, from its canonical (RAS) spacing: the plane across
-    the thickest axis; ``"axial"`` for a near-isotropic voxel (largest side under 1.5 x the
-    smallest) or a tie."""
-    sp = np.asarray(spacing_mm, dtype=float)
-    if sp.max() < 1.5 * sp.min():
-        return "axial"
-    axis = max((2, 1, 0), key=lambda a: sp[a])
-    return {v: k for k, v in PLANES.items()}[axis]
+    """The plane a scan was acquired in (:func:`kidneyseg.io.acquisition_axes`); ``"axial"`` for
+    a near-isotropic voxel."""
+    axes = acquisition_axes(spacing_mm)
+    return "axial" if len(axes) > 1 else next(n for n, a in PLANES.items() if a == axes[0])
 
 
 def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: str | Path,

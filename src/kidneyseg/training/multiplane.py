@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from ..arrays import crop_around
 from ..datasets import Case
-from ..io import Image, to_canonical
+from ..io import PLANE_AXES, Image, to_canonical
 from ..preprocess import zscore_percentile
 from .config import TrainConfig
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
@@ -82,10 +82,6 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
                          config.seed, config.generation_smoothing_px)
     labelled = None if not (tgt == IGNORE).any() else tgt != IGNORE
     return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), labelled)
-
-
-PLANE_AXES = {"sagittal": 0, "coronal": 1, "axial": 2}
-"""Canonical (RAS) axis a plane's slices are taken along."""
 
 
 def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.random.Generator,

@@ -11,7 +11,7 @@ between sequences).
 
 Volumes are resampled to an isotropic grid so that 2D slices can be drawn in any of the
 three planes: the network is applied in the acquisition plane of each scan
-(:func:`kidneyseg.inference.predict.acquisition_axes`).
+(:func:`kidneyseg.io.acquisition_axes`).
 
 Label values of the network target (``PlaneVolume.target``):
     0 background, 1 kidney, 2.. auxiliary organs; :data:`NOT_KIDNEY` (labelled, but only known
