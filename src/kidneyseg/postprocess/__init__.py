@@ -1,5 +1,5 @@
 """Post-processing: connected components and left/right assignment in world coordinates."""
 
-from .kidneys import KidneyAssignment, assign_kidneys, body_midline_x_mm
+from .kidneys import KidneyAssignment, assign_kidneys, body_component, body_midline_x_mm
 
-__all__ = ["KidneyAssignment", "assign_kidneys", "body_midline_x_mm"]
+__all__ = ["KidneyAssignment", "assign_kidneys", "body_component", "body_midline_x_mm"]

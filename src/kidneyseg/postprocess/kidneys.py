@@ -43,6 +43,29 @@ MIDLINE_MAX_VOXELS = 32_000_000
 """Above this many voxels the midline is found on an in-plane subsample (memory)."""
 
 
+def body_component(image: np.ndarray) -> np.ndarray:
+    """The body: the largest connected component above Otsu's threshold of
+    ``log(1 + I - min I)`` (``skimage.filters.threshold_otsu``, ``scipy.ndimage.label``).
+    Otsu on log intensities, because MR intensities are heavy-tailed: on a linear scale a
+    large bright structure (fluid, a cyst) can take the "body" class for itself.
+
+    Args:
+        image: intensities, any shape and orientation; not modified.
+
+    Returns:
+        bool array of ``image``'s shape.
+    """
+    from skimage.filters import threshold_otsu
+
+    logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
+    body = logged > threshold_otsu(logged)
+    del logged
+    cc, n = ndimage.label(body)
+    if n > 1:
+        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
+    return body
+
+
 def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     """World x (RAS+, mm) of the body's centroid, used as the patient's midline.
 
@@ -56,23 +79,13 @@ def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
         image: 3D intensities, any orientation.
         affine: its voxel-to-RAS+ matrix.
     """
-    from skimage.filters import threshold_otsu
-
     step = 1
     while image[::step, ::step].size > MIDLINE_MAX_VOXELS and step < 8:
         step *= 2  # large volumes: every step-th voxel in-plane (the midline needs mm, not voxels)
     if step > 1:
         image = image[::step, ::step]
         affine = affine @ np.diag([step, step, 1, 1])
-    # Otsu on log intensities: MR intensities are heavy-tailed, and on a linear scale a
-    # large bright structure (fluid, a cyst) can take the "body" class for itself
-    logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
-    body = logged > threshold_otsu(logged)
-    del logged
-    cc, n = ndimage.label(body)
-    if n > 1:
-        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
-    del cc
+    body = body_component(image)
     total = np.count_nonzero(body)
     if total == 0:
         centre = (np.array(image.shape) - 1) / 2

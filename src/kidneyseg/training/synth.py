@@ -75,19 +75,14 @@ def resample_isotropic(array: np.ndarray, spacing_mm: tuple[float, float, float]
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
-    """The body: the largest component above Otsu's threshold of ``log(1 + I - min I)``, holes
-    filled slice by slice (as :func:`kidneyseg.postprocess.body_midline_x_mm` finds it).
+    """The body (:func:`kidneyseg.postprocess.body_component`) with holes filled slice by slice.
 
     Returns:
         bool array of ``image``'s shape.
     """
-    from skimage.filters import threshold_otsu
+    from ..postprocess import body_component
 
-    logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
-    body = logged > threshold_otsu(logged)
-    cc, n = ndimage.label(body)
-    if n > 1:
-        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
+    body = body_component(image)
     for z in range(body.shape[2]):
         body[:, :, z] = ndimage.binary_fill_holes(body[:, :, z])
     return body
