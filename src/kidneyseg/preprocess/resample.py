@@ -1,4 +1,4 @@
-"""In-plane resampling of stacks of slices (torch.nn.functional.interpolate)."""
+"""Resampling of volumes and stacks of slices (torch.nn.functional.interpolate)."""
 
 from __future__ import annotations
 
@@ -34,3 +34,20 @@ def resize_slices(volume: np.ndarray | torch.Tensor, size_xy: tuple[int, int], m
     s = F.interpolate(s, size=tuple(size_xy), mode=mode, **kwargs)
     out = s.permute(1, 2, 3, 0).contiguous()
     return out[0] if squeeze else out
+
+
+def resample_isotropic(array: np.ndarray, spacing_mm: tuple[float, float, float], target_mm: float,
+                       mode: str = "trilinear") -> np.ndarray:
+    """Resample a ``(X, Y, Z)`` volume (or ``(C, X, Y, Z)``) to ``target_mm`` on every axis.
+
+    ``size = round(n * spacing / target)`` per axis; voxel centres aligned as ITK does for the
+    same field of view (``torch.nn.functional.interpolate``, ``align_corners=False``).
+    ``mode`` is ``"trilinear"`` (float32 result) or ``"nearest-exact"``.
+    """
+    t = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
+    squeeze = t.ndim == 3
+    t = t[None, None] if squeeze else t[None]
+    size = tuple(max(1, round(n * s / target_mm)) for n, s in zip(array.shape[-3:], spacing_mm))
+    kwargs = {"align_corners": False} if mode == "trilinear" else {}
+    out = F.interpolate(t, size=size, mode=mode, **kwargs)[0]
+    return (out[0] if squeeze else out).numpy()

@@ -11,10 +11,10 @@ import torch.nn.functional as F
 from ..arrays import crop_around
 from ..datasets import Case
 from ..io import PLANE_AXES, Image, to_canonical
-from ..preprocess import zscore_percentile
+from ..preprocess import resample_isotropic, zscore_percentile
 from .config import TrainConfig
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
-                    random_intensity_curve, resample_isotropic, synthesise_slice, take_plane)
+                    random_intensity_curve, synthesise_slice, take_plane)
 
 
 def case_target(case: Case, image: Image, ref: Image, config: TrainConfig) -> np.ndarray:
@@ -80,8 +80,13 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
     organs = np.where(tgt < NOT_KIDNEY, tgt, 0).astype(np.uint8)
     gen = generation_map(vol, organs, body | (organs > 0), config.tissue_classes, config.kidney_subclasses,
                          config.seed, config.generation_smoothing_px)
-    labelled = None if not (tgt == IGNORE).any() else tgt != IGNORE
-    return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), labelled)
+    index = axis = None
+    if (tgt == IGNORE).any():  # partly labelled: sample the labelled slices only, in their plane
+        labelled = tgt != IGNORE
+        index = np.flatnonzero(labelled)
+        extent = [np.ptp(np.flatnonzero(labelled.any(axis=tuple(a for a in range(3) if a != ax)))) for ax in range(3)]
+        axis = int(np.argmin(extent))
+    return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), index, axis)
 
 
 def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.random.Generator,
@@ -112,15 +117,13 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
             centre = v.fg[rng.integers(len(v.fg))]
             centre = centre + rng.integers(-config.patch_size[0] // 4, config.patch_size[0] // 4 + 1, 3)
             centre = np.clip(centre, 0, np.array(v.image.shape) - 1)
-        elif v.labelled is not None:
-            idx = np.flatnonzero(v.labelled)
+        elif v.labelled_index is not None:
+            idx = v.labelled_index
             centre = np.array(np.unravel_index(idx[rng.integers(idx.size)], v.image.shape))
         else:
             centre = np.array([rng.integers(n) for n in v.image.shape])
-        if v.labelled is not None:  # draw in the plane of the labelled slices: the thin axis of the labelled set
-            extent = [np.ptp(np.flatnonzero(v.labelled.any(axis=tuple(a for a in range(3) if a != ax))))
-                      for ax in range(3)]
-            axis = int(np.argmin(extent))
+        if v.labelled_axis is not None:
+            axis = v.labelled_axis
         else:
             axis = PLANE_AXES[names[rng.choice(len(names), p=weights)]]
         in_plane = [a for a in range(3) if a != axis]

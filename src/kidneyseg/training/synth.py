@@ -45,8 +45,10 @@ class PlaneVolume:
         generation: uint8 ``(X, Y, Z)`` generation label map: 0 outside the body, then tissue
             classes, kidney sub-classes and organs (values only need to be distinct).
         fg: int64 ``(N, 3)`` indices of labelled kidney voxels (foreground oversampling).
-        labelled: bool ``(X, Y, Z)`` or ``None`` when every voxel is labelled; slices are
-            only drawn through labelled voxels.
+        labelled_index: flat indices of the labelled voxels, or ``None`` when every voxel is
+            labelled; patches are then only centred on labelled voxels.
+        labelled_axis: with ``labelled_index``, the axis across the labelled slices (the thin
+            axis of the labelled set): patches are drawn in that plane.
     """
 
     case_id: str
@@ -54,24 +56,8 @@ class PlaneVolume:
     target: np.ndarray
     generation: np.ndarray
     fg: np.ndarray
-    labelled: np.ndarray | None = None
-
-
-def resample_isotropic(array: np.ndarray, spacing_mm: tuple[float, float, float], target_mm: float,
-                       mode: str = "trilinear") -> np.ndarray:
-    """Resample a ``(X, Y, Z)`` volume (or ``(C, X, Y, Z)``) to ``target_mm`` on every axis.
-
-    ``size = round(n * spacing / target)`` per axis; voxel centres aligned as ITK does for the
-    same field of view (``torch.nn.functional.interpolate``, ``align_corners=False``).
-    ``mode`` is ``"trilinear"`` (float32 result) or ``"nearest-exact"``.
-    """
-    t = torch.as_tensor(np.ascontiguousarray(array), dtype=torch.float32)
-    squeeze = t.ndim == 3
-    t = t[None, None] if squeeze else t[None]
-    size = tuple(max(1, round(n * s / target_mm)) for n, s in zip(array.shape[-3:], spacing_mm))
-    kwargs = {"align_corners": False} if mode == "trilinear" else {}
-    out = F.interpolate(t, size=size, mode=mode, **kwargs)[0]
-    return (out[0] if squeeze else out).numpy()
+    labelled_index: np.ndarray | None = None
+    labelled_axis: int | None = None
 
 
 def body_mask(image: np.ndarray) -> np.ndarray:
