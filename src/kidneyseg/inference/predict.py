@@ -42,6 +42,30 @@ MAX_SLICE_PX = 1024
 """Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
 
 
+def plane_size(image: Image, canonical: Image, axis: int, target_spacing_mm: float, where: str) -> tuple[int, int]:
+    """In-plane size (pixels) of the slices across canonical ``axis`` resampled to
+    ``target_spacing_mm``: ``round(n * spacing / target)`` per in-plane axis.
+
+    Raises:
+        InputError: an in-plane field of view under :data:`MIN_FOV_MM` (too small to hold a
+            kidney) or a slice larger than :data:`MAX_SLICE_PX` pixels per side (implausible
+            spacing, e.g. metres), named by ``image.source``; ``where`` names the plane.
+    """
+    u, v = [a for a in range(3) if a != axis]
+    sp = canonical.spacing_mm
+    fov = (canonical.shape[u] * sp[u], canonical.shape[v] * sp[v])
+    size = (max(1, round(fov[0] / target_spacing_mm)), max(1, round(fov[1] / target_spacing_mm)))
+    src = image.source if image.source is not None else "image"
+    spacing = tuple(round(s, 4) for s in image.spacing_mm)
+    if min(fov) < MIN_FOV_MM:
+        raise InputError(f"{src}: {where} field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small to hold a kidney "
+                         f"(need >= {MIN_FOV_MM:.0f} mm; spacing_mm {spacing})")
+    if max(size) > MAX_SLICE_PX:
+        raise InputError(f"{src}: {where} field of view {fov[0]:.0f} x {fov[1]:.0f} mm is implausible for a body scan "
+                         f"(spacing_mm {spacing}); check the header's voxel size")
+    return size
+
+
 def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | None = None,
             normalisation: str = "percentile_zscore") -> Prepared:
     """Reorient to RAS, normalise intensity, resample in-plane.
@@ -68,16 +92,8 @@ def prepare(image: Image, target_spacing_mm: float, body_clip_ratio: float | Non
         ValueError: ``"body_ratio"`` without ``body_clip_ratio`` (a caller's bug).
     """
     canonical, reo = to_canonical(image, copy=False)  # a view: the clip / zscore_percentile copy it
-    sx, sy, _ = canonical.spacing_mm
-    fov = (canonical.shape[0] * sx, canonical.shape[1] * sy)
-    size = (max(1, round(canonical.shape[0] * sx / target_spacing_mm)), max(1, round(canonical.shape[1] * sy / target_spacing_mm)))
+    size = plane_size(image, canonical, 2, target_spacing_mm, "in-plane")
     src = image.source if image.source is not None else "image"
-    if min(fov) < MIN_FOV_MM:
-        raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is too small to hold a kidney "
-                         f"(need >= {MIN_FOV_MM:.0f} mm; spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)})")
-    if max(size) > MAX_SLICE_PX:
-        raise InputError(f"{src}: in-plane field of view {fov[0]:.0f} x {fov[1]:.0f} mm is implausible for a body scan "
-                         f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
     if normalisation == "body_ratio" and body_clip_ratio is None:
         raise ValueError("prepare: normalisation 'body_ratio' needs body_clip_ratio")
     try:
@@ -255,18 +271,8 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     """
     canonical, reo = to_canonical(image, copy=False)
     src = image.source if image.source is not None else "image"
-    sp = canonical.spacing_mm
-    fov = [n * s for n, s in zip(canonical.shape, sp)]
-    axes = acquisition_axes(sp)
-    for axis in axes:
-        plane = [fov[a] for a in range(3) if a != axis]
-        if min(plane) < MIN_FOV_MM:
-            raise InputError(f"{src}: field of view {plane[0]:.0f} x {plane[1]:.0f} mm in the acquisition plane is too "
-                             f"small to hold a kidney (need >= {MIN_FOV_MM:.0f} mm; spacing_mm "
-                             f"{tuple(round(v, 4) for v in image.spacing_mm)})")
-        if max(plane) / config.target_spacing_mm > MAX_SLICE_PX:
-            raise InputError(f"{src}: field of view {plane[0]:.0f} x {plane[1]:.0f} mm is implausible for a body scan "
-                             f"(spacing_mm {tuple(round(v, 4) for v in image.spacing_mm)}); check the header's voxel size")
+    axes = acquisition_axes(canonical.spacing_mm)
+    sizes = {axis: plane_size(image, canonical, axis, config.target_spacing_mm, "acquisition-plane") for axis in axes}
     try:
         vol = zscore_percentile(canonical.array)
     except ValueError as exc:
@@ -275,10 +281,7 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     total = None
     for axis in axes:
         moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis
-        spm = [sp[a] for a in range(3) if a != axis]
-        size = (max(1, round(moved.shape[0] * spm[0] / config.target_spacing_mm)),
-                max(1, round(moved.shape[1] * spm[1] / config.target_spacing_mm)))
-        plane = resize_slices(np.ascontiguousarray(moved), size, mode="bilinear").numpy()
+        plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
         out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), inference.tta)]
         probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
         probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
