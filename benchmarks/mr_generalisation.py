@@ -15,8 +15,8 @@ For every model (``shipped`` = the package's model; a folder from ``kidneyseg tr
   held out of the model's training (by default case 39, the bundled example, excluded from
   every shipped and benchmark model).
 
-Every row also carries the QC values (``uncertain_fraction``, ``volume_outside_validated_range``)
-so their thresholds can be chosen on rows like these. Rows are appended to
+Every row also carries the QC values (``uncertain_fraction``, ``low_confidence``,
+``volume_outside_validated_range``) so the flags can be checked against the failures. Rows are appended to
 ``benchmarks/results/mr_generalisation.jsonl``; a Markdown summary is written to
 ``benchmarks/results/mr_generalisation.md`` (all rows in the file, grouped by model and tag).
 """
@@ -114,27 +114,6 @@ def summarise(rows: list[dict]) -> list[str]:
                      f"{r.get('dice_kidney_left', '-')} | {hd} | {vol} | {r.get('uncertain_fraction', '-')} | "
                      f"{r.get('low_confidence', '-')} | {r.get('volume_outside_validated_range', '-')} |")
     return lines
-
-
-def choose_qc(rows: list[dict], success_dice: float = 0.85) -> dict:
-    """The QC settings of a model from its rows (rule fixed 2026-12-02 before the rows of the
-    shipped models existed):
-
-    - ``low_confidence_threshold``: the largest ``uncertain_fraction`` among held-out CHAOS cases
-      segmented well (Dice >= ``success_dice`` on both kidneys), so that no such case is flagged;
-      failures and ukat rows are not used to choose it, only to check it.
-    - ``validated_volume_ml``: the smallest and largest reference single-kidney volume among
-      the whole-volume cases scored (CHAOS held out, ukat whole kidneys).
-
-    Returns:
-        ``{"low_confidence_threshold": t or None, "validated_volume_ml": [lo, hi] or None,
-        "n_successes": n}``.
-    """
-    ok = [r for r in rows if r["domain"] == "chaos" and r.get("dice_kidney_right", 0) >= success_dice
-          and r.get("dice_kidney_left", 0) >= success_dice and "uncertain_fraction" in r]
-    vols = [r[k] for r in rows if r["scope"] == "volume" for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
-    return {"low_confidence_threshold": max((r["uncertain_fraction"] for r in ok), default=None),
-            "validated_volume_ml": [min(vols), max(vols)] if vols else None, "n_successes": len(ok)}
 
 
 def main() -> None:
