@@ -30,8 +30,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
-from kidneyseg.training.config import TrainConfig  # noqa: E402
+from kidneyseg.specs.mr_unet import TrainConfig  # noqa: E402
 from kidneyseg.training.trainer import train  # noqa: E402
+from kidneyseg.validation import validate_mr  # noqa: E402
 
 CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
 BASE = dict(dataset=str(CHAOS), exclude_cases=("39",), device="cpu")
@@ -78,7 +79,7 @@ def main() -> None:
             folder = existing.get((name, fold), args.out / name / f"fold_{fold}")
             if not (folder / "training_summary.json").exists() and not args.report_only:
                 cfg = TrainConfig(**BASE, **VARIANTS[name], fold=fold, num_threads=args.threads)
-                train(cfg, folder, progress=False)
+                train(cfg, folder, progress=False, validate=validate_mr)
             if (folder / "training_summary.json").exists():
                 s = json.loads((folder / "training_summary.json").read_text())
                 results.setdefault(name, []).append(s)

@@ -46,8 +46,10 @@ from kidneyseg.datasets.ct_phantom import write_kits_phantoms  # noqa: E402
 from kidneyseg.datasets.layouts import kits_cases  # noqa: E402
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.metrics.evaluate import KITS_REGIONS, evaluate_labels  # noqa: E402
-from kidneyseg.pipelines.c2f_cascade import STAGES, C2FCascadePipeline, C2FConfig  # noqa: E402
-from kidneyseg.pipelines.kits_unet3d import KitsConfig, KitsUNetPipeline  # noqa: E402
+from kidneyseg.pipelines.c2f_cascade import C2FCascadePipeline  # noqa: E402
+from kidneyseg.pipelines.kits_unet3d import KitsUNetPipeline  # noqa: E402
+from kidneyseg.specs.c2f import STAGES, C2FConfig  # noqa: E402
+from kidneyseg.specs.kits import KitsConfig  # noqa: E402
 from kidneyseg.planning import fingerprint, make_plan  # noqa: E402
 from kidneyseg.training.c2f import train_c2f_cascade  # noqa: E402
 from kidneyseg.training.kits import train_kits_unet3d  # noqa: E402

@@ -30,7 +30,8 @@ from kidneyseg.datasets.dwi_phantom import make_dwi_phantom  # noqa: E402
 from kidneyseg.diffusion import fit_tensor  # noqa: E402
 from kidneyseg.io import Image  # noqa: E402
 from kidneyseg.localize.em import box_recall, localise  # noqa: E402
-from kidneyseg.pipelines.em_unet3d import EMUNetConfig, EMUNetPipeline, prepare  # noqa: E402
+from kidneyseg.pipelines.em_unet3d import EMUNetPipeline  # noqa: E402
+from kidneyseg.specs.em_unet import EMUNetConfig, prepare  # noqa: E402
 from kidneyseg.training.em_unet import TrainCase, train_em_unet  # noqa: E402
 
 

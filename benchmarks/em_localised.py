@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kidneyseg.localize.em import localise  # noqa: E402
-from kidneyseg.pipelines.em_unet3d import EMUNetConfig, EMUNetPipeline, prepare  # noqa: E402
+from kidneyseg.pipelines.em_unet3d import EMUNetPipeline  # noqa: E402
+from kidneyseg.specs.em_unet import EMUNetConfig, prepare  # noqa: E402
 from kidneyseg.training.em_unet import _prepare_case, chaos_train_cases, train_em_unet  # noqa: E402
 from kidneyseg.training.trainer import split_folds  # noqa: E402
 

@@ -69,7 +69,7 @@ def main() -> None:
     model = args.model
     if args.train is not None:
         from kidneyseg.api import train_model
-        from kidneyseg.training.config import TrainConfig
+        from kidneyseg.specs.mr_unet import TrainConfig
 
         cfg = TrainConfig(dataset=str(CHAOS), exclude_cases=("39",), num_threads=args.threads, device="cpu")
         train_model(cfg, args.train, folds="all")

@@ -31,7 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from kidneyseg.io import read_image  # noqa: E402
-from kidneyseg.pipelines.em_unet3d import prepare  # noqa: E402
+from kidneyseg.specs.em_unet import prepare  # noqa: E402
 from kidneyseg.preprocess.super_resolution import (SRConfig, ThroughPlaneSR, cubic_upsample, decimate,  # noqa: E402
                                                    psnr_ssim)
 

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.localize.em import EMConfig, em_classes, localise  # noqa: E402
-from kidneyseg.pipelines.em_unet3d import prepare  # noqa: E402
+from kidneyseg.specs.em_unet import prepare  # noqa: E402
 
 DATA = ROOT.parent / "shared" / "data" / "ukat_dti_maps"
 

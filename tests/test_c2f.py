@@ -14,9 +14,9 @@ import torch
 
 from kidneyseg.datasets.ct_phantom import make_ct_phantom, write_kits_phantoms
 from kidneyseg.errors import InputError
-from kidneyseg.pipelines.c2f_cascade import (C2FConfig, C2FCascadePipeline, kidney_components, paste_max,
-                                             square_resize, square_restore)
-from kidneyseg.pipelines.kits_unet3d import resample_volume
+from kidneyseg.pipelines.c2f_cascade import C2FCascadePipeline, kidney_components, paste_max
+from kidneyseg.specs.c2f import C2FConfig, square_resize, square_restore
+from kidneyseg.preprocess.resample import resample_volume
 from kidneyseg.arrays import crop_around
 
 KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"

@@ -45,3 +45,38 @@ def test_no_checkpoint_means_a_fresh_start(tmp_path):
     before = [p.clone() for p in net.parameters()]
     assert restore_training_state(tmp_path / "missing.pt", net, opt, rng) == (0, [], 0.0)
     assert all(torch.equal(a, b) for a, b in zip(before, net.parameters()))
+
+
+class _RunsCode:
+    """Unpickling this object would call ``Path.touch`` on the given file: code in a checkpoint."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.path),))
+
+
+def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
+    """Every trainer resumes through load_checkpoint (torch.load with weights_only=True): a
+    checkpoint that would run code when unpickled is refused with the file named, and the
+    code does not run."""
+    import pytest
+
+    from kidneyseg.errors import InputError
+    from kidneyseg.training.checkpoint import load_checkpoint
+
+    marker = tmp_path / "code_ran"
+    net, opt, rng = _setup(0)
+    save_training_state(tmp_path / "ck.pt", net, opt, rng, 1, [1.0], 1.0)
+    ck = torch.load(tmp_path / "ck.pt", weights_only=True)
+    ck["history"] = _RunsCode(marker)
+    torch.save(ck, tmp_path / "evil.pt")
+    with pytest.raises(InputError, match="evil.pt: checkpoint holds more than tensors"):
+        restore_training_state(tmp_path / "evil.pt", net, opt, rng)
+    assert not marker.exists()
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(InputError, match="junk.pt"):
+        load_checkpoint(tmp_path / "junk.pt")

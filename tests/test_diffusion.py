@@ -196,7 +196,7 @@ def test_super_resolution_network_trains_applies_and_restores():
 def phantom_model(tmp_path_factory):
     """A small em-unet3d model trained on 4 phantoms (MD input, FA localiser), on CPU."""
     from kidneyseg.io import Image
-    from kidneyseg.pipelines.em_unet3d import EMUNetConfig
+    from kidneyseg.specs.em_unet import EMUNetConfig
     from kidneyseg.training.em_unet import TrainCase, train_em_unet
 
     cases = []
@@ -284,8 +284,9 @@ def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet
 
 
 def test_em_unet3d_cross_validation_writes_per_case_scores(tmp_path, nnunet_dataset):
-    from kidneyseg.pipelines.em_unet3d import EMUNetConfig
-    from kidneyseg.training.em_unet import chaos_train_cases, cross_validate
+    from kidneyseg.specs.em_unet import EMUNetConfig
+    from kidneyseg.training.em_unet import chaos_train_cases
+    from kidneyseg.validation import cross_validate_em as cross_validate
 
     cases = chaos_train_cases(nnunet_dataset, layout="nnunet")
     summary = cross_validate(cases, EMUNetConfig(epochs=1, input_size=(32, 32, 8)), tmp_path / "cv", folds=2,

@@ -12,7 +12,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.inference import predict_probabilities, prepare
 from kidneyseg.io import Image
 from kidneyseg.models.store import SoftmaxEnsemble, build_network, load_model, make_ensemble, save_model
-from kidneyseg.training.config import TrainConfig
+from kidneyseg.specs.mr_unet import TrainConfig
 
 from .conftest import ellipsoid
 

@@ -14,7 +14,8 @@ import torch
 from kidneyseg.datasets.ct_phantom import make_ct_phantom, write_kits_phantoms
 from kidneyseg.errors import InputError
 from kidneyseg.io import Image
-from kidneyseg.pipelines.kits_unet3d import check_ct, labels_from_regions, regions_from_labels, resample_volume
+from kidneyseg.preprocess.resample import resample_volume
+from kidneyseg.specs.kits import check_ct, labels_from_regions, regions_from_labels
 
 KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
 
@@ -172,7 +173,7 @@ def test_kits_unet3d_plan_train_resume_segment_through_the_cli(tmp_path, capsys)
 def test_training_refuses_a_mask_only_dataset_and_a_foreign_label(tmp_path):
     from kidneyseg.datasets.layouts import kits_cases
     from kidneyseg.planning import make_plan, fingerprint
-    from kidneyseg.pipelines.kits_unet3d import KitsConfig
+    from kidneyseg.specs.kits import KitsConfig
     from kidneyseg.training.kits import train_kits_unet3d
 
     data = write_kits_phantoms(tmp_path / "kits", [5], spacings=((4.0, 4.0, 6.0),))

@@ -14,7 +14,7 @@ from kidneyseg.inference.predict import acquisition_axes, predict_multiplane
 from kidneyseg.io import Image
 from kidneyseg.postprocess.quality import outside_range, uncertain_fraction
 from kidneyseg.preprocess.modality import ct_evidence
-from kidneyseg.training.config import TrainConfig
+from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.multiplane import partial_dice_ce
 from kidneyseg.training.synth import (IGNORE, NOT_KIDNEY, SynthesisRanges, generation_map, intensity_classes,
                                       synthesise_slice)

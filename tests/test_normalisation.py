@@ -12,8 +12,9 @@ from kidneyseg.inference.predict import prepare
 from kidneyseg.io import Image
 from kidneyseg.preprocess import zscore_percentile
 from kidneyseg.preprocess.normalise import body_median, body_ratio, clip_body_ratio, foreground_body_ratio
-from kidneyseg.training.config import TrainConfig
+from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.trainer import fit_normalisation, select_cases, train
+from kidneyseg.validation import validate_mr
 
 from .conftest import ellipsoid
 from .test_training import TINY
@@ -144,8 +145,25 @@ def test_training_fits_the_ratio_on_training_cases_only(nnunet_dataset, tmp_path
     assert fit_normalisation(TrainConfig(), train_cases).body_clip_ratio is None  # other schemes untouched
     as_ratio = fit_normalisation(cfg.replace(normalisation="body_ratio"), train_cases)
     assert as_ratio.body_clip_ratio == fitted.body_clip_ratio  # the same fingerprint
-    out = train(cfg, tmp_path / "m", progress=False)
+    out = train(cfg, tmp_path / "m", progress=False, validate=validate_mr)
     saved = TrainConfig.from_dict(json.loads((out / "config.json").read_text()))
     assert saved.body_clip_ratio == fitted.body_clip_ratio  # what inference will apply
     assert {r["case"] for r in json.loads((out / "training_summary.json").read_text())["validation"]} == \
         {c.case_id for c in val_cases}
+
+
+def test_one_percentile_zscore_for_mr_and_per_case_ct():
+    """kits-unet3d's per-case normalisation is zscore_percentile itself: the same numbers on a
+    real-looking volume, and zeros (not an error) on a constant one, where the MR path refuses."""
+    from kidneyseg.planning import Plan
+    from kidneyseg.specs.kits import normalise
+
+    rng = np.random.default_rng(0)
+    vol = rng.normal(40, 300, (16, 16, 8)).astype(np.float32)
+    plan = Plan.__new__(Plan)
+    object.__setattr__(plan, "normalisation", "case_percentile")
+    np.testing.assert_array_equal(normalise(vol, plan), zscore_percentile(vol))
+    flat = np.full((4, 4, 4), 7.0, np.float32)
+    assert not normalise(flat, plan).any()
+    with pytest.raises(ValueError, match="constant"):
+        zscore_percentile(flat)

@@ -189,3 +189,20 @@ def test_core_ranking_keeps_a_solid_kidney_over_a_larger_thin_rim():
     fine = np.diag([0.5, 0.5, 5.0, 1.0])
     assert np.array_equal(assign_kidneys(fg, fine, MR_KIDNEYS, midline_x_mm=25.0, core_depth_mm=5.0).labels == 2, rim)
     assert np.array_equal(assign_kidneys(fg, fine, MR_KIDNEYS, midline_x_mm=25.0, core_depth_mm=2.0).labels == 2, left)
+
+
+def test_ct_side_volumes_use_the_affine_determinant_on_a_sheared_grid():
+    """kits-unet3d and c2f-cascade report per-side volumes through volumetry: on a sheared
+    grid the voxel volume is |det(A)|, not the product of the column lengths (spacing_mm)."""
+    from kidneyseg.io import Image
+    from kidneyseg.pipelines.result import side_volumes_ml
+
+    affine = np.array([[1.0, 0.5, 0.0, 0.0], [0.0, 1.0, 0.0, 0.0], [0.0, 0.0, 2.0, 0.0], [0, 0, 0, 1]])
+    sides = np.zeros((10, 10, 10), np.uint8)
+    sides[:5, :, :] = 1
+    sides[5:7, :, :] = 2
+    canon = Image(np.zeros(sides.shape, np.float32), affine)
+    vols = side_volumes_ml(canon, sides)
+    det_ml = abs(np.linalg.det(affine[:3, :3])) / 1000  # 2.0 mm^3 per voxel
+    assert vols == {"kidney_right_ml": 500 * det_ml, "kidney_left_ml": 200 * det_ml}
+    assert np.prod(canon.spacing_mm) / 1000 != det_ml  # the old product of spacings would differ

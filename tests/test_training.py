@@ -11,7 +11,7 @@ import torch
 from kidneyseg.datasets import chaos_cases, nnunet_cases
 from kidneyseg.errors import InputError
 from kidneyseg.labels import MR_KIDNEYS
-from kidneyseg.training.config import TrainConfig
+from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
 from kidneyseg.training.trainer import select_cases, split_folds, train
 

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 from importlib import resources
 from pathlib import Path
@@ -20,9 +19,10 @@ import numpy as np
 from tqdm import tqdm
 
 from .errors import InputError
-from .io import AtomicOutputs, Image, case_name, check_volume, mask_to_nifti, read_image
+from .io import AtomicOutputs, Image, case_name, check_volume, read_image
 from .io.writers import signals_deferred
-from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, configure_pipeline, get_pipeline
+from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, check_segment_options, configure_pipeline, get_pipeline
+from .runner import OUTPUT_TYPES, CaseOptions, SegmentSummary, StopRun, case_outputs, process_case
 
 if TYPE_CHECKING:
     from .pipelines.us_ensemble import USResult
@@ -63,23 +63,22 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
         InputError: unreadable or unsuitable input, unknown pipeline, bad model folder, a
             secondary image for a pipeline that takes none, failed registration.
     """
-    if pipeline in PIPELINES and PIPELINES[pipeline].modality == "US":
-        return _segment_us(image, pipeline, model, device, keep_largest, secondary, pixel_spacing_mm)
+    check_segment_options(pipeline, tta=tta, keep_largest=keep_largest, secondary=secondary is not None,
+                          allow_ct=allow_ct, pixel_spacing=pixel_spacing_mm is not None)
+    if PIPELINES[pipeline].modality == "US":
+        return _segment_us(image, pipeline, model, device, keep_largest, pixel_spacing_mm)
     pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model), device=device),
                               keep_largest, tta, allow_ct)
     img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
     if secondary is None:
         return pipe.segment(img)
-    _check_takes_secondary(pipeline)
     sec = secondary if isinstance(secondary, Image) else read_image(secondary, dtype=np.float32)
     return pipe.segment(img, secondary=sec)
 
 
-def _segment_us(image, pipeline: str, model, device: str, keep_largest: bool, secondary, pixel_spacing_mm):
+def _segment_us(image, pipeline: str, model, device: str, keep_largest: bool, pixel_spacing_mm):
     from .preprocess.ultrasound import USFrame, read_us_frame
 
-    if secondary is not None:
-        _check_takes_secondary(pipeline)
     if isinstance(image, (str, Path)):
         frame = read_us_frame(image, pixel_spacing_mm)
     elif isinstance(image, USFrame):
@@ -92,31 +91,6 @@ def _segment_us(image, pipeline: str, model, device: str, keep_largest: bool, se
     pipe = get_pipeline(pipeline, model=None if model is None else str(model), device=device)
     pipe.keep_largest = keep_largest
     return pipe.segment(frame)
-
-
-def volume_caption(volumes_ml: dict[str, float]) -> str:
-    """``"R 180 mL, L 175 mL"`` (or ``"kidney 150 mL"`` for a single-kidney label map)."""
-    short = {"kidney_right_ml": "R", "kidney_left_ml": "L"}
-    return ", ".join(f"{short.get(k, k[:-3])} {v:.0f} mL" for k, v in volumes_ml.items() if k != "total_ml")
-
-
-def qc_caption(qc: dict[str, object]) -> str:
-    """``"  [CHECK: low_confidence, volume_outside_validated_range]"`` for the raised domain and
-    geometry flags of a result, ``""`` when none is raised (shown on the overlay and report)."""
-    raised = [k for k in ("empty", "low_confidence", "volume_outside_validated_range", "laterality_conflict")
-              if qc.get(k) is True]
-    return f"  [CHECK: {', '.join(raised)}]" if raised else ""
-
-
-SECONDARY_PIPELINES = ("unsupervised-cluster", "em-unet3d")
-"""Pipelines that take a second image: a sequence to register and fuse (unsupervised-cluster),
-or the localisation map on the input's grid (em-unet3d: FA)."""
-
-
-def _check_takes_secondary(pipeline: str) -> None:
-    if pipeline not in SECONDARY_PIPELINES:
-        raise InputError(f"--secondary: pipeline {pipeline!r} takes one sequence "
-                         f"(a second one is fused by: {', '.join(SECONDARY_PIPELINES)})")
 
 
 US_SUFFIXES = (".png", ".jpg", ".jpeg", ".dcm")
@@ -167,32 +141,6 @@ def _check_output_dir(out_dir: Path) -> None:
             os.unlink(probe)
     except OSError as exc:
         raise InputError(f"{out_dir}: output folder is not writable ({exc.strerror or exc})") from None
-
-
-@dataclass
-class SegmentSummary:
-    """Outcome of :func:`segment_files`: volume rows of finished cases, ``(case, message)``
-    of failed ones, and (``resume``) the cases an earlier run had finished."""
-
-    rows: list[dict] = field(default_factory=list)
-    failures: list[tuple[str, str]] = field(default_factory=list)
-    skipped: list[str] = field(default_factory=list)
-
-
-OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
-
-
-def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
-    """Output paths of one case: ``<case>_seg.nii.gz`` and/or ``<case>_seg.dcm`` (DICOM
-    SEG), ``<case>_labels.json`` and ``<case>_overlay.png``."""
-    paths = {"labels": out_dir / f"{case}_labels.json"}
-    if output_type in ("nifti", "both"):
-        paths["seg"] = out_dir / f"{case}_seg.nii.gz"
-    if output_type in ("dicom-seg", "both"):
-        paths["dicom_seg"] = out_dir / f"{case}_seg.dcm"
-    if overlay:
-        paths["overlay"] = out_dir / f"{case}_overlay.png"
-    return paths
 
 
 def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline: str | None = None,
@@ -250,23 +198,20 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
 
         torch.set_num_threads(threads)
     name = pipeline or DEFAULT_PIPELINE
-    if name not in PIPELINES:
-        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
-    modality = PIPELINES[name].modality
     if engine not in ("local", "ray"):
         raise InputError(f"--engine: expected local or ray, got {engine!r}")
     if output_type not in OUTPUT_TYPES:
         raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-    if output_type != "nifti" and modality == "US":
-        raise InputError(f"--output-type {output_type}: 2D ultrasound masks are written as PNG")
+    check_segment_options(name, tta=tta, keep_largest=keep_largest, secondary=secondary is not None, allow_ct=allow_ct,
+                          report=report, resume=resume, engine=engine, series=series, output_type=output_type,
+                          manifest=manifest is not None, pixel_spacing=pixel_spacing_mm is not None)
+    modality = PIPELINES[name].modality
     case_names = None
     if manifest is not None:
         from .batch import read_manifest
 
         if inputs:
             raise InputError("--manifest: give either input paths or a manifest, not both")
-        if modality == "US":
-            raise InputError("--manifest: cohort batches are for 3D pipelines")
         items = read_manifest(manifest)
         case_names = [c for c, _ in items]
         files = [f for _, f in items]
@@ -275,13 +220,9 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
         if not inputs:
             raise InputError("segment: no input paths (give files, folders, or --manifest)")
         files = expand_inputs(list(inputs), modality)
-    if modality != "US" and pixel_spacing_mm is not None:
-        raise InputError(f"--pixel-spacing-mm: only for 2D ultrasound pipelines, not {name} (3D spacing comes from the file)")
     if modality == "US":
-        from .pipelines.us_ensemble import segment_us_files
+        from .runner import segment_us_files
 
-        if secondary is not None:
-            _check_takes_secondary(name)
         out = Path(out_dir)
         created = not out.exists()
         _check_output_dir(out)
@@ -292,7 +233,6 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                 out.rmdir()
     sec_image = None
     if secondary is not None:
-        _check_takes_secondary(pipeline or DEFAULT_PIPELINE)
         if len(files) != 1:
             raise InputError(f"--secondary: expected exactly one input image, got {len(files)}")
         sec_image = check_volume(read_image(secondary, dtype=np.float32), "secondary image")
@@ -306,90 +246,6 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
-
-
-@dataclass(frozen=True)
-class CaseOptions:
-    """What to write for each case (shared by the local loop and the Ray workers)."""
-
-    out: Path
-    overlay: bool = True
-    output_type: str = "nifti"
-    series: str | None = None
-    report: bool = False
-
-
-def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
-    """Read, segment and write one case; outputs are staged and renamed together.
-
-    Args:
-        pipe_or_loader: a loaded pipeline, or a callable returning one (called only once the
-            input has been read, so bad input fails before a model is loaded).
-
-    Returns:
-        ``(row, output_paths, picture)``: the volume row, the files written, and the
-        three-plane picture (a data URI) with ``opts.report``, else ``None``.
-
-    Raises:
-        InputError: this case cannot be done (the batch goes on).
-        _StopRun: the model cannot be loaded (the batch stops).
-    """
-    from .io.readers import dicom_folder
-
-    if not f.exists():
-        raise InputError(f"{f}: no such file or folder")
-    with dicom_folder(f) as src:  # a zip of DICOM files is extracted for the time of this case
-        return _process_source(pipe_or_loader, src, f, case, opts, secondary)
-
-
-def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: CaseOptions, secondary: Image | None):
-    from .report import overlay_montage
-
-    out = opts.out
-    if opts.output_type != "nifti" and not f.is_dir():
-        raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
-                         "(a SEG references its source images)")
-    uid = None
-    if f.is_dir():
-        from .io.readers import resolve_series
-
-        try:
-            uid = resolve_series(f, opts.series)
-        except InputError as exc:
-            raise InputError(str(exc).replace(str(f), str(original))) from None
-    image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
-    if callable(pipe_or_loader):
-        try:
-            pipe = pipe_or_loader()
-        except InputError as exc:
-            raise _StopRun(str(exc)) from None
-    else:
-        pipe = pipe_or_loader
-    result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
-    result.case = case
-    paths = case_outputs(out, case, opts.overlay, opts.output_type)
-    try:
-        with AtomicOutputs(overwrite=True) as outs:
-            if "seg" in paths:
-                mask_to_nifti(result.mask.array, image).to_filename(str(outs.stage(paths["seg"])))
-            if "dicom_seg" in paths:
-                from .io.dicom_seg import write_dicom_seg
-
-                write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid)
-            outs.stage(paths["labels"]).write_text(
-                json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
-            if opts.overlay:
-                overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                title=f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
-    except OSError as exc:
-        raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
-    picture = None
-    if opts.report:
-        from .report.html import three_planes
-
-        picture = three_planes(image, result.mask, result.label_map,
-                               f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
-    return result.row(), list(paths.values()), picture
 
 
 def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
@@ -468,7 +324,7 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             t0 = time.perf_counter()
             try:
                 outcome = process_case(loader, f, case, opts, secondary)
-            except _StopRun as exc:
+            except StopRun as exc:
                 raise InputError(str(exc)) from None
             except InputError as exc:
                 outcome = exc
@@ -488,10 +344,6 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     return summary
 
 
-class _StopRun(Exception):
-    """A problem that stops the whole run (a bad model folder), not just one case."""
-
-
 def train_model(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True) -> Path:
     """Train a model (see :class:`kidneyseg.training.TrainConfig`).
 
@@ -506,26 +358,27 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
         The folder of the model written last.
     """
     from .training.trainer import summarise_cv, train
+    from .validation import validate_mr
 
     out = Path(out_dir)
     if folds is None:
-        return train(config.replace(fold=None), out, progress)
+        return train(config.replace(fold=None), out, progress, validate_mr)
     if folds == "all":
         for k in range(config.folds):
-            train(config.replace(fold=k), out / f"fold_{k}", progress)
+            train(config.replace(fold=k), out / f"fold_{k}", progress, validate_mr)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes (and has written the folds)
             summarise_cv([out / f"fold_{k}" for k in range(config.folds)], out / "cv_summary.json")
-        return train(config.replace(fold=None), out, progress)
-    return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress)
+        return train(config.replace(fold=None), out, progress, validate_mr)
+    return train(config.replace(fold=int(folds)), out / f"fold_{int(folds)}", progress, validate_mr)
 
 
 def train(config, out_dir: str | Path, folds: int | str | None = None, progress: bool = True,
           dataset: str | Path | None = None, layout: str = "chaos") -> Path:
     """``kidneyseg train`` from Python: :func:`train_model` (same arguments) for a
     :class:`~kidneyseg.training.TrainConfig`, :func:`train_em_unet3d` for an
-    :class:`~kidneyseg.pipelines.em_unet3d.EMUNetConfig` (then ``dataset`` is required, in
+    :class:`~kidneyseg.specs.em_unet.EMUNetConfig` (then ``dataset`` is required, in
     ``layout`` ``"chaos"`` or ``"nnunet"``)."""
-    from .pipelines.em_unet3d import EMUNetConfig
+    from .specs.em_unet import EMUNetConfig
 
     if isinstance(config, EMUNetConfig):
         if dataset is None:
@@ -540,12 +393,13 @@ def train_em_unet3d(config, dataset: str | Path, out_dir: str | Path, layout: st
     """Train pipeline ``em-unet3d`` (seed 000) on a CHAOS or nnU-Net raw folder; see
     :func:`kidneyseg.training.em_unet.train_em_unet` for the outputs and errors. With
     ``folds`` (``"loso"`` or a number) cross-validate first
-    (:func:`kidneyseg.training.em_unet.cross_validate`: ``fold_K/`` and ``cv_summary.json``)."""
-    from .training.em_unet import chaos_train_cases, cross_validate, train_em_unet
+    (:func:`kidneyseg.validation.cross_validate_em`: ``fold_K/`` and ``cv_summary.json``)."""
+    from .training.em_unet import chaos_train_cases, train_em_unet
+    from .validation import cross_validate_em
 
     cases = chaos_train_cases(dataset, exclude=exclude, layout=layout)
     if folds is not None:
-        cross_validate(cases, config, out_dir, folds, device=device, progress=progress)
+        cross_validate_em(cases, config, out_dir, folds, device=device, progress=progress)
         return Path(out_dir)
     return train_em_unet(cases, config, out_dir, device=device, progress=progress)
 
@@ -682,7 +536,7 @@ def train_kits_unet3d(config, dataset: str | Path, out: str | Path, layout: str 
     raw dataset (labels 1 kidney, 2 tumour, 3 cyst).
 
     Args:
-        config: :class:`kidneyseg.pipelines.kits_unet3d.KitsConfig`.
+        config: :class:`kidneyseg.specs.kits.KitsConfig`.
         dataset: KiTS folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``) or nnU-Net raw folder.
         layout: ``"kits"`` or ``"nnunet"``.
         plan: a :class:`~kidneyseg.planning.Plan`, a plan JSON path (``kidneyseg plan``), or ``None``
@@ -715,7 +569,7 @@ def train_c2f_cascade(config, dataset: str | Path, out: str | Path, layout: str 
     nnU-Net raw dataset (labels 1 kidney, 2 tumour, 3 cyst; cysts are trained as kidney).
 
     Args:
-        config: :class:`kidneyseg.pipelines.c2f_cascade.C2FConfig`.
+        config: :class:`kidneyseg.specs.c2f.C2FConfig`.
         dataset: KiTS folder (``case_XXXXX/imaging.nii.gz`` + ``segmentation.nii.gz``) or nnU-Net raw folder.
         layout: ``"kits"`` or ``"nnunet"``.
         exclude: case ids left out.

@@ -53,3 +53,29 @@ def crop_around(vol: np.ndarray, centre: tuple[int, ...], size: tuple[int, ...],
     if sl is not None:
         out[(Ellipsis, *sl[1])] = vol[(Ellipsis, *sl[0])]
     return out
+
+
+def largest_components(mask: np.ndarray, keep: int = 1, connectivity: int = 1) -> np.ndarray:
+    """The ``keep`` largest connected components of a boolean mask (``scipy.ndimage.label``).
+
+    Args:
+        mask: boolean array, any number of dimensions.
+        keep: components to keep, largest first (equal sizes: the lower label first).
+            ``keep <= 0`` or a mask with at most ``keep`` components: returned unchanged.
+        connectivity: ``1`` faces only (6-connectivity in 3D, 4 in 2D), ``mask.ndim`` for
+            full connectivity (26 in 3D), as ``scipy.ndimage.generate_binary_structure``.
+
+    Returns:
+        bool array of ``mask``'s shape (``mask`` itself when nothing is removed).
+    """
+    from scipy import ndimage
+
+    mask = np.asarray(mask, dtype=bool)
+    if keep <= 0:
+        return mask
+    lab, n = ndimage.label(mask, structure=ndimage.generate_binary_structure(mask.ndim, connectivity))
+    if n <= keep:
+        return mask
+    sizes = np.bincount(lab.ravel())[1:]
+    kept = np.argsort(-sizes, kind="stable")[:keep] + 1
+    return lab == kept[0] if keep == 1 else np.isin(lab, kept)

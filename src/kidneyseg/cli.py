@@ -205,7 +205,8 @@ def _cmd_segment(args) -> int:
 def _cmd_train_us(args) -> int:
     import json
 
-    from .training.us import USTrainConfig, train_on_kidneyus
+    from .specs.us import USTrainConfig
+    from .training.us import train_on_kidneyus
 
     if args.images is None:
         raise InputError("--images: required with --pipeline us-ensemble (the Open Kidney US image folder)")
@@ -236,7 +237,7 @@ def _cmd_train_em(args) -> int:
     import json
 
     from .api import train_em_unet3d
-    from .pipelines.em_unet3d import EMUNetConfig
+    from .specs.em_unet import EMUNetConfig
 
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
@@ -267,9 +268,9 @@ def _cmd_train_ct(args) -> int:
     from . import api
 
     if args.pipeline == "kits-unet3d":
-        from .pipelines.kits_unet3d import KitsConfig as config_cls
+        from .specs.kits import KitsConfig as config_cls
     else:
-        from .pipelines.c2f_cascade import C2FConfig as config_cls
+        from .specs.c2f import C2FConfig as config_cls
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     for flag, key in [("iterations", "iterations"), ("learning_rate", "learning_rate"), ("seed", "seed"),
                       ("threads", "num_threads")]:
@@ -302,7 +303,7 @@ def _cmd_train(args) -> int:
     if args.pipeline in ("kits-unet3d", "c2f-cascade"):
         return _cmd_train_ct(args)
     args.layout = args.layout or "chaos"
-    from .training.config import TrainConfig
+    from .specs.mr_unet import TrainConfig
 
     fields = json.loads(Path(args.config).read_text()) if args.config else {}
     fields.update(dataset=args.dataset, layout=args.layout, device=args.device)
@@ -465,10 +466,20 @@ def _one_line(message: object) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kidneyseg`` console script; returns the exit status."""
     args = build_parser().parse_args(argv)
+    previous = None
     if threading.current_thread() is threading.main_thread():
-        # SIGTERM unwinds like an exception, so staged temporary files are deleted
-        signal.signal(signal.SIGTERM, _terminated)
+        # SIGTERM unwinds like an exception, so staged temporary files are deleted; the caller's
+        # handler is put back on return (main() also runs in-process, from Python and tests)
+        previous = signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    try:
+        return _run(args)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args) -> int:
     try:
         return _COMMANDS[args.command](args)
     except InputError as exc:

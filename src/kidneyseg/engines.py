@@ -40,7 +40,7 @@ class _Worker:
         return os.getpid()
 
     def run(self, f: str, case: str):
-        from .api import _StopRun, process_case
+        from .runner import StopRun, process_case
         from .pipelines import configure_pipeline, get_pipeline
 
         t0 = time.perf_counter()
@@ -54,7 +54,7 @@ class _Worker:
 
         try:
             row, paths, picture = process_case(loader, Path(f), case, self.opts, self.secondary)
-        except _StopRun as exc:
+        except StopRun as exc:
             return ("stop", str(exc), time.perf_counter() - t0)
         except InputError as exc:
             return ("failed", str(exc), time.perf_counter() - t0)

@@ -240,17 +240,16 @@ def predict_labels_2d(network: torch.nn.Module, prepared: Prepared, context: int
 def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch_size: tuple[int, int, int],
                              device: torch.device, overlap: float = 0.5) -> torch.Tensor:
     """Softmax probabilities of a 3D network by Gaussian-weighted sliding window
-    (``monai.inferers.sliding_window_inference``, half-patch overlap as nnU-Net).
+    (:func:`kidneyseg.inference.sliding_window.sliding_window_logits`, half-patch overlap as nnU-Net).
 
     Returns:
         float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``.
     """
-    from monai.inferers import sliding_window_inference
+    from .sliding_window import sliding_window_logits
 
-    x = torch.from_numpy(prepared.volume)[None, None].to(device)
-    logits = sliding_window_inference(x, roi_size=tuple(patch_size), sw_batch_size=2, predictor=network,
-                                      overlap=overlap, mode="gaussian")
-    probs = torch.softmax(logits.float(), dim=1)[0].cpu()
+    x = torch.from_numpy(prepared.volume)[None, None]
+    logits = sliding_window_logits(network, x, patch_size, device, sw_batch_size=2, overlap=overlap)
+    probs = torch.softmax(logits, dim=1)[0]
     return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
 
 

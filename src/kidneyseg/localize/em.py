@@ -33,6 +33,7 @@ from dataclasses import asdict, dataclass, replace
 import numpy as np
 from scipy import ndimage
 
+from ..arrays import largest_components
 from ..errors import InputError
 
 
@@ -189,18 +190,9 @@ def em_classes(volume: np.ndarray, mask: np.ndarray | None = None, config: EMCon
     return seg
 
 
-def _keep_largest(sel: np.ndarray, keep: int) -> np.ndarray:
-    lab, n = ndimage.label(sel)
-    if n == 0 or keep == 0 or n <= keep:
-        return sel
-    sizes = np.bincount(lab.ravel())[1:]
-    kept = np.argsort(sizes)[::-1][:keep] + 1
-    return np.isin(lab, kept)
-
-
 def class_mask(ranks: np.ndarray, slice_axis: int, class_ranks: tuple[int, int], keep_components: int) -> np.ndarray:
     """Voxels of the chosen classes after a one-pixel in-plane opening, reduced to the
-    ``keep_components`` largest 3D components (26-connectivity)."""
+    ``keep_components`` largest 3D components (6-connectivity: faces)."""
     lo, hi = class_ranks
     sel = (ranks >= lo) & (ranks <= hi)
     structure = np.ones((3, 3, 3), dtype=bool)
@@ -209,7 +201,7 @@ def class_mask(ranks: np.ndarray, slice_axis: int, class_ranks: tuple[int, int],
     in_plane = np.zeros_like(structure)
     in_plane[tuple(flat)] = structure[tuple(flat)]
     sel = ndimage.binary_opening(sel, structure=in_plane)
-    return _keep_largest(sel, keep_components)
+    return largest_components(sel, keep_components)
 
 
 def box_from_mask(mask: np.ndarray, slice_axis: int, margin_px: int = 5) -> Box | None:
@@ -308,7 +300,7 @@ def fit_localiser(ranks_list: list[np.ndarray], kidneys_list: list[np.ndarray], 
                 n += 1
                 scores, ok, size = [], 0, 0.0
                 for sel, kid, ref, sp in zip(masks_by_case, kidneys_list, refs, spacings):
-                    box = box_from_mask(_keep_largest(sel, keep), slice_axis_of(sp), config.margin_px)
+                    box = box_from_mask(largest_components(sel, keep), slice_axis_of(sp), config.margin_px)
                     rec = box_recall(box, np.asarray(kid) > 0)
                     good = rec >= min_recall
                     ok += good

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import InputError
 from ..inference.settings import InferenceConfig, read_inference_config
-from ..training.config import TrainConfig
+from ..specs.mr_unet import TrainConfig
 from .unet import build_unet2d, build_unet3d
 
 WEIGHTS = "model.pt"

@@ -10,12 +10,61 @@ from .result import Result
 
 @dataclass(frozen=True)
 class PipelineInfo:
-    """A registered pipeline: its name, modality, what it does and how to build it."""
+    """A registered pipeline: its name, modality, what it does, how to build it, and which
+    ``segment`` options it honours (any other is refused by :func:`check_segment_options`).
+
+    Attributes:
+        tta: has test-time augmentation that ``--no-tta`` turns off.
+        keep_largest: its post-processing keeps the largest components, which
+            ``--keep-all-components`` turns off.
+        secondary: takes a second image (``--secondary``).
+        allow_ct: refuses CT-looking input unless ``--allow-ct``.
+        volumetric: 3D files in, NIfTI/DICOM SEG out, so ``--report``, ``--resume``,
+            ``--manifest``, ``--engine ray``, ``--series`` and ``--output-type`` apply (2D
+            ultrasound frames: PNG masks, none of these).
+    """
 
     name: str
     modality: str
     description: str
     factory: Callable[..., object]
+    tta: bool = False
+    keep_largest: bool = True
+    secondary: bool = False
+    allow_ct: bool = False
+    volumetric: bool = True
+
+
+def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
+                          allow_ct: bool = False, report: bool = False, resume: bool = False, engine: str = "local",
+                          series: str | None = None, output_type: str = "nifti", manifest: bool = False,
+                          pixel_spacing: bool = False) -> None:
+    """Refuse a ``segment`` option that pipeline ``name`` would not act on, before anything is
+    read or loaded (arguments are the options as given; defaults mean "not given").
+
+    Raises:
+        InputError: one line naming the option and the pipeline (exit 2); an unknown pipeline.
+    """
+    from ..errors import InputError
+
+    if name not in PIPELINES:
+        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
+    info = PIPELINES[name]
+    given = {
+        "--no-tta": (not tta, info.tta, "has no test-time augmentation to turn off"),
+        "--keep-all-components": (not keep_largest, info.keep_largest,
+                                  "does not keep only the largest components, so there is nothing to turn off"),
+        "--secondary": (secondary, info.secondary, "takes one image"),
+        "--allow-ct": (allow_ct, info.allow_ct, "does not check for CT input, so there is nothing to allow"),
+        "--pixel-spacing-mm": (pixel_spacing, not info.volumetric, "reads the spacing from its 3D input files"),
+    }
+    for flag in ("--report", "--resume", "--manifest", "--engine ray", "--series", "--output-type"):
+        used = {"--report": report, "--resume": resume, "--manifest": manifest, "--engine ray": engine == "ray",
+                "--series": series is not None, "--output-type": output_type != "nifti"}[flag]
+        given[flag] = (used, info.volumetric, "segments 2D ultrasound frames into PNG masks")
+    for flag, (used, supported, why) in given.items():
+        if used and not supported:
+            raise InputError(f"{flag}: pipeline {name} {why}")
 
 
 def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True, allow_ct: bool = False):
@@ -84,44 +133,44 @@ PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
-        _mr_t2_factory,
+        _mr_t2_factory, tta=True, allow_ct=True,
     ),
     "mr-multiprotocol-unet": PipelineInfo(
         "mr-multiprotocol-unet", "MR",
         "2D MONAI U-Net trained on images synthesised from label maps (random contrast, plane and slice "
         "thickness) and applied in the scan's acquisition plane: coronal, T1-weighted, gradient-echo MRI "
         "(shipped model, trained on CHAOS; see its model card for where it was validated)",
-        _mr_multiprotocol_factory,
+        _mr_multiprotocol_factory, tta=True, allow_ct=True,
     ),
     "unsupervised-cluster": PipelineInfo(
         "unsupervised-cluster", "MR",
         "no model: N4, kidney boxes by threshold + morphology, a small 3D CNN clustered per box (seed 001); "
         "optional second sequence (--secondary), registered and fused",
-        _unsupervised_factory,
+        _unsupervised_factory, keep_largest=False, secondary=True,
     ),
     "us-ensemble": PipelineInfo(
         "us-ensemble", "US",
         "2D B-mode ultrasound: DeepLabV3+ (ResNet-18, ResNet-152) and LinkNet fused by a convolution (seed 003); "
         "PNG/JPEG/DICOM frames; no shipped model, needs --model",
-        _us_ensemble_factory,
+        _us_ensemble_factory, volumetric=False,
     ),
     "em-unet3d": PipelineInfo(
         "em-unet3d", "MR",
         "EM localisation (12 classes + MRF, on FA or the image) then a small 3D U-Net on the crop (seed 000); "
         "MD or any 3D MRI; --secondary FA map; no shipped model, needs --model",
-        _em_unet3d_factory,
+        _em_unet3d_factory, secondary=True,
     ),
     "kits-unet3d": PipelineInfo(
         "kits-unet3d", "CT",
         "nnU-Net-style 3D U-Net (MONAI DynUNet from a dataset plan) for kidney, tumour and cyst on contrast CT "
         "(seed 002); sliding window, KiTS regions; no shipped model, needs --model",
-        _kits_unet3d_factory,
+        _kits_unet3d_factory, tta=True,
     ),
     "c2f-cascade": PipelineInfo(
         "c2f-cascade", "CT",
         "coarse-to-fine 2D U-Nets for the kidneys (coarse axial, abnormal-count correction on sagittal crops, fine "
         "crops), then a 3D FCN and a two-channel 2D CNN for the tumour (seed 004); no shipped model, needs --model",
-        _c2f_cascade_factory,
+        _c2f_cascade_factory, keep_largest=False,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
@@ -140,4 +189,5 @@ def get_pipeline(name: str, model: str | None = None, device: str = "auto"):
     return PIPELINES[name].factory(model=model, device=device)
 
 
-__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "configure_pipeline", "get_pipeline"]
+__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "check_segment_options", "configure_pipeline",
+           "get_pipeline"]

@@ -43,7 +43,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -52,165 +52,14 @@ from scipy import ndimage
 
 from ..arrays import crop_around, crop_slices, padded_box
 from ..errors import InputError
-from ..io import Image, to_canonical
+from ..inference.sliding_window import sliding_window_logits
+from ..io import Image
 from ..io.orientation import from_canonical
-from .kits_unet3d import check_ct, resample_volume
-from .result import Result, volumetric_result
+from ..specs.c2f import LABELS, STAGES, C2FConfig, build_network, prepare_ct, square_resize, square_restore
+from .result import Result, side_volumes_ml, volumetric_result
 
-LABELS: dict[int, str] = {1: "kidney", 2: "tumor"}
-"""Output labels of ``c2f-cascade`` (KiTS19)."""
-
-STAGES = ("coarse", "correction", "fine", "tumour3d", "tumour2d")
-"""The five networks, in training order; ``<stage>.pt`` in the model folder."""
 
 _CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-connectivity
-
-
-@dataclass(frozen=True)
-class C2FConfig:
-    """Settings of ``c2f-cascade`` (seed 004 values unless said otherwise).
-
-    Attributes:
-        spacing_mm: working voxel size along R, A, S (seed 004: 0.7816 x 0.7816 in-plane, 3 mm
-            slices).
-        hu_window: HU clipped to this window and scaled to [0, 1] (not stated in seed 004; ours).
-        coarse_size: square size of the resized axial slices for C (128).
-        correction_size: (A, S) size of the sagittal crops for A (H_A 256, D_A 64).
-        fine_size: square size of the axial crops for F and T (160).
-        kidney_threshold_ml: a coarse component of at least this volume is a kidney
-            (10,000 voxels at seed 004's spacing: 18.3 mL).
-        channels_2d: feature maps per level of the 2D U-Nets C, A, F, T (MONAI ``UNet``);
-            every size above must be a multiple of ``2 ** (len(channels_2d) - 1)``.
-        channels_3d: feature maps of the 3D FCN (two poolings: (2, 2, 1) then (2, 2, 2)).
-        res_units: residual units per U-Net block (MONAI; 0 = plain convolutions).
-        tumour_patch: 3D FCN patch (R, A, S); multiples of (4, 4, 2).
-        tumour_box_margin: voxels added on each side of the fine mask's box for the 3D FCN (30).
-        tumour_min_voxels: fewer 3D detections than this count as "no tumour detected".
-        iterations: training steps of each of the five networks.
-        stage_iterations: per-network overrides of ``iterations``, e.g. ``{"fine": 3000}``.
-        batch_2d, batch_3d: training batch sizes.
-        learning_rate: Adam learning rate (seed 004 does not name its optimiser).
-        jitter_px: standard deviation (voxels) of the random shift of crop centres in training,
-            standing in for the coarse mask's error (crops are centred on the reference in
-            training and on the coarse or guide mask at test, seed 004 section 1.2).
-        slice_batch: slices per forward pass at inference.
-        seed, num_threads, checkpoint_every, device: as in the other trainers.
-    """
-
-    spacing_mm: tuple[float, float, float] = (0.7816, 0.7816, 3.0)
-    hu_window: tuple[float, float] = (-200.0, 400.0)
-    coarse_size: int = 128
-    correction_size: tuple[int, int] = (256, 64)
-    fine_size: int = 160
-    kidney_threshold_ml: float = 18.3
-    channels_2d: tuple[int, ...] = (16, 32, 64, 128, 256)
-    channels_3d: tuple[int, ...] = (16, 32, 64)
-    res_units: int = 1
-    tumour_patch: tuple[int, int, int] = (64, 64, 16)
-    tumour_box_margin: int = 30
-    tumour_min_voxels: int = 100
-    iterations: int = 1000
-    stage_iterations: dict[str, int] = field(default_factory=dict)
-    batch_2d: int = 8
-    batch_3d: int = 2
-    learning_rate: float = 1e-3
-    jitter_px: float = 6.0
-    slice_batch: int = 16
-    seed: int = 0
-    num_threads: int = 0
-    checkpoint_every: int = 50
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        for name in ("spacing_mm", "hu_window", "correction_size", "channels_2d", "channels_3d", "tumour_patch"):
-            object.__setattr__(self, name, tuple(getattr(self, name)))
-        if len(self.spacing_mm) != 3 or min(self.spacing_mm) <= 0:
-            raise InputError(f"spacing_mm: expected three positive values, got {self.spacing_mm}")
-        if self.hu_window[1] <= self.hu_window[0]:
-            raise InputError(f"hu_window: expected (low, high) with low < high, got {self.hu_window}")
-        m = 2 ** (len(self.channels_2d) - 1)
-        for name, sizes in (("coarse_size", (self.coarse_size,)), ("correction_size", self.correction_size),
-                            ("fine_size", (self.fine_size,))):
-            if any(s < m or s % m for s in sizes):
-                raise InputError(f"{name}: {sizes} must be multiples of {m} (2 ** (levels - 1) of channels_2d)")
-        if len(self.channels_3d) != 3 or len(self.tumour_patch) != 3 or any(
-                p % d for p, d in zip(self.tumour_patch, (4, 4, 2))):
-            raise InputError(f"tumour_patch {self.tumour_patch} / channels_3d {self.channels_3d}: expected three "
-                             "channel counts and a patch that is a multiple of (4, 4, 2)")
-        if self.iterations < 1 or self.kidney_threshold_ml <= 0:
-            raise InputError("iterations and kidney_threshold_ml: expected positive values")
-        unknown = set(self.stage_iterations) - set(STAGES)
-        if unknown or any(int(v) < 1 for v in self.stage_iterations.values()):
-            raise InputError(f"stage_iterations: expected positive counts for {', '.join(STAGES)}, "
-                             f"got {self.stage_iterations}")
-
-    def iterations_of(self, stage: str) -> int:
-        """Training steps of one network (``stage_iterations`` or ``iterations``)."""
-        return int(self.stage_iterations.get(stage, self.iterations))
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "C2FConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes) -> "C2FConfig":
-        return replace(self, **changes)
-
-
-def build_network(stage: str, config: C2FConfig) -> torch.nn.Module:
-    """The network of one stage: MONAI 2D U-Nets (``kidneyseg.models.unet.build_unet2d``) for
-    C, A, F (1 input channel) and T (CT + kidney mask), a MONAI 3D U-Net with two poolings for
-    the 3D FCN (seed 004 cites an FCN with a long skip connection); 2 output classes each."""
-    from ..models.unet import build_unet2d, build_unet3d
-
-    if stage == "tumour3d":
-        return build_unet3d(1, 2, config.channels_3d, [(2, 2, 1), (2, 2, 2)], config.res_units)
-    if stage not in STAGES:
-        raise ValueError(f"unknown stage {stage!r}")
-    return build_unet2d(2 if stage == "tumour2d" else 1, 2, config.channels_2d, config.res_units)
-
-
-def normalise_ct(array: np.ndarray, config: C2FConfig) -> np.ndarray:
-    """HU clipped to ``config.hu_window`` and scaled to [0, 1], float32."""
-    lo, hi = config.hu_window
-    return ((np.clip(np.asarray(array, np.float32), lo, hi) - lo) / (hi - lo)).astype(np.float32)
-
-
-def prepare_ct(image: Image, config: C2FConfig):
-    """``(canonical Image, reorientation, (R, A, S) float32 on the working grid)``.
-
-    Raises:
-        InputError: see :func:`kidneyseg.pipelines.kits_unet3d.check_ct`.
-    """
-    check_ct(image)
-    canon, reo = to_canonical(image)
-    arr = resample_volume(np.asarray(canon.array, np.float32), canon.spacing_mm, config.spacing_mm, order=3)
-    return canon, reo, normalise_ct(arr, config)
-
-
-def square_resize(slices: np.ndarray, size: int, nearest: bool = False) -> torch.Tensor:
-    """``(N, X, Y)`` slices -> ``(N, 1, size, size)`` float32: zero-padded (centred) to a square,
-    then resized (bilinear, or nearest for masks; ``torch.nn.functional.interpolate``)."""
-    t = torch.as_tensor(np.ascontiguousarray(slices), dtype=torch.float32)[:, None]
-    x, y = t.shape[-2:]
-    side = max(x, y)
-    px, py = side - x, side - y
-    t = torch.nn.functional.pad(t, (py // 2, py - py // 2, px // 2, px - px // 2))
-    mode = "nearest-exact" if nearest else "bilinear"
-    return torch.nn.functional.interpolate(t, size=(size, size), mode=mode,
-                                           **({} if nearest else {"align_corners": False}))
-
-
-def square_restore(pred: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
-    """Inverse of :func:`square_resize` for ``(N, C, size, size)`` -> ``(N, C, X, Y)`` (bilinear)."""
-    x, y = shape
-    side = max(x, y)
-    t = torch.nn.functional.interpolate(pred, size=(side, side), mode="bilinear", align_corners=False)
-    px, py = (side - x) // 2, (side - y) // 2
-    return t[..., px:px + x, py:py + y]
 
 
 def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
@@ -349,17 +198,12 @@ class C2FCascadePipeline:
 
     def tumour(self, vol: np.ndarray, kidney: np.ndarray, crops) -> tuple[np.ndarray, str]:
         """Tumour mask (R, A, S) and its source (``"3d+2d"``, ``"2d"`` or ``"none"``)."""
-        from monai.inferers import sliding_window_inference
-
         cfg = self.config
         if not kidney.any():
             return np.zeros(vol.shape, bool), "none"
         box = padded_box(kidney, cfg.tumour_box_margin)
         x = torch.from_numpy(np.ascontiguousarray(vol[box]))[None, None]
-        with torch.inference_mode():
-            logits = sliding_window_inference(x.to(self.device), cfg.tumour_patch, cfg.batch_3d,
-                                              self.networks["tumour3d"], overlap=0.5, mode="gaussian",
-                                              device="cpu")
+        logits = sliding_window_logits(self.networks["tumour3d"], x, cfg.tumour_patch, self.device, cfg.batch_3d)
         det = np.zeros(vol.shape, bool)
         det[box] = (logits[0, 1] > logits[0, 0]).numpy()
         t2d = np.zeros(vol.shape, np.float32)
@@ -393,7 +237,7 @@ class C2FCascadePipeline:
             ``tumour_source``, ``laterality_source``, ``empty``, ``touches_border``.
 
         Raises:
-            InputError: see :func:`kidneyseg.pipelines.kits_unet3d.check_ct`.
+            InputError: see :func:`kidneyseg.specs.kits.check_ct`.
         """
         from ..postprocess.kidneys import assign_kidneys, body_midline_x_mm
 
@@ -423,8 +267,6 @@ class C2FCascadePipeline:
         qc = {"coarse_kidney_count": len(ids_c), "abnormal": abnormal, "kidney_count": sides.kidney_count,
               "tumour_source": source, "laterality_source": sides.laterality_source, "empty": not bool(labels.any())}
         result = volumetric_result(image, from_canonical(labels, reo), self.label_map, qc, t0)
-        canon_ml = float(np.prod(canon.spacing_mm)) / 1000.0
-        result.volumes_ml = {"kidney_right_ml": float((sides.labels == 1).sum()) * canon_ml,
-                             "kidney_left_ml": float((sides.labels == 2).sum()) * canon_ml, **result.volumes_ml}
+        result.volumes_ml = {**side_volumes_ml(canon, sides.labels), **result.volumes_ml}
         result.seconds = time.perf_counter() - t0
         return result

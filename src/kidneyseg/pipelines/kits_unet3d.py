@@ -27,208 +27,40 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from scipy import ndimage
 
+from ..arrays import largest_components
 from ..errors import InputError
-from ..io import Image, to_canonical
+from ..inference.sliding_window import sliding_window_logits
+from ..io import Image
 from ..io.orientation import from_canonical
 from ..labels import KITS
 from ..planning import Plan
-from .result import Result, volumetric_result
-
-REGIONS = ("kidney_and_masses", "masses", "tumor")
-"""Network output channels (KiTS21/23 hierarchical evaluation regions)."""
-
-AIR_HU = -200.0
-"""A CT in HU has air (about -1000); if the 1st percentile is above this, it is not HU."""
-
-
-@dataclass(frozen=True)
-class KitsConfig:
-    """Training and inference settings of ``kits-unet3d`` (the network shape is in the plan).
-
-    Attributes:
-        iterations: training steps (seed 002: 1000 epochs x 250 batches on a GPU).
-        learning_rate: initial SGD learning rate, poly decay (exponent 0.9) to 0; seed 002: 0.06.
-        momentum: SGD momentum, Nesterov (seed 002: 0.99).
-        weight_decay: SGD weight decay.
-        grad_clip: gradient-norm clip (nnU-Net: 12).
-        foreground_patches: share of patches centred on foreground (seed 002: a third).
-        min_foreground_fraction: such a patch is redrawn (up to ``foreground_tries`` times) until
-            at least this share of it is foreground; the best draw is kept when none reaches it
-            (a third, as the paper states; reachable only when the patch is small next to the
-            kidney, see ``benchmarks/results/ct_phantoms.md``).
-        foreground_tries: draws per foreground patch.
-        augment_probability: probability of each augmentation (mirroring per axis, rotation,
-            brightness, gamma, contrast, scaling); seed 002: 0.4.
-        rotation_deg: maximum rotation about each axis.
-        scale: maximum relative zoom.
-        mirror_tta: average predictions over mirrored copies at inference (8 with 3 axes).
-        keep_components: kidney+masses components kept at inference (the two largest, and the
-            third only if ``n_kidneys_max`` is 3).
-        threshold: probability threshold of each region.
-        sw_batch_size: windows per forward pass at inference.
-        seed: numpy/torch seed.
-        num_threads: torch threads (0: torch default).
-        checkpoint_every: iterations between checkpoints.
-        device: ``auto``, ``cpu`` or ``cuda``.
-    """
-
-    iterations: int = 2000
-    learning_rate: float = 0.06
-    momentum: float = 0.99
-    weight_decay: float = 3e-5
-    grad_clip: float = 12.0
-    foreground_patches: float = 1 / 3
-    min_foreground_fraction: float = 1 / 3
-    foreground_tries: int = 10
-    augment_probability: float = 0.4
-    rotation_deg: float = 15.0
-    scale: float = 0.15
-    mirror_tta: bool = False
-    keep_components: int = 2
-    threshold: float = 0.5
-    sw_batch_size: int = 1
-    seed: int = 0
-    num_threads: int = 0
-    checkpoint_every: int = 50
-    device: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.iterations < 1:
-            raise InputError(f"iterations: expected >= 1, got {self.iterations}")
-        if not 0 <= self.foreground_patches <= 1 or not 0 <= self.min_foreground_fraction <= 1:
-            raise InputError("foreground_patches and min_foreground_fraction: expected values in [0, 1]")
-        if not 0 <= self.augment_probability <= 1:
-            raise InputError(f"augment_probability: expected a value in [0, 1], got {self.augment_probability}")
-        if self.learning_rate <= 0:
-            raise InputError(f"learning_rate: expected > 0, got {self.learning_rate}")
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "KitsConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes) -> "KitsConfig":
-        return replace(self, **changes)
-
-
-def check_ct(image: Image) -> None:
-    """Raise :class:`InputError` for a CT this pipeline cannot read as HU or as a volume.
-
-    Checks: 3D; at least 2 voxels on every axis (a single slice cannot be resampled in 3D);
-    intensities in HU (the 1st percentile, normally air at about -1000, must be below
-    :data:`AIR_HU`: a 0..4095 volume stored without its rescale slope/intercept fails).
-    """
-    if image.ndim != 3:
-        raise InputError(f"{image.source}: expected a 3D CT volume, got shape {image.shape}")
-    if min(image.shape) < 2:
-        raise InputError(f"{image.source}: a single slice ({image.shape}); kits-unet3d needs a 3D volume")
-    a = np.asarray(image.array)
-    step = max(1, int(round((a.size / 2_000_000) ** (1 / 3))))
-    p1 = float(np.percentile(a[::step, ::step, ::step], 1))
-    if p1 > AIR_HU:
-        raise InputError(f"{image.source}: intensities do not look like HU (1st percentile {p1:g}, no air near "
-                         "-1000); apply the rescale slope/intercept first")
-
-
-def resample_volume(array: np.ndarray, spacing_mm, target_mm, order: int) -> np.ndarray:
-    """Resample an RAS-ordered array to ``target_mm`` keeping the field of view.
-
-    ``scipy.ndimage.zoom`` with ``grid_mode=True`` (voxel edges of the two grids coincide,
-    as ITK/SimpleITK do for a same-extent resampling); ``order`` 3 (cubic spline) for images,
-    0 (nearest) for labels. Output shape: ``round(shape * spacing / target)``, at least 1.
-    """
-    shape = np.asarray(array.shape, float)
-    new = np.maximum(np.round(shape * np.asarray(spacing_mm, float) / np.asarray(target_mm, float)), 1)
-    zoom = new / shape
-    if np.allclose(zoom, 1):
-        return np.asarray(array)
-    return ndimage.zoom(array, zoom, order=order, mode="nearest" if order else "grid-constant",
-                        grid_mode=True, prefilter=order > 1)
-
-
-def normalise(array: np.ndarray, plan: Plan) -> np.ndarray:
-    """Clip and z-score (float32) as the plan says (see :class:`kidneyseg.planning.Plan`)."""
-    a = np.asarray(array, np.float32)
-    if plan.normalisation == "ct_clip_zscore":
-        lo, hi = plan.clip
-        return ((np.clip(a, lo, hi) - plan.mean) / plan.std).astype(np.float32)
-    lo, hi = np.percentile(a, [0.5, 99.5])
-    a = np.clip(a, lo, hi)
-    return ((a - a.mean()) / max(float(a.std()), 1e-6)).astype(np.float32)
-
-
-def regions_from_labels(labels: np.ndarray) -> np.ndarray:
-    """KiTS labels ``(...)`` -> ``(3, ...)`` float32 regions kidney+masses, masses, tumour."""
-    lab = np.asarray(labels)
-    return np.stack([lab > 0, (lab == 2) | (lab == 3), lab == 2]).astype(np.float32)
-
-
-def labels_from_regions(regions: np.ndarray) -> np.ndarray:
-    """Nested boolean regions ``(3, ...)`` -> KiTS labels uint8 (1 kidney, 2 tumour, 3 cyst):
-    masses count only inside kidney+masses, tumour only inside masses."""
-    km = regions[0].astype(bool)
-    masses = km & regions[1].astype(bool)
-    tumour = masses & regions[2].astype(bool)
-    out = km.astype(np.uint8)
-    out[masses] = 3
-    out[tumour] = 2
-    return out
-
-
-def prepare_image(image: Image, plan: Plan):
-    """Input of the network: ``(canonical Image, reorientation, (1, 1, R, A, S) float32 tensor)``.
-
-    Raises:
-        InputError: see :func:`check_ct`.
-    """
-    check_ct(image)
-    canon, reo = to_canonical(image)
-    arr = resample_volume(np.asarray(canon.array, np.float32), canon.spacing_mm, plan.target_spacing_mm, order=3)
-    return canon, reo, torch.from_numpy(normalise(arr, plan))[None, None]
+from ..specs.kits import REGIONS, KitsConfig, labels_from_regions, prepare_image
+from .result import Result, side_volumes_ml, volumetric_result
 
 
 def predict_regions(network: torch.nn.Module, x: torch.Tensor, plan: Plan, config: KitsConfig,
                     device: torch.device) -> torch.Tensor:
     """Sigmoid region probabilities ``(3, R, A, S)`` float32 on the plan's grid.
 
-    Sliding window (MONAI ``sliding_window_inference``): windows of the plan's patch, overlap
-    0.5 (stride half the patch), Gaussian blending; volumes smaller than the patch are padded
-    by MONAI and cropped back. With ``config.mirror_tta`` the logits of all 8 mirrorings are
-    averaged.
+    :func:`kidneyseg.inference.sliding_window.sliding_window_logits`: windows of the plan's
+    patch, overlap 0.5, Gaussian blending; with ``config.mirror_tta`` the logits of all 8
+    mirrorings are averaged.
     """
-    from monai.inferers import sliding_window_inference
-
     network.eval()
-    flips = [()] + ([(2,), (3,), (4,), (2, 3), (2, 4), (3, 4), (2, 3, 4)] if config.mirror_tta else [])
-    total = None
-    with torch.inference_mode():
-        for f in flips:
-            xi = torch.flip(x, f) if f else x
-            logits = sliding_window_inference(xi.to(device), plan.patch_size, config.sw_batch_size, network,
-                                              overlap=0.5, mode="gaussian", sw_device=device, device="cpu")
-            logits = torch.flip(logits, f) if f else logits
-            total = logits if total is None else total + logits
-    return torch.sigmoid(total[0] / len(flips)).float()
+    logits = sliding_window_logits(network, x, plan.patch_size, device, config.sw_batch_size, 0.5,
+                                   mirror=config.mirror_tta)
+    return torch.sigmoid(logits[0]).float()
 
 
 def keep_kidney_components(km: np.ndarray, keep: int) -> np.ndarray:
     """The ``keep`` largest 26-connected components of the kidney+masses mask (scipy)."""
-    lab, n = ndimage.label(km, structure=np.ones((3, 3, 3), bool))
-    if n <= keep:
-        return km
-    sizes = np.bincount(lab.ravel())[1:]
-    kept = np.argsort(sizes)[::-1][:keep] + 1
-    return np.isin(lab, kept)
+    return largest_components(km, keep, connectivity=3)
 
 
 @dataclass
@@ -242,6 +74,11 @@ class KitsUNetPipeline:
     folder: Path
     label_map: dict[int, str] = field(default_factory=lambda: dict(KITS))
     keep_largest: bool = True
+
+    def disable_tta(self) -> None:
+        """One sliding-window pass instead of the model's mirror test-time augmentation
+        (``segment --no-tta``: 8 times fewer passes)."""
+        self.config = self.config.replace(mirror_tta=False)
 
     @classmethod
     def load(cls, model: str | Path | None, device: str = "auto") -> "KitsUNetPipeline":
@@ -306,9 +143,6 @@ class KitsUNetPipeline:
         result = volumetric_result(image, out, self.label_map,
                                    {"kidney_count": sides.kidney_count, "laterality_source": sides.laterality_source,
                                     "empty": not bool(labels.any())}, t0)
-        voxel_ml = float(np.prod(canon.spacing_mm)) / 1000.0
-        result.volumes_ml = {"kidney_right_ml": float((sides.labels == 1).sum()) * voxel_ml,
-                             "kidney_left_ml": float((sides.labels == 2).sum()) * voxel_ml,
-                             **{k: v for k, v in result.volumes_ml.items()}}
+        result.volumes_ml = {**side_volumes_ml(canon, sides.labels), **result.volumes_ml}
         result.seconds = time.perf_counter() - t0
         return result

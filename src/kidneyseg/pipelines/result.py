@@ -45,6 +45,17 @@ class Result:
         return row
 
 
+def side_volumes_ml(canonical: Image, sides: np.ndarray) -> dict[str, float]:
+    """``kidney_right_ml`` and ``kidney_left_ml`` of a per-side label array (1 right, 2 left) on
+    ``canonical``'s grid, through :func:`kidneyseg.volumetry.label_volumes_ml` (the affine's
+    determinant, like every other volume), for the CT pipelines whose labels are kidney and
+    masses rather than sides."""
+    from ..volumetry import label_volumes_ml
+
+    return label_volumes_ml(canonical.with_array(np.asarray(sides, dtype=np.uint8)),
+                            {1: "kidney_right", 2: "kidney_left"})
+
+
 def volumetric_result(image: Image, mask_arr: np.ndarray, label_map: dict[int, str], qc: dict[str, object],
                       started: float, network_labels: np.ndarray | None = None) -> Result:
     """The :class:`Result` of a 3D pipeline from its label array on the input's grid.

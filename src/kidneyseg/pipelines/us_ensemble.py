@@ -23,7 +23,8 @@ import numpy as np
 import torch
 
 from ..errors import InputError
-from ..preprocess.ultrasound import Letterbox, USFrame, scan_sector
+from ..preprocess.ultrasound import USFrame, scan_sector
+from ..specs.us import ensemble_probabilities, postprocess_mask, score_samples
 
 
 @dataclass
@@ -63,21 +64,6 @@ class USResult:
         return row
 
 
-def postprocess_mask(probability: np.ndarray, sector: np.ndarray, threshold: float = 0.5) -> tuple[np.ndarray, int]:
-    """Threshold, keep the sector, keep the largest component, fill its holes.
-
-    Returns:
-        (``bool`` mask, number of components before selection). Library: scipy.ndimage.
-    """
-    from scipy import ndimage as ndi
-
-    fg = (probability >= threshold) & sector
-    lab, n = ndi.label(fg)
-    if n > 1:
-        fg = lab == (int(np.argmax(np.bincount(lab.ravel())[1:])) + 1)
-    return ndi.binary_fill_holes(fg), int(n)
-
-
 class USEnsemblePipeline:
     """A loaded ultrasound ensemble (see module docstring).
 
@@ -101,7 +87,7 @@ class USEnsemblePipeline:
         """
         from ..models.store import resolve_device
         from ..models.us_ensemble import TripleConcatenated
-        from ..training.us import USTrainConfig
+        from ..specs.us import USTrainConfig
 
         if folder is None:
             raise InputError("--pipeline us-ensemble: no model is shipped for ultrasound; give --model FOLDER "
@@ -134,26 +120,8 @@ class USEnsemblePipeline:
         return cls(model, config, folder, device)
 
     def probabilities(self, image: np.ndarray, members: bool = False) -> dict[str, np.ndarray]:
-        """Kidney probability on the input grid, ``float32`` ``(H, W)``.
-
-        Args:
-            image: ``float32`` ``(H, W)`` in [0, 1].
-            members: also return each member's probability (keys are member names).
-
-        Returns:
-            ``{"fused": p, <member>: p, ...}``.
-        """
-        lb = Letterbox(tuple(image.shape), self.config.image_size)
-        x = torch.from_numpy(lb.forward(image.astype(np.float32), order=1))[None, None].to(self.device)
-        if self.device.type == "cpu":
-            x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            logits = self.model.member_logits(x)
-            fused = self.model.fuse(logits)
-        out = {"fused": fused}
-        if members:
-            out.update(dict(zip(self.model.member_names, logits)))
-        return {k: lb.back(torch.sigmoid(v)[0, 0].float().cpu().numpy(), order=1) for k, v in out.items()}
+        """Kidney probability on the input grid (:func:`kidneyseg.specs.us.ensemble_probabilities`)."""
+        return ensemble_probabilities(self.model, self.config.image_size, image, self.device, members)
 
     def segment(self, frame: USFrame | np.ndarray, case: str | None = None) -> USResult:
         """Segment one frame.
@@ -188,97 +156,8 @@ class USEnsemblePipeline:
                         time.perf_counter() - t0, prob)
 
     def score(self, samples: Sequence) -> dict[str, float]:
-        """Mean Dice of the fused model and of each member on ``samples``
-        (:class:`~kidneyseg.training.us.USSample`), after the same post-processing."""
-        from ..metrics.overlap import dice
-
-        scores: dict[str, list[float]] = {}
-        for s in samples:
-            sector = s.sector if s.sector is not None else scan_sector(s.image)
-            for name, p in self.probabilities(s.image, members=True).items():
-                m, _ = postprocess_mask(p, sector)
-                scores.setdefault(name, []).append(dice(m, s.mask.astype(bool)))
-        return {k: round(float(np.mean(v)), 4) for k, v in scores.items()}
+        """Mean Dice of the fused model and of each member (:func:`kidneyseg.specs.us.score_samples`)."""
+        return score_samples(self.model, self.config.image_size, samples, self.device)
 
 
-def write_us_outputs(result: USResult, frame: USFrame, out_dir: Path, overlay: bool = True) -> dict[str, Path]:
-    """Write ``<case>_seg.png`` (``uint8``, 0/1, the input's size), ``<case>_labels.json``
-    and ``<case>_overlay.png`` atomically (all or none)."""
-    from PIL import Image as PILImage
-
-    from ..io import AtomicOutputs
-
-    paths = {"seg": out_dir / f"{result.case}_seg.png", "labels": out_dir / f"{result.case}_labels.json"}
-    if overlay:
-        paths["overlay"] = out_dir / f"{result.case}_overlay.png"
-    with AtomicOutputs(overwrite=True) as outs:
-        PILImage.fromarray(result.mask).save(outs.stage(paths["seg"]), format="PNG")
-        outs.stage(paths["labels"]).write_text(json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
-        if overlay:
-            overlay_png(frame.array, result, outs.stage(paths["overlay"]))
-    return paths
-
-
-def overlay_png(image: np.ndarray, result: USResult, path: Path) -> None:
-    """The frame in grey with the kidney outline and its area (matplotlib)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    h, w = image.shape
-    fig = plt.figure(figsize=(w / 100, h / 100 + 0.3), dpi=100)
-    ax = fig.add_axes([0, 0, 1, h / (h + 30)])
-    ax.imshow(image, cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    if result.mask.any():
-        ax.contour(result.mask, levels=[0.5], colors=["#ff3030"], linewidths=1.2)
-    ax.set_axis_off()
-    area = f"{result.area_mm2:.0f} mm\u00b2" if result.area_mm2 is not None else f"{result.area_px} px (spacing unknown)"
-    fig.text(0.01, 1 - 0.5 * 30 / (h + 30), f"{result.case}: kidney {area}", fontsize=9, va="center")
-    fig.savefig(path, format="png")
-    plt.close(fig)
-
-
-def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overwrite: bool, overlay: bool,
-                     keep_largest: bool, pixel_spacing_mm: float | None = None):
-    """Segment 2D frames into ``out``: per case the mask PNG, label map and overlay, and for
-    all finished cases ``areas.csv`` and ``areas.json``. A failing case is reported and the
-    others go on.
-
-    Returns:
-        :class:`~kidneyseg.api.SegmentSummary`.
-    """
-    from ..api import SegmentSummary
-    from ..io import case_name
-    from ..preprocess.ultrasound import read_us_frame
-    from ..report import write_volume_tables
-
-    if not overwrite:
-        targets = [out / "areas.csv", out / "areas.json"]
-        for f in files:
-            c = case_name(f)
-            targets += [out / f"{c}_seg.png", out / f"{c}_labels.json"] + ([out / f"{c}_overlay.png"] if overlay else [])
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
-    pipe = USEnsemblePipeline.load(model, device)  # a bad model folder stops the run
-    pipe.keep_largest = keep_largest
-    summary = SegmentSummary()
-    for f in files:
-        case = case_name(f)
-        try:
-            frame = read_us_frame(f, pixel_spacing_mm)
-            result = pipe.segment(frame, case)
-            try:
-                write_us_outputs(result, frame, out, overlay)
-            except OSError as exc:
-                raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
-            summary.rows.append(result.row())
-        except InputError as exc:
-            summary.failures.append((case, str(exc)))
-    if summary.rows:
-        write_volume_tables(summary.rows, out, overwrite=True, stem="areas")
-    return summary
-
-
-__all__ = ["USEnsemblePipeline", "USResult", "overlay_png", "postprocess_mask", "segment_us_files", "write_us_outputs"]
+__all__ = ["USEnsemblePipeline", "USResult", "postprocess_mask"]

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy import ndimage
 
-from ..arrays import bounding_box
+from ..arrays import bounding_box, largest_components
 
 
 @dataclass
@@ -60,10 +60,7 @@ def body_component(image: np.ndarray) -> np.ndarray:
     logged = np.log1p(np.asarray(image, dtype=np.float32) - np.float32(image.min()))
     body = logged > threshold_otsu(logged)
     del logged
-    cc, n = ndimage.label(body)
-    if n > 1:
-        body = cc == (np.argmax(np.bincount(cc.ravel())[1:]) + 1)
-    return body
+    return largest_components(body)
 
 
 def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:

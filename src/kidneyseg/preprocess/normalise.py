@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 
 
-def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5,
+                      constant_ok: bool = False) -> np.ndarray:
     """Clip to percentiles, then z-score (zero mean, unit variance).
 
     The MR scheme of nnU-Net (Isensee et al., Nature Methods 2021) with the CT-style
@@ -15,6 +16,8 @@ def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5
         array: any real array (e.g. ``(X, Y, Z)``), not modified.
         lower: lower clipping percentile in [0, 100).
         upper: upper clipping percentile in (lower, 100].
+        constant_ok: a constant array (after clipping) gives zeros instead of an error (the
+            per-case CT normalisation of ``kits-unet3d``, where a blank crop is not an input error).
 
     Returns:
         float32 array of the same shape.
@@ -27,6 +30,8 @@ def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5
     np.clip(a, lo, hi, out=a)
     std = float(a.std())
     if std == 0.0:
+        if constant_ok:
+            return np.zeros_like(a)
         raise ValueError("zscore_percentile: array is constant after percentile clipping")
     a -= float(a.mean())
     a /= std

@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 
 def resize_slices(volume: np.ndarray | torch.Tensor, size_xy: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
@@ -51,3 +52,19 @@ def resample_isotropic(array: np.ndarray, spacing_mm: tuple[float, float, float]
     kwargs = {"align_corners": False} if mode == "trilinear" else {}
     out = F.interpolate(t, size=size, mode=mode, **kwargs)[0]
     return (out[0] if squeeze else out).numpy()
+
+
+def resample_volume(array: np.ndarray, spacing_mm, target_mm, order: int) -> np.ndarray:
+    """Resample an RAS-ordered array to ``target_mm`` keeping the field of view.
+
+    ``scipy.ndimage.zoom`` with ``grid_mode=True`` (voxel edges of the two grids coincide,
+    as ITK/SimpleITK do for a same-extent resampling); ``order`` 3 (cubic spline) for images,
+    0 (nearest) for labels. Output shape: ``round(shape * spacing / target)``, at least 1.
+    """
+    shape = np.asarray(array.shape, float)
+    new = np.maximum(np.round(shape * np.asarray(spacing_mm, float) / np.asarray(target_mm, float)), 1)
+    zoom = new / shape
+    if np.allclose(zoom, 1):
+        return np.asarray(array)
+    return ndimage.zoom(array, zoom, order=order, mode="nearest" if order else "grid-constant",
+                        grid_mode=True, prefilter=order > 1)

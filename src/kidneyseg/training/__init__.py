@@ -1,5 +1,5 @@
 """Supervised training: typed config, foreground-oversampling sampler, trainer, k-fold CV."""
 
-from .config import TrainConfig
+from ..specs.mr_unet import TrainConfig
 
 __all__ = ["TrainConfig"]

@@ -36,8 +36,8 @@ from scipy import ndimage
 from ..arrays import crop_around, padded_box
 from ..datasets.layouts import Case
 from ..errors import InputError
-from ..pipelines.c2f_cascade import STAGES, C2FConfig, build_network, normalise_ct, square_resize
-from ..pipelines.kits_unet3d import resample_volume
+from ..preprocess.resample import resample_volume
+from ..specs.c2f import STAGES, C2FConfig, build_network, normalise_ct, square_resize
 from .checkpoint import restore_training_state, save_training_state
 from .kits import read_ct_case
 
@@ -84,7 +84,7 @@ def load_c2f_volume(case: Case, config: C2FConfig) -> C2FVolume:
 
     Raises:
         InputError: no image, image and mask grids differ, a label outside the dataset's,
-            no kidney in the mask, or the checks of :func:`~kidneyseg.pipelines.kits_unet3d.check_ct`.
+            no kidney in the mask, or the checks of :func:`~kidneyseg.specs.kits.check_ct`.
     """
     ci, cl = read_ct_case(case, {1: 1, 2: 2, 3: 1})  # KiTS cyst -> kidney (seed 004 has kidney and tumour)
     image = normalise_ct(resample_volume(np.asarray(ci.array, np.float32), ci.spacing_mm, config.spacing_mm, 3), config)
@@ -277,7 +277,7 @@ def train_c2f_cascade(config: C2FConfig, cases: Sequence[Case], out_dir: str | P
     """Train the five networks of ``c2f-cascade`` and write a model folder.
 
     Args:
-        config: settings (:class:`~kidneyseg.pipelines.c2f_cascade.C2FConfig`).
+        config: settings (:class:`~kidneyseg.specs.c2f.C2FConfig`).
         cases: KiTS-labelled cases (1 kidney, 2 tumour, 3 cyst), e.g. from
             :func:`kidneyseg.datasets.layouts.kits_cases`.
         out_dir: model folder: ``config.json``, ``<stage>.pt`` per network,

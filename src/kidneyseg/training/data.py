@@ -13,7 +13,7 @@ from ..datasets import Case
 from ..inference.predict import prepare
 from ..io import Image, check_volume, read_image, to_canonical
 from ..preprocess import resize_slices
-from .config import TrainConfig
+from ..specs.mr_unet import TrainConfig
 
 
 @dataclass

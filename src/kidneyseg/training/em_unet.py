@@ -22,8 +22,9 @@ import torch
 from ..errors import InputError
 from ..io import Image, read_image, to_canonical
 from ..localize.em import Box, box_from_mask, em_classes, fit_localiser, slice_axis_of
-from ..pipelines.em_unet3d import (CONFIG, SR_WEIGHTS, WEIGHTS, EMUNetConfig, Prepared, build_network, find_box,
-                                   input_size, network_input, prepare)
+from ..specs.em_unet import (CONFIG, SR_WEIGHTS, WEIGHTS, EMUNetConfig, Prepared, build_network, find_box, input_size,
+                             network_input, prepare)
+from .checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -112,7 +113,7 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
 
     Args:
         cases: :class:`TrainCase` list (at least 2).
-        config: :class:`~kidneyseg.pipelines.em_unet3d.EMUNetConfig`.
+        config: :class:`~kidneyseg.specs.em_unet.EMUNetConfig`.
         out_dir: model folder; a ``checkpoint.pt`` there is resumed.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
 
@@ -200,7 +201,7 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
     start = 0
     ckpt = out / CHECKPOINT
     if ckpt.is_file():
-        state = torch.load(ckpt, map_location="cpu", weights_only=False)
+        state = load_checkpoint(ckpt)
         if state["config"] != config.to_dict():
             raise InputError(f"{ckpt}: checkpoint was made with another config; use a new output folder")
         net.load_state_dict(state["network"])
@@ -233,7 +234,7 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
                     "loss": last}, tmp)
         tmp.replace(ckpt)
     if start >= config.epochs and ckpt.is_file():
-        last = float(torch.load(ckpt, map_location="cpu", weights_only=False).get("loss", float("nan")))
+        last = float(load_checkpoint(ckpt).get("loss", float("nan")))
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / WEIGHTS)
     (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     summary.update({"final_dice_loss": last, "seconds": round(time.perf_counter() - t0, 1),
@@ -242,48 +243,4 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
     return out
 
 
-def cross_validate(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | Path, folds: int | str = "loso",
-                   device: str = "auto", progress: bool = True) -> dict:
-    """Cross-validation split by case: ``folds="loso"`` leaves one subject out at a time
-    (seed 000, section II.C), an int makes that many patient folds
-    (:func:`kidneyseg.training.trainer.split_folds`, seed ``config.seed``). Each fold trains
-    into ``out_dir/fold_K`` (resumable) and scores its held-out cases; then the final model is
-    trained on every case into ``out_dir``.
-
-    Returns:
-        The content of ``out_dir/cv_summary.json``: per held-out case DSC, VD
-        (``|V_pred - V_ref| / V_ref``) and PPV on both kidneys as one mask, and their mean and std.
-
-    Raises:
-        InputError: fewer than 2 folds, or more folds than cases.
-    """
-    from ..pipelines.em_unet3d import EMUNetPipeline
-    from .trainer import split_folds
-
-    ids = [c.case_id for c in cases]
-    k = len(ids) if folds == "loso" else int(folds)
-    if not 2 <= k <= len(ids):
-        raise InputError(f"--folds {folds}: expected 2 to {len(ids)} folds (or loso) for {len(ids)} cases")
-    groups = [[i] for i in ids] if folds == "loso" else split_folds(ids, k, config.seed)
-    out = Path(out_dir)
-    per_case: dict[str, dict] = {}
-    for f, held in enumerate(groups):
-        model = train_em_unet([c for c in cases if c.case_id not in held], config, out / f"fold_{f}", device, progress)
-        pipe = EMUNetPipeline.load(model, device)
-        for case in (c for c in cases if c.case_id in held):
-            pred = pipe.segment(case.image, case.localisation).mask.array > 0
-            ref = np.asarray(case.kidneys, dtype=bool)
-            tp = int(np.count_nonzero(pred & ref))
-            per_case[case.case_id] = {
-                "fold": f, "dsc": 2 * tp / max(int(pred.sum() + ref.sum()), 1),
-                "vd": abs(int(pred.sum()) - int(ref.sum())) / max(int(ref.sum()), 1),
-                "ppv": tp / int(pred.sum()) if pred.any() else 0.0}
-    summary = {"folds": "loso" if folds == "loso" else k, "cases": per_case,
-               **{m: {"mean": float(np.mean([c[m] for c in per_case.values()])),
-                      "std": float(np.std([c[m] for c in per_case.values()]))} for m in ("dsc", "vd", "ppv")}}
-    train_em_unet(cases, config, out, device, progress)
-    (out / "cv_summary.json").write_text(json.dumps(summary, indent=2) + "\n", encoding="utf-8")
-    return summary
-
-
-__all__ = ["TrainCase", "chaos_train_cases", "cross_validate", "train_em_unet"]
+__all__ = ["TrainCase", "chaos_train_cases", "train_em_unet"]

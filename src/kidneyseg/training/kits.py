@@ -22,8 +22,8 @@ from ..arrays import crop_around
 from ..datasets.layouts import Case, check_label_values
 from ..errors import InputError
 from ..io import read_image, to_canonical
-from ..pipelines.kits_unet3d import (REGIONS, KitsConfig, check_ct, normalise, regions_from_labels,
-                                     resample_volume)
+from ..preprocess.resample import resample_volume
+from ..specs.kits import REGIONS, KitsConfig, check_ct, normalise, regions_from_labels
 from ..planning import Plan
 from .checkpoint import restore_training_state, save_training_state
 
@@ -54,7 +54,7 @@ def read_ct_case(case: Case, kits_map: dict[int, int] | None = None):
 
     Raises:
         InputError: no image (a mask-only case), image and mask grids differ, a label value
-            outside the dataset's labels, or the checks of :func:`~kidneyseg.pipelines.kits_unet3d.check_ct`.
+            outside the dataset's labels, or the checks of :func:`~kidneyseg.specs.kits.check_ct`.
     """
     if case.image is None:
         raise InputError(f"{case.label}: no image for this case (mask-only dataset)")
@@ -78,7 +78,7 @@ def load_kits_volume(case: Case, plan: Plan) -> KitsVolume:
 
     Raises:
         InputError: no image (a mask-only case), image and mask grids differ, a label value
-            outside the dataset's labels, or the checks of :func:`~kidneyseg.pipelines.kits_unet3d.check_ct`.
+            outside the dataset's labels, or the checks of :func:`~kidneyseg.specs.kits.check_ct`.
     """
     ci, cl = read_ct_case(case)
     image = normalise(resample_volume(np.asarray(ci.array, np.float32), ci.spacing_mm, plan.target_spacing_mm, 3), plan)

@@ -12,7 +12,7 @@ from ..arrays import crop_around
 from ..datasets import Case
 from ..io import PLANE_AXES, Image, to_canonical
 from ..preprocess import resample_isotropic, zscore_percentile
-from .config import TrainConfig
+from ..specs.mr_unet import TrainConfig
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
                     random_intensity_curve, synthesise_slice, take_plane)
 

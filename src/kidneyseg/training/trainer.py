@@ -8,6 +8,7 @@ import logging
 import os
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import torch
@@ -15,8 +16,8 @@ from monai.losses import DiceCELoss
 from tqdm import tqdm
 
 from ..datasets import Case, list_cases
-from ..metrics import dice
-from .config import TrainConfig
+from ..specs.mr_unet import TrainConfig
+from .checkpoint import load_checkpoint
 from .data import augmentation, load_volume, read_case, sample_batch
 
 log = logging.getLogger(__name__)
@@ -77,7 +78,8 @@ def _poly_lr(config: TrainConfig, it: int) -> float:
     return config.learning_rate * (1 - it / config.iterations) ** 0.9
 
 
-def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Path:
+def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
+          validate: Callable[[Path, list[Case], str], list[dict]] | None = None) -> Path:
     """Train one model (one fold, or all cases) and save it as a model folder.
 
     Resumes from ``out_dir/checkpoint.pt`` when present (same config required). A
@@ -91,6 +93,10 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
         out_dir: model folder to create (``config.json``, ``model.pt``, ``training_log.csv``,
             and for a fold ``validation.json``).
         progress: show a tqdm progress bar.
+        validate: for a fold, called as ``validate(out_dir, held_out_cases, device)`` once the
+            model is saved; its rows go to ``training_summary.json`` under ``"validation"``
+            (:func:`kidneyseg.validation.validate_mr` runs the full pipeline; training does not
+            import pipelines). ``None``: no validation.
 
     Returns:
         ``out_dir``.
@@ -138,7 +144,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     start, elapsed_before = 0, 0.0
     ckpt_path = out / CHECKPOINT
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(ckpt_path)
         if ck["config"] != config.to_dict():
             raise ValueError(f"{ckpt_path}: checkpoint was made with another config; use a new output folder")
         net.load_state_dict(ck["network"])
@@ -202,44 +208,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True) -> Pa
     summary = {"train_seconds": round(train_seconds, 1), "load_seconds": round(t_loop - t_start, 1),
                "iterations": config.iterations, "train_cases": [c.case_id for c in train_cases],
                "world_size": ctx.world_size, "ranks_in_sync": in_sync}
-    if val_cases:
+    if val_cases and validate is not None:
         summary["validation"] = validate(out, val_cases, config.device)
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ckpt_path.unlink(missing_ok=True)
     return out
-
-
-def validate(model_dir: str | Path, cases: list[Case], device: str = "auto") -> list[dict]:
-    """Run the full ``mr-t2-unet`` pipeline (with post-processing) on held-out cases and
-    score it against their reference on the original grid.
-
-    Returns:
-        One dict per case: Dice per kidney after post-processing, Dice of the network's raw
-        kidney mask (both sides together; and per side for per-side networks), predicted
-        and reference volumes (mL), seconds.
-    """
-    from ..io import read_image
-    from ..pipelines.mr_t2 import MRKidneyPipeline
-
-    pipe = MRKidneyPipeline.load(str(model_dir), device)
-    rows = []
-    for case in cases:
-        image = read_image(case.image, dtype=np.float32)
-        ref = np.asarray(read_image(case.label).array).astype(np.int64)
-        result = pipe.segment(image)
-        row: dict[str, object] = {"case": case.case_id, "seconds": round(result.seconds, 2)}
-        ref_any = np.isin(ref, list(case.label_values))
-        row["dice_kidneys_network"] = round(dice(result.network_labels > 0, ref_any), 4)
-        for v, name in pipe.label_map.items():
-            src = [s for s, d in case.label_values.items() if d == v]
-            ref_k = np.isin(ref, src)
-            row[f"dice_{name}"] = round(dice(result.mask.array == v, ref_k), 4)
-            if not pipe.bundle.config.merge_sides:  # the network's own sides, before post-processing
-                row[f"dice_{name}_network"] = round(dice(result.network_labels == v, ref_k), 4)
-            row[f"{name}_ml"] = round(result.volumes_ml[f"{name}_ml"], 2)
-            row[f"{name}_ref_ml"] = round(float(ref_k.sum()) * image.voxel_volume_ml, 2)
-        rows.append(row)
-    return rows
 
 
 def summarise_cv(fold_dirs: list[Path], out_path: str | Path) -> dict:

@@ -16,12 +16,10 @@ drawn from ``(seed, stage, e)``).
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import os
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Sequence
 
@@ -30,100 +28,14 @@ import torch
 from tqdm.auto import tqdm
 
 from ..errors import InputError
-from ..models.us_ensemble import MEMBERS, SEED_003_MEMBERS, TripleConcatenated
+from ..models.us_ensemble import TripleConcatenated
 from ..preprocess.ultrasound import Letterbox, speckle_augment
+from ..specs.us import USSample, USTrainConfig, score_samples
+from .checkpoint import load_checkpoint
 
 log = logging.getLogger(__name__)
 
 CHECKPOINT = "checkpoint.pt"
-PIPELINE_NAME = "us-ensemble"
-
-
-@dataclass(frozen=True)
-class USTrainConfig:
-    """Everything that determines a trained ultrasound ensemble.
-
-    Attributes:
-        members: member names (keys of :data:`~kidneyseg.models.us_ensemble.MEMBERS`).
-        mode: ``"staged"`` or ``"end-to-end"`` (module docstring).
-        image_size: ``(H, W)`` canvas the network sees (letterboxed, aspect kept);
-            multiples of 32.
-        epochs: epochs per member (staged) or of the whole model (end-to-end); seed 003: 100.
-        fusion_epochs: epochs of fusion-layer training (staged only).
-        learning_rate: Adam learning rate (seed 003: 1e-3).
-        batch_size: images per step.
-        augment: horizontal flips (a probe may be held either way round; depth is never
-            flipped) and :func:`~kidneyseg.preprocess.ultrasound.speckle_augment`.
-        seed: seeds weights, batch order and augmentation.
-        device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
-        num_threads: CPU threads for torch (0 = torch's default).
-        label_map: output value -> name (a binary kidney mask).
-        encoder_weights: member name -> local file of ImageNet encoder weights to start
-            from (:func:`~kidneyseg.models.us_ensemble.load_encoder_weights`); empty: random.
-    """
-
-    members: tuple[str, ...] = SEED_003_MEMBERS
-    mode: str = "staged"
-    image_size: tuple[int, int] = (256, 256)
-    epochs: int = 100
-    fusion_epochs: int = 10
-    learning_rate: float = 1e-3
-    batch_size: int = 8
-    augment: bool = True
-    seed: int = 0
-    device: str = "auto"
-    num_threads: int = 0
-    label_map: dict[int, str] = dataclasses.field(default_factory=lambda: {1: "kidney"})
-    encoder_weights: dict[str, str] = dataclasses.field(default_factory=dict)
-    pipeline: str = PIPELINE_NAME
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "members", tuple(self.members))
-        object.__setattr__(self, "image_size", tuple(int(v) for v in self.image_size))
-        object.__setattr__(self, "label_map", {int(k): str(v) for k, v in self.label_map.items()})
-        unknown = [m for m in self.members if m not in MEMBERS]
-        if not self.members or unknown:
-            raise ValueError(f"members: expected names among {', '.join(MEMBERS)}, got {list(self.members)}")
-        if self.mode not in ("staged", "end-to-end"):
-            raise ValueError(f"mode: expected 'staged' or 'end-to-end', got {self.mode!r}")
-        if len(self.image_size) != 2 or any(v < 32 or v % 32 for v in self.image_size):
-            raise ValueError(f"image_size: expected two multiples of 32, got {self.image_size}")
-        for name in ("epochs", "batch_size"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)}")
-        if self.fusion_epochs < 0 or self.learning_rate <= 0:
-            raise ValueError("fusion_epochs must be >= 0 and learning_rate > 0")
-        object.__setattr__(self, "encoder_weights", {str(k): str(v) for k, v in self.encoder_weights.items()})
-        if set(self.encoder_weights) - set(self.members):
-            raise ValueError(f"encoder_weights: names {sorted(set(self.encoder_weights) - set(self.members))} are not members")
-        if self.label_map != {1: "kidney"}:
-            raise ValueError(f"label_map: only a binary kidney mask is supported, got {self.label_map}")
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["members"] = list(self.members)
-        d["image_size"] = list(self.image_size)
-        d["label_map"] = {str(k): v for k, v in self.label_map.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "USTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def replace(self, **changes) -> "USTrainConfig":
-        return dataclasses.replace(self, **changes)
-
-
-@dataclass
-class USSample:
-    """A training image: ``image`` ``float32`` ``(H, W)`` in [0, 1], ``mask`` ``bool``
-    ``(H, W)``, optional ``sector`` ``bool`` ``(H, W)``, and a name."""
-
-    image: np.ndarray
-    mask: np.ndarray
-    sector: np.ndarray | None = None
-    name: str = ""
 
 
 def _prepare(samples: Sequence[USSample], size: tuple[int, int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -215,7 +127,7 @@ def train_us_ensemble(config: USTrainConfig, train: Sequence[USSample], out_dir:
     seconds: dict[str, float] = {}
     opt_state = None
     if ckpt_path.exists():
-        ck = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint(ckpt_path)
         if ck["config"] != config.to_dict():
             raise ValueError(f"{ckpt_path}: checkpoint was made with another config; use a new output folder")
         model.load_state_dict(ck["model"])
@@ -266,10 +178,8 @@ def train_us_ensemble(config: USTrainConfig, train: Sequence[USSample], out_dir:
     summary: dict = {"train_seconds": {k: round(v, 1) for k, v in seconds.items()}, "epochs_done": done,
                      "train_images": len(train), "history_tail": history[-5:]}
     if validation:
-        from ..pipelines.us_ensemble import USEnsemblePipeline
-
-        pipe = USEnsemblePipeline.from_model(model, config, out, device)
-        summary["validation_dice"] = pipe.score(validation)
+        eval_model = model.to(memory_format=torch.channels_last) if device.type == "cpu" else model
+        summary["validation_dice"] = score_samples(eval_model, config.image_size, validation, device)
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     ckpt_path.unlink(missing_ok=True)
     return out
@@ -305,9 +215,6 @@ def _stage(model: TripleConcatenated, stage: str):
         return lf(model.fuse(logits), yb) + sum(lf(m, yb) for m in logits) / len(logits)
 
     return list(model.parameters()), joint_loss
-
-
-
 
 
 def kidneyus_samples(dataset, names: Sequence[str], reference: str = "sonographer1") -> list[USSample]:

@@ -1,4 +1,6 @@
-"""Typed training configuration, saved as ``config.json`` beside every trained model."""
+"""Method spec of the MR 2D/3D U-Nets (``mr-t2-unet``, ``mr-multiprotocol-unet``): the typed
+configuration saved as ``config.json`` beside every trained model, read by the model store and
+the pipelines, written by the trainer."""
 
 from __future__ import annotations
 
