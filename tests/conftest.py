@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
@@ -100,3 +101,54 @@ def nnunet_dataset(tmp_path, two_kidney_phantom):
         "channel_names": {"0": "T2"}, "labels": {"background": 0, "kidney_right": 1, "kidney_left": 2},
         "numTraining": 4, "file_ending": ".nii.gz"}))
     return root
+
+
+@dataclass
+class CliRun:
+    """What a ``kidneyseg`` command gave: like ``subprocess.CompletedProcess`` (``returncode``,
+    ``stdout``, ``stderr``) for a command run in-process."""
+
+    args: list[str]
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def cli(*args, cwd: Path | None = None) -> CliRun:
+    """Run ``kidneyseg ARGS`` in-process (``kidneyseg.cli.main``), capturing stdout and stderr.
+
+    The exit status is what the console script would return (argparse errors: 2). Tests that
+    need a real process (signals, kills, resource limits, concurrent writers, the console
+    entry point itself) use ``subprocess`` instead; everything else uses this, so the suite
+    does not import torch once per command. Not thread-safe (it swaps ``sys.stdout``/``stderr``).
+    """
+    import contextlib
+    import io
+    import logging
+    import os
+
+    from kidneyseg.cli import main
+
+    argv = [str(a) for a in args]
+    out, err = io.StringIO(), io.StringIO()
+    before = os.getcwd()
+    import torch
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    threads = torch.get_num_threads()  # --threads N must not outlive the command
+    try:
+        if cwd is not None:
+            os.chdir(cwd)
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            root.handlers = []  # so main()'s logging.basicConfig writes to this command's stderr, as in a process
+            try:
+                code = main(argv)
+            except SystemExit as exc:
+                code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 2)
+    finally:
+        root.handlers = handlers
+        root.setLevel(level)
+        torch.set_num_threads(threads)
+        os.chdir(before)
+    return CliRun(argv, int(code), out.getvalue(), err.getvalue())

@@ -93,6 +93,37 @@ def _truncated_nii(base):
     return _raw(base, "truncated.nii", data[: len(data) // 3])
 
 
+def _claims(base, name: str, shape, gz: bool):
+    """A valid NIfTI header claiming ``shape`` float32 voxels, followed by a few bytes of data
+    (issue 24: memory must follow the file, not the header)."""
+    hdr = nib.Nifti1Header()
+    hdr.set_data_shape(shape)
+    hdr.set_data_dtype(np.float32)
+    hdr.set_zooms((1.0, 1.0, 1.0))
+    hdr.set_sform(np.eye(4), code=1)
+    hdr.set_qform(np.eye(4), code=1)
+    hdr["vox_offset"] = 352
+    data = hdr.binaryblock + b"\0" * (352 - len(hdr.binaryblock)) + b"\0" * 1000
+    return _raw(base, name, gzip.compress(data) if gz else data)
+
+
+def _handedness(base):
+    """qform and sform of opposite handedness (the sform's x axis flipped): a warning, the sform used."""
+    img = nib.Nifti1Image(base.image, base.affine)
+    flipped = base.affine.copy()
+    flipped[:, 0] *= -1
+    img.set_sform(flipped, code=2)
+    img.set_qform(base.affine, code=1)
+    p = base.folder / "handedness.nii.gz"
+    nib.save(img, str(p))
+    mimg = nib.Nifti1Image(base.mask, None)
+    mimg.set_sform(flipped, code=2)
+    mimg.set_qform(base.affine, code=1)
+    m = base.folder / "handedness_mask.nii.gz"
+    nib.save(mimg, str(m))
+    return p, m
+
+
 def _wrong_extension(base):
     data = base.save(base.image, "as_gz.nii.gz").read_bytes()
     return _raw(base, "scan.txt", data)
@@ -274,7 +305,13 @@ def kinds() -> list[Kind]:
     """Every corpus entry with the exit status of info, segment and evaluate (None: not run)."""
     return [
         Kind("truncated_nii_gz", 2, 2, 2, _truncated, message="truncated"),
-        Kind("truncated_nii", 2, 2, 2, _truncated_nii),
+        Kind("truncated_nii", 2, 2, 2, _truncated_nii, message="truncated"),
+        Kind("header_claims_1200_cubed_nii", 2, 2, 2, lambda base: _claims(base, "claims.nii", (1200,) * 3, False),
+             message="the header claims"),
+        Kind("header_claims_1200_cubed_nii_gz", 2, 2, 2,
+             lambda base: _claims(base, "claims.nii.gz", (1200,) * 3, True), message="header claims"),
+        Kind("header_claims_30000_cubed_nii_gz", 2, 2, 2,
+             lambda base: _claims(base, "claims_huge.nii.gz", (30000,) * 3, True), message="header claims"),
         Kind("text_as_nii_gz", 2, 2, 2, lambda base: _raw(base, "text.nii.gz", b"just some text\n"), message="NIfTI"),
         Kind("wrong_extension", 2, 2, 2, _wrong_extension, message="unsupported file type"),
         Kind("zero_bytes", 2, 2, 2, lambda base: _raw(base, "zero_bytes.nii.gz", b""), message="0 bytes"),
@@ -296,11 +333,16 @@ def kinds() -> list[Kind]:
                                                          lambda m: (m > 0).astype(np.uint8))),
         Kind("extreme_values", 0, 0, 2, lambda base: _with(base, "extreme", lambda a: a * 1e30, lambda m: m * 0.5)),
         Kind("rgb", 2, 2, 2, _rgb, message="unsupported voxel type"),
+        Kind("intensity_image_as_mask", None, None, 2,
+             lambda base: _with(base, "intensity_mask", lambda a: a, lambda m: base.image.astype(np.int32))),
+        Kind("float_label_above_2_31", None, None, 2,
+             lambda base: _with(base, "float_big_label", lambda a: a, lambda m: m.astype(np.float32) * 3e9)),
         Kind("huge_spacing", 0, 2, 2, lambda base: _spacing(base, "huge_spacing", (100.0, 100.0, 7.7)), message="implausible"),
         Kind("zero_spacing", 0, 2, 2, lambda base: _spacing(base, "zero_spacing", (1.25, 0.0, 7.7)), message="singular"),
         Kind("singular_affine", 0, 2, 2, _singular, message="singular"),
         Kind("oblique_affine", 0, 0, 2, _oblique, message="affines differ"),
         Kind("orientation_psl", 0, 0, 2, _psl),
+        Kind("qform_sform_handedness", 0, 0, 2, _handedness),
         Kind("one_slice", 0, 0, 2, lambda base: _pair(base, "one_slice", base.image[:, :, 15:16], base.mask[:, :, 15:16])),
         Kind("tiny_8x8x8", 0, 2, 2, lambda base: _pair(base, "tiny", base.image[96:104, 90:98, 10:18], base.mask[96:104, 90:98, 10:18]),
              message="too small"),

@@ -17,10 +17,11 @@ from kidneyseg.api import example_dir
 from kidneyseg.batch import read_manifest, sha256
 from kidneyseg.errors import InputError
 
+from .conftest import cli
+
 
 def _run(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", *map(str, args), "--threads", "2"],
-                          capture_output=True, text=True, encoding="utf-8", timeout=timeout)
+    return cli("segment", *args, "--threads", "2")
 
 
 @pytest.fixture
@@ -117,3 +118,22 @@ def test_manifest_case_cannot_escape_the_output_folder(tmp_path, case):
     m.write_text(f"case,path\n{case},a.nii.gz\n")
     with pytest.raises(InputError, match="not a plain file name"):
         read_manifest(m)
+
+
+def test_segmenting_into_the_input_folder_twice_does_not_segment_its_own_masks(tmp_path):
+    """`segment d -o d`, then again with --overwrite: the second run sees the first run's
+    s1_seg.nii.gz beside s1.nii.gz and leaves it out (issue 24 item 6)."""
+    import shutil
+
+    from kidneyseg.api import example_dir
+
+    d = tmp_path / "d"
+    d.mkdir()
+    shutil.copy(example_dir() / "image_39.nii.gz", d / "s1.nii.gz")
+    first = cli("segment", d, "-o", d, "--quiet", "--no-overlay", "--no-tta")
+    assert first.returncode == 0, first.stderr
+    again = cli("segment", d, "-o", d, "--quiet", "--no-overlay", "--no-tta", "--overwrite")
+    assert again.returncode == 0, again.stderr
+    assert not list(d.glob("*_seg_seg*"))
+    rows = json.loads((d / "volumes.json").read_text())
+    assert [r["case"] for r in rows] == ["s1"]

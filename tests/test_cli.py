@@ -1,4 +1,5 @@
-"""The command line as a user runs it: a subprocess on the bundled example, and bad input."""
+"""The command line as a user runs it: a real process on the bundled example, then bad input
+(in-process through ``kidneyseg.cli.main``: the same exit codes and messages, without a torch import per command)."""
 
 from __future__ import annotations
 
@@ -17,23 +18,30 @@ from kidneyseg.api import example_dir
 from kidneyseg.metrics import dice
 from kidneyseg.models.store import default_model_dir
 
-from .conftest import save_nifti, sha256
+from .conftest import CliRun, cli, save_nifti, sha256
 
 EXAMPLE = example_dir() / "image_39.nii.gz"
 HAVE_MODEL = (default_model_dir() / "model.pt").exists()
 needs_model = pytest.mark.skipif(not HAVE_MODEL, reason="shipped model not built yet")
 
 
-def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+def run(*args: str, cwd: Path | None = None) -> CliRun:
+    """``kidneyseg ARGS`` in-process (a subprocess proves nothing more for these checks)."""
+    return cli(*args, cwd=cwd)
+
+
+def run_process(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """``python -m kidneyseg.cli ARGS`` as a real process, as a user runs it."""
     return subprocess.run([sys.executable, "-m", "kidneyseg.cli", *args], capture_output=True, text=True,
                           cwd=cwd, timeout=600)
 
 
 @pytest.fixture(scope="module")
 def example_run(tmp_path_factory):
+    """The bundled example through a real process: the console path end to end, once."""
     out = tmp_path_factory.mktemp("seg")
     before = sha256(EXAMPLE)
-    proc = run("segment", str(EXAMPLE), "-o", str(out), "--device", "cpu", "--quiet")
+    proc = run_process("segment", str(EXAMPLE), "-o", str(out), "--device", "cpu", "--quiet")
     return proc, out, before
 
 

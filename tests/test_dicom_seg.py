@@ -3,8 +3,6 @@ bundled real MRI case; the SEG read back equals the NIfTI mask voxel by voxel.""
 
 from __future__ import annotations
 
-import subprocess
-import sys
 
 import nibabel as nib
 import numpy as np
@@ -16,7 +14,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.io import Image, read_image
 from kidneyseg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 
-from .conftest import write_dicom_series
+from .conftest import cli, write_dicom_series
 
 SERIES = "1.2.826.0.1.3680043.2.1125.1.3939"
 
@@ -28,8 +26,7 @@ def series(tmp_path_factory):
 
 def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", series, "-o", out, "--output-type", "both",
-                        "--quiet", "--threads", "2"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = cli("segment", series, "-o", out, "--output-type", "both", "--quiet", "--threads", "2")
     assert r.returncode == 0, r.stderr
     nifti = nib.load(out / "case39_seg.nii.gz")
     mask = np.asarray(nifti.dataobj)
@@ -47,8 +44,8 @@ def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
 
 
 def test_dicom_seg_needs_a_dicom_input(tmp_path):
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", example_dir() / "image_39.nii.gz", "-o", tmp_path / "o",
-                        "--output-type", "dicom-seg", "--quiet"], capture_output=True, text=True, encoding="utf-8")
+    r = cli("segment", example_dir() / "image_39.nii.gz", "-o", tmp_path / "o", "--output-type", "dicom-seg",
+            "--quiet")
     assert r.returncode == 2 and r.stderr.count("\n") == 1
     assert "image_39.nii.gz: --output-type dicom-seg needs a DICOM series folder" in r.stderr
     assert not (tmp_path / "o").exists()
@@ -100,14 +97,13 @@ def test_series_selection_rules(series, tmp_path):
 
 
 def test_info_names_modality_and_pipeline(series, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "info", series], capture_output=True, text=True, encoding="utf-8")
+    r = cli("info", series)
     assert r.returncode == 0 and "modality: MR" in r.stdout and "pipeline: mr-t2-unet" in r.stdout
     from PIL import Image as PILImage
 
     frame = (np.random.default_rng(0).random((64, 96)) * 255).astype(np.uint8)
     PILImage.fromarray(frame).save(tmp_path / "us.png")
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "info", tmp_path / "us.png"], capture_output=True, text=True,
-                       encoding="utf-8")
+    r = cli("info", tmp_path / "us.png")
     assert r.returncode == 0 and "(64, 96) (2D frame" in r.stdout and "pipeline: us-ensemble" in r.stdout
 
 
@@ -119,16 +115,14 @@ def test_zipped_series_in_and_seg_out(series, tmp_path):
         for f in sorted(series.iterdir()):
             zf.write(f, f"study/series1/{f.name}")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", z, "-o", out, "--output-type", "both", "--quiet",
-                        "--no-overlay", "--threads", "2"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = cli("segment", z, "-o", out, "--output-type", "both", "--quiet", "--no-overlay", "--threads", "2")
     assert r.returncode == 0, r.stderr
     segments, names = read_dicom_seg(out / "exam_seg.dcm", series)  # references the zipped instances
     assert np.array_equal(segments, np.asarray(nib.load(out / "exam_seg.nii.gz").dataobj))
     evil = tmp_path / "evil.zip"
     with zipfile.ZipFile(evil, "w") as zf:
         zf.writestr("../escape.dcm", b"x")
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", evil, "-o", tmp_path / "o2", "--quiet"],
-                       capture_output=True, text=True, encoding="utf-8")
+    r = cli("segment", evil, "-o", tmp_path / "o2", "--quiet")
     assert r.returncode == 2 and "unsafe member name '../escape.dcm'" in r.stderr
     assert not (tmp_path / "escape.dcm").exists()
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -18,6 +16,8 @@ from kidneyseg.localize.em import Box, EMConfig, box_from_mask, em_classes, loca
 from kidneyseg.preprocess.crop import crop_resize, uncrop
 from kidneyseg.preprocess.super_resolution import (SRConfig, ThroughPlaneSR, cubic_upsample, decimate,
                                                    super_resolved_affine, to_original_grid)
+
+from .conftest import cli
 
 
 def _write_dwi(folder: Path, dwi: DWI, bvals=None, bvecs=None) -> tuple[Path, Path, Path]:
@@ -70,8 +70,7 @@ def test_phantom_maps_separate_cortex_and_medulla(phantom):
 def test_dti_command_writes_maps_on_the_dwi_grid(tmp_path, phantom):
     dwi, bval, bvec = _write_dwi(tmp_path / "in", phantom.dwi)
     out = tmp_path / "maps"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "dti", str(dwi), "--bval", str(bval), "--bvec",
-                        str(bvec), "-o", str(out), "--quiet"], capture_output=True, text=True, encoding="utf-8")
+    r = cli("dti", str(dwi), "--bval", str(bval), "--bvec", str(bvec), "-o", str(out), "--quiet")
     assert r.returncode == 0, r.stderr
     src = nib.load(str(dwi))
     for name in ("fa", "md", "ad", "rd", "mask"):
@@ -100,8 +99,7 @@ def test_dti_bad_gradients_fail_with_one_line_and_write_nothing(tmp_path, phanto
     p, bval, bvec = _write_dwi(tmp_path / "in", DWI(data, dwi.affine, dwi.bvals, dwi.bvecs), bvals=bvals,
                                   bvecs=bvecs)
     out = tmp_path / "maps"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "dti", str(p), "--bval", str(bval), "--bvec",
-                        str(bvec), "-o", str(out)], capture_output=True, text=True, encoding="utf-8")
+    r = cli("dti", str(p), "--bval", str(bval), "--bvec", str(bvec), "-o", str(out))
     assert r.returncode == 2
     assert message in r.stderr and len(r.stderr.strip().splitlines()) == 1
     assert not out.exists() or not any(out.iterdir())
@@ -214,14 +212,11 @@ def test_em_unet3d_end_to_end_on_a_phantom(tmp_path, phantom, phantom_model):
     """DWI -> kidneyseg dti -> kidneyseg segment --pipeline em-unet3d MD --secondary FA."""
     dwi, bval, bvec = _write_dwi(tmp_path / "in", phantom.dwi)
     maps = tmp_path / "maps"
-    run = [sys.executable, "-m", "kidneyseg.cli"]
-    r = subprocess.run(run + ["dti", str(dwi), "--bval", str(bval), "--bvec", str(bvec), "-o", str(maps), "--quiet"],
-                       capture_output=True, text=True, encoding="utf-8")
+    r = cli("dti", dwi, "--bval", bval, "--bvec", bvec, "-o", maps, "--quiet")
     assert r.returncode == 0, r.stderr
     out = tmp_path / "seg"
-    r = subprocess.run(run + ["segment", str(maps / "md.nii.gz"), "--pipeline", "em-unet3d", "--model",
-                              str(phantom_model), "--secondary", str(maps / "fa.nii.gz"), "-o", str(out), "--quiet"],
-                       capture_output=True, text=True, encoding="utf-8")
+    r = cli("segment", maps / "md.nii.gz", "--pipeline", "em-unet3d", "--model", phantom_model,
+            "--secondary", maps / "fa.nii.gz", "-o", out, "--quiet")
     assert r.returncode == 0, r.stderr
     seg = nib.load(str(out / "md_seg.nii.gz"))
     md = nib.load(str(maps / "md.nii.gz"))

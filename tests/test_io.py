@@ -170,3 +170,24 @@ def test_check_volume_rejects(array, problem):
 def test_check_volume_squeezes_singleton_4d():
     arr = np.random.default_rng(0).normal(size=(6, 7, 8, 1)).astype(np.float32)
     assert check_volume(Image(arr, np.eye(4))).shape == (6, 7, 8)
+
+
+def test_zip_member_larger_than_any_dicom_is_refused_before_extraction(tmp_path, monkeypatch):
+    """A DICOM .zip whose member unpacks beyond the cap is refused without reading it whole
+    (issue 24: a 23 MB zip holding a 5 GiB member exhausted memory); the cap is lowered here
+    so the test needs no gigabytes."""
+    import zipfile
+
+    import kidneyseg.io.readers as readers
+    from kidneyseg.errors import InputError
+
+    archive = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(archive, "w", compression=zipfile.ZIP_DEFLATED) as z:
+        z.writestr("series/IM0001.dcm", b"\0" * 5_000_000)  # 5 MB of zeros: about 5 kB packed
+    monkeypatch.setattr(readers, "ZIP_MEMBER_MAX_BYTES", 1_000_000)
+    with pytest.raises(InputError, match=r"bomb.zip: member 'series/IM0001.dcm' unpacks to 5000000 bytes"):
+        with readers.dicom_folder(archive):
+            pass
+    monkeypatch.setattr(readers, "ZIP_MEMBER_MAX_BYTES", 10_000_000)
+    with readers.dicom_folder(archive) as folder:  # under the cap: streamed out whole
+        assert [p.stat().st_size for p in folder.iterdir()] == [5_000_000]

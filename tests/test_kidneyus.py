@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from kidneyseg.datasets.kidneyus import REGION_LABELS, KidneyUSDataset, patient_id, read_via_csv, staple
 from kidneyseg.errors import InputError
 
-from .conftest import SHARED_DATA
+from .conftest import SHARED_DATA, cli
 
 LABELS = SHARED_DATA / "kidneyus_labels"
 needs_kidneyus = pytest.mark.skipif(not LABELS.is_dir(), reason="../shared/data/kidneyus_labels not present")
@@ -161,8 +161,6 @@ def test_evaluate_png_masks_with_summed_confusion(dataset, tmp_path):
     """`kidneyseg evaluate` on 2D PNG masks (sonographer 2 scored against sonographer 1):
     seed 003's per-image metrics and the confusion matrix summed over the images."""
     import csv
-    import subprocess
-    import sys
 
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     pred.mkdir()
@@ -174,8 +172,7 @@ def test_evaluate_png_masks_with_summed_confusion(dataset, tmp_path):
         shutil.copy(dataset.cases[n].capsule_paths[1], ref / n)
         total += int(np.prod(dataset.cases[n].shape_hw()))
     out = tmp_path / "eval"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "evaluate", pred, ref, "-o", out, "--regions", "foreground",
-                        "--no-plots", "--quiet"], capture_output=True, text=True, encoding="utf-8")
+    r = cli("evaluate", pred, ref, "-o", out, "--regions", "foreground", "--no-plots", "--quiet")
     assert r.returncode == 0, r.stderr
     rows = list(csv.DictReader(open(out / "metrics.csv", encoding="utf-8")))
     assert [row["case"] for row in rows] == [n[:-4] for n in names]
@@ -197,8 +194,6 @@ def test_cli_train_us_ensemble_on_the_open_kidney_layout(dataset, tmp_path):
     image folder (here: synthetic frames drawn from the real capsule masks, the real images
     being released only after registration), trains on the train split only and writes a
     model folder that `segment` loads."""
-    import subprocess
-    import sys
 
     from kidneyseg.pipelines.us_ensemble import USEnsemblePipeline
 
@@ -213,10 +208,9 @@ def test_cli_train_us_ensemble_on_the_open_kidney_layout(dataset, tmp_path):
         PILImage.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(images / n)
     (tmp_path / "cfg.json").write_text(json.dumps({"members": ["linknet_resnet18"], "fusion_epochs": 0, "batch_size": 4}))
     out = tmp_path / "model"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "train", "--pipeline", "us-ensemble", "--dataset", LABELS,
-                        "--images", images, "-o", out, "--config", tmp_path / "cfg.json", "--epochs", "1",
-                        "--patch-size", "64", "64", "--reference", "staple", "--device", "cpu", "--quiet"],
-                       capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = cli("train", "--pipeline", "us-ensemble", "--dataset", LABELS, "--images", images, "-o", out, "--config",
+            tmp_path / "cfg.json", "--epochs", "1", "--patch-size", "64", "64", "--reference", "staple",
+            "--device", "cpu", "--quiet")
     assert r.returncode == 0, r.stderr
     saved = json.loads((out / "split.json").read_text())
     assert saved["reference"] == "staple" and saved["test"] == split["test"]
@@ -225,7 +219,6 @@ def test_cli_train_us_ensemble_on_the_open_kidney_layout(dataset, tmp_path):
     assert set(summary["validation_dice"]) == {"fused", "linknet_resnet18"}
     pipe = USEnsemblePipeline.load(out, device="cpu")
     assert pipe.config.image_size == (64, 64) and pipe.config.members == ("linknet_resnet18",)
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "train", "--pipeline", "us-ensemble", "--dataset", LABELS,
-                        "--images", tmp_path / "cfg.json", "-o", tmp_path / "m2"], capture_output=True, text=True,
-                       encoding="utf-8")
+    r = cli("train", "--pipeline", "us-ensemble", "--dataset", LABELS, "--images", tmp_path / "cfg.json", "-o",
+            tmp_path / "m2")
     assert r.returncode == 2 and "no such folder" in r.stderr

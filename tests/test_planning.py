@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import nibabel as nib
@@ -16,6 +14,8 @@ import pytest
 from kidneyseg.datasets.layouts import kits_cases, list_cases
 from kidneyseg.errors import InputError
 from kidneyseg.planning import Plan, estimate_memory_gb, fingerprint, make_plan
+
+from .conftest import cli
 
 KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
 needs_kits = pytest.mark.skipif(not KITS19.is_dir(), reason="../shared/data/kits_masks absent")
@@ -189,14 +189,13 @@ def test_plan_command_writes_plan_and_fingerprint(tmp_path):
     rng = np.random.default_rng(2)
     root = _kits_folder(tmp_path / "k", {f"case_{i:05d}": _ipl_case(rng) for i in range(3)})
     out = tmp_path / "plan.json"
-    cmd = [sys.executable, "-m", "kidneyseg.cli", "plan", str(root), "-o", str(out), "--memory-gb", "2",
-           "--target-spacing-mm", "1.99", "1.99", "1.99"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = ["plan", str(root), "-o", str(out), "--memory-gb", "2", "--target-spacing-mm", "1.99", "1.99", "1.99"]
+    r = cli(*cmd)
     assert r.returncode == 0, r.stderr
     saved = json.loads(out.read_text())
     assert saved["plan"]["target_spacing_mm"] == [1.99, 1.99, 1.99] and saved["fingerprint"]["n_cases"] == 3
     assert Plan.load(out).estimated_memory_gb <= 2.0
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    r = cli(*cmd)
     assert r.returncode == 2 and "exists" in r.stderr
-    r = subprocess.run(cmd[:-4] + ["--memory-gb", "0.3", "--overwrite"], capture_output=True, text=True)
+    r = cli(*cmd[:-4], "--memory-gb", "0.3", "--overwrite")
     assert r.returncode == 2 and "budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -5,13 +5,14 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
 from kidneyseg.api import example_dir
+
+from .conftest import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -31,8 +32,7 @@ def test_segment_report_is_self_contained(tmp_path):
     for n in ("p1", "p2"):
         shutil.copy(example_dir() / "image_39.nii.gz", data / f"{n}.nii.gz")
     out = tmp_path / "out"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "segment", data, "-o", out, "--report", "--no-overlay",
-                        "--quiet", "--threads", "2"], capture_output=True, text=True, encoding="utf-8", timeout=600)
+    r = cli("segment", data, "-o", out, "--report", "--no-overlay", "--quiet", "--threads", "2")
     assert r.returncode == 0, r.stderr
     page = (out / "report.html").read_text(encoding="utf-8")
     assert "<th>kidney_right_ml</th>" in page and "<td>p1</td>" in page and "<td>p2</td>" in page
@@ -62,8 +62,7 @@ def test_evaluate_report_embeds_the_plots(tmp_path):
         save_nifti(m, np.eye(4), ref / f"c{i}.nii.gz")
         save_nifti((p * (rng.random(p.shape) > 0.05)).astype(np.uint8), np.eye(4), pred / f"c{i}.nii.gz")
     out = tmp_path / "eval"
-    r = subprocess.run([sys.executable, "-m", "kidneyseg.cli", "evaluate", pred, ref, "-o", out, "--report", "--quiet"],
-                       capture_output=True, text=True, encoding="utf-8", timeout=300)
+    r = cli("evaluate", pred, ref, "-o", out, "--report", "--quiet")
     assert r.returncode == 0, r.stderr
     page = (out / "report.html").read_text(encoding="utf-8")
     assert page.count('src="data:image/png;base64,') == len(list(out.glob("plot_*.png"))) > 5

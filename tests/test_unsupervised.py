@@ -4,8 +4,6 @@ baselines, registration, the flags for bad input, and the CLI end to end on a re
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import nibabel as nib
 import numpy as np
 import pytest
@@ -20,7 +18,7 @@ from kidneyseg.postprocess.clusters import clamp_to_seed, refine_boundary, selec
 from kidneyseg.preprocess.registration import RegistrationError, register_to
 from kidneyseg.training.clustering import ClusterConfig
 
-from .conftest import ellipsoid, save_nifti
+from .conftest import cli, ellipsoid, save_nifti
 
 SPACING = (1.5, 1.5, 6.0)
 
@@ -283,8 +281,7 @@ def real_crop(tmp_path_factory):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, "-m", "kidneyseg.cli", *map(str, args)], capture_output=True,
-                          text=True, encoding="utf-8", timeout=600)
+    return cli(*args)
 
 
 def test_cli_end_to_end_on_a_real_crop(real_crop, tmp_path):

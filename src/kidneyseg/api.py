@@ -130,6 +130,19 @@ def expand_inputs(inputs: list[str | Path], modality: str = "MR") -> list[Path]:
     return out
 
 
+def _drop_own_outputs(files: list[Path], out_dir: Path) -> list[Path]:
+    """Leave out masks this command wrote earlier into the same folder: ``<case>_seg.nii.gz``
+    (or ``.dcm``, ``_seg.png``) in ``out_dir`` beside an input named ``<case>`` (``segment d -o d``
+    run twice must not segment its own masks)."""
+    try:
+        out = out_dir.resolve()
+    except OSError:
+        return files
+    cases = {case_name(f) for f in files}
+    own = {f"{c}_seg{ext}" for c in cases for ext in (".nii.gz", ".dcm", ".png")}
+    return [f for f in files if not (f.name in own and f.parent.resolve() == out)]
+
+
 def _check_output_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: output path exists and is not a folder")
@@ -219,7 +232,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     else:
         if not inputs:
             raise InputError("segment: no input paths (give files, folders, or --manifest)")
-        files = expand_inputs(list(inputs), modality)
+        files = _drop_own_outputs(expand_inputs(list(inputs), modality), Path(out_dir))
     if modality == "US":
         from .runner import segment_us_files
 

@@ -77,6 +77,83 @@ def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None
         raise InputError(f"{p}: truncated or corrupt image data ({exc.__class__.__name__}: {exc})") from None
 
 
+GZIP_MAX_RATIO = 1040
+"""Deflate cannot expand data by more than about 1032:1; a ``.nii.gz`` whose header claims more
+voxel bytes than this many times its own size is a bomb or a lie."""
+
+MEMORY_FRACTION = 0.8
+"""A volume whose float32 copy would need more than this share of the machine's physical memory
+is refused before anything is allocated."""
+
+
+def physical_memory_bytes() -> int:
+    """Total physical memory (``os.sysconf``); 0 where the platform does not say."""
+    import os
+
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return 0
+
+
+def check_claimed_size(img: nib.spatialimages.SpatialImage, p: Path) -> None:
+    """Refuse a NIfTI file whose header claims more voxel data than the file can hold or this
+    machine can load, before any voxel is read (a 1 kB header must not allocate gigabytes).
+
+    Checks, with Python integers (no overflow): every dimension positive; an uncompressed file
+    at least ``vox_offset + voxels x itemsize`` bytes long; a gzip file no more than
+    :data:`GZIP_MAX_RATIO` times smaller than the claimed data; the float32 copy below
+    :data:`MEMORY_FRACTION` of physical memory.
+
+    Raises:
+        InputError: one line naming the file, the claimed size and the limit it breaks.
+    """
+    shape = [int(v) for v in img.shape]
+    if not shape or any(v <= 0 for v in shape):
+        raise InputError(f"{p}: header dimensions {shape} are not all positive")
+    voxels = 1
+    for v in shape:
+        voxels *= v
+    itemsize = np.dtype(img.get_data_dtype()).itemsize
+    claimed = voxels * itemsize
+    size = p.stat().st_size
+    gib = lambda n: f"{n / 2 ** 30:.3g} GiB"  # noqa: E731
+    if p.name.lower().endswith(".gz"):
+        if claimed > GZIP_MAX_RATIO * size + (1 << 20):
+            raise InputError(f"{p}: header claims {gib(claimed)} of voxel data ({'x'.join(map(str, shape))}), more than a "
+                             f"{size}-byte gzip file can hold")
+    else:
+        offset = int(getattr(img.header, "get_data_offset", lambda: 0)())
+        if offset + claimed > size:
+            raise InputError(f"{p}: truncated: the header claims {claimed} bytes of voxel data "
+                             f"({'x'.join(map(str, shape))}), the file holds {max(size - offset, 0)}")
+    memory = physical_memory_bytes()
+    needed = voxels * (4 + itemsize)
+    if memory and needed > MEMORY_FRACTION * memory:
+        raise InputError(f"{p}: {'x'.join(map(str, shape))} voxels need about {gib(needed)} to load, more than "
+                         f"{MEMORY_FRACTION:.0%} of this machine's {gib(memory)} memory")
+
+
+def warn_handedness(img: nib.spatialimages.SpatialImage, p: Path) -> bool:
+    """Log one warning when a NIfTI file's qform and sform are both set and disagree on
+    handedness (determinants of opposite sign: they put the patient's left and right on
+    opposite sides). The sform is used, as nibabel's ``img.affine`` does; the warning says so.
+
+    Returns:
+        True when the two disagree.
+    """
+    header = img.header
+    if int(header["qform_code"]) <= 0 or int(header["sform_code"]) <= 0:
+        return False
+    q, sf = header.get_qform(), header.get_sform()
+    dq, ds = float(np.linalg.det(q[:3, :3])), float(np.linalg.det(sf[:3, :3]))
+    if not (np.isfinite(dq) and np.isfinite(ds)) or dq * ds >= 0:
+        return False
+    log.warning("warning: %s: qform and sform disagree on left and right (determinants of opposite sign); using the "
+                "sform (sform_code %d), as nibabel does: check the sides in the overlay", p, int(header["sform_code"]))
+    return True
+
+
 def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
     """Raise :class:`InputError` if a NIfTI file has no voxel spacing.
 
@@ -107,7 +184,9 @@ def _read_nifti(p: Path, dtype: type | None) -> Image:
         raise InputError(f"{p}: not a readable NIfTI file ({exc.__class__.__name__}: {exc})") from None
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{p}: not a NIfTI image (nibabel read it as {type(img).__name__})")
+    check_claimed_size(img, p)
     check_nifti_spacing(img, p)
+    warn_handedness(img, p)
     array = _load_array(img, p, dtype)
     return Image(array, img.affine, p, img.header.copy(), "")
 
@@ -119,6 +198,25 @@ def _read_parrec(p: Path, dtype: type | None) -> Image:
         raise InputError(f"{p}: not a readable PAR/REC file ({exc.__class__.__name__}: {exc})") from None
     array = _load_array(img, p, dtype if dtype is not None else np.float32)
     return Image(array, img.affine, p, None, "MR")
+
+
+ZIP_MEMBER_MAX_BYTES = 2 * 2 ** 30
+"""Largest unpacked member of a DICOM ``.zip`` that is extracted (2 GiB)."""
+
+
+def _extract_capped(z, member, dest: Path, archive: Path) -> None:
+    """Stream one zip member to ``dest`` in 1 MiB chunks, never more bytes than the member
+    declares (a member whose stream is longer than its header says is refused)."""
+    written = 0
+    with z.open(member) as src, open(dest, "wb") as out:
+        while True:
+            chunk = src.read(1 << 20)
+            if not chunk:
+                break
+            written += len(chunk)
+            if written > member.file_size:
+                raise InputError(f"{archive}: member {member.filename!r} holds more data than its header declares")
+            out.write(chunk)
 
 
 @contextlib.contextmanager
@@ -144,8 +242,11 @@ def dicom_folder(path: str | Path):
                 for m in members:
                     if m.filename.startswith(("/", "\\")) or ".." in Path(m.filename).parts:
                         raise InputError(f"{p}: unsafe member name {m.filename!r} (outside the archive's folder)")
+                    if m.file_size > ZIP_MEMBER_MAX_BYTES:
+                        raise InputError(f"{p}: member {m.filename!r} unpacks to {m.file_size} bytes, more than any "
+                                         f"DICOM file ({ZIP_MEMBER_MAX_BYTES} bytes at most); refusing to extract it")
                 for i, m in enumerate(members):  # flattened: GDCM scans one folder, series are told apart by UID
-                    (Path(tmp) / f"{i:06d}_{Path(m.filename).name}").write_bytes(z.read(m))
+                    _extract_capped(z, m, Path(tmp) / f"{i:06d}_{Path(m.filename).name}", p)
         except zipfile.BadZipFile as exc:
             raise InputError(f"{p}: not a readable zip file ({exc})") from None
         yield Path(tmp)

@@ -98,6 +98,9 @@ def check_label_array(name: str, arr: object) -> np.ndarray:
     if not np.issubdtype(arr.dtype, np.integer):
         if not np.issubdtype(arr.dtype, np.floating) or not np.all(np.isfinite(arr)) or not np.all(arr == np.round(arr)):
             raise TypeError(f"{name}: expected integer labels, got dtype {arr.dtype} with non-integer values")
+        if arr.size and float(np.abs(arr).max()) > np.iinfo(np.int32).max:
+            raise TypeError(f"{name}: label values up to {float(np.abs(arr).max()):.6g} (integer labels above 2^31 "
+                            "are not label values)")
         arr = arr.astype(np.int32)
     if np.issubdtype(arr.dtype, np.signedinteger) and arr.size and arr.min() < 0:
         raise ValueError(f"{name}: labels must be >= 0, found {int(arr.min())}")

@@ -121,6 +121,11 @@ def match_cases(pred: str | Path, ref: str | Path) -> tuple[list[tuple[str, Path
     return pairs, sorted(set(preds) - set(refs)), sorted(set(refs) - set(preds))
 
 
+MAX_AUTO_LABELS = 255
+"""With ``regions="labels"`` and no ``labels`` given, a mask with more distinct non-zero values than
+this is refused as an intensity image (one region per value would take minutes and mean nothing)."""
+
+
 def _regions_for(spec: str, labels: Sequence[int] | None, names: dict[int, str], tolerance_mm: float) -> tuple[Region, ...]:
     if spec == "kits":
         return KITS_REGIONS
@@ -175,6 +180,13 @@ def _evaluate_task(t: _Task) -> _CaseResult:
         regions = (Region("foreground", (1,), t.tolerance_mm),)
     elif t.regions == "labels" and not t.labels:
         regions = None  # the labels present in this case, found on the foreground crop
+        for arr, name in zip(arrays, (t.pred, t.ref)):
+            top = int(arr.max()) if arr.size else 0
+            n = int(np.count_nonzero(np.bincount(arr.ravel())[1:])) if top < 2 ** 24 else None  # bincount: bounded memory
+            if n is None or n > MAX_AUTO_LABELS:
+                found = f"{n} distinct labels" if n is not None else f"label values up to {top}"
+                raise InputError(f"{name}: {found}: an intensity image, not a mask? (at most {MAX_AUTO_LABELS} "
+                                 "labels are scored unless named with --labels)")
     else:
         regions = _regions_for(t.regions, t.labels, t.names, t.tolerance_mm)
     flat = arrays[0].ndim == 2  # 2D masks: areas in mm^2, not volumes
