@@ -124,6 +124,18 @@ def _handedness(base):
     return p, m
 
 
+def _header_bytes(base, name: str, offset: int, fmt: str, value) -> tuple[Path, Path]:
+    """The example written as an uncompressed .nii with one header field overwritten in place."""
+    import struct
+
+    p = base.folder / "plain_for_header_edit.nii"
+    nib.save(nib.Nifti1Image(base.image, base.affine), str(p))
+    data = bytearray(p.read_bytes())
+    p.unlink()
+    data[offset:offset + struct.calcsize(fmt)] = struct.pack(fmt, value)
+    return _raw(base, name, bytes(data))
+
+
 def _wrong_extension(base):
     data = base.save(base.image, "as_gz.nii.gz").read_bytes()
     return _raw(base, "scan.txt", data)
@@ -343,6 +355,11 @@ def kinds() -> list[Kind]:
         Kind("oblique_affine", 0, 0, 2, _oblique, message="affines differ"),
         Kind("orientation_psl", 0, 0, 2, _psl),
         Kind("qform_sform_handedness", 0, 0, 2, _handedness),
+        Kind("dim0_zero", 2, 2, 2, lambda base: _header_bytes(base, "dim0_zero.nii", 40, "<h", 0), message="dimensions"),
+        Kind("negative_dim", 2, 2, 2, lambda base: _header_bytes(base, "negative_dim.nii", 42, "<h", -200),
+             message="dimensions"),
+        Kind("nan_in_sform", 2, 2, 2, lambda base: _header_bytes(base, "nan_sform.nii", 280, "<f", float("nan")),
+             message="NaN or Inf"),
         Kind("one_slice", 0, 0, 2, lambda base: _pair(base, "one_slice", base.image[:, :, 15:16], base.mask[:, :, 15:16])),
         Kind("tiny_8x8x8", 0, 2, 2, lambda base: _pair(base, "tiny", base.image[96:104, 90:98, 10:18], base.mask[96:104, 90:98, 10:18]),
              message="too small"),

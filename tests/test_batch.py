@@ -137,3 +137,18 @@ def test_segmenting_into_the_input_folder_twice_does_not_segment_its_own_masks(t
     assert not list(d.glob("*_seg_seg*"))
     rows = json.loads((d / "volumes.json").read_text())
     assert [r["case"] for r in rows] == ["s1"]
+
+
+def test_a_second_run_into_a_folder_being_written_is_refused(tmp_path):
+    """Two segment runs into one -o used to both exit 0 with one run's rows lost from
+    volumes.csv (issue 24 item 5): while one run holds the folder, another gets one line, exit 2."""
+    from kidneyseg.api import example_dir, output_lock
+
+    out = tmp_path / "o"
+    out.mkdir()
+    with output_lock(out):
+        busy = cli("segment", example_dir() / "image_39.nii.gz", "-o", out, "--quiet")
+    assert busy.returncode == 2 and "another kidneyseg run is writing into this folder" in busy.stderr
+    assert len(busy.stderr.strip().splitlines()) == 1 and not any(out.iterdir())
+    with output_lock(out):  # released when the first run ends: the folder can be taken again
+        pass

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -143,6 +144,32 @@ def _drop_own_outputs(files: list[Path], out_dir: Path) -> list[Path]:
     return [f for f in files if not (f.name in own and f.parent.resolve() == out)]
 
 
+@contextlib.contextmanager
+def output_lock(out_dir: Path):
+    """Hold an exclusive lock on the output folder for one ``segment`` run (``fcntl.flock`` on
+    the folder itself, so nothing is left in it). A second run into the same folder while the
+    first is writing is refused: both would rewrite ``volumes.csv`` and one's rows would be lost.
+
+    Raises:
+        InputError: another run holds the folder.
+    """
+    try:
+        import fcntl
+    except ImportError:  # not POSIX: no lock (documented in the README)
+        yield
+        return
+    fd = os.open(out_dir, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            raise InputError(f"{out_dir}: another kidneyseg run is writing into this folder; wait for it to finish "
+                             "or choose another -o") from None
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
 def _check_output_dir(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise InputError(f"{out_dir}: output path exists and is not a folder")
@@ -240,7 +267,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
         created = not out.exists()
         _check_output_dir(out)
         try:
-            return segment_us_files(files, out, model, device, overwrite, overlay, keep_largest, pixel_spacing_mm)
+            with output_lock(out):
+                return segment_us_files(files, out, model, device, overwrite, overlay, keep_largest, pixel_spacing_mm)
         finally:
             if created and out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
@@ -253,9 +281,10 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     created = not out.exists()
     _check_output_dir(out)
     try:
-        return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress, sec_image,
-                             output_type, series, case_names, resume, report, engine, address, workers, tta,
-                             allow_ct)
+        with output_lock(out):
+            return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress,
+                                 sec_image, output_type, series, case_names, resume, report, engine, address, workers,
+                                 tta, allow_ct)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace

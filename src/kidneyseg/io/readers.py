@@ -185,6 +185,9 @@ def _read_nifti(p: Path, dtype: type | None) -> Image:
     if not isinstance(img, (nib.Nifti1Image, nib.Nifti2Image)):
         raise InputError(f"{p}: not a NIfTI image (nibabel read it as {type(img).__name__})")
     check_claimed_size(img, p)
+    if not np.all(np.isfinite(img.affine)):
+        source = "sform" if int(img.header["sform_code"]) > 0 else "qform" if int(img.header["qform_code"]) > 0 else "pixdim"
+        raise InputError(f"{p}: the affine ({source}) holds NaN or Inf values; no geometry to work in mm")
     check_nifti_spacing(img, p)
     warn_handedness(img, p)
     array = _load_array(img, p, dtype)
