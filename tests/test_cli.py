@@ -215,3 +215,12 @@ def test_version_flag(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["--version"])
     assert exc.value.code == 0 and capsys.readouterr().out.strip() == f"kidneyseg {__version__}"
+
+
+def test_empty_output_and_negative_counts_are_usage_errors(tmp_path):
+    """`-o ""` used to write into the current folder and `--threads -1` was accepted (issue 24 item 12)."""
+    r = run("segment", str(EXAMPLE), "-o", "", cwd=tmp_path)
+    assert r.returncode == 2 and "empty path" in r.stderr and not any(tmp_path.iterdir())
+    for flag, value in (("--threads", "-1"), ("--workers", "0")):
+        r = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o"), flag, value)
+        assert r.returncode == 2 and f"{flag}: expected an integer >=" in r.stderr and not (tmp_path / "o").exists()

@@ -22,6 +22,26 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
+def _count(minimum: int):
+    """argparse type: an integer >= ``minimum`` (``--threads -1`` is a usage error, exit 2)."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def _nonempty_path(text: str) -> str:
+    """argparse type: a path that is not empty (``-o ""`` would write into the current folder)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("expected a folder, got an empty path")
+    return text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -36,7 +56,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cohort CSV (columns path, optional case): a status table is kept and a re-run skips finished cases")
     s.add_argument("--resume", action="store_true",
                    help="keep status.csv and skip cases an earlier run finished (outputs checked by SHA-256)")
-    s.add_argument("-o", "--output", required=True, help="output folder (created if missing)")
+    s.add_argument("-o", "--output", required=True, type=_nonempty_path, help="output folder (created if missing)")
     s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-t2-unet")
     s.add_argument("--model", default=None, help="local model folder to use instead of the shipped one")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
@@ -47,11 +67,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MR pipelines: segment an image that looks like CT anyway (refused by default)")
     s.add_argument("--no-tta", action="store_true",
                    help="one plain network pass instead of the model's test-time augmentation (faster)")
-    s.add_argument("--threads", type=int, default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch (0: torch default)")
     s.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default) or ray: cases spread over Ray workers, one model load each")
     s.add_argument("--address", default=None, help="--engine ray: cluster address (default: start a local instance)")
-    s.add_argument("--workers", type=int, default=2, help="--engine ray: number of workers (default 2)")
+    s.add_argument("--workers", type=_count(1), default=2, help="--engine ray: number of workers (default 2)")
     s.add_argument("--report", action="store_true",
                    help="also write report.html: three-plane pictures, volume table with QC flags, cohort plot")
     s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
@@ -83,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--seed", type=int, default=None)
     t.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     t.add_argument("--flip-lr", action="store_true", default=None, help="mirror left-right (labels swapped with it)")
-    t.add_argument("--threads", type=int, default=None)
+    t.add_argument("--threads", type=_count(0), default=None)
     t.add_argument("--pipeline", default="mr-t2-unet", choices=["mr-t2-unet", "us-ensemble", "em-unet3d", "kits-unet3d", "c2f-cascade"],
                    help="what to train (us-ensemble: --dataset is an Open Kidney US label folder, --images its images; "
                         "em-unet3d: a CHAOS or nnU-Net folder, one kidney mask per case)")
@@ -123,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--no-plots", action="store_true", help="skip the violin plots")
     e.add_argument("--report", action="store_true", help="also write report.html (summary table and plots embedded)")
     e.add_argument("--overwrite", action="store_true", help="replace existing outputs")
-    e.add_argument("--workers", type=int, default=1, help="cases evaluated in parallel (processes)")
+    e.add_argument("--workers", type=_count(1), default=1, help="cases evaluated in parallel (processes)")
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--debug", action="store_true")
 
