@@ -152,7 +152,7 @@ def main() -> None:
           "Written by `benchmarks/mr_generalisation.py` from every row of `mr_generalisation.jsonl` "
           f"(latest run {when}, {machine}). ukat = coronal gradient echo, never in the training data "
           "of a model tagged leave-one-domain-out; chaos = held-out axial T2-SPIR cases.", ""] + summarise(rows)
-    (RESULTS / "mr_generalisation.md").write_text("\n".join(md) + "\n")
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")  # beside the rows it summarises
 
 
 if __name__ == "__main__":
