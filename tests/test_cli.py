@@ -224,3 +224,20 @@ def test_empty_output_and_negative_counts_are_usage_errors(tmp_path):
     for flag, value in (("--threads", "-1"), ("--workers", "0")):
         r = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o"), flag, value)
         assert r.returncode == 2 and f"{flag}: expected an integer >=" in r.stderr and not (tmp_path / "o").exists()
+
+
+@needs_model
+def test_each_case_records_what_made_it(example_run):
+    """<case>_run.json: kidneyseg version, pipeline, the model files' SHA-256 (the card's weights
+    digest among them), the options and the input's SHA-256 (issue 25, provenance)."""
+    from kidneyseg import __version__
+    from kidneyseg.provenance import file_sha256
+
+    proc, out, before = example_run
+    record = json.loads((out / "image_39_run.json").read_text())
+    assert record["kidneyseg_version"] == __version__ and record["pipeline"] == "mr-t2-unet"
+    assert record["input"]["sha256"] == before and record["case"] == "image_39"
+    weights = default_model_dir() / "model.pt"
+    assert record["model"]["sha256"]["model.pt"] == file_sha256(weights)
+    assert file_sha256(weights) in (default_model_dir() / "model_card.md").read_text()
+    assert record["options"]["tta"] is True and "image_39_seg.nii.gz" in record["outputs"]

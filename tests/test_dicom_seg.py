@@ -36,6 +36,11 @@ def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
     assert segments.shape == mask.shape and np.array_equal(segments, mask)  # voxel by voxel
     ds = pydicom.dcmread(out / "case39_seg.dcm")
     assert ds.Modality == "SEG" and ds.ReferencedSeriesSequence[0].SeriesInstanceUID == SERIES
+    from kidneyseg import __version__
+
+    assert ds.SoftwareVersions == __version__  # was "0" (issue 25: provenance)
+    algorithm = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
+    assert algorithm.AlgorithmName == "kidneyseg mr-t2-unet" and algorithm.AlgorithmVersion == __version__
     codes = [(s.SegmentLabel, s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
               s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning) for s in ds.SegmentSequence]
     assert codes == [("kidney_right", "9846003", "Anatomical Structure"), ("kidney_left", "18639004", "Anatomical Structure")]

@@ -322,7 +322,12 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     status = BatchStatus.load(out) if resume else None
     if report and not overwrite and not resume and (out / "report.html").exists():
         raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
-    opts = CaseOptions(out, overlay, output_type, series, report)
+    from .provenance import run_record
+
+    run = run_record(name, PIPELINES[name].model_folder(None if model is None else str(model)),
+                     {"tta": tta, "keep_largest": keep_largest, "allow_ct": allow_ct, "device": device,
+                      "output_type": output_type, "secondary": secondary is not None})
+    opts = CaseOptions(out, overlay, output_type, series, report, run)
     pictures: dict[str, str] = {}
     summary = SegmentSummary()
     todo = []

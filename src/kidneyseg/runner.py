@@ -54,8 +54,9 @@ OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
 
 def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
     """Output paths of one case: ``<case>_seg.nii.gz`` and/or ``<case>_seg.dcm`` (DICOM
-    SEG), ``<case>_labels.json`` and ``<case>_overlay.png``."""
-    paths = {"labels": out_dir / f"{case}_labels.json"}
+    SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance: :mod:`kidneyseg.provenance`)
+    and ``<case>_overlay.png``."""
+    paths = {"labels": out_dir / f"{case}_labels.json", "run": out_dir / f"{case}_run.json"}
     if output_type in ("nifti", "both"):
         paths["seg"] = out_dir / f"{case}_seg.nii.gz"
     if output_type in ("dicom-seg", "both"):
@@ -74,6 +75,7 @@ class CaseOptions:
     output_type: str = "nifti"
     series: str | None = None
     report: bool = False
+    run: dict | None = None  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
 
 
 def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
@@ -132,9 +134,18 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
             if "dicom_seg" in paths:
                 from .io.dicom_seg import write_dicom_seg
 
-                write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid)
+                from . import __version__
+
+                write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid,
+                                algorithm_name=f"kidneyseg {getattr(pipe, 'name', 'pipeline')}",
+                                algorithm_version=__version__)
             outs.stage(paths["labels"]).write_text(
                 json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
+            from .provenance import case_record, run_record
+
+            run = opts.run if opts.run is not None else run_record(getattr(pipe, "name", "pipeline"), None, {})
+            record = case_record(run, case, original, [p.name for p in paths.values()])
+            outs.stage(paths["run"]).write_text(json.dumps(record, indent=2) + "\n")
             if opts.overlay:
                 overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
                                 title=f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))

@@ -22,6 +22,8 @@ class PipelineInfo:
         volumetric: 3D files in, NIfTI/DICOM SEG out, so ``--report``, ``--resume``,
             ``--manifest``, ``--engine ray``, ``--series`` and ``--output-type`` apply (2D
             ultrasound frames: PNG masks, none of these).
+        shipped_model: folder name under ``assets/models`` of the model used without
+            ``--model`` (``None``: nothing shipped).
     """
 
     name: str
@@ -33,6 +35,17 @@ class PipelineInfo:
     secondary: bool = False
     allow_ct: bool = False
     volumetric: bool = True
+    shipped_model: str | None = None
+
+    def model_folder(self, model: str | None = None):
+        """The model folder a run uses: ``model``, else the shipped one, else ``None``."""
+        if model is not None:
+            return model
+        if self.shipped_model is None:
+            return None
+        from ..models.store import default_model_dir
+
+        return default_model_dir(self.shipped_model)
 
 
 def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
@@ -91,10 +104,9 @@ def _mr_t2_factory(model: str | None = None, device: str = "auto"):
 
 
 def _mr_multiprotocol_factory(model: str | None = None, device: str = "auto"):
-    from ..models.store import default_model_dir
     from .mr_t2 import MRKidneyPipeline
 
-    pipe = MRKidneyPipeline.load(model or str(default_model_dir("mr_multiprotocol_kidney")), device)
+    pipe = MRKidneyPipeline.load(str(PIPELINES["mr-multiprotocol-unet"].model_folder(model)), device)
     pipe.name = "mr-multiprotocol-unet"
     return pipe
 
@@ -133,14 +145,14 @@ PIPELINES: dict[str, PipelineInfo] = {
     "mr-t2-unet": PipelineInfo(
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
-        _mr_t2_factory, tta=True, allow_ct=True,
+        _mr_t2_factory, tta=True, allow_ct=True, shipped_model="mr_t2_kidney",
     ),
     "mr-multiprotocol-unet": PipelineInfo(
         "mr-multiprotocol-unet", "MR",
         "2D MONAI U-Net trained on images synthesised from label maps (random contrast, plane and slice "
         "thickness) and applied in the scan's acquisition plane: coronal, T1-weighted, gradient-echo MRI "
         "(shipped model, trained on CHAOS; see its model card for where it was validated)",
-        _mr_multiprotocol_factory, tta=True, allow_ct=True,
+        _mr_multiprotocol_factory, tta=True, allow_ct=True, shipped_model="mr_multiprotocol_kidney",
     ),
     "unsupervised-cluster": PipelineInfo(
         "unsupervised-cluster", "MR",
