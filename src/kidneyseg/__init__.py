@@ -2,6 +2,6 @@
 
 __version__ = "0.1.0"
 
-from .api import dti_maps, evaluate, plan_dataset, segment, segment_files, train, train_model  # noqa: E402
+from .api import Segmenter, dti_maps, evaluate, plan_dataset, segment, segment_files, train, train_model  # noqa: E402
 
-__all__ = ["__version__", "dti_maps", "evaluate", "plan_dataset", "segment", "segment_files", "train", "train_model"]
+__all__ = ["Segmenter", "__version__", "dti_maps", "evaluate", "plan_dataset", "segment", "segment_files", "train", "train_model"]

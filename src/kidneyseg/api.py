@@ -38,7 +38,8 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
     """Segment one image.
 
     Args:
-        image: an :class:`~kidneyseg.io.Image` or a path (NIfTI, DICOM folder, PAR/REC); for
+        image: a path (NIfTI, DICOM folder, PAR/REC), an :class:`~kidneyseg.io.Image`, a nibabel
+            or SimpleITK image, or ``(array, affine)`` (:func:`kidneyseg.io.convert.as_image`); for
             the ultrasound pipeline (``us-ensemble``) a 2D frame: a PNG/JPEG/DICOM path, a
             :class:`~kidneyseg.preprocess.ultrasound.USFrame` or a ``float32`` ``(H, W)``
             array in [0, 1].
@@ -68,13 +69,60 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
                           allow_ct=allow_ct, pixel_spacing=pixel_spacing_mm is not None)
     if PIPELINES[pipeline].modality == "US":
         return _segment_us(image, pipeline, model, device, keep_largest, pixel_spacing_mm)
+    from .io.convert import as_image
+
+    img = as_image(image)  # unsupported input fails before the model is loaded
+    sec = None if secondary is None else as_image(secondary)
     pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model), device=device),
                               keep_largest, tta, allow_ct)
-    img = image if isinstance(image, Image) else read_image(image, dtype=np.float32)
-    if secondary is None:
-        return pipe.segment(img)
-    sec = secondary if isinstance(secondary, Image) else read_image(secondary, dtype=np.float32)
-    return pipe.segment(img, secondary=sec)
+    return pipe.segment(img) if sec is None else pipe.segment(img, secondary=sec)
+
+
+class Segmenter:
+    """A pipeline loaded once, for many images (``kidneyseg.segment`` reloads it on every call).
+
+    Example::
+
+        seg = kidneyseg.Segmenter()                        # the shipped MR model, loaded once
+        for path in paths:
+            result = seg(path)                             # Result: mask, volumes_ml, qc
+        seg(nib.load("scan.nii.gz")); seg((array, affine)); seg(sitk.ReadImage("scan.nii.gz"))
+
+    Args:
+        pipeline, model, device, keep_largest, tta, allow_ct: as :func:`segment`; options the
+            pipeline would not act on are refused here (:func:`kidneyseg.pipelines.check_segment_options`).
+
+    Raises:
+        InputError: unknown pipeline, unsupported option, bad model folder (at construction);
+            unreadable or unsupported input (per call, before the network runs).
+    """
+
+    def __init__(self, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None, device: str = "auto",
+                 keep_largest: bool = True, tta: bool = True, allow_ct: bool = False) -> None:
+        check_segment_options(pipeline, tta=tta, keep_largest=keep_largest, allow_ct=allow_ct)
+        if PIPELINES[pipeline].modality == "US":
+            raise InputError(f"Segmenter: pipeline {pipeline} segments 2D frames; use kidneyseg.segment per frame")
+        self.pipeline = pipeline
+        self.pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model),
+                                                    device=device), keep_largest, tta, allow_ct)
+
+    def __call__(self, image, secondary=None) -> Result:
+        """Segment one image: a path, :class:`~kidneyseg.io.Image`, nibabel image, SimpleITK
+        image or ``(array, affine)`` (RAS+ affine in mm); ``secondary`` likewise, for the
+        pipelines that take one.
+
+        Returns:
+            :class:`~kidneyseg.pipelines.Result` (mask on the input's grid, volumes in mL, QC).
+        """
+        from .io.convert import as_image
+
+        img = check_volume(as_image(image))
+        if secondary is None:
+            return self.pipe.segment(img)
+        check_segment_options(self.pipeline, secondary=True)
+        return self.pipe.segment(img, secondary=check_volume(as_image(secondary), "secondary image"))
+
+    segment = __call__
 
 
 def _segment_us(image, pipeline: str, model, device: str, keep_largest: bool, pixel_spacing_mm):

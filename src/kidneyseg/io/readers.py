@@ -373,15 +373,25 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
     _check_orientations(folder, reader, len(files))
     _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
-    array = sitk.GetArrayFromImage(sitk_img).transpose(2, 1, 0)  # (z, y, x) -> (x, y, z)
+    image = sitk_to_image(sitk_img, dtype)
+    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
+    return Image(image.array, image.affine, folder, None, modality)
+
+
+def sitk_to_image(img, dtype: type | None = None) -> Image:
+    """A SimpleITK image as an :class:`Image`: the array ``(z, y, x)`` transposed to ``(x, y, z)``,
+    the affine from direction, spacing and origin (ITK's LPS) turned into RAS+."""
+    import SimpleITK as sitk
+
+    if img.GetDimension() != 3:
+        raise InputError(f"SimpleITK image: expected 3 dimensions, got {img.GetDimension()}")
+    array = sitk.GetArrayFromImage(img).transpose(2, 1, 0)
     if dtype is not None:
         array = array.astype(dtype, copy=False)
-    direction = np.array(sitk_img.GetDirection(), dtype=np.float64).reshape(3, 3)
-    affine_lps = np.eye(4)
-    affine_lps[:3, :3] = direction * np.array(sitk_img.GetSpacing())
-    affine_lps[:3, 3] = sitk_img.GetOrigin()
-    modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
-    return Image(np.ascontiguousarray(array), LPS_TO_RAS @ affine_lps, folder, None, modality)
+    lps = np.eye(4)
+    lps[:3, :3] = np.array(img.GetDirection(), dtype=np.float64).reshape(3, 3) * np.array(img.GetSpacing())
+    lps[:3, 3] = img.GetOrigin()
+    return Image(np.ascontiguousarray(array), LPS_TO_RAS @ lps, None, None, "")
 
 
 def check_volume(image: Image, what: str = "image") -> Image:
