@@ -206,3 +206,26 @@ def test_ct_side_volumes_use_the_affine_determinant_on_a_sheared_grid():
     det_ml = abs(np.linalg.det(affine[:3, :3])) / 1000  # 2.0 mm^3 per voxel
     assert vols == {"kidney_right_ml": 500 * det_ml, "kidney_left_ml": 200 * det_ml}
     assert np.prod(canon.spacing_mm) / 1000 != det_ml  # the old product of spacings would differ
+
+
+def test_kidney_length_is_pole_to_pole_along_the_principal_axis_on_any_grid():
+    """An ellipsoid 110 mm long (semi-axes 25, 20, 55 mm) on 1 mm voxels: the bipolar length is
+    110 mm within a voxel, also when the grid is rotated 30 degrees and anisotropic."""
+    from kidneyseg.io import Image
+    from kidneyseg.volumetry import kidney_length_mm, kidney_measures
+
+    from .conftest import ellipsoid
+
+    m = ellipsoid((70, 60, 130), (1.0, 1.0, 1.0), (35, 30, 65), (25, 20, 55))
+    assert abs(kidney_length_mm(m, np.eye(4)) - 110.0) <= 1.0
+    c, s = np.cos(np.pi / 6), np.sin(np.pi / 6)
+    rot = np.array([[c, -s, 0, 0], [s, c, 0, 0], [0, 0, 1, 0], [0, 0, 0, 1.0]])
+    aniso = ellipsoid((70, 60, 44), (1.0, 1.0, 3.0), (35, 30, 66), (25, 20, 55))
+    assert abs(kidney_length_mm(aniso, rot @ np.diag([1.0, 1.0, 3.0, 1.0])) - 110.0) <= 3.0  # one 3 mm voxel
+    labels = np.zeros((70, 60, 130), np.uint8)
+    labels[m] = 1
+    labels[:5, :5, :5] = 2
+    out = kidney_measures(Image(labels, np.eye(4)), {1: "kidney_right", 2: "kidney_left"})
+    assert out["split_right_pct"] == round(100 * m.sum() / (m.sum() + 125), 1)
+    assert set(out) == {"kidney_right_length_mm", "kidney_left_length_mm", "split_right_pct"}
+    assert kidney_measures(Image(labels, np.eye(4)), {1: "kidney", 2: "tumor"}) == {}

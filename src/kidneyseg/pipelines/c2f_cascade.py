@@ -50,43 +50,14 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..arrays import crop_around, crop_slices, padded_box
+from ..arrays import crop_around, padded_box
 from ..errors import InputError
 from ..inference.sliding_window import sliding_window_logits
 from ..io import Image
 from ..io.orientation import from_canonical
-from ..specs.c2f import LABELS, STAGES, C2FConfig, build_network, prepare_ct, square_resize, square_restore
+from ..specs.c2f import (CONNECTIVITY_26, LABELS, STAGES, C2FConfig, centroid_index, crop_axial, build_network, fine_crops,
+                         kidney_components, paste_max, prepare_ct, square_resize, square_restore)
 from .result import Result, side_volumes_ml, volumetric_result
-
-
-_CONNECTIVITY = np.ones((3, 3, 3), bool)  # 26-connectivity
-
-
-def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
-    """Paste ``crop`` (last axes) into ``out`` around ``centre``, keeping the maximum where
-    something is there already (the inverse of :func:`~kidneyseg.arrays.crop_around`)."""
-    n = len(centre)
-    sl = crop_slices(centre, crop.shape[-n:], out.shape[-n:])
-    if sl is None:
-        return
-    src, dst = sl
-    region = out[(Ellipsis, *src)]
-    np.maximum(region, crop[(Ellipsis, *dst)], out=region)
-
-
-def kidney_components(mask: np.ndarray, voxel_ml: float, threshold_ml: float) -> tuple[np.ndarray, list[int]]:
-    """Seed 004's kidney count (section 1.2): 26-connected components (``scipy.ndimage.label``)
-    of a 3D mask, and the ids of those of at least ``threshold_ml``, largest first.
-
-    Returns:
-        ``(component label array int32, kidney component ids)``; ``len(ids) != 2`` is abnormal.
-    """
-    lab, n = ndimage.label(mask, structure=_CONNECTIVITY)
-    if n == 0:
-        return lab, []
-    sizes = np.bincount(lab.ravel())[1:]
-    ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] * voxel_ml >= threshold_ml]
-    return lab, ids
 
 
 def _predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
@@ -97,26 +68,6 @@ def _predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch
             logits = net(x[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
             out.append(torch.softmax(logits.float(), 1)[:, 1:].cpu())
     return torch.cat(out) if out else torch.zeros((0, 1, *x.shape[2:]))
-
-
-def _centroid(mask: np.ndarray) -> tuple[int, ...]:
-    return tuple(int(round(c)) for c in ndimage.center_of_mass(mask))
-
-
-def fine_crops(guide_ids: list[int], guide_lab: np.ndarray, size: int) -> list[tuple[tuple[int, int], range]]:
-    """For each guide kidney: its axial centroid (R, A) and the axial slices of its extent +-2."""
-    out = []
-    for i in guide_ids:
-        comp = guide_lab == i
-        r, a, _ = _centroid(comp)
-        zs = np.flatnonzero(comp.any((0, 1)))
-        out.append(((r, a), range(max(int(zs[0]) - 2, 0), min(int(zs[-1]) + 3, comp.shape[2]))))
-    return out
-
-
-def _crop_axial(vol: np.ndarray, centre_ra: tuple[int, int], ks, size: int, fill: float = 0.0) -> np.ndarray:
-    """Axial crops ``(len(ks), size, size)`` around ``centre_ra`` of the slices ``ks``."""
-    return np.stack([crop_around(vol[:, :, k], centre_ra, (size, size), fill) for k in ks])
 
 
 @dataclass
@@ -176,7 +127,7 @@ class C2FCascadePipeline:
         """``M`` of an abnormal case: sagittal crops around the sagittal centroid of ``coarse``
         through A, pasted back (zero outside the crops)."""
         cfg = self.config
-        _, a, s = _centroid(coarse) if coarse.any() else tuple(n // 2 for n in vol.shape)
+        _, a, s = centroid_index(coarse) if coarse.any() else tuple(n // 2 for n in vol.shape)
         x = torch.from_numpy(np.stack([crop_around(vol[i], (a, s), cfg.correction_size, 0.0)
                                        for i in range(vol.shape[0])]))[:, None]
         p = _predict_2d(self.networks["correction"], x, cfg.slice_batch, self.device)[:, 0].numpy()
@@ -190,7 +141,7 @@ class C2FCascadePipeline:
         cfg = self.config
         out = np.zeros(vol.shape, np.float32)
         for centre, ks in crops:
-            x = torch.from_numpy(_crop_axial(vol, centre, ks, cfg.fine_size))[:, None]
+            x = torch.from_numpy(crop_axial(vol, centre, ks, cfg.fine_size))[:, None]
             p = _predict_2d(self.networks["fine"], x, cfg.slice_batch, self.device)[:, 0].numpy()
             for j, k in enumerate(ks):
                 paste_max(out[:, :, k], p[j], centre)
@@ -209,7 +160,7 @@ class C2FCascadePipeline:
         t2d = np.zeros(vol.shape, np.float32)
         km = kidney.astype(np.float32)
         for centre, ks in crops:
-            x2 = np.stack([_crop_axial(vol, centre, ks, cfg.fine_size), _crop_axial(km, centre, ks, cfg.fine_size)], 1)
+            x2 = np.stack([crop_axial(vol, centre, ks, cfg.fine_size), crop_axial(km, centre, ks, cfg.fine_size)], 1)
             p = _predict_2d(self.networks["tumour2d"], torch.from_numpy(x2), cfg.slice_batch, self.device)[:, 0].numpy()
             for j, k in enumerate(ks):
                 paste_max(t2d[:, :, k], p[j], centre)
@@ -219,9 +170,9 @@ class C2FCascadePipeline:
         else:  # no 3D detection: T searches the kidney (seed 004, section 2.5)
             tum, source = t2d & kidney, "2d"
         # keep the lesions connected to the kidney (section 2.4)
-        lab, n = ndimage.label(tum, structure=_CONNECTIVITY)
+        lab, n = ndimage.label(tum, structure=CONNECTIVITY_26)
         if n:
-            touching = np.unique(lab[ndimage.binary_dilation(kidney, structure=_CONNECTIVITY) & (lab > 0)])
+            touching = np.unique(lab[ndimage.binary_dilation(kidney, structure=CONNECTIVITY_26) & (lab > 0)])
             tum = np.isin(lab, touching[touching > 0])
         return tum, source if tum.any() else "none"
 
@@ -252,7 +203,7 @@ class C2FCascadePipeline:
                                 if abnormal else (lab_c, ids_c))
         crops = fine_crops(guide_ids, guide_lab, cfg.fine_size)
         s_f = self.fine(vol, crops) > 0.5
-        lab_f, n_f = ndimage.label(s_f, structure=_CONNECTIVITY)
+        lab_f, n_f = ndimage.label(s_f, structure=CONNECTIVITY_26)
         if n_f:
             hit = np.unique(lab_f[np.isin(guide_lab, guide_ids) & (lab_f > 0)])
             s_f = np.isin(lab_f, hit[hit > 0])

@@ -23,6 +23,8 @@ class Result:
         seconds: wall time of the segmentation (load to mask), s.
         network_labels: the network's argmax on the input grid before post-processing
             (for diagnostics and benchmarks; ``None`` when not kept).
+        measures: kidney lengths (mm) and the right/left volume split (%)
+            (:func:`kidneyseg.volumetry.kidney_measures`); empty for label maps without sides.
     """
 
     case: str
@@ -33,12 +35,14 @@ class Result:
     voxel_counts: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
     network_labels: np.ndarray | None = field(default=None, repr=False)
+    measures: dict[str, float] = field(default_factory=dict)
 
     def row(self) -> dict[str, object]:
         """Flat row for ``volumes.csv``/``volumes.json``: case, volumes (mL, 3 decimals),
-        voxel counts, QC flags."""
+        kidney lengths (mm) and split (%), voxel counts, QC flags."""
         row: dict[str, object] = {"case": self.case}
         row.update({k: round(v, 3) for k, v in self.volumes_ml.items()})
+        row.update(self.measures)
         row.update({f"{k}_voxels": v for k, v in self.voxel_counts.items()})
         row.update(self.qc)
         row["seconds"] = round(self.seconds, 2)
@@ -69,7 +73,7 @@ def volumetric_result(image: Image, mask_arr: np.ndarray, label_map: dict[int, s
     import time
 
     from ..errors import GeometryError
-    from ..volumetry import label_volumes_ml, touches_border
+    from ..volumetry import kidney_measures, label_volumes_ml, touches_border
 
     mask = image.with_array(mask_arr)
     if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
@@ -80,4 +84,5 @@ def volumetric_result(image: Image, mask_arr: np.ndarray, label_map: dict[int, s
     qc = {**qc, "touches_border": touches_border(mask_arr)}
     return Result(case=image.name, mask=mask, label_map=dict(label_map), volumes_ml=volumes, qc=qc,
                   voxel_counts={n: int(counts[v]) for v, n in label_map.items()},
-                  seconds=time.perf_counter() - started, network_labels=network_labels)
+                  seconds=time.perf_counter() - started, network_labels=network_labels,
+                  measures=kidney_measures(mask, label_map))

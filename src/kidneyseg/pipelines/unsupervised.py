@@ -14,131 +14,23 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 
-from ..errors import GeometryError, InputError
+from ..errors import InputError
 from ..io import Image, check_volume, from_canonical, to_canonical
 from ..labels import MR_KIDNEYS
-from ..io import Reorientation
-from ..localize import ROIConfig, ROIResult, detect_kidney_rois
+from ..localize import detect_kidney_rois
 from ..postprocess import body_midline_x_mm
 from ..postprocess.clusters import clamp_to_seed, component_at_seed, refine_boundary, select_kidney_clusters
-from ..training.clustering import ClusterConfig, optimise_clusters, resolve_precision
-from ..volumetry import label_volumes_ml, touches_border
-from .result import Result
+from ..specs.unsupervised import METHODS, Regions, UnsupervisedConfig, block_factors, upsample_mask
+from ..training.clustering import optimise_clusters, resolve_precision
+from .result import Result, volumetric_result
 
 log = logging.getLogger(__name__)
 
-METHODS = ("cluster3d", "cluster2d", "otsu", "watershed")
 SINGLE_KIDNEY: dict[int, str] = {1: "kidney"}
 """Label map when ``expected_kidneys=1`` (a transplanted kidney has no side)."""
-
-
-@dataclass(frozen=True)
-class UnsupervisedConfig:
-    """Settings of :class:`UnsupervisedKidneyPipeline`.
-
-    Attributes:
-        method: ``"cluster3d"`` (seed 001), ``"cluster2d"`` (its 2D ablation: each slice
-            clustered on its own), ``"otsu"`` or ``"watershed"`` (the paper's baselines).
-        roi: region-of-interest settings (:class:`kidneyseg.localize.ROIConfig`).
-        cluster: clustering settings (:class:`kidneyseg.training.clustering.ClusterConfig`);
-            ``spatial_dims`` follows ``method``.
-        n4_iterations: N4 iterations per fitting level (paper: 2).
-        n4_fitting_levels: N4 fitting levels (paper: 8).
-        working_spacing_mm: each axis finer than this is block-averaged by the integer
-            factor that brings it closest (at least 1) before clustering; labels are
-            repeated back. A CPU-time departure from the paper, which clusters at native
-            resolution on a GPU; ``0`` keeps native resolution.
-        selection_radius_mm, selection_min_fraction, selection_min_contrast: ``radius_mm``,
-            ``min_fraction`` and ``min_contrast`` of
-            :func:`kidneyseg.postprocess.clusters.select_kidney_clusters`. ``min_fraction``
-            is 0.4 with the clamp (chosen on the development cases 1, 2 and 5, 2026-12-01; it
-            was 0.5 before the clamp kept the mask local).
-        clamp_to_seed: clustering methods: keep the kidney mask within
-            ``selection_radius_mm`` of the seed (then the component at the seed again), so a
-            selected cluster that also covers a touching organ of the same brightness (the
-            spleen above the left kidney, fluid-filled bowel) cannot carry the mask into it.
-            ``False`` is the selection of 2026-11-22.
-        selection_seed_share: with ``clamp_to_seed``, a cluster holding at least this
-            fraction of the seed (in the slices it occupies) is kidney however far it
-            extends (``seed_share`` of :func:`~kidneyseg.postprocess.clusters.select_kidney_clusters`;
-            the clamp then cuts it); ``None`` leaves the rule out. Ignored without the clamp.
-        registration_metric: ``"ncc"``, ``"mse"`` or ``"mi"`` for a second sequence.
-    """
-
-    method: str = "cluster3d"
-    roi: ROIConfig = field(default_factory=ROIConfig)
-    cluster: ClusterConfig = field(default_factory=ClusterConfig)
-    n4_iterations: int = 2
-    n4_fitting_levels: int = 8
-    working_spacing_mm: float = 2.5
-    selection_radius_mm: float = 10.0
-    selection_min_fraction: float = 0.4
-    selection_min_contrast: float = 0.3
-    clamp_to_seed: bool = True
-    selection_seed_share: float | None = 0.5
-    registration_metric: str = "mi"
-
-    def __post_init__(self) -> None:
-        if self.method not in METHODS:
-            raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
-        if self.registration_metric not in ("ncc", "mse", "mi"):
-            raise ValueError(f"registration_metric: expected ncc, mse or mi, got {self.registration_metric!r}")
-        if self.working_spacing_mm < 0 or self.selection_radius_mm < 0:
-            raise ValueError("working_spacing_mm and selection_radius_mm must be >= 0")
-        if not 0 <= self.selection_min_fraction <= 1:
-            raise ValueError(f"selection_min_fraction: expected a value in [0, 1], got {self.selection_min_fraction}")
-        if self.selection_seed_share is not None and not 0 < self.selection_seed_share <= 1:
-            raise ValueError(f"selection_seed_share: expected None or in (0, 1], got {self.selection_seed_share}")
-        dims = 2 if self.method == "cluster2d" else 3
-        if self.cluster.spatial_dims != dims:
-            object.__setattr__(self, "cluster", replace(self.cluster, spatial_dims=dims))
-
-    def to_dict(self) -> dict:
-        """Plain dict (for JSON)."""
-        return asdict(self)
-
-
-@dataclass
-class Regions:
-    """The pipeline's first steps on one image (:meth:`UnsupervisedKidneyPipeline.regions`).
-
-    Attributes:
-        image: the checked float32 input.
-        canonical: ``image`` reoriented to RAS (original intensities).
-        reorientation: how to go back to the input's axes.
-        channels: float32 ``(X, Y, Z)`` arrays on ``canonical``'s grid: the N4-corrected
-            image, then the registered, N4-corrected secondary image if one was given.
-        found: the kidney boxes (:func:`kidneyseg.localize.detect_kidney_rois` on
-            ``channels[0]``).
-    """
-
-    image: Image
-    canonical: Image
-    reorientation: Reorientation
-    channels: list[np.ndarray]
-    found: ROIResult
-
-
-def _factors(spacing_mm: tuple[float, ...], working_mm: float) -> tuple[int, ...]:
-    if working_mm <= 0:
-        return (1,) * len(spacing_mm)
-    return tuple(max(1, int(round(working_mm / s))) for s in spacing_mm)
-
-
-def _upsample_mask(mask: np.ndarray, factors: tuple[int, ...], shape: tuple[int, ...]) -> np.ndarray:
-    """Inverse of a block mean by ``factors``: linear interpolation of the mask with the blocks'
-    centres aligned (``scipy.ndimage.zoom``, ``grid_mode=True``), thresholded at 0.5 and cut
-    to ``shape`` (nearest-neighbour repetition would leave block steps on the surface)."""
-    from scipy.ndimage import zoom
-
-    if all(f == 1 for f in factors):
-        return mask.astype(bool)[tuple(slice(0, s) for s in shape)]
-    up = zoom(mask.astype(np.float32), factors, order=1, grid_mode=True, mode="grid-constant", cval=0.0)
-    return (up >= 0.5)[tuple(slice(0, s) for s in shape)]
 
 
 class UnsupervisedKidneyPipeline:
@@ -185,7 +77,7 @@ class UnsupervisedKidneyPipeline:
             return watershed_kidney(channels[0], seed, spacing), {}
         from skimage.transform import downscale_local_mean
 
-        factors = _factors(spacing, cfg.working_spacing_mm)
+        factors = block_factors(spacing, cfg.working_spacing_mm)
         x = np.stack([(c - c.mean()) / (c.std() + 1e-6) for c in channels]).astype(np.float32)
         small = np.stack([downscale_local_mean(c, factors) for c in x]).astype(np.float32)
         if cfg.method == "cluster3d":
@@ -212,7 +104,7 @@ class UnsupervisedKidneyPipeline:
                                                     slice_axis=slice_axis, intensity=small[0],
                                                     min_contrast=cfg.selection_min_contrast,
                                                     seed_share=cfg.selection_seed_share if cfg.clamp_to_seed else None)
-        mask = refine_boundary(_upsample_mask(small_mask, factors, seed.shape), x[0], seed, spacing, factors,
+        mask = refine_boundary(upsample_mask(small_mask, factors, seed.shape), x[0], seed, spacing, factors,
                                cfg.selection_radius_mm, cfg.selection_min_contrast)
         mask = component_at_seed(mask, seed, slice_axis)
         if cfg.clamp_to_seed:
@@ -325,19 +217,9 @@ class UnsupervisedKidneyPipeline:
             log.warning("%s: no kidney region of interest found (threshold %.1f); the mask is empty",
                         image.name, found.threshold)
         mask_arr = from_canonical(labels_c, reo)
-        mask = image.with_array(mask_arr)
-        if mask.shape != image.shape or not np.array_equal(mask.affine, image.affine):
-            raise GeometryError("mask grid differs from input grid")
-        label_map = self.label_map
-        volumes = label_volumes_ml(mask, label_map)
-        volumes["total_ml"] = sum(volumes.values())
-        counts = np.bincount(mask_arr.ravel(), minlength=max(label_map) + 1)
-        kidney_count = int(sum(counts[v] > 0 for v in label_map))
-        qc = {"kidney_count": kidney_count, "empty": kidney_count == 0, "touches_border": touches_border(mask_arr),
-              "laterality_source": "roi_side", **qc}
-        return Result(case=image.name, mask=mask, label_map=label_map, volumes_ml=volumes, qc=qc,
-                      voxel_counts={n: int(counts[v]) for v, n in label_map.items()},
-                      seconds=time.perf_counter() - t0)
+        kidney_count = int(sum(bool((labels_c == v).any()) for v in self.label_map))
+        qc = {"kidney_count": kidney_count, "empty": kidney_count == 0, "laterality_source": "roi_side", **qc}
+        return volumetric_result(image, mask_arr, self.label_map, qc, t0)
 
 
 __all__ = ["METHODS", "SINGLE_KIDNEY", "Regions", "UnsupervisedConfig", "UnsupervisedKidneyPipeline"]

@@ -9,7 +9,9 @@ from dataclasses import asdict, dataclass, field, fields, replace
 
 import numpy as np
 import torch
+from scipy import ndimage
 
+from ..arrays import crop_around, crop_slices
 from ..errors import InputError
 from ..io import Image, to_canonical
 from ..preprocess.resample import resample_volume
@@ -169,3 +171,53 @@ def square_restore(pred: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
     t = torch.nn.functional.interpolate(pred, size=(side, side), mode="bilinear", align_corners=False)
     px, py = (side - x) // 2, (side - y) // 2
     return t[..., px:px + x, py:py + y]
+
+
+CONNECTIVITY_26 = np.ones((3, 3, 3), bool)  # 26-connectivity
+
+
+def paste_max(out: np.ndarray, crop: np.ndarray, centre: tuple[int, ...]) -> None:
+    """Paste ``crop`` (last axes) into ``out`` around ``centre``, keeping the maximum where
+    something is there already (the inverse of :func:`~kidneyseg.arrays.crop_around`)."""
+    n = len(centre)
+    sl = crop_slices(centre, crop.shape[-n:], out.shape[-n:])
+    if sl is None:
+        return
+    src, dst = sl
+    region = out[(Ellipsis, *src)]
+    np.maximum(region, crop[(Ellipsis, *dst)], out=region)
+
+
+def kidney_components(mask: np.ndarray, voxel_ml: float, threshold_ml: float) -> tuple[np.ndarray, list[int]]:
+    """Seed 004's kidney count (section 1.2): 26-connected components (``scipy.ndimage.label``)
+    of a 3D mask, and the ids of those of at least ``threshold_ml``, largest first.
+
+    Returns:
+        ``(component label array int32, kidney component ids)``; ``len(ids) != 2`` is abnormal.
+    """
+    lab, n = ndimage.label(mask, structure=CONNECTIVITY_26)
+    if n == 0:
+        return lab, []
+    sizes = np.bincount(lab.ravel())[1:]
+    ids = [int(i) + 1 for i in np.argsort(sizes)[::-1] if sizes[i] * voxel_ml >= threshold_ml]
+    return lab, ids
+
+
+def centroid_index(mask: np.ndarray) -> tuple[int, ...]:
+    return tuple(int(round(c)) for c in ndimage.center_of_mass(mask))
+
+
+def fine_crops(guide_ids: list[int], guide_lab: np.ndarray, size: int) -> list[tuple[tuple[int, int], range]]:
+    """For each guide kidney: its axial centroid (R, A) and the axial slices of its extent +-2."""
+    out = []
+    for i in guide_ids:
+        comp = guide_lab == i
+        r, a, _ = centroid_index(comp)
+        zs = np.flatnonzero(comp.any((0, 1)))
+        out.append(((r, a), range(max(int(zs[0]) - 2, 0), min(int(zs[-1]) + 3, comp.shape[2]))))
+    return out
+
+
+def crop_axial(vol: np.ndarray, centre_ra: tuple[int, int], ks, size: int, fill: float = 0.0) -> np.ndarray:
+    """Axial crops ``(len(ks), size, size)`` around ``centre_ra`` of the slices ``ks``."""
+    return np.stack([crop_around(vol[:, :, k], centre_ra, (size, size), fill) for k in ks])

@@ -6,15 +6,15 @@ from __future__ import annotations
 
 import threading
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from ..models.clustering import ClusteringNet, clustering_loss
+from ..specs.unsupervised import PRECISIONS, ClusterConfig
 
 
-PRECISIONS = ("auto", "float32", "bfloat16")
 _INIT_LOCK = threading.Lock()
 
 
@@ -33,59 +33,6 @@ def resolve_precision(precision: str, device: torch.device) -> torch.dtype:
     if precision == "bfloat16" or (precision == "auto" and device.type == "cpu" and amx_available()):
         return torch.bfloat16
     return torch.float32
-
-
-@dataclass(frozen=True)
-class ClusterConfig:
-    """Settings of the differentiable feature clustering (defaults: seed 001, section 3).
-
-    Attributes:
-        n_blocks: convolution blocks N (paper's ablation best: 2).
-        channels: features p and the largest number of clusters (50).
-        spatial_dims: 3 (the method) or 2 (the ablation: each slice on its own).
-        continuity_weight: lambda of equation (3) (5).
-        learning_rate: SGD learning rate (0.01).
-        momentum: SGD momentum (0.9).
-        epsilon: stop when the absolute change of the loss between two iterations is
-            below this (0.005).
-        max_iterations: stop here at the latest (the result is then flagged not converged).
-        min_iterations: iterations before the epsilon test applies (the loss of the first
-            steps can be flat while the clusters form).
-        seed: seeds the initial weights; with it the result is deterministic on CPU (also
-            with several boxes optimised at once in threads).
-        precision: ``"float32"``, ``"bfloat16"`` (the network's forward pass under
-            ``torch.autocast``; the loss and the argmax in float32) or ``"auto"``: bfloat16 on
-            a CPU with AMX matrix units (Intel Sapphire Rapids and later), where it cuts the
-            time per iteration by about 40 % (0.10 against 0.16 s on a CHAOS kidney box),
-            float32 anywhere else. A departure from the paper
-            for CPU time; see ``benchmarks/README.md`` for its effect on DSC.
-    """
-
-    n_blocks: int = 2
-    channels: int = 50
-    spatial_dims: int = 3
-    continuity_weight: float = 5.0
-    learning_rate: float = 0.01
-    momentum: float = 0.9
-    epsilon: float = 0.005
-    max_iterations: int = 300
-    min_iterations: int = 5
-    seed: int = 0
-    precision: str = "auto"
-
-    def __post_init__(self) -> None:
-        if self.spatial_dims not in (2, 3):
-            raise ValueError(f"spatial_dims: expected 2 or 3, got {self.spatial_dims}")
-        if not (self.continuity_weight >= 0 and self.learning_rate > 0 and self.epsilon >= 0):
-            raise ValueError("continuity_weight and epsilon must be >= 0, learning_rate > 0")
-        if not 1 <= self.min_iterations <= self.max_iterations:
-            raise ValueError(f"expected 1 <= min_iterations <= max_iterations, got {self.min_iterations}, {self.max_iterations}")
-        if self.precision not in PRECISIONS:
-            raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
-
-    def to_dict(self) -> dict:
-        """Plain dict (for JSON beside the outputs)."""
-        return asdict(self)
 
 
 @dataclass
