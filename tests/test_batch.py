@@ -11,6 +11,8 @@ import sys
 import time
 from pathlib import Path
 
+import nibabel as nib
+import numpy as np
 import pytest
 
 from kidneyseg.api import example_dir
@@ -67,6 +69,15 @@ def test_manifest_batch_status_and_resume(cohort, tmp_path):
     assert "2 case(s) already done, skipped: patient_a, patient_c" in r.stdout
     assert _status(out)["patient_b"]["outputs"]["patient_b_seg.nii.gz"] == sha256(out / "patient_b_seg.nii.gz")
     assert [v["case"] for v in json.loads((out / "volumes.json").read_text())] == ["patient_a", "patient_b", "patient_c"]
+
+    # a replaced input (same path, other bytes) is redone; so is every case under other options (issue 24 item 7)
+    src_c = Path(_status(out)["patient_c"]["input"])
+    img = nib.load(str(src_c))
+    nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), str(src_c))
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay")
+    assert "2 case(s) already done, skipped: patient_a, patient_b" in r.stdout
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay", "--no-tta")
+    assert "already done" not in r.stdout and _status(out)["patient_a"]["settings"]["tta"] is False
 
 
 def test_killed_batch_keeps_finished_cases(cohort, tmp_path):

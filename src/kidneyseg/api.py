@@ -375,6 +375,9 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
     run = run_record(name, PIPELINES[name].model_folder(None if model is None else str(model)),
                      {"tta": tta, "keep_largest": keep_largest, "allow_ct": allow_ct, "device": device,
                       "output_type": output_type, "secondary": secondary is not None})
+    if status is not None:  # a resumed case counts as done only under the same settings
+        status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
+                           **{k: v for k, v in run["options"].items() if k != "device"}}
     opts = CaseOptions(out, overlay, output_type, series, report, run)
     pictures: dict[str, str] = {}
     summary = SegmentSummary()

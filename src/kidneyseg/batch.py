@@ -84,6 +84,7 @@ class BatchStatus:
 
     out_dir: Path
     rows: dict[str, dict] = field(default_factory=dict)
+    settings: dict = field(default_factory=dict)  # what changes a result: pipeline, model files' SHA-256, options
 
     @classmethod
     def load(cls, out_dir: Path) -> "BatchStatus":
@@ -102,10 +103,22 @@ class BatchStatus:
             raise InputError(f"{path}: not a kidneyseg status table ({exc.__class__.__name__})") from None
 
     def is_done(self, case: str, source: Path) -> bool:
-        """True when ``case`` finished from the same input and every output it recorded is
-        still there with the recorded SHA-256."""
+        """True when ``case`` finished from the same input path with the same content
+        (SHA-256, :func:`kidneyseg.provenance.input_sha256`), with the same :attr:`settings`
+        (pipeline, model files, options), and every output it recorded is still there with
+        the recorded SHA-256. A replaced input, another ``--model``, ``--no-tta`` or
+        ``--pipeline`` redoes the case."""
+        from .provenance import input_sha256
+
         r = self.rows.get(case)
         if not r or r.get("status") != "done" or r.get("input") != str(source):
+            return False
+        if r.get("settings") != self.settings:
+            return False
+        try:
+            if r.get("input_sha256") != input_sha256(source):
+                return False
+        except OSError:
             return False
         for name, digest in r.get("outputs", {}).items():
             f = self.out_dir / name
@@ -114,7 +127,10 @@ class BatchStatus:
         return True
 
     def done(self, case: str, source: Path, outputs: list[Path], volumes: dict, seconds: float) -> None:
+        from .provenance import input_sha256
+
         self.rows[case] = {"case": case, "input": str(source), "status": "done", "error": "", "seconds": round(seconds, 2),
+                           "input_sha256": input_sha256(source), "settings": self.settings,
                            "outputs": {o.name: sha256(o) for o in outputs}, "volumes": volumes}
 
     def failed(self, case: str, source: Path, error: str, seconds: float) -> None:
