@@ -5,7 +5,7 @@ and the trainer (:mod:`kidneyseg.training.c2f`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields, replace
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..arrays import crop_around, crop_slices
 from ..errors import InputError
 from ..io import Image, to_canonical
 from ..preprocess.resample import resample_volume
+from .base import SpecConfig
 from .kits import check_ct
 
 
@@ -27,7 +28,7 @@ STAGES = ("coarse", "correction", "fine", "tumour3d", "tumour2d")
 
 
 @dataclass(frozen=True)
-class C2FConfig:
+class C2FConfig(SpecConfig):
     """Settings of ``c2f-cascade`` (seed 004 values unless said otherwise).
 
     Attributes:
@@ -108,16 +109,6 @@ class C2FConfig:
         """Training steps of one network (``stage_iterations`` or ``iterations``)."""
         return int(self.stage_iterations.get(stage, self.iterations))
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "C2FConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes) -> "C2FConfig":
-        return replace(self, **changes)
 
 
 def build_network(stage: str, config: C2FConfig) -> torch.nn.Module:

@@ -5,7 +5,7 @@ normalisation, shared by the pipeline (:mod:`kidneyseg.pipelines.kits_unet3d`) a
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -15,6 +15,7 @@ from ..io import Image, to_canonical
 from ..planning import Plan
 from ..preprocess.normalise import zscore_percentile
 from ..preprocess.resample import resample_volume
+from .base import SpecConfig
 
 
 REGIONS = ("kidney_and_masses", "masses", "tumor")
@@ -26,7 +27,7 @@ AIR_HU = -200.0
 
 
 @dataclass(frozen=True)
-class KitsConfig:
+class KitsConfig(SpecConfig):
     """Training and inference settings of ``kits-unet3d`` (the network shape is in the plan).
 
     Attributes:
@@ -86,16 +87,6 @@ class KitsConfig:
         if self.learning_rate <= 0:
             raise InputError(f"learning_rate: expected > 0, got {self.learning_rate}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "KitsConfig":
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
-    def replace(self, **changes) -> "KitsConfig":
-        return replace(self, **changes)
 
 
 def check_ct(image: Image) -> None:
