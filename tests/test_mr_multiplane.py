@@ -165,6 +165,19 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
     assert {s for s in net.shapes} == {(64, 80)}
     dice = 2 * np.sum((labels == 1) & kidney) / (np.sum(labels == 1) + kidney.sum())
     assert dice > 0.95
+    # planes="all": axial and sagittal passes are added (60 mm A-P at 1.5 mm: 40 -> padded 48 pixels); a
+    # 4-slice slab (20 mm A-P) is too narrow for a kidney in those planes, so only its coronal plane is used
+    from kidneyseg.inference.settings import InferenceConfig
+
+    net.shapes.clear()
+    labels_all, _, _ = predict_multiplane(net, image, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
+    assert {s for s in net.shapes} == {(64, 80), (48, 80), (64, 48)} and labels_all.shape == shape
+    slab = Image(np.ascontiguousarray(arr[:, 4:8]), np.diag(list(spacing) + [1.0]))
+    net.shapes.clear()
+    predict_multiplane(net, slab, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
+    assert {s for s in net.shapes} == {(64, 80)}
+    with pytest.raises(ValueError, match="planes"):
+        InferenceConfig(planes="diagonal")
 
 
 def test_uncertain_fraction_and_volume_range():

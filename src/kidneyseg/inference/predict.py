@@ -259,7 +259,8 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     """Labels of a ``recipe="multiplane"`` 2D network, applied in the acquisition plane.
 
     The canonical volume is z-scored (0.5/99.5 percentile clip), each plane of
-    :func:`acquisition_axes` is resampled in-plane to ``config.target_spacing_mm`` and
+    :func:`acquisition_axes` (or all three with ``inference.planes == "all"``, leaving out a
+    plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
     segmented slice by slice (with the model's test-time shifts), the softmax resampled back
     (bilinear) and averaged over planes.
 
@@ -270,13 +271,21 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     """
     canonical, reo = to_canonical(image, copy=False)
     src = image.source if image.source is not None else "image"
-    axes = acquisition_axes(canonical.spacing_mm)
-    sizes = {axis: plane_size(image, canonical, axis, config.target_spacing_mm, "acquisition-plane") for axis in axes}
+    inference = inference or InferenceConfig()
+    acquisition = acquisition_axes(canonical.spacing_mm)
+    sizes = {}
+    for axis in ([0, 1, 2] if inference.planes == "all" else acquisition):
+        try:
+            sizes[axis] = plane_size(image, canonical, axis, config.target_spacing_mm, "acquisition-plane")
+        except InputError:
+            if axis in acquisition:
+                raise
+            # planes="all": another plane too narrow for a kidney (a slab) is left out
+    axes = list(sizes)
     try:
         vol = zscore_percentile(canonical.array)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    inference = inference or InferenceConfig()
     total = None
     for axis in axes:
         moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis

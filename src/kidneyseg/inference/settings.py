@@ -71,6 +71,10 @@ class InferenceConfig:
             uncertain kidney voxels (:func:`kidneyseg.postprocess.uncertain_fraction`) exceeds
             it. ``None``: the flag is not computed.
         qc_chosen_by: free text recording how the two QC settings were chosen.
+        planes: ``recipe="multiplane"`` models only: ``"acquisition"`` segments in the plane
+            across the thickest voxel side (all three for a near-isotropic voxel,
+            :func:`kidneyseg.io.orientation.acquisition_axes`); ``"all"`` always averages the
+            softmax of the axial, coronal and sagittal passes.
 
     Raises:
         ValueError: an empty shift list, a shift larger than 64 pixels, a threshold outside
@@ -84,8 +88,11 @@ class InferenceConfig:
     validated_volume_ml: tuple[float, float] | None = None
     low_confidence_threshold: float | None = None
     qc_chosen_by: str = ""
+    planes: str = "acquisition"
 
     def __post_init__(self) -> None:
+        if self.planes not in ("acquisition", "all"):
+            raise ValueError(f"planes: expected 'acquisition' or 'all', got {self.planes!r}")
         try:
             tta = TestTimeAugmentation(self.tta_shifts_px, bool(self.tta_mirror_x))
         except (TypeError, ValueError) as exc:
