@@ -47,3 +47,25 @@ def test_unsupported_input_is_refused_before_any_model_load(monkeypatch):
         kidneyseg.segment((np.zeros((4, 4, 4)), np.full((4, 4), np.nan)))
     with pytest.raises(InputError, match="--no-tta: pipeline c2f-cascade"):
         kidneyseg.Segmenter("c2f-cascade", tta=False)
+
+
+def test_device_spellings_of_other_tools():
+    """--device takes TotalSegmentator's and torch's spellings (gpu, gpu:N, cuda:N, mps); a device
+    the machine lacks is one clear error, not a torch traceback."""
+    import torch
+
+    from kidneyseg.models.store import resolve_device
+
+    assert resolve_device("CPU") == torch.device("cpu")
+    with pytest.raises(InputError, match="expected auto, cpu, cuda, cuda:N, gpu, gpu:N or mps"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        for spelling in ("gpu", "gpu:0", "cuda:1"):
+            with pytest.raises(InputError, match=f"--device {spelling}: CUDA is not available"):
+                resolve_device(spelling)
+    else:
+        assert resolve_device("gpu:0") == torch.device("cuda", 0)
+    mps = getattr(torch.backends, "mps", None)
+    if mps is None or not mps.is_available():
+        with pytest.raises(InputError, match="MPS is not available"):
+            resolve_device("mps")

@@ -17,7 +17,8 @@ from .errors import InputError
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"], help="where to run (default: auto)")
+    p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|gpu[:N]|mps",
+                   help="where to run (default: auto: CUDA when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 

@@ -110,14 +110,36 @@ def save_model(network: torch.nn.Module, config: TrainConfig, folder: str | Path
 
 
 def resolve_device(device: str = "auto") -> torch.device:
-    """``"auto"`` -> CUDA when available, else CPU; ``"cpu"``; ``"cuda"`` (raises if absent)."""
-    if device == "auto":
+    """The torch device for ``--device``.
+
+    Accepts ``"auto"`` (CUDA when available, else CPU), ``"cpu"``, ``"cuda"``, ``"cuda:N"``,
+    ``"gpu"`` / ``"gpu:N"`` (TotalSegmentator's spelling of the same) and ``"mps"`` (Apple).
+
+    Raises:
+        InputError: another spelling, or a device this machine does not have (CUDA absent, GPU
+            index out of range, no MPS).
+    """
+    import re
+
+    text = str(device).strip().lower()
+    if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda: CUDA is not available on this machine")
-    if device not in ("cpu", "cuda"):
-        raise InputError(f"--device: expected auto, cpu or cuda, got {device!r}")
-    return torch.device(device)
+    if text == "cpu":
+        return torch.device("cpu")
+    if text == "mps":
+        mps = getattr(torch.backends, "mps", None)
+        if mps is None or not mps.is_available():
+            raise InputError("--device mps: Apple MPS is not available on this machine")
+        return torch.device("mps")
+    m = re.fullmatch(r"(cuda|gpu)(?::(\d+))?", text)
+    if m is None:
+        raise InputError(f"--device: expected auto, cpu, cuda, cuda:N, gpu, gpu:N or mps, got {device!r}")
+    if not torch.cuda.is_available():
+        raise InputError(f"--device {device}: CUDA is not available on this machine")
+    index = int(m.group(2) or 0)
+    if index >= torch.cuda.device_count():
+        raise InputError(f"--device {device}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device("cuda", index)
 
 
 def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelBundle:
