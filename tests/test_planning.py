@@ -197,5 +197,7 @@ def test_plan_command_writes_plan_and_fingerprint(tmp_path):
     assert Plan.load(out).estimated_memory_gb <= 2.0
     r = cli(*cmd)
     assert r.returncode == 2 and "exists" in r.stderr
+    r = cli("plan", str(root), "-o", str(tmp_path / "no_such_folder" / "plan.json"))
+    assert r.returncode == 2 and "no_such_folder does not exist" in r.stderr  # was FileNotFoundError, exit 1
     r = cli(*cmd[:-4], "--memory-gb", "0.3", "--overwrite")
     assert r.returncode == 2 and "budget" in r.stderr and len(r.stderr.strip().splitlines()) == 1

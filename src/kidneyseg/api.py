@@ -614,6 +614,8 @@ def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", mem
     out = Path(out)
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists (use --overwrite to replace it)")
+    if not out.parent.is_dir():  # checked before the (slow) fingerprint, not after
+        raise InputError(f"{out}: the folder {out.parent} does not exist")
     if layout == "kits":
         cases = kits_cases(dataset, require_images=not masks_only)
     else:
