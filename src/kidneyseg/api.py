@@ -401,7 +401,11 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             if status is not None:
                 status.done(case, f, paths, row, seconds)
         if status is not None:
-            status.save(names)
+            try:
+                status.save(names)
+            except OSError as exc:  # e.g. a full disk: the finished cases' outputs stay; say so and stop
+                raise InputError(f"{out}: cannot write status.csv/status.json after {case} "
+                                 f"({exc.strerror or exc}); finished cases keep their outputs") from None
 
     if engine == "ray":
         from .engines import run_on_ray
