@@ -108,20 +108,19 @@ def _claims(base, name: str, shape, gz: bool):
 
 
 def _handedness(base):
-    """qform and sform of opposite handedness (the sform's x axis flipped): a warning, the sform used."""
-    img = nib.Nifti1Image(base.image, base.affine)
+    """qform and sform of opposite handedness (the qform's x axis flipped, the sform as the
+    reference's): a warning naming the conflict, the sform used, the result as for the clean file."""
     flipped = base.affine.copy()
     flipped[:, 0] *= -1
-    img.set_sform(flipped, code=2)
-    img.set_qform(base.affine, code=1)
-    p = base.folder / "handedness.nii.gz"
-    nib.save(img, str(p))
-    mimg = nib.Nifti1Image(base.mask, None)
-    mimg.set_sform(flipped, code=2)
-    mimg.set_qform(base.affine, code=1)
-    m = base.folder / "handedness_mask.nii.gz"
-    nib.save(mimg, str(m))
-    return p, m
+    paths = []
+    for array, name in ((base.image, "handedness.nii.gz"), (base.mask, "handedness_mask.nii.gz")):
+        img = nib.Nifti1Image(array, None)
+        img.set_sform(base.affine, code=2)
+        img.set_qform(flipped, code=1)
+        p = base.folder / name
+        nib.save(img, str(p))
+        paths.append(p)
+    return paths[0], paths[1]
 
 
 def _header_bytes(base, name: str, offset: int, fmt: str, value) -> tuple[Path, Path]:
@@ -354,7 +353,7 @@ def kinds() -> list[Kind]:
         Kind("singular_affine", 0, 2, 2, _singular, message="singular"),
         Kind("oblique_affine", 0, 0, 2, _oblique, message="affines differ"),
         Kind("orientation_psl", 0, 0, 2, _psl),
-        Kind("qform_sform_handedness", 0, 0, 2, _handedness),
+        Kind("qform_sform_handedness", 0, 0, 0, _handedness),
         Kind("dim0_zero", 2, 2, 2, lambda base: _header_bytes(base, "dim0_zero.nii", 40, "<h", 0), message="dimensions"),
         Kind("negative_dim", 2, 2, 2, lambda base: _header_bytes(base, "negative_dim.nii", 42, "<h", -200),
              message="dimensions"),
