@@ -394,12 +394,12 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
             if status is not None:
                 status.failed(case, f, str(outcome), seconds)
         else:
-            row, paths, picture = outcome
+            row, paths, picture, digest = outcome
             summary.rows.append(row)
             if picture:
                 pictures[case] = picture
             if status is not None:
-                status.done(case, f, paths, row, seconds)
+                status.done(case, f, paths, row, seconds, digest)
         if status is not None:
             try:
                 status.save(names)

@@ -126,11 +126,12 @@ class BatchStatus:
                 return False
         return True
 
-    def done(self, case: str, source: Path, outputs: list[Path], volumes: dict, seconds: float) -> None:
-        from .provenance import input_sha256
-
+    def done(self, case: str, source: Path, outputs: list[Path], volumes: dict, seconds: float,
+             input_sha256: str) -> None:
+        """Record a finished case; ``input_sha256`` is the digest its ``<case>_run.json`` holds
+        (computed once per case, :func:`kidneyseg.provenance.input_sha256`)."""
         self.rows[case] = {"case": case, "input": str(source), "status": "done", "error": "", "seconds": round(seconds, 2),
-                           "input_sha256": input_sha256(source), "settings": self.settings,
+                           "input_sha256": input_sha256, "settings": self.settings,
                            "outputs": {o.name: sha256(o) for o in outputs}, "volumes": volumes}
 
     def failed(self, case: str, source: Path, error: str, seconds: float) -> None:

@@ -53,12 +53,12 @@ class _Worker:
             return self.pipe
 
         try:
-            row, paths, picture = process_case(loader, Path(f), case, self.opts, self.secondary)
+            row, paths, picture, digest = process_case(loader, Path(f), case, self.opts, self.secondary)
         except StopRun as exc:
             return ("stop", str(exc), time.perf_counter() - t0)
         except InputError as exc:
             return ("failed", str(exc), time.perf_counter() - t0)
-        return ("done", (row, [str(p) for p in paths], picture), time.perf_counter() - t0)
+        return ("done", (row, [str(p) for p in paths], picture, digest), time.perf_counter() - t0)
 
 
 def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, device: str, keep_largest: bool,
@@ -119,7 +119,8 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
                 actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta, allow_ct)
             if kind == "stop":
                 raise InputError(payload)
-            outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2])
+            outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2],
+                                                                             payload[3])
             record(f, case, outcome, seconds)
             idle.append(actor)
             bar.update()

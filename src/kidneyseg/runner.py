@@ -86,8 +86,9 @@ def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondar
             input has been read, so bad input fails before a model is loaded).
 
     Returns:
-        ``(row, output_paths, picture)``: the volume row, the files written, and the
-        three-plane picture (a data URI) with ``opts.report``, else ``None``.
+        ``(row, output_paths, picture, input_sha256)``: the volume row, the files written, the
+        three-plane picture (a data URI) with ``opts.report``, else ``None``, and the input's
+        SHA-256 as recorded in ``<case>_run.json`` (the batch status reuses it).
 
     Raises:
         InputError: this case cannot be done (the batch goes on).
@@ -145,6 +146,7 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
 
             run = opts.run if opts.run is not None else run_record(getattr(pipe, "name", "pipeline"), None, {})
             record = case_record(run, case, original, [p.name for p in paths.values()])
+            digest = record["input"]["sha256"]
             outs.stage(paths["run"]).write_text(json.dumps(record, indent=2) + "\n")
             if opts.overlay:
                 overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
@@ -157,7 +159,7 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
 
         picture = three_planes(image, result.mask, result.label_map,
                                f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
-    return result.row(), list(paths.values()), picture
+    return result.row(), list(paths.values()), picture, digest
 
 
 def write_us_outputs(result: USResult, frame: USFrame, out_dir: Path, overlay: bool = True) -> dict[str, Path]:

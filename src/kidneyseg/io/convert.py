@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import nibabel as nib
 import numpy as np
 
 from ..errors import InputError
@@ -34,16 +35,11 @@ def as_image(obj, dtype: type | None = np.float32) -> Image:
         if affine.shape != (4, 4) or not np.all(np.isfinite(affine)):
             raise InputError(f"(array, affine): expected a finite (4, 4) affine, got shape {affine.shape}")
         return Image(array.astype(dtype, copy=False) if dtype is not None else array, affine)
-    try:
-        import nibabel as nib
-
-        if isinstance(obj, nib.spatialimages.SpatialImage):
-            array = obj.get_fdata(dtype=dtype) if dtype is not None and np.issubdtype(dtype, np.floating) \
-                else np.asanyarray(obj.dataobj)
-            header = obj.header.copy() if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)) else None
-            return Image(array, obj.affine, None, header, "")
-    except ImportError:  # nibabel is a dependency; kept for clarity
-        pass
+    if isinstance(obj, nib.spatialimages.SpatialImage):
+        array = obj.get_fdata(dtype=dtype) if dtype is not None and np.issubdtype(dtype, np.floating) \
+            else np.asanyarray(obj.dataobj)
+        header = obj.header.copy() if isinstance(obj, (nib.Nifti1Image, nib.Nifti2Image)) else None
+        return Image(array, obj.affine, None, header, "")
     if type(obj).__module__.startswith("SimpleITK"):
         return sitk_to_image(obj, dtype)
     raise InputError(f"image: expected a path, kidneyseg Image, nibabel image, SimpleITK image or (array, affine); "

@@ -63,18 +63,21 @@ def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = T
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
     info = PIPELINES[name]
-    given = {
+    frames = "segments 2D ultrasound frames into PNG masks"
+    given = {  # flag: (given, honoured by this pipeline, why not)
         "--no-tta": (not tta, info.tta, "has no test-time augmentation to turn off"),
         "--keep-all-components": (not keep_largest, info.keep_largest,
                                   "does not keep only the largest components, so there is nothing to turn off"),
         "--secondary": (secondary, info.secondary, "takes one image"),
         "--allow-ct": (allow_ct, info.allow_ct, "does not check for CT input, so there is nothing to allow"),
         "--pixel-spacing-mm": (pixel_spacing, not info.volumetric, "reads the spacing from its 3D input files"),
+        "--report": (report, info.volumetric, frames),
+        "--resume": (resume, info.volumetric, frames),
+        "--manifest": (manifest, info.volumetric, frames),
+        "--engine ray": (engine == "ray", info.volumetric, frames),
+        "--series": (series is not None, info.volumetric, frames),
+        "--output-type": (output_type != "nifti", info.volumetric, frames),
     }
-    for flag in ("--report", "--resume", "--manifest", "--engine ray", "--series", "--output-type"):
-        used = {"--report": report, "--resume": resume, "--manifest": manifest, "--engine ray": engine == "ray",
-                "--series": series is not None, "--output-type": output_type != "nifti"}[flag]
-        given[flag] = (used, info.volumetric, "segments 2D ultrasound frames into PNG masks")
     for flag, (used, supported, why) in given.items():
         if used and not supported:
             raise InputError(f"{flag}: pipeline {name} {why}")
