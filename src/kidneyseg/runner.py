@@ -11,14 +11,16 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
 
 from .errors import InputError
 from .io import AtomicOutputs, Image, check_volume, mask_to_nifti, read_image
-from .pipelines.us_ensemble import USEnsemblePipeline, USResult
-from .preprocess.ultrasound import USFrame
+
+if TYPE_CHECKING:  # the ultrasound pipeline imports torch: only its frame loop loads it, not `import kidneyseg`
+    from .pipelines.us_ensemble import USResult
+    from .preprocess.ultrasound import USFrame
 
 
 class StopRun(Exception):
@@ -219,6 +221,8 @@ def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overw
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
+    from .pipelines.us_ensemble import USEnsemblePipeline
+
     pipe = USEnsemblePipeline.load(model, device)  # a bad model folder stops the run
     pipe.keep_largest = keep_largest
     summary = SegmentSummary()
