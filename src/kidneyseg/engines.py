@@ -76,11 +76,10 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
         InputError: Ray is not installed, or the cluster cannot be reached, or the model
             cannot be loaded (the batch stops).
     """
-    try:
-        import ray
-        from ray.exceptions import RayActorError, RayTaskError
-    except ImportError:
-        raise InputError("--engine ray: Ray is not installed (pip install 'ray>=2.9')") from None
+    from .optional import require
+
+    ray = require("ray", "--engine ray")
+    from ray.exceptions import RayActorError, RayTaskError
     if workers < 1:
         raise InputError(f"--workers: expected >= 1, got {workers}")
     started = False

@@ -49,6 +49,9 @@ def gradient_scheme(n_directions: int = 12, b_value: float = 600.0, n_b0: int = 
                     seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """``n_b0`` b=0 volumes and ``n_directions`` directions spread by electrostatic
     repulsion (dipy ``disperse_charges``); returns ``(bvals (N,), bvecs (N, 3))``."""
+    from ..optional import require
+
+    require("dipy", "DWI phantoms")
     from dipy.core.sphere import HemiSphere, disperse_charges
 
     rng = np.random.default_rng(seed)
@@ -84,6 +87,9 @@ def make_dwi_phantom(seed: int = 0, shape: tuple[int, int, int] = (96, 80, 20),
     Returns:
         :class:`DWIPhantom`.
     """
+    from ..optional import require
+
+    require("dipy", "DWI phantoms")
     from dipy.core.gradients import gradient_table
     from dipy.sims.voxel import add_noise, single_tensor
 

@@ -97,6 +97,9 @@ def read_dwi(dwi_path: str | Path, bval_path: str | Path, bvec_path: str | Path)
             DWI volumes, no b=0 volume (b <= 50 s/mm^2), or a zero-length gradient on a
             diffusion-weighted volume.
     """
+    from ..optional import require
+
+    require("dipy", "diffusion tensor fitting")
     from dipy.io.gradients import read_bvals_bvecs
 
     dwi_path = Path(dwi_path)
@@ -153,6 +156,9 @@ def fit_tensor(dwi: DWI, mask: np.ndarray | str | None = "auto", fit_method: str
             :data:`MAX_NONPOSITIVE_FRACTION` of the mask with non-positive apparent
             diffusivity (wrong b-values, b=0 volume or volume order).
     """
+    from ..optional import require
+
+    require("dipy", "diffusion tensor fitting")
     from dipy.core.gradients import gradient_table
     from dipy.reconst.dti import TensorModel
 

@@ -175,6 +175,9 @@ def em_classes(volume: np.ndarray, mask: np.ndarray | None = None, config: EMCon
     nll[~mask, k] = 0.0
     seg = np.argmin(nll, axis=-1).astype(np.int16)
     if config.mrf_beta > 0:
+        from ..optional import require
+
+        require("dipy", "the EM localiser's MRF step (em-unet3d)")
         from dipy.segment.mrf import IteratedConditionalModes
 
         icm = IteratedConditionalModes()

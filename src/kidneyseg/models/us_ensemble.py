@@ -49,7 +49,9 @@ def build_member(name: str, classes: int = 1, encoder_weights: str | Path | None
     Raises:
         InputError: unknown member, unreadable weights file, or weights that do not fit.
     """
-    import segmentation_models_pytorch as smp
+    from ..optional import require
+
+    smp = require("segmentation_models_pytorch", "pipeline us-ensemble")
 
     if name not in MEMBERS:
         raise InputError(f"member: unknown {name!r} (available: {', '.join(MEMBERS)})")
