@@ -2,6 +2,8 @@
 
 __version__ = "0.1.0"
 
-from .api import Segmenter, dti_maps, evaluate, plan_dataset, segment, segment_files, train, train_model  # noqa: E402
+from .api import Segmenter, dti_maps, evaluate, plan_dataset, run_segment, segment, segment_files, train, train_model  # noqa: E402
+from .runner import SegmentRequest  # noqa: E402
 
-__all__ = ["Segmenter", "__version__", "dti_maps", "evaluate", "plan_dataset", "segment", "segment_files", "train", "train_model"]
+__all__ = ["SegmentRequest", "Segmenter", "__version__", "dti_maps", "evaluate", "plan_dataset", "run_segment", "segment",
+           "segment_files", "train", "train_model"]

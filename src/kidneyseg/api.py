@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -23,7 +24,7 @@ from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, read_image
 from .io.writers import signals_deferred
 from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, check_segment_options, configure_pipeline, get_pipeline
-from .runner import OUTPUT_TYPES, CaseOptions, SegmentSummary, StopRun, case_outputs, process_case
+from .runner import CaseOptions, SegmentRequest, SegmentSummary, StopRun, case_outputs, process_case
 
 if TYPE_CHECKING:
     from .pipelines.us_ensemble import USResult
@@ -239,7 +240,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   series: str | None = None, manifest: str | Path | None = None,
                   resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
                   workers: int = 2, tta: bool = True, allow_ct: bool = False) -> SegmentSummary:
-    """Segment files and folders into ``out_dir``.
+    """Segment files and folders into ``out_dir``: ``run_segment(SegmentRequest(...))`` with
+    these arguments (:class:`kidneyseg.runner.SegmentRequest` documents each).
 
     Writes per case ``<case>_seg.nii.gz`` (input grid), ``<case>_labels.json`` (label map)
     and ``<case>_overlay.png``, and for all finished cases ``volumes.csv`` and
@@ -281,104 +283,96 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
             ``secondary`` with several inputs or a pipeline that takes none, or an
             unreadable secondary image.
     """
-    if threads > 0:
+    request = SegmentRequest(
+        out_dir=Path(out_dir), inputs=tuple(inputs or ()), manifest=manifest, pipeline=pipeline or DEFAULT_PIPELINE,
+        model=model, device=device, overwrite=overwrite, overlay=overlay, keep_largest=keep_largest,
+        progress=progress, threads=threads, secondary=secondary, pixel_spacing_mm=pixel_spacing_mm,
+        output_type=output_type, series=series, resume=resume, report=report, engine=engine, address=address,
+        workers=workers, tta=tta, allow_ct=allow_ct)
+    return run_segment(request)
+
+
+def run_segment(request: SegmentRequest) -> SegmentSummary:
+    """Run one :class:`kidneyseg.runner.SegmentRequest` (what :func:`segment_files` and
+    ``kidneyseg segment`` do; see :func:`segment_files` for the outputs).
+
+    Raises:
+        InputError: as :func:`segment_files`.
+    """
+    if request.threads > 0:
         import torch
 
-        torch.set_num_threads(threads)
-    name = pipeline or DEFAULT_PIPELINE
-    if engine not in ("local", "ray"):
-        raise InputError(f"--engine: expected local or ray, got {engine!r}")
-    if output_type not in OUTPUT_TYPES:
-        raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {output_type!r}")
-    check_segment_options(name, tta=tta, keep_largest=keep_largest, secondary=secondary is not None, allow_ct=allow_ct,
-                          report=report, resume=resume, engine=engine, series=series, output_type=output_type,
-                          manifest=manifest is not None, pixel_spacing=pixel_spacing_mm is not None)
-    modality = PIPELINES[name].modality
+        torch.set_num_threads(request.threads)
+    request.check()
+    modality = PIPELINES[request.pipeline].modality
     case_names = None
-    if manifest is not None:
+    if request.manifest is not None:
         from .batch import read_manifest
 
-        if inputs:
+        if request.inputs:
             raise InputError("--manifest: give either input paths or a manifest, not both")
-        items = read_manifest(manifest)
+        items = read_manifest(request.manifest)
         case_names = [c for c, _ in items]
         files = [f for _, f in items]
-        resume = True
+        request = dataclasses.replace(request, resume=True)
     else:
-        if not inputs:
+        if not request.inputs:
             raise InputError("segment: no input paths (give files, folders, or --manifest)")
-        files = _drop_own_outputs(expand_inputs(list(inputs), modality), Path(out_dir))
-    if modality == "US":
-        from .runner import segment_us_files
-
-        out = Path(out_dir)
-        created = not out.exists()
-        _check_output_dir(out)
-        try:
-            with output_lock(out):
-                return segment_us_files(files, out, model, device, overwrite, overlay, keep_largest, pixel_spacing_mm)
-        finally:
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
+        files = _drop_own_outputs(expand_inputs(list(request.inputs), modality), request.out_dir)
     sec_image = None
-    if secondary is not None:
+    if request.secondary is not None:
         if len(files) != 1:
             raise InputError(f"--secondary: expected exactly one input image, got {len(files)}")
-        sec_image = check_volume(read_image(secondary, dtype=np.float32), "secondary image")
-    out = Path(out_dir)
+        sec_image = check_volume(read_image(request.secondary, dtype=np.float32), "secondary image")
+    out = request.out_dir
     created = not out.exists()
     _check_output_dir(out)
     try:
         with output_lock(out):
-            return _segment_into(files, out, pipeline, model, device, overwrite, overlay, keep_largest, progress,
-                                 sec_image, output_type, series, case_names, resume, report, engine, address, workers,
-                                 tta, allow_ct)
+            if modality == "US":
+                from .runner import segment_us_files
+
+                return segment_us_files(files, request)
+            return _segment_into(files, case_names, sec_image, request)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
             out.rmdir()  # nothing was written: leave no trace
 
 
-def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, device: str, overwrite: bool,
-                  overlay: bool, keep_largest: bool, progress: bool, secondary: Image | None = None,
-                  output_type: str = "nifti", series: str | None = None,
-                  cases: list[str] | None = None, resume: bool = False, report: bool = False,
-                  engine: str = "local", address: str | None = None, workers: int = 2,
-                  tta: bool = True, allow_ct: bool = False) -> SegmentSummary:
-    """Segment ``files`` (named ``cases``, default their file names) into ``out``.
+def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image | None,
+                  request: SegmentRequest) -> SegmentSummary:
+    """Segment ``files`` (named ``cases``, default their file names) into ``request.out_dir``.
 
-    With ``resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is kept:
-    cases finished by an earlier run with unchanged outputs are skipped, outputs of other
-    cases are replaced, and the status and volume tables are rewritten after every case.
-    ``engine="ray"`` runs the cases on a Ray cluster (:mod:`kidneyseg.engines`).
+    With ``request.resume`` (cohort batches), the status table of :mod:`kidneyseg.batch` is
+    kept: cases finished by an earlier run with unchanged outputs are skipped, outputs of
+    other cases are replaced, and the status and volume tables are rewritten after every case.
+    ``request.engine == "ray"`` runs the cases on a Ray cluster (:mod:`kidneyseg.engines`).
     """
     import time
 
     from .batch import BatchStatus
     from .report import write_volume_tables
 
+    out, name, resume, overwrite, report = (request.out_dir, request.pipeline, request.resume, request.overwrite,
+                                            request.report)
     names = cases if cases is not None else [case_name(f) for f in files]
     if not overwrite and not resume:
         targets = [out / "volumes.csv", out / "volumes.json"]
         for c in names:
-            targets += list(case_outputs(out, c, overlay, output_type).values())
+            targets += list(case_outputs(out, c, request.overlay, request.output_type).values())
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
-    name = pipeline or DEFAULT_PIPELINE
-    if name not in PIPELINES:
-        raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
     status = BatchStatus.load(out) if resume else None
     if report and not overwrite and not resume and (out / "report.html").exists():
         raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
     from .provenance import run_record
 
-    run = run_record(name, PIPELINES[name].model_folder(None if model is None else str(model)),
-                     {"tta": tta, "keep_largest": keep_largest, "allow_ct": allow_ct, "device": device,
-                      "output_type": output_type, "secondary": secondary is not None})
+    run = run_record(name, PIPELINES[name].model_folder(request.model), request.inference_options())
     if status is not None:  # a resumed case counts as done only under the same settings
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}
-    opts = CaseOptions(out, overlay, output_type, series, report, run)
+    opts = CaseOptions(out, request.overlay, request.output_type, request.series, report, run)
     pictures: dict[str, str] = {}
     summary = SegmentSummary()
     todo = []
@@ -407,22 +401,21 @@ def _segment_into(files: list[Path], out: Path, pipeline: str | None, model, dev
                 raise InputError(f"{out}: cannot write status.csv/status.json after {case} "
                                  f"({exc.strerror or exc}); finished cases keep their outputs") from None
 
-    if engine == "ray":
+    if request.engine == "ray":
         from .engines import run_on_ray
 
-        run_on_ray(todo, opts, name, model, device, keep_largest, secondary, record, address, workers, progress, tta,
-                   allow_ct)
+        run_on_ray(todo, opts, request, secondary, record)
     else:
         pipe = None
 
         def loader():
             nonlocal pipe
             if pipe is None:  # loaded at the first readable image, so bad input fails fast
-                pipe = configure_pipeline(get_pipeline(name, model=None if model is None else str(model),
-                                                       device=device), keep_largest, tta, allow_ct)
+                pipe = request.load_pipeline()
             return pipe
 
-        for f, case in tqdm(todo, desc="segment", disable=True if not progress or len(todo) < 2 else None, unit="case"):
+        bar_off = True if not request.progress or len(todo) < 2 else None
+        for f, case in tqdm(todo, desc="segment", disable=bar_off, unit="case"):
             t0 = time.perf_counter()
             try:
                 outcome = process_case(loader, f, case, opts, secondary)

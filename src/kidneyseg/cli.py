@@ -197,16 +197,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _cmd_segment(args) -> int:
-    from .api import segment_files
+    from .api import run_segment
+    from .pipelines import DEFAULT_PIPELINE
+    from .runner import SegmentRequest
 
-    summary = segment_files(
-        args.inputs, args.output, pipeline=args.pipeline, model=args.model, device=args.device,
-        overwrite=args.overwrite, overlay=not args.no_overlay, keep_largest=not args.keep_all_components,
-        progress=not args.quiet, threads=args.threads, secondary=args.secondary,
-        pixel_spacing_mm=args.pixel_spacing_mm, output_type=args.output_type, series=args.series,
-        manifest=args.manifest, resume=args.resume, report=args.report, engine=args.engine, address=args.address,
-        workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
-    )
+    summary = run_segment(SegmentRequest(
+        out_dir=args.output, inputs=tuple(args.inputs or ()), manifest=args.manifest,
+        pipeline=args.pipeline or DEFAULT_PIPELINE, model=args.model, device=args.device, overwrite=args.overwrite,
+        overlay=not args.no_overlay, keep_largest=not args.keep_all_components, progress=not args.quiet,
+        threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,
+        output_type=args.output_type, series=args.series, resume=args.resume, report=args.report,
+        engine=args.engine, address=args.address, workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
+    ))
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:
             area = (f"{row['kidney_area_mm2']:.0f} mm^2" if row["kidney_area_mm2"] is not None

@@ -25,13 +25,12 @@ MAX_RETRIES = 2
 class _Worker:
     """A Ray actor: one model load, then one case per :meth:`run` call."""
 
-    def __init__(self, pipeline: str, model, device: str, keep_largest: bool, opts, secondary, threads: int,
-                 tta: bool = True, allow_ct: bool = False) -> None:
+    def __init__(self, request, opts, secondary, threads: int) -> None:
         import torch
 
         if threads:
             torch.set_num_threads(threads)
-        self.args = (pipeline, model, device, keep_largest, tta, allow_ct)
+        self.request = request
         self.opts = opts
         self.secondary = secondary
         self.pipe = None
@@ -41,15 +40,12 @@ class _Worker:
 
     def run(self, f: str, case: str):
         from .runner import StopRun, process_case
-        from .pipelines import configure_pipeline, get_pipeline
 
         t0 = time.perf_counter()
 
         def loader():
             if self.pipe is None:
-                pipeline, model, device, keep_largest, tta, allow_ct = self.args
-                self.pipe = configure_pipeline(get_pipeline(pipeline, model=None if model is None else str(model),
-                                                            device=device), keep_largest, tta, allow_ct)
+                self.pipe = self.request.load_pipeline()
             return self.pipe
 
         try:
@@ -61,16 +57,15 @@ class _Worker:
         return ("done", (row, [str(p) for p in paths], picture, digest), time.perf_counter() - t0)
 
 
-def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, device: str, keep_largest: bool,
-               secondary, record: Callable, address: str | None, workers: int, progress: bool,
-               tta: bool = True, allow_ct: bool = False) -> None:
-    """Segment ``todo`` (``(path, case)`` pairs) on Ray; ``record(path, case, outcome,
+def run_on_ray(todo: Sequence[tuple[Path, str]], opts, request, secondary, record: Callable) -> None:
+    """Segment ``todo`` (``(path, case)`` pairs) on Ray for ``request`` (a
+    :class:`kidneyseg.runner.SegmentRequest`: pipeline, model, device and options, the
+    cluster ``address``, ``workers`` and ``progress``); ``record(path, case, outcome,
     seconds)`` is called in the driver for every case as it finishes.
 
-    Args:
-        address: a Ray cluster address (``ray://host:10001`` or ``auto``); ``None`` starts a
-            local instance with ``workers`` CPUs.
-        workers: number of actors (each loads the model once).
+    ``request.address`` is a Ray cluster address (``ray://host:10001`` or ``auto``); ``None``
+    starts a local instance with ``request.workers`` CPUs. Each of the ``request.workers``
+    actors loads the model once.
 
     Raises:
         InputError: Ray is not installed, or the cluster cannot be reached, or the model
@@ -80,6 +75,8 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
 
     ray = require("ray", "--engine ray")
     from ray.exceptions import RayActorError, RayTaskError
+
+    address, workers = request.address, request.workers
     if workers < 1:
         raise InputError(f"--workers: expected >= 1, got {workers}")
     started = False
@@ -94,14 +91,14 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
         gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         threads = 0 if gpus else 1
         actor_cls = ray.remote(num_cpus=1, num_gpus=gpus, max_restarts=MAX_RETRIES, max_task_retries=MAX_RETRIES)(_Worker)
-        actors = [actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta, allow_ct)
+        actors = [actor_cls.remote(request, opts, secondary, threads)
                   for _ in range(workers)]
         queue = list(todo)
         pending: dict = {}  # object ref -> (actor, path, case, t0)
         idle = list(actors)
         from tqdm import tqdm
 
-        bar = tqdm(total=len(queue), desc="segment (ray)", unit="case", disable=not progress or len(queue) < 2)
+        bar = tqdm(total=len(queue), desc="segment (ray)", unit="case", disable=not request.progress or len(queue) < 2)
         while queue or pending:
             while queue and idle:
                 actor = idle.pop()
@@ -115,7 +112,7 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, pipeline: str, model, dev
             except (RayActorError, RayTaskError) as exc:
                 kind, payload, seconds = "failed", f"worker lost while segmenting {case} ({exc.__class__.__name__})", \
                     time.perf_counter() - t0
-                actor = actor_cls.remote(pipeline, model, device, keep_largest, opts, secondary, threads, tta, allow_ct)
+                actor = actor_cls.remote(request, opts, secondary, threads)
             if kind == "stop":
                 raise InputError(payload)
             outcome = InputError(payload) if kind == "failed" else (payload[0], [Path(p) for p in payload[1]], payload[2],

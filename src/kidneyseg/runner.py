@@ -17,6 +17,7 @@ import numpy as np
 
 from .errors import InputError
 from .io import AtomicOutputs, Image, check_volume, mask_to_nifti, read_image
+from .pipelines import DEFAULT_PIPELINE
 
 if TYPE_CHECKING:  # the ultrasound pipeline imports torch: only its frame loop loads it, not `import kidneyseg`
     from .pipelines.us_ensemble import USResult
@@ -54,18 +55,172 @@ class SegmentSummary:
 OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
 
 
+@dataclass
+class CaseWrite:
+    """What a case writer gets: the case name, the image as read (its grid is the output's),
+    the pipeline's result, the input path (``source``: a DICOM folder, possibly extracted from
+    ``original``), the DICOM series UID read, the pipeline's name and the provenance record."""
+
+    case: str
+    image: Image
+    result: object
+    source: Path
+    original: Path
+    series_uid: str | None
+    pipeline: str
+    record: dict
+
+
+def _write_nifti(w: CaseWrite, path: Path) -> None:
+    mask_to_nifti(w.result.mask.array, w.image).to_filename(str(path))
+
+
+def _write_dicom_seg(w: CaseWrite, path: Path) -> None:
+    from . import __version__
+    from .io.dicom_seg import write_dicom_seg
+
+    write_dicom_seg(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
+                    algorithm_name=f"kidneyseg {w.pipeline}", algorithm_version=__version__)
+
+
+def _write_labels(w: CaseWrite, path: Path) -> None:
+    path.write_text(json.dumps({str(k): v for k, v in w.result.label_map.items()}, indent=2) + "\n")
+
+
+def _write_run(w: CaseWrite, path: Path) -> None:
+    path.write_text(json.dumps(w.record, indent=2) + "\n")
+
+
+def _write_overlay(w: CaseWrite, path: Path) -> None:
+    from .report import overlay_montage
+
+    overlay_montage(w.image, w.result.mask, w.result.label_map, path,
+                    title=f"{w.case}: " + volume_caption(w.result.volumes_ml) + qc_caption(w.result.qc))
+
+
+CASE_WRITERS: dict[str, tuple[str, object]] = {
+    "labels": ("{case}_labels.json", _write_labels),
+    "run": ("{case}_run.json", _write_run),
+    "seg": ("{case}_seg.nii.gz", _write_nifti),
+    "dicom_seg": ("{case}_seg.dcm", _write_dicom_seg),
+    "overlay": ("{case}_overlay.png", _write_overlay),
+}
+"""The writers of one 3D case: output kind -> (file name pattern, ``writer(CaseWrite, path)``).
+:func:`case_outputs` picks the kinds a run asks for; :func:`process_case` stages every file and
+renames them together."""
+
+
 def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
-    """Output paths of one case: ``<case>_seg.nii.gz`` and/or ``<case>_seg.dcm`` (DICOM
-    SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance: :mod:`kidneyseg.provenance`)
-    and ``<case>_overlay.png``."""
-    paths = {"labels": out_dir / f"{case}_labels.json", "run": out_dir / f"{case}_run.json"}
+    """Output paths of one case, by kind of :data:`CASE_WRITERS`: ``<case>_seg.nii.gz`` and/or
+    ``<case>_seg.dcm`` (DICOM SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
+    :mod:`kidneyseg.provenance`) and ``<case>_overlay.png``."""
+    kinds = ["labels", "run"]
     if output_type in ("nifti", "both"):
-        paths["seg"] = out_dir / f"{case}_seg.nii.gz"
+        kinds.append("seg")
     if output_type in ("dicom-seg", "both"):
-        paths["dicom_seg"] = out_dir / f"{case}_seg.dcm"
+        kinds.append("dicom_seg")
     if overlay:
-        paths["overlay"] = out_dir / f"{case}_overlay.png"
-    return paths
+        kinds.append("overlay")
+    return {k: out_dir / CASE_WRITERS[k][0].format(case=case) for k in kinds}
+
+
+@dataclass(frozen=True)
+class SegmentRequest:
+    """Everything one ``kidneyseg segment`` run is asked to do: the command line's options and
+    the keyword arguments of :func:`kidneyseg.api.segment_files`, in one value that the local
+    batch, the Ray workers and the ultrasound frame loop all read.
+
+    Attributes:
+        out_dir: output folder.
+        inputs: files and folders (NIfTI, DICOM series folders or zips, PAR/REC, 2D frames).
+        manifest: a cohort CSV (``path``, optional ``case``) instead of ``inputs``.
+        pipeline: registered pipeline name (:data:`kidneyseg.pipelines.PIPELINES`).
+        model: model folder; ``None`` = the pipeline's shipped model.
+        device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` (see
+            :func:`kidneyseg.inference.resolve_device`).
+        overwrite: replace existing outputs.
+        overlay: write ``<case>_overlay.png``.
+        keep_largest: keep the largest component per kidney (``--keep-all-components`` = False).
+        progress: progress bar for cohorts on a terminal.
+        threads: torch intra-op threads (0 = torch's default).
+        secondary: second sequence of the same exam (``unsupervised-cluster``, ``em-unet3d``).
+        pixel_spacing_mm: 2D frames without a spacing of their own (``us-ensemble``).
+        output_type: one of :data:`OUTPUT_TYPES`.
+        series: DICOM series choice (UID, ``"largest"``, ``"description:TEXT"``).
+        resume: keep ``status.csv`` and skip cases already done under the same settings.
+        report: write ``report.html``.
+        engine: ``"local"`` or ``"ray"``; ``address`` and ``workers`` for Ray.
+        tta: the model's test-time augmentation (``--no-tta`` = False).
+        allow_ct: let CT-looking input through an MR pipeline.
+    """
+
+    out_dir: Path
+    inputs: tuple = ()
+    manifest: Path | None = None
+    pipeline: str = DEFAULT_PIPELINE
+    model: str | None = None
+    device: str = "auto"
+    overwrite: bool = False
+    overlay: bool = True
+    keep_largest: bool = True
+    progress: bool = True
+    threads: int = 0
+    secondary: Path | None = None
+    pixel_spacing_mm: float | None = None
+    output_type: str = "nifti"
+    series: str | None = None
+    resume: bool = False
+    report: bool = False
+    engine: str = "local"
+    address: str | None = None
+    workers: int = 2
+    tta: bool = True
+    allow_ct: bool = False
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "out_dir", Path(self.out_dir))
+        object.__setattr__(self, "inputs", tuple(self.inputs or ()))
+        for name in ("manifest", "secondary"):
+            if getattr(self, name) is not None:
+                object.__setattr__(self, name, Path(getattr(self, name)))
+        if self.model is not None:
+            object.__setattr__(self, "model", str(self.model))
+
+    def check(self) -> None:
+        """Refuse a value no run can use, or an option this pipeline would not act on, before
+        anything is read or loaded.
+
+        Raises:
+            InputError: one line naming the option (exit 2).
+        """
+        from .pipelines import check_segment_options
+
+        if self.engine not in ("local", "ray"):
+            raise InputError(f"--engine: expected local or ray, got {self.engine!r}")
+        if self.output_type not in OUTPUT_TYPES:
+            raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {self.output_type!r}")
+        check_segment_options(self.pipeline, tta=self.tta, keep_largest=self.keep_largest,
+                              secondary=self.secondary is not None, allow_ct=self.allow_ct, report=self.report,
+                              resume=self.resume, engine=self.engine, series=self.series,
+                              output_type=self.output_type, manifest=self.manifest is not None,
+                              pixel_spacing=self.pixel_spacing_mm is not None)
+
+    def load_pipeline(self):
+        """The pipeline with this request's model, device and options applied.
+
+        Raises:
+            InputError: unknown pipeline or unusable model folder.
+        """
+        from .pipelines import configure_pipeline, get_pipeline
+
+        return configure_pipeline(get_pipeline(self.pipeline, model=self.model, device=self.device),
+                                  self.keep_largest, self.tta, self.allow_ct)
+
+    def inference_options(self) -> dict:
+        """The options recorded in the provenance (``<case>_run.json``) and, without
+        ``device``, the settings a resumed case must share to count as done."""
+        return {"tta": self.tta, "keep_largest": self.keep_largest, "allow_ct": self.allow_ct, "device": self.device,
+                "output_type": self.output_type, "secondary": self.secondary is not None}
 
 
 @dataclass(frozen=True)
@@ -105,8 +260,6 @@ def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondar
 
 
 def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: CaseOptions, secondary: Image | None):
-    from .report import overlay_montage
-
     out = opts.out
     if opts.output_type != "nifti" and not f.is_dir():
         raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
@@ -130,29 +283,16 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
     result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
     result.case = case
     paths = case_outputs(out, case, opts.overlay, opts.output_type)
+    from .provenance import case_record, run_record
+
+    name = getattr(pipe, "name", "pipeline")
+    run = opts.run if opts.run is not None else run_record(name, None, {})
     try:
+        record = case_record(run, case, original, [p.name for p in paths.values()])  # hashes the input
+        job = CaseWrite(case, image, result, f, original, uid, name, record)
         with AtomicOutputs(overwrite=True) as outs:
-            if "seg" in paths:
-                mask_to_nifti(result.mask.array, image).to_filename(str(outs.stage(paths["seg"])))
-            if "dicom_seg" in paths:
-                from .io.dicom_seg import write_dicom_seg
-
-                from . import __version__
-
-                write_dicom_seg(result.mask, result.label_map, f, outs.stage(paths["dicom_seg"]), series_uid=uid,
-                                algorithm_name=f"kidneyseg {getattr(pipe, 'name', 'pipeline')}",
-                                algorithm_version=__version__)
-            outs.stage(paths["labels"]).write_text(
-                json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
-            from .provenance import case_record, run_record
-
-            run = opts.run if opts.run is not None else run_record(getattr(pipe, "name", "pipeline"), None, {})
-            record = case_record(run, case, original, [p.name for p in paths.values()])
-            digest = record["input"]["sha256"]
-            outs.stage(paths["run"]).write_text(json.dumps(record, indent=2) + "\n")
-            if opts.overlay:
-                overlay_montage(image, result.mask, result.label_map, outs.stage(paths["overlay"]),
-                                title=f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
+            for kind, path in paths.items():
+                CASE_WRITERS[kind][1](job, outs.stage(path))
     except OSError as exc:
         raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
     picture = None
@@ -161,7 +301,7 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
 
         picture = three_planes(image, result.mask, result.label_map,
                                f"{case}: " + volume_caption(result.volumes_ml) + qc_caption(result.qc))
-    return result.row(), list(paths.values()), picture, digest
+    return result.row(), list(paths.values()), picture, record["input"]["sha256"]
 
 
 def write_us_outputs(result: USResult, frame: USFrame, out_dir: Path, overlay: bool = True) -> dict[str, Path]:
@@ -200,11 +340,10 @@ def overlay_png(image: np.ndarray, result: USResult, path: Path) -> None:
     plt.close(fig)
 
 
-def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overwrite: bool, overlay: bool,
-                     keep_largest: bool, pixel_spacing_mm: float | None = None):
-    """Segment 2D frames into ``out``: per case the mask PNG, label map and overlay, and for
-    all finished cases ``areas.csv`` and ``areas.json``. A failing case is reported and the
-    others go on.
+def segment_us_files(files: Sequence[Path], request: SegmentRequest):
+    """Segment 2D frames into ``request.out_dir``: per case the mask PNG, label map and
+    overlay, and for all finished cases ``areas.csv`` and ``areas.json``. A failing case is
+    reported and the others go on.
 
     Returns:
         :class:`SegmentSummary`.
@@ -213,7 +352,8 @@ def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overw
     from .preprocess.ultrasound import read_us_frame
     from .report import write_volume_tables
 
-    if not overwrite:
+    out, overlay = request.out_dir, request.overlay
+    if not request.overwrite:
         targets = [out / "areas.csv", out / "areas.json"]
         for f in files:
             c = case_name(f)
@@ -221,15 +361,12 @@ def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overw
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
-    from .pipelines.us_ensemble import USEnsemblePipeline
-
-    pipe = USEnsemblePipeline.load(model, device)  # a bad model folder stops the run
-    pipe.keep_largest = keep_largest
+    pipe = request.load_pipeline()  # a bad model folder stops the run
     summary = SegmentSummary()
     for f in files:
         case = case_name(f)
         try:
-            frame = read_us_frame(f, pixel_spacing_mm)
+            frame = read_us_frame(f, request.pixel_spacing_mm)
             result = pipe.segment(frame, case)
             try:
                 write_us_outputs(result, frame, out, overlay)
@@ -243,5 +380,5 @@ def segment_us_files(files: Sequence[Path], out: Path, model, device: str, overw
     return summary
 
 
-__all__ = ["OUTPUT_TYPES", "CaseOptions", "SegmentSummary", "StopRun", "case_outputs", "overlay_png", "process_case",
+__all__ = ["CASE_WRITERS", "OUTPUT_TYPES", "CaseOptions", "CaseWrite", "SegmentRequest", "SegmentSummary", "StopRun", "case_outputs", "overlay_png", "process_case",
            "qc_caption", "segment_us_files", "volume_caption", "write_us_outputs"]
