@@ -167,7 +167,7 @@ def test_unknown_pipeline_and_bad_model_folder(tmp_path):
     proc = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o"), "--pipeline", "nope", "--quiet")
     assert proc.returncode == 2 and "unknown pipeline 'nope'" in proc.stderr
     proc = run("segment", str(EXAMPLE), "-o", str(tmp_path / "o2"), "--model", str(tmp_path), "--quiet")
-    assert proc.returncode == 2 and "not a kidneyseg model folder" in proc.stderr
+    assert proc.returncode == 2 and "not a kidneyseg model folder for mr-t2-unet (missing config.json" in proc.stderr
     assert not list((tmp_path / "o2").glob("*"))
 
 

@@ -302,7 +302,7 @@ def test_em_unet3d_model_folder_errors(tmp_path):
 
     with pytest.raises(InputError, match="no model is shipped"):
         EMUNetPipeline.load(None)
-    with pytest.raises(InputError, match="not an em-unet3d model folder"):
+    with pytest.raises(InputError, match="not a kidneyseg model folder for em-unet3d"):
         EMUNetPipeline.load(tmp_path)
     with pytest.raises(InputError, match="not em-unet3d"):
         EMUNetPipeline.load(default_model_dir())

@@ -12,10 +12,17 @@ MR_KIDNEYS: dict[int, str] = {1: "kidney_right", 2: "kidney_left"}
 KITS: dict[int, str] = {1: "kidney", 2: "tumor", 3: "cyst"}
 """KiTS19/21/23 label map for contrast CT."""
 
+KIDNEY_TUMOUR: dict[int, str] = {1: "kidney", 2: "tumor"}
+"""Label map of the CT cascade (``c2f-cascade``, seed 004): kidney and tumour, no cyst class."""
+
+US_KIDNEY: dict[int, str] = {1: "kidney"}
+"""Label map of 2D ultrasound masks (``us-ensemble``): the kidney capsule's inside."""
+
 CHAOS_MR: dict[int, str] = {1: "liver", 2: "kidney_right", 3: "kidney_left", 4: "spleen"}
 """Label values of the CHAOS MR ground truth (as stored in ``../shared/data/chaos_t2``)."""
 
-REGISTRY: dict[str, dict[int, str]] = {"mr_kidneys": MR_KIDNEYS, "kits": KITS, "chaos_mr": CHAOS_MR}
+REGISTRY: dict[str, dict[int, str]] = {"mr_kidneys": MR_KIDNEYS, "kits": KITS, "kidney_tumour": KIDNEY_TUMOUR,
+                                       "us_kidney": US_KIDNEY, "chaos_mr": CHAOS_MR}
 
 
 def remap(label_map_from: dict[int, str], label_map_to: dict[int, str]) -> dict[int, int]:

@@ -142,7 +142,7 @@ def resolve_device(device: str = "auto") -> torch.device:
     return torch.device("cuda", index)
 
 
-def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelBundle:
+def load_model(folder: str | Path | None = None, device: str = "auto", pipeline: str = "mr-t2-unet") -> ModelBundle:
     """Load a trained model folder (default: the shipped MRI model).
 
     Args:
@@ -150,36 +150,25 @@ def load_model(folder: str | Path | None = None, device: str = "auto") -> ModelB
             With an ``ensemble.json`` the network is a :class:`SoftmaxEnsemble` of its
             members' weight files.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
+        pipeline: the pipeline reading it (for the messages).
 
     Raises:
         InputError: missing folder or files, weights that do not fit the config, or an
             invalid ``inference.json`` or ``ensemble.json``.
     """
-    folder = Path(folder) if folder is not None else default_model_dir()
-    for name in (CONFIG, WEIGHTS):
-        if not (folder / name).is_file():
-            raise InputError(f"{folder}: not a kidneyseg model folder (missing {name})")
-    try:
-        config = TrainConfig.from_dict(json.loads((folder / CONFIG).read_text()))
-    except (ValueError, TypeError, KeyError) as exc:
-        raise InputError(f"{folder / CONFIG}: invalid model config ({exc})") from None
+    from .folder import ModelFolder
+
+    opened = ModelFolder.open(folder if folder is not None else default_model_dir(), pipeline, weights=(),
+                              accepts=("mr-t2-unet", "mr-multiprotocol-unet"))
+    folder = opened.path
+    config = opened.config(TrainConfig.from_dict)
     dev = resolve_device(device)
-    nets = [_load_weights(build_network(config), folder / m["weights"]) for m in read_ensemble(folder)]
+    nets = [opened.load_weights(build_network(config), m["weights"]) for m in read_ensemble(folder)]
     network = nets[0] if len(nets) == 1 else SoftmaxEnsemble(nets)
     network.to(dev).eval()
     if dev.type == "cpu" and config.spatial_dims == 2:
         network = network.to(memory_format=torch.channels_last)
     return ModelBundle(network, config, folder, dev, read_inference_config(folder))
-
-
-def _load_weights(network: torch.nn.Module, path: Path) -> torch.nn.Module:
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        network.load_state_dict(state)
-    except Exception as exc:
-        first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-        raise InputError(f"{path}: weights do not fit config.json ({exc.__class__.__name__}: {first})") from None
-    return network
 
 
 def read_ensemble(folder: str | Path) -> list[dict]:
@@ -231,10 +220,11 @@ def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
     if len(srcs) < 2:
         raise InputError(f"ensemble: expected two or more model folders, got {len(srcs)}")
     configs = []
+    from .folder import ModelFolder
+
     for src in srcs:
-        if not (src / CONFIG).is_file() or not (src / WEIGHTS).is_file():
-            raise InputError(f"{src}: not a kidneyseg model folder (missing {CONFIG} or {WEIGHTS})")
-        configs.append(TrainConfig.from_dict(json.loads((src / CONFIG).read_text())))
+        opened = ModelFolder.open(src, "mr-t2-unet", weights=(WEIGHTS,), accepts=("mr-t2-unet", "mr-multiprotocol-unet"))
+        configs.append(opened.config(TrainConfig.from_dict))
     free = ("seed", "split_seed", "num_threads", "device", "dataset")  # may differ between members
     first = {k: v for k, v in configs[0].to_dict().items() if k not in free}
     for src, cfg in zip(srcs[1:], configs[1:]):

@@ -1,19 +1,27 @@
-"""Named pipelines. An explicit registry: name -> (description, factory)."""
+"""Named pipelines. An explicit registry: name -> :class:`PipelineSpec` (capabilities and the
+implementing class, which fulfils :class:`kidneyseg.pipelines.base.Pipeline`)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Callable
 
+from ..labels import KIDNEY_TUMOUR, KITS, MR_KIDNEYS, US_KIDNEY
 from .result import Result
 
 
 @dataclass(frozen=True)
-class PipelineInfo:
-    """A registered pipeline: its name, modality, what it does, how to build it, and which
-    ``segment`` options it honours (any other is refused by :func:`check_segment_options`).
+class PipelineSpec:
+    """A registered pipeline's declared capabilities: its name, modality, what it does, the
+    class that implements it, and which ``segment`` options it honours (any other is refused
+    by :func:`check_segment_options`). ``tests/test_pipeline_contract.py`` checks every class
+    against its spec (:mod:`kidneyseg.pipelines.base`).
 
     Attributes:
+        implementation: ``"module:Class"`` of the pipeline class (imported only when used).
+        labels: label value -> structure name of its masks (from :mod:`kidneyseg.labels`).
+        spatial_dims: 3 for volumes, 2 for ultrasound frames.
+        trainable: ``kidneyseg train --pipeline NAME`` makes a model folder for it.
         tta: has test-time augmentation that ``--no-tta`` turns off.
         keep_largest: its post-processing keeps the largest components, which
             ``--keep-all-components`` turns off.
@@ -24,18 +32,42 @@ class PipelineInfo:
             ultrasound frames: PNG masks, none of these).
         shipped_model: folder name under ``assets/models`` of the model used without
             ``--model`` (``None``: nothing shipped).
+        factory: ``factory(model=..., device=...)`` when loading needs more than
+            ``Class.load(model_folder, device)``.
     """
 
     name: str
     modality: str
     description: str
-    factory: Callable[..., object]
+    implementation: str
+    labels: dict[int, str]
+    spatial_dims: int = 3
+    trainable: bool = True
     tta: bool = False
     keep_largest: bool = True
     secondary: bool = False
     allow_ct: bool = False
     volumetric: bool = True
     shipped_model: str | None = None
+    factory: Callable[..., object] | None = None
+
+    def pipeline_class(self) -> type:
+        """The implementing class (imports its module)."""
+        import importlib
+
+        module, _, cls = self.implementation.partition(":")
+        return getattr(importlib.import_module(module), cls)
+
+    def load(self, model: str | None = None, device: str = "auto"):
+        """A loaded pipeline (:class:`kidneyseg.pipelines.base.Pipeline`).
+
+        Raises:
+            InputError: no usable model folder.
+        """
+        if self.factory is not None:
+            return self.factory(model=model, device=device)
+        folder = self.model_folder(model)
+        return self.pipeline_class().load(None if folder is None else str(folder), device)
 
     def model_folder(self, model: str | None = None):
         """The model folder a run uses: ``model``, else the shipped one, else ``None``."""
@@ -46,6 +78,10 @@ class PipelineInfo:
         from ..models.store import default_model_dir
 
         return default_model_dir(self.shipped_model)
+
+
+PipelineInfo = PipelineSpec
+"""The earlier name of :class:`PipelineSpec`."""
 
 
 def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
@@ -100,92 +136,58 @@ def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True, allow_
     return pipe
 
 
-def _mr_t2_factory(model: str | None = None, device: str = "auto"):
-    from .mr_t2 import MRKidneyPipeline
-
-    return MRKidneyPipeline.load(model, device)
-
-
 def _mr_multiprotocol_factory(model: str | None = None, device: str = "auto"):
     from .mr_t2 import MRKidneyPipeline
 
-    pipe = MRKidneyPipeline.load(str(PIPELINES["mr-multiprotocol-unet"].model_folder(model)), device)
-    pipe.name = "mr-multiprotocol-unet"
-    return pipe
+    return MRKidneyPipeline.load(str(PIPELINES["mr-multiprotocol-unet"].model_folder(model)), device,
+                                 "mr-multiprotocol-unet")
 
 
-def _unsupervised_factory(model: str | None = None, device: str = "auto"):
-    from .unsupervised import UnsupervisedKidneyPipeline
-
-    return UnsupervisedKidneyPipeline.load(model, device)
-
-
-def _us_ensemble_factory(model: str | None = None, device: str = "auto"):
-    from .us_ensemble import USEnsemblePipeline
-
-    return USEnsemblePipeline.load(model, device)
-
-
-def _em_unet3d_factory(model: str | None = None, device: str = "auto"):
-    from .em_unet3d import EMUNetPipeline
-
-    return EMUNetPipeline.load(model, device)
-
-
-def _kits_unet3d_factory(model: str | None = None, device: str = "auto"):
-    from .kits_unet3d import KitsUNetPipeline
-
-    return KitsUNetPipeline.load(model, device)
-
-
-def _c2f_cascade_factory(model: str | None = None, device: str = "auto"):
-    from .c2f_cascade import C2FCascadePipeline
-
-    return C2FCascadePipeline.load(model, device)
-
-
-PIPELINES: dict[str, PipelineInfo] = {
-    "mr-t2-unet": PipelineInfo(
+PIPELINES: dict[str, PipelineSpec] = {
+    "mr-t2-unet": PipelineSpec(
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
-        _mr_t2_factory, tta=True, allow_ct=True, shipped_model="mr_t2_kidney",
+        "kidneyseg.pipelines.mr_t2:MRKidneyPipeline", MR_KIDNEYS, tta=True, allow_ct=True,
+        shipped_model="mr_t2_kidney",
     ),
-    "mr-multiprotocol-unet": PipelineInfo(
+    "mr-multiprotocol-unet": PipelineSpec(
         "mr-multiprotocol-unet", "MR",
         "2D MONAI U-Net trained on images synthesised from label maps (random contrast, plane and slice "
         "thickness) and applied in the scan's acquisition plane: coronal, T1-weighted, gradient-echo MRI "
         "(shipped model, trained on CHAOS; see its model card for where it was validated)",
-        _mr_multiprotocol_factory, tta=True, allow_ct=True, shipped_model="mr_multiprotocol_kidney",
+        "kidneyseg.pipelines.mr_t2:MRKidneyPipeline", MR_KIDNEYS, tta=True, allow_ct=True,
+        shipped_model="mr_multiprotocol_kidney", factory=_mr_multiprotocol_factory,
     ),
-    "unsupervised-cluster": PipelineInfo(
+    "unsupervised-cluster": PipelineSpec(
         "unsupervised-cluster", "MR",
         "no model: N4, kidney boxes by threshold + morphology, a small 3D CNN clustered per box (seed 001); "
         "optional second sequence (--secondary), registered and fused",
-        _unsupervised_factory, keep_largest=False, secondary=True,
+        "kidneyseg.pipelines.unsupervised:UnsupervisedKidneyPipeline", MR_KIDNEYS, trainable=False,
+        keep_largest=False, secondary=True,
     ),
-    "us-ensemble": PipelineInfo(
+    "us-ensemble": PipelineSpec(
         "us-ensemble", "US",
         "2D B-mode ultrasound: DeepLabV3+ (ResNet-18, ResNet-152) and LinkNet fused by a convolution (seed 003); "
         "PNG/JPEG/DICOM frames; no shipped model, needs --model",
-        _us_ensemble_factory, volumetric=False,
+        "kidneyseg.pipelines.us_ensemble:USEnsemblePipeline", US_KIDNEY, spatial_dims=2, volumetric=False,
     ),
-    "em-unet3d": PipelineInfo(
+    "em-unet3d": PipelineSpec(
         "em-unet3d", "MR",
         "EM localisation (12 classes + MRF, on FA or the image) then a small 3D U-Net on the crop (seed 000); "
         "MD or any 3D MRI; --secondary FA map; no shipped model, needs --model",
-        _em_unet3d_factory, secondary=True,
+        "kidneyseg.pipelines.em_unet3d:EMUNetPipeline", MR_KIDNEYS, secondary=True,
     ),
-    "kits-unet3d": PipelineInfo(
+    "kits-unet3d": PipelineSpec(
         "kits-unet3d", "CT",
         "nnU-Net-style 3D U-Net (MONAI DynUNet from a dataset plan) for kidney, tumour and cyst on contrast CT "
         "(seed 002); sliding window, KiTS regions; no shipped model, needs --model",
-        _kits_unet3d_factory, tta=True,
+        "kidneyseg.pipelines.kits_unet3d:KitsUNetPipeline", KITS, tta=True,
     ),
-    "c2f-cascade": PipelineInfo(
+    "c2f-cascade": PipelineSpec(
         "c2f-cascade", "CT",
         "coarse-to-fine 2D U-Nets for the kidneys (coarse axial, abnormal-count correction on sagittal crops, fine "
         "crops), then a 3D FCN and a two-channel 2D CNN for the tumour (seed 004); no shipped model, needs --model",
-        _c2f_cascade_factory, keep_largest=False,
+        "kidneyseg.pipelines.c2f_cascade:C2FCascadePipeline", KIDNEY_TUMOUR, keep_largest=False,
     ),
 }
 DEFAULT_PIPELINE = "mr-t2-unet"
@@ -201,8 +203,8 @@ def get_pipeline(name: str, model: str | None = None, device: str = "auto"):
 
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
-    return PIPELINES[name].factory(model=model, device=device)
+    return PIPELINES[name].load(model=model, device=device)
 
 
-__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "Result", "check_segment_options", "configure_pipeline",
+__all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "PipelineSpec", "Result", "check_segment_options", "configure_pipeline",
            "get_pipeline"]

@@ -41,7 +41,6 @@ Seed 004 does not state the intensity normalisation, the optimiser, the augmenta
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,7 +50,6 @@ import torch
 from scipy import ndimage
 
 from ..arrays import crop_around, padded_box
-from ..errors import InputError
 from ..inference.sliding_window import sliding_window_logits
 from ..io import Image
 from ..io.orientation import from_canonical
@@ -79,6 +77,8 @@ class C2FCascadePipeline:
     device: torch.device
     folder: Path
     label_map: dict[int, str] = field(default_factory=lambda: dict(LABELS))
+    keep_largest: bool = False  # the cascade's own component logic; --keep-all-components is refused
+    name: str = "c2f-cascade"
 
     @classmethod
     def load(cls, model: str | Path | None, device: str = "auto") -> "C2FCascadePipeline":
@@ -88,30 +88,21 @@ class C2FCascadePipeline:
             InputError: no folder (no CT model is shipped), not a c2f-cascade folder, or a
                 stage's weights are missing.
         """
+        from ..models.folder import ModelFolder
         from ..models.store import resolve_device
 
-        if model is None:
-            raise InputError("--pipeline c2f-cascade: no model is shipped (no CT with masks here to train one); "
-                             "pass --model FOLDER from kidneyseg train --pipeline c2f-cascade")
-        folder = Path(model)
-        cfg_path = folder / "config.json"
-        if not cfg_path.is_file():
-            raise InputError(f"{folder}: not a c2f-cascade model folder (no config.json)")
-        saved = json.loads(cfg_path.read_text())
-        if saved.get("pipeline") != "c2f-cascade":
-            raise InputError(f"{cfg_path}: pipeline {saved.get('pipeline')!r}, not c2f-cascade")
-        config = C2FConfig.from_dict(saved["config"])
+        folder = ModelFolder.open(model, "c2f-cascade", weights=(), none_given=(
+            "--pipeline c2f-cascade: no model is shipped (no CT with masks here to train one); "
+            "pass --model FOLDER from kidneyseg train --pipeline c2f-cascade"))
+        config = folder.config(C2FConfig.from_dict, "config")
         dev = resolve_device(device)
         nets = {}
         for stage in STAGES:
-            path = folder / f"{stage}.pt"
-            if not path.is_file():
-                raise InputError(f"{folder}: {stage}.pt is missing (training unfinished?)")
-            net = build_network(stage, config)
-            net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True)["state"])
+            net = folder.load_weights(build_network(stage, config), f"{stage}.pt", key="state")
             nets[stage] = net.to(dev).eval()
             if stage != "tumour3d":
                 nets[stage] = nets[stage].to(memory_format=torch.channels_last)
+        folder = folder.path
         return cls(nets, config, dev, folder)
 
     # -- the stages, on the working grid ---------------------------------------------------

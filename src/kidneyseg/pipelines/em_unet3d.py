@@ -21,7 +21,6 @@ Steps for one volume (sections II.B-II.E of seed 000):
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from pathlib import Path
@@ -29,11 +28,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import InputError
 from ..io import Image, check_volume
 from ..labels import MR_KIDNEYS
 from ..localize.em import Box
-from ..specs.em_unet import (CONFIG, PIPELINE, SR_WEIGHTS, WEIGHTS, EMUNetConfig, Prepared, build_network, find_box,
+from ..specs.em_unet import (PIPELINE, SR_WEIGHTS, WEIGHTS, EMUNetConfig, Prepared, build_network, find_box,
                              network_input, prepare)
 from .result import Result, volumetric_result
 
@@ -44,6 +42,8 @@ class EMUNetPipeline:
     """Trained ``em-unet3d`` model: build with :meth:`load`, call :meth:`segment` per volume."""
 
     name = PIPELINE
+    keep_largest: bool = True
+    label_map: dict[int, str] = MR_KIDNEYS  # replaced by a copy per instance
 
     def __init__(self, config: EMUNetConfig, network: torch.nn.Module, sr=None, device: str = "auto") -> None:
         from ..models.store import resolve_device
@@ -63,23 +63,16 @@ class EMUNetPipeline:
             InputError: no ``--model`` (nothing is shipped for this pipeline), or a folder
                 without ``model.pt``/``config.json`` or with another pipeline's config.
         """
-        if model is None:
-            raise InputError("--pipeline em-unet3d: no model is shipped for it; pass --model FOLDER "
-                             "(train one with: kidneyseg train --pipeline em-unet3d)")
-        folder = Path(model)
-        if not (folder / WEIGHTS).is_file() or not (folder / CONFIG).is_file():
-            raise InputError(f"{folder}: not an em-unet3d model folder (needs {WEIGHTS} and {CONFIG})")
-        raw = json.loads((folder / CONFIG).read_text(encoding="utf-8"))
-        if raw.get("pipeline") != PIPELINE:
-            raise InputError(f"{folder / CONFIG}: a {raw.get('pipeline', 'mr-t2-unet')!r} model, not em-unet3d")
-        config = EMUNetConfig.from_dict(raw)
-        net = build_network(config)
-        net.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
+        from ..models.folder import ModelFolder
+
+        folder = ModelFolder.open(model, PIPELINE, weights=(WEIGHTS,))
+        config = folder.config(EMUNetConfig.from_dict)
+        net = folder.load_weights(build_network(config), WEIGHTS)
         sr = None
         if config.super_resolution > 1:
             from ..preprocess.super_resolution import ThroughPlaneSR
 
-            sr = ThroughPlaneSR.from_state(torch.load(folder / SR_WEIGHTS, map_location="cpu", weights_only=True))
+            sr = ThroughPlaneSR.from_state(folder.state(SR_WEIGHTS))
         return cls(config, net, sr, device)
 
     @torch.inference_mode()

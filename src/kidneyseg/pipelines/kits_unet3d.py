@@ -25,7 +25,6 @@ region), ``tumor_ml`` and ``cyst_ml`` the lesions, ``kidney_ml`` the kidney pare
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,7 +33,6 @@ import numpy as np
 import torch
 
 from ..arrays import largest_components
-from ..errors import InputError
 from ..inference.sliding_window import sliding_window_logits
 from ..io import Image
 from ..io.orientation import from_canonical
@@ -74,6 +72,7 @@ class KitsUNetPipeline:
     folder: Path
     label_map: dict[int, str] = field(default_factory=lambda: dict(KITS))
     keep_largest: bool = True
+    name: str = "kits-unet3d"
 
     def disable_tta(self) -> None:
         """One sliding-window pass instead of the model's mirror test-time augmentation
@@ -88,26 +87,19 @@ class KitsUNetPipeline:
             InputError: no folder given (no CT model is shipped), or it is not a kits-unet3d
                 model folder.
         """
+        from ..models.folder import ModelFolder
         from ..models.store import resolve_device
         from ..models.unet import build_dynunet
 
-        if model is None:
-            raise InputError("--pipeline kits-unet3d: no model is shipped (no CT with masks here to train one); "
-                             "pass --model FOLDER from kidneyseg train --pipeline kits-unet3d")
-        folder = Path(model)
-        cfg_path, weights = folder / "config.json", folder / "model.pt"
-        if not cfg_path.is_file() or not weights.is_file():
-            raise InputError(f"{folder}: not a kits-unet3d model folder (needs config.json and model.pt)")
-        saved = json.loads(cfg_path.read_text())
-        if saved.get("pipeline") != "kits-unet3d":
-            raise InputError(f"{cfg_path}: pipeline {saved.get('pipeline')!r}, not kits-unet3d")
-        plan = Plan.from_dict(saved["plan"])
-        config = KitsConfig.from_dict(saved["config"])
+        folder = ModelFolder.open(model, "kits-unet3d", none_given=(
+            "--pipeline kits-unet3d: no model is shipped (no CT with masks here to train one); "
+            "pass --model FOLDER from kidneyseg train --pipeline kits-unet3d"))
+        plan = folder.config(Plan.from_dict, "plan")
+        config = folder.config(KitsConfig.from_dict, "config")
         dev = resolve_device(device)
-        net = build_dynunet(plan, 1, len(REGIONS))
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-        net.load_state_dict(state)
+        net = folder.load_weights(build_dynunet(plan, 1, len(REGIONS)))
         net.to(dev).eval()
+        folder = folder.path
         return cls(net, plan, config, dev, folder)
 
     def segment(self, image: Image) -> Result:

@@ -38,6 +38,8 @@ class MRKidneyPipeline:
     """
 
     name = "mr-t2-unet"
+    keep_largest: bool = True
+    allow_ct: bool = False
 
     def __init__(self, bundle: ModelBundle, keep_largest: bool = True,
                  core_depth_mm: float | None = CORE_DEPTH_MM, allow_ct: bool = False) -> None:
@@ -47,9 +49,12 @@ class MRKidneyPipeline:
         self.allow_ct = allow_ct  # segment an image that looks like CT anyway (kidneyseg segment --allow-ct)
 
     @classmethod
-    def load(cls, model: str | None = None, device: str = "auto") -> "MRKidneyPipeline":
-        """Load the shipped model (``model=None``) or a local model folder."""
-        return cls(load_model(model, device))
+    def load(cls, model: str | None = None, device: str = "auto", pipeline: str = "mr-t2-unet") -> "MRKidneyPipeline":
+        """Load the shipped model (``model=None``) or a local model folder, for ``pipeline``
+        (``mr-t2-unet`` or ``mr-multiprotocol-unet``, which share this class)."""
+        pipe = cls(load_model(model, device, pipeline))
+        pipe.name = pipeline
+        return pipe
 
     def disable_tta(self) -> None:
         """Use one plain network pass (keep the model's decision threshold): faster."""

@@ -41,6 +41,7 @@ class UnsupervisedKidneyPipeline:
     """
 
     name = "unsupervised-cluster"
+    keep_largest: bool = True  # each box keeps one component anyway; --keep-all-components is refused
 
     def __init__(self, config: UnsupervisedConfig = UnsupervisedConfig(), device: str = "auto") -> None:
         import torch

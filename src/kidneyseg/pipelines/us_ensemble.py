@@ -13,7 +13,6 @@ phantoms would mislead on real scans. ``--model`` must name a folder made by
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..errors import InputError
+from ..labels import US_KIDNEY
 from ..preprocess.ultrasound import USFrame, scan_sector
 from ..specs.us import ensemble_probabilities, postprocess_mask, score_samples
 
@@ -70,6 +69,10 @@ class USEnsemblePipeline:
     Use :meth:`load` for a model folder; :meth:`segment` for one frame.
     """
 
+    name = "us-ensemble"
+    keep_largest: bool = True
+    label_map: dict[int, str] = US_KIDNEY
+
     def __init__(self, model: torch.nn.Module, config, folder: Path | None, device: torch.device) -> None:
         self.model = model
         self.config = config
@@ -85,30 +88,18 @@ class USEnsemblePipeline:
             InputError: no folder given (no model is shipped), missing files, a config that
                 is not an ultrasound ensemble's, or weights that do not fit it.
         """
+        from ..models.folder import ModelFolder
         from ..models.store import resolve_device
         from ..models.us_ensemble import TripleConcatenated
         from ..specs.us import USTrainConfig
 
-        if folder is None:
-            raise InputError("--pipeline us-ensemble: no model is shipped for ultrasound; give --model FOLDER "
-                             "(a folder made by kidneyseg.training.us.train_us_ensemble)")
-        folder = Path(folder)
-        for name in ("config.json", "model.pt"):
-            if not (folder / name).is_file():
-                raise InputError(f"{folder}: not a kidneyseg model folder (missing {name})")
-        try:
-            d = json.loads((folder / "config.json").read_text())
-            if d.get("pipeline") != "us-ensemble":
-                raise ValueError(f"made for pipeline {d.get('pipeline', 'mr-t2-unet')!r}, not us-ensemble")
-            config = USTrainConfig.from_dict(d)
-        except (ValueError, TypeError, KeyError) as exc:
-            raise InputError(f"{folder / 'config.json'}: invalid ultrasound model config ({exc})") from None
+        opened = ModelFolder.open(folder, "us-ensemble", none_given=(
+            "--pipeline us-ensemble: no model is shipped for ultrasound; give --model FOLDER "
+            "(a folder made by kidneyseg.training.us.train_us_ensemble)"))
+        config = opened.config(USTrainConfig.from_dict)
         dev = resolve_device(device)
-        model = TripleConcatenated(config.members)
-        try:
-            model.load_state_dict(torch.load(folder / "model.pt", map_location="cpu", weights_only=True))
-        except Exception as exc:
-            raise InputError(f"{folder / 'model.pt'}: weights do not fit config.json ({exc.__class__.__name__})") from None
+        model = opened.load_weights(TripleConcatenated(config.members))
+        folder = opened.path
         return cls.from_model(model, config, folder, dev)
 
     @classmethod
@@ -152,7 +143,7 @@ class USEnsemblePipeline:
         qc = {"empty": area_px == 0, "components": n, "touches_sector_edge": bool((ndi.binary_dilation(mask) & edge).any()),
               "overlay_pixels": 0 if frame.overlay is None else int(frame.overlay.sum())}
         name = case or (Path(frame.source).stem if frame.source is not None else "image")
-        return USResult(name, mask.astype(np.uint8), {1: "kidney"}, area_px, area_mm2, sp, qc,
+        return USResult(name, mask.astype(np.uint8), dict(US_KIDNEY), area_px, area_mm2, sp, qc,
                         time.perf_counter() - t0, prob)
 
     def score(self, samples: Sequence) -> dict[str, float]:

@@ -14,12 +14,13 @@ from scipy import ndimage
 from ..arrays import crop_around, crop_slices
 from ..errors import InputError
 from ..io import Image, to_canonical
+from ..labels import KIDNEY_TUMOUR
 from ..preprocess.resample import resample_volume
 from .base import SpecConfig
 from .kits import check_ct
 
 
-LABELS: dict[int, str] = {1: "kidney", 2: "tumor"}
+LABELS: dict[int, str] = dict(KIDNEY_TUMOUR)
 """Output labels of ``c2f-cascade`` (KiTS19)."""
 
 
