@@ -1,4 +1,4 @@
-"""The CT trainers' checkpoint (kidneyseg.training.checkpoint): a restored run continues with the
+"""The trainers' one checkpoint format (kidneyseg.training.checkpoint): a restored run continues with the
 same weights, optimiser moments and random streams as the run that wrote it."""
 
 from __future__ import annotations
@@ -80,3 +80,31 @@ def test_checkpoint_with_code_is_refused_without_running_it(tmp_path):
     (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
     with pytest.raises(InputError, match="junk.pt"):
         load_checkpoint(tmp_path / "junk.pt")
+
+
+def test_checkpoints_written_before_the_one_format_are_read_under_its_names(tmp_path):
+    """MR, ultrasound and em-unet3d checkpoints once used ``network``, ``optimiser``,
+    ``train_seconds`` and ``numpy_rng``; a run interrupted then still resumes."""
+    from kidneyseg.training.checkpoint import FORMAT, read_checkpoint, save_checkpoint
+
+    net, opt, rng = _setup(0)
+    old = {"config": {"a": 1}, "network": net.state_dict(), "optimiser": opt.state_dict(), "train_seconds": 3.5,
+           "numpy_rng": rng.bit_generator.state, "iteration": 7}
+    torch.save(old, tmp_path / "old.pt")
+    ck = read_checkpoint(tmp_path / "old.pt", {"a": 1})
+    assert {"model", "optimizer", "seconds", "rng", "iteration"} <= set(ck) and ck["seconds"] == 3.5
+    assert not {"network", "optimiser", "train_seconds", "numpy_rng"} & set(ck)
+    save_checkpoint(tmp_path / "new.pt", {"config": {"a": 1}, "model": net.state_dict(), "iteration": 7})
+    assert torch.load(tmp_path / "new.pt", weights_only=True)["format"] == FORMAT
+    assert read_checkpoint(tmp_path / "absent.pt") is None
+
+
+def test_a_checkpoint_of_another_config_is_refused_with_one_line(tmp_path):
+    import pytest
+
+    from kidneyseg.errors import InputError
+    from kidneyseg.training.checkpoint import read_checkpoint, save_checkpoint
+
+    save_checkpoint(tmp_path / "ck.pt", {"config": {"seed": 0}, "iteration": 1})
+    with pytest.raises(InputError, match="ck.pt: checkpoint was made with another config"):
+        read_checkpoint(tmp_path / "ck.pt", {"seed": 1})

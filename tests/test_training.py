@@ -103,7 +103,8 @@ def test_training_resumes_after_kill_to_identical_weights(nnunet_dataset, tmp_pa
     full = train(cfg, tmp_path / "full", progress=False)
     _train_killed_at_batch(cfg, tmp_path / "resumed", monkeypatch, kill_at=4)
     assert (tmp_path / "resumed" / "checkpoint.pt").exists()
-    assert torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=False)["iteration"] == 2
+    ck = torch.load(tmp_path / "resumed" / "checkpoint.pt", weights_only=True)
+    assert ck["format"] == 1 and ck["iteration"] == 2 and {"config", "model", "optimizer", "seconds"} <= set(ck)
     resumed = train(cfg, tmp_path / "resumed", progress=False)
     a = torch.load(full / "model.pt", weights_only=True)
     b = torch.load(resumed / "model.pt", weights_only=True)

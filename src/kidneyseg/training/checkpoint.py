@@ -1,14 +1,22 @@
-"""Resumable training state of the iteration-based CT trainers (``kits-unet3d``, ``c2f-cascade``).
+"""The one resumable-training checkpoint format of every trainer.
 
-One file holds what a restarted run needs to continue bit for bit on CPU: the network and
-optimiser state dicts (``torch.nn.Module.state_dict``, ``torch.optim.Optimizer.state_dict``),
-the NumPy generator's bit-generator state, torch's CPU RNG state, the number of finished
-iterations, the loss history and the training seconds so far. It is written through
-:func:`kidneyseg.io.writers.atomic_path`, so a kill leaves the previous checkpoint or the new one.
+A checkpoint is a dict saved with ``torch.save`` through :func:`save_checkpoint` (written via
+:func:`kidneyseg.io.writers.atomic_path`, so a kill leaves the previous checkpoint or the new
+one) with these keys, as far as a trainer has them:
 
-Every trainer's checkpoint is read through :func:`load_checkpoint`: ``torch.load`` with
+- ``format``: :data:`FORMAT`;
+- ``config``: the method's config as a dict (a resume under another config is refused);
+- ``model``, ``optimizer``: ``state_dict()`` of the network and the optimiser;
+- ``iteration`` (iteration-based trainers) or ``epoch`` / ``done`` (epoch-based ones): progress;
+- ``seconds``: training seconds so far;
+- ``rng``: the NumPy generator's bit-generator state; ``torch_rng``: torch's CPU RNG state;
+- anything else a method needs (``history``, ``loss``).
+
+It is read through :func:`read_checkpoint` / :func:`load_checkpoint`: ``torch.load`` with
 ``weights_only=True``, so a checkpoint handed over by someone else cannot run code when a
 run is resumed (PyTorch's restricted unpickler: tensors, dicts, lists, numbers, strings).
+Checkpoints written before this format (keys ``network``, ``optimiser``, ``train_seconds``,
+``numpy_rng``) are read under the new names.
 """
 
 from __future__ import annotations
@@ -41,13 +49,47 @@ def load_checkpoint(path: str | Path) -> dict:
         raise InputError(f"{path}: not a readable torch checkpoint ({str(exc).splitlines()[0][:160]})") from None
 
 
+FORMAT = 1
+"""Version of the checkpoint layout (the module docstring)."""
+
+_OLD_KEYS = {"network": "model", "optimiser": "optimizer", "train_seconds": "seconds", "numpy_rng": "rng"}
+
+
+def save_checkpoint(path: str | Path, state: dict) -> None:
+    """Write ``state`` (keys as in the module docstring) to ``path`` atomically."""
+    with atomic_path(Path(path)) as tmp:
+        torch.save({"format": FORMAT, **state}, tmp)
+
+
+def read_checkpoint(path: str | Path, config: dict | None = None) -> dict | None:
+    """Read a checkpoint (``None`` when ``path`` does not exist), with old key names mapped to
+    the current ones.
+
+    Args:
+        config: the run's config as a dict; the checkpoint's must equal it.
+
+    Raises:
+        InputError: unreadable or unsafe file (:func:`load_checkpoint`), or a checkpoint made
+            with another config (one line: use a new output folder).
+    """
+    path = Path(path)
+    if not path.exists():
+        return None
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict):
+        raise InputError(f"{path}: not a kidneyseg checkpoint (expected a dict)")
+    ck = {_OLD_KEYS.get(k, k): v for k, v in ck.items()}
+    if config is not None and ck.get("config") != config:
+        raise InputError(f"{path}: checkpoint was made with another config; use a new output folder")
+    return ck
+
+
 def save_training_state(path: str | Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
                         rng: np.random.Generator, iteration: int, history: list[float], seconds: float) -> None:
     """Write a checkpoint to ``path`` atomically (temporary file + rename)."""
-    with atomic_path(Path(path)) as tmp:
-        torch.save({"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
-                    "torch_rng": torch.get_rng_state(), "iteration": int(iteration), "history": list(history),
-                    "seconds": float(seconds)}, tmp)
+    save_checkpoint(path, {"model": net.state_dict(), "optimizer": opt.state_dict(), "rng": rng.bit_generator.state,
+                           "torch_rng": torch.get_rng_state(), "iteration": int(iteration), "history": list(history),
+                           "seconds": float(seconds)})
 
 
 def restore_training_state(path: str | Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
@@ -59,13 +101,11 @@ def restore_training_state(path: str | Path, net: torch.nn.Module, opt: torch.op
         ``(finished iterations, loss history, training seconds so far)``; ``(0, [], 0.0)`` when
         ``path`` does not exist.
     """
-    path = Path(path)
-    if not path.exists():
+    ck = read_checkpoint(path)
+    if ck is None:
         return 0, [], 0.0
-    ck = load_checkpoint(path)
     net.load_state_dict(ck["model"])
     opt.load_state_dict(ck["optimizer"])
     rng.bit_generator.state = ck["rng"]
     torch.set_rng_state(ck["torch_rng"])
-    # "train_seconds": the key of kits-unet3d checkpoints written before this module existed
-    return int(ck["iteration"]), list(ck["history"]), float(ck.get("seconds", ck.get("train_seconds", 0.0)))
+    return int(ck["iteration"]), list(ck["history"]), float(ck.get("seconds", 0.0))

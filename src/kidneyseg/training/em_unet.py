@@ -24,7 +24,7 @@ from ..io import Image, read_image, to_canonical
 from ..localize.em import Box, box_from_mask, em_classes, fit_localiser, slice_axis_of
 from ..specs.em_unet import (CONFIG, SR_WEIGHTS, WEIGHTS, EMUNetConfig, Prepared, build_network, find_box, input_size,
                              network_input, prepare)
-from .checkpoint import load_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
@@ -200,16 +200,14 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
     loss_fn = DiceLoss(sigmoid=True, squared_pred=True, batch=False)  # V-Net Dice (seed 000, eq. 3)
     start = 0
     ckpt = out / CHECKPOINT
-    if ckpt.is_file():
-        state = load_checkpoint(ckpt)
-        if state["config"] != config.to_dict():
-            raise InputError(f"{ckpt}: checkpoint was made with another config; use a new output folder")
-        net.load_state_dict(state["network"])
-        opt.load_state_dict(state["optimiser"])
+    state = read_checkpoint(ckpt, config.to_dict())
+    if state is not None:
+        net.load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
         start = state["epoch"]
         torch.set_rng_state(state["torch_rng"])
         rng = np.random.default_rng()
-        rng.bit_generator.state = state["numpy_rng"]
+        rng.bit_generator.state = state["rng"]
         log.info("resuming %s at epoch %d", out, start)
     n = len(samples)
     bar = tqdm(range(start, config.epochs), desc="em-unet3d", disable=not progress, initial=start, total=config.epochs)
@@ -228,13 +226,11 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
             losses.append(loss.item())
         last = float(np.mean(losses))
         bar.set_postfix(dice_loss=f"{last:.3f}")
-        tmp = out / (CHECKPOINT + ".tmp")
-        torch.save({"config": config.to_dict(), "network": net.state_dict(), "optimiser": opt.state_dict(),
-                    "epoch": epoch + 1, "torch_rng": torch.get_rng_state(), "numpy_rng": rng.bit_generator.state,
-                    "loss": last}, tmp)
-        tmp.replace(ckpt)
-    if start >= config.epochs and ckpt.is_file():
-        last = float(load_checkpoint(ckpt).get("loss", float("nan")))
+        save_checkpoint(ckpt, {"config": config.to_dict(), "model": net.state_dict(), "optimizer": opt.state_dict(),
+                               "epoch": epoch + 1, "torch_rng": torch.get_rng_state(), "rng": rng.bit_generator.state,
+                               "loss": last})
+    if start >= config.epochs and state is not None:
+        last = float(state.get("loss", float("nan")))
     torch.save({k: v.detach().cpu() for k, v in net.state_dict().items()}, out / WEIGHTS)
     (out / CONFIG).write_text(json.dumps(config.to_dict(), indent=2) + "\n", encoding="utf-8")
     summary.update({"final_dice_loss": last, "seconds": round(time.perf_counter() - t0, 1),

@@ -17,7 +17,7 @@ from tqdm import tqdm
 
 from ..datasets import Case, list_cases
 from ..specs.mr_unet import TrainConfig
-from .checkpoint import load_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 from .data import augmentation, load_volume, read_case, sample_batch
 
 log = logging.getLogger(__name__)
@@ -143,13 +143,11 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
     transform = augmentation(config)
     start, elapsed_before = 0, 0.0
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config"] != config.to_dict():
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another config; use a new output folder")
-        net.load_state_dict(ck["network"])
+    ck = read_checkpoint(ckpt_path, config.to_dict())
+    if ck is not None:
+        net.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
-        start, elapsed_before = ck["iteration"], ck["train_seconds"]
+        start, elapsed_before = ck["iteration"], ck["seconds"]
         log.info("resuming from iteration %d", start)
     model = net  # the plain network: saved, validated
     net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
@@ -190,10 +188,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
             secs = elapsed_before + time.perf_counter() - t_loop
             writer.writerow([done, round(running, 5), _poly_lr(config, it), round(secs, 1)])
             logf.flush()
-            tmp = out / (CHECKPOINT + ".tmp")
-            torch.save({"config": config.to_dict(), "network": model.state_dict(), "optimizer": opt.state_dict(),
-                        "iteration": done, "train_seconds": secs}, tmp)
-            os.replace(tmp, ckpt_path)
+            save_checkpoint(ckpt_path, {"config": config.to_dict(), "model": model.state_dict(),
+                                        "optimizer": opt.state_dict(), "iteration": done, "seconds": secs})
     logf.close()
     train_seconds = elapsed_before + time.perf_counter() - t_loop
     in_sync = ddp.ranks_in_sync(net, ctx)

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import time
 from pathlib import Path
 from typing import Sequence
@@ -31,7 +30,7 @@ from ..errors import InputError
 from ..models.us_ensemble import TripleConcatenated
 from ..preprocess.ultrasound import Letterbox, speckle_augment
 from ..specs.us import USSample, USTrainConfig, score_samples
-from .checkpoint import load_checkpoint
+from .checkpoint import read_checkpoint, save_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -126,10 +125,8 @@ def train_us_ensemble(config: USTrainConfig, train: Sequence[USSample], out_dir:
     done: dict[str, int] = {}
     seconds: dict[str, float] = {}
     opt_state = None
-    if ckpt_path.exists():
-        ck = load_checkpoint(ckpt_path)
-        if ck["config"] != config.to_dict():
-            raise ValueError(f"{ckpt_path}: checkpoint was made with another config; use a new output folder")
+    ck = read_checkpoint(ckpt_path, config.to_dict())
+    if ck is not None:
         model.load_state_dict(ck["model"])
         done, seconds, opt_state = ck["done"], ck["seconds"], ck["optimizer"]
         log.info("resuming: %s", done)
@@ -167,10 +164,8 @@ def train_us_ensemble(config: USTrainConfig, train: Sequence[USSample], out_dir:
             done[stage] = epoch + 1
             seconds[stage] = seconds.get(stage, 0.0) + time.perf_counter() - t0
             t0 = time.perf_counter()
-            tmp = out / (CHECKPOINT + ".tmp")
-            torch.save({"config": config.to_dict(), "model": model.state_dict(), "done": done, "seconds": seconds,
-                        "optimizer": (stage, opt.state_dict())}, tmp)
-            os.replace(tmp, ckpt_path)
+            save_checkpoint(ckpt_path, {"config": config.to_dict(), "model": model.state_dict(), "done": done,
+                                        "seconds": seconds, "optimizer": (stage, opt.state_dict())})
 
     model.eval()
     state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
