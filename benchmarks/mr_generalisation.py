@@ -118,7 +118,7 @@ def summarise(rows: list[dict]) -> list[str]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", action="append", required=True, metavar="NAME=DIR",
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
                     help="a model to score; DIR 'shipped' for the package's model")
     ap.add_argument("--chaos-cases", nargs="*", default=["39"], help="CHAOS cases held out of every model given")
     ap.add_argument("--no-ukat", action="store_true", help="skip the ukat scans (models trained on them)")
@@ -127,7 +127,10 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="free text stored with the rows (e.g. the training run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_generalisation.jsonl")
+    ap.add_argument("--summarise", action="store_true", help="only rewrite the .md from the rows in --out")
     args = ap.parse_args()
+    if not args.model and not args.summarise:
+        ap.error("give --model NAME=DIR (or --summarise)")
     import torch
 
     torch.set_num_threads(args.threads)
@@ -137,7 +140,7 @@ def main() -> None:
                                     if args.ukat_cases is None or c.case_id in set(args.ukat_cases)]
     chaos = [c for c in chaos_cases(DATA / "chaos_t2", MR_KIDNEYS) if c.case_id in set(args.chaos_cases)]
     with open(args.out, "a") as f:
-        for spec in args.model:
+        for spec in ([] if args.summarise else args.model):
             name, _, folder = spec.partition("=")
             pipe = MRKidneyPipeline.load(None if folder in ("", "shipped") else folder, "cpu")
             for domain, cases in (("ukat", ukat), ("chaos", chaos)):
@@ -150,8 +153,10 @@ def main() -> None:
     rows = [json.loads(line) for line in open(args.out)]
     md = ["# MR kidney models across protocols", "",
           "Written by `benchmarks/mr_generalisation.py` from every row of `mr_generalisation.jsonl` "
-          f"(latest run {when}, {machine}). ukat = coronal gradient echo, never in the training data "
-          "of a model tagged leave-one-domain-out; chaos = held-out axial T2-SPIR cases.", ""] + summarise(rows)
+          f"(latest run {rows[-1]['date']}, {rows[-1]['machine']}). ukat = coronal gradient echo, never in the "
+          "training data of a model tagged leave-one-domain-out or CHAOS only; chaos = held-out axial T2-SPIR cases. "
+          "Rows tagged 'validation domain' and 'TEST domain' follow the selection rule in benchmarks/README.md.",
+          ""] + summarise(rows)
     args.out.with_suffix(".md").write_text("\n".join(md) + "\n")  # beside the rows it summarises
 
 
