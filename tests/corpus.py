@@ -251,6 +251,30 @@ def _drop_slice(folder, files, sitk):
     files[len(files) // 2].unlink()
 
 
+def _strip_geometry(folder, files, sitk, which=None, tags=("ImagePositionPatient", "ImageOrientationPatient")):
+    import pydicom
+
+    for f in files if which is None else [files[which]]:
+        ds = pydicom.dcmread(f)
+        for tag in tags:
+            if tag in ds:
+                delattr(ds, tag)
+        ds.save_as(f)
+
+
+def _one_position_missing_and_a_slice_gone(folder, files, sitk):
+    _strip_geometry(folder, files, sitk, which=3, tags=("ImagePositionPatient",))
+    files[len(files) // 2].unlink()
+
+
+def _one_pixel_spacing(folder, files, sitk):
+    import pydicom
+
+    ds = pydicom.dcmread(files[7])
+    ds.PixelSpacing = [2.5, 2.5]
+    ds.save_as(files[7])
+
+
 def _second_series(folder, files, sitk):
     for f in files[:5]:
         img = sitk.ReadImage(str(f))
@@ -364,6 +388,13 @@ def kinds() -> list[Kind]:
              message="too small"),
         Kind("large_1024x1024x600", 0, 2, 2, _large, message="constant"),
         Kind("dicom_missing_slice", 2, 2, 2, lambda base: _dicom(base, "dicom_missing", _drop_slice), message="missing slice"),
+        Kind("dicom_no_position_orientation", 2, 2, 2, lambda base: _dicom(base, "dicom_nopos", _strip_geometry),
+             message="has no ImagePositionPatient or ImageOrientationPatient"),
+        Kind("dicom_one_position_missing_and_a_missing_slice", 2, 2, 2,
+             lambda base: _dicom(base, "dicom_pos_gap", _one_position_missing_and_a_slice_gone),
+             message="has no ImagePositionPatient"),
+        Kind("dicom_mixed_pixel_spacing", 2, 2, 2, lambda base: _dicom(base, "dicom_mixed_spacing", _one_pixel_spacing),
+             message="mixed PixelSpacing"),
         Kind("dicom_two_series", 2, 2, 2, lambda base: _dicom(base, "dicom_two", _second_series), message="2 DICOM series"),
         Kind("dicom_mixed_sizes", 2, 2, 2, lambda base: _dicom(base, "dicom_mixed", _mixed_sizes)),
         Kind("path_with_spaces", 0, 0, 0, lambda base: _named(base, "my scan with spaces")),

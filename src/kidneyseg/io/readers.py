@@ -322,6 +322,39 @@ def _check_orientations(folder: Path, reader, n: int) -> None:
                              f"{np.round(iop, 4).tolist()}, slice 1 {np.round(first, 4).tolist()}")
 
 
+def _check_geometry_tags(folder: Path, reader, files: list[str]) -> None:
+    """Raise unless every slice of a multi-file series has ImagePositionPatient and
+    ImageOrientationPatient, and all slices one PixelSpacing.
+
+    Without the position and orientation, GDCM/ITK stack the slices 1 mm apart in an
+    assumed orientation, so volumes in mL and the patient's left and right would be
+    guesses (a 24 mL kidney read as 3 mL); one slice with another PixelSpacing would set the
+    whole volume's in-plane spacing. A single file (one slice, or a multi-frame object whose
+    geometry is per frame) is left to GDCM.
+    """
+    n = len(files)
+    if n < 2:
+        return
+    spacing = None
+    for i in range(n):
+        name = Path(files[i]).name
+        missing = [tag for key, tag in (("0020|0032", "ImagePositionPatient"), ("0020|0037", "ImageOrientationPatient"))
+                   if not reader.HasMetaDataKey(i, key) or not reader.GetMetaData(i, key).strip()]
+        if missing:
+            raise InputError(f"{folder}: slice {name} has no {' or '.join(missing)}, so slice spacing and orientation "
+                             "are unknown (a reader would assume 1 mm); refusing rather than guessing")
+        if reader.HasMetaDataKey(i, "0028|0030"):
+            try:
+                sp = np.array([float(v) for v in reader.GetMetaData(i, "0028|0030").split("\\")])
+            except ValueError:
+                raise InputError(f"{folder}: unreadable PixelSpacing in slice {name}") from None
+            if spacing is None:
+                spacing = (sp, name)
+            elif sp.shape != spacing[0].shape or np.abs(sp - spacing[0]).max() > 1e-4:
+                raise InputError(f"{folder}: mixed PixelSpacing in one series: slice {name} has "
+                                 f"{np.round(sp, 4).tolist()} mm, slice {spacing[1]} {np.round(spacing[0], 4).tolist()} mm")
+
+
 def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> None:
     """Raise if the sorted slices of a series are not evenly spaced: a missing slice, or
     uneven spacing, would otherwise give a volume with the wrong geometry (ITK only warns)."""
@@ -359,6 +392,7 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
         sitk_img = reader.Execute()  # GDCM sorts by position and applies rescale slope/intercept
     except RuntimeError as exc:
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    _check_geometry_tags(folder, reader, list(files))
     _check_orientations(folder, reader, len(files))
     _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
     image = sitk_to_image(sitk_img, dtype)
