@@ -100,6 +100,11 @@ class TrainConfig:
         kidney_subclasses: ``multiplane``: Gaussian-mixture classes inside the kidneys.
         generation_smoothing_px: ``multiplane``: radius (voxels) of the majority filter that
             cleans the tissue classes of the generation maps; 0 for none.
+        intensity_curve_fraction: ``multiplane``: share of the real (not synthesised) patches
+            remapped through a random, not necessarily monotone, intensity curve
+            (:func:`kidneyseg.training.synth.random_intensity_curve`), so that the order of
+            organ intensities in the training scans is not a cue; 0.5 in every model made
+            before 2026-12-03.
         plane_weights: ``multiplane``: relative frequency of ``axial``, ``coronal`` and
             ``sagittal`` training patches.
         extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
@@ -142,6 +147,7 @@ class TrainConfig:
     tissue_classes: int = 8
     kidney_subclasses: int = 2
     generation_smoothing_px: int = 0
+    intensity_curve_fraction: float = 0.5
     plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
     extra_datasets: tuple[tuple[str, str], ...] = ()
 
@@ -152,6 +158,8 @@ class TrainConfig:
             raise ValueError(f"recipe: expected 'slices' or 'multiplane', got {self.recipe!r}")
         if self.recipe == "multiplane" and (self.context_slices != 0 or self.spatial_dims != 2):
             raise ValueError("recipe 'multiplane': expected context_slices 0 and spatial_dims 2")
+        if not 0.0 <= self.intensity_curve_fraction <= 1.0:
+            raise ValueError(f"intensity_curve_fraction: expected in [0, 1], got {self.intensity_curve_fraction}")
         if not 0.0 <= self.synth_fraction <= 1.0:
             raise ValueError(f"synth_fraction: expected in [0, 1], got {self.synth_fraction}")
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \

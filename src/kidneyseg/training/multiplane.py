@@ -98,7 +98,8 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     ``round(batch_size * foreground_fraction)`` patches, as nnU-Net's foreground
     oversampling; else any labelled voxel); then with probability ``config.synth_fraction``
     an image synthesised from the generation map over a random slab thickness, otherwise the
-    real slice, half the time through a random intensity curve. ``transform`` (MONAI, from
+    real slice, a share ``config.intensity_curve_fraction`` of the time through a random
+    intensity curve. ``transform`` (MONAI, from
     :func:`kidneyseg.training.data.augmentation`) adds rotation, zoom, noise and gamma.
 
     Returns:
@@ -136,7 +137,7 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
             img = normalise_slice(synthesise_slice(slab, rng, config.target_spacing_mm, ranges))
         else:
             img = take_plane(v.image, axis, int(centre[axis]))[0]
-            if rng.random() < 0.5:
+            if rng.random() < config.intensity_curve_fraction:
                 img = normalise_slice(random_intensity_curve(img, rng))
         img = crop_around(img, c2, config.patch_size, float(img.min()))
         if transform is not None:
