@@ -114,8 +114,8 @@ def test_c2f_train_resume_segment_through_the_cli(tmp_path, monkeypatch, capsys)
     cfg_file = tmp_path / "c2f.json"
     cfg_file.write_text(json.dumps({**TINY, "iterations": 4, "checkpoint_every": 2}))
     model = tmp_path / "model"
-    args = ["train", "--pipeline", "c2f-cascade", "--dataset", str(data), "--config", str(cfg_file), "-o", str(model),
-            "--device", "cpu", "--quiet", "--threads", "2"]
+    args = ["train", "c2f-cascade", "--dataset", str(data), "--config", str(cfg_file), "-o", str(model),
+            "--device", "cpu", "--quiet", "--num-threads", "2"]
 
     # a crash in the third iteration of the fine stage: the earlier stages are kept, the fine
     # stage resumes from its checkpoint at iteration 2

@@ -254,13 +254,13 @@ def test_em_unet3d_flags_an_empty_kidney_class(monkeypatch, phantom, phantom_mod
 
 
 def test_train_command_em_unet3d_on_an_nnunet_folder_and_resume(tmp_path, nnunet_dataset, capsys):
-    """kidneyseg train --pipeline em-unet3d (the CLI entry point, in-process): writes the model
+    """kidneyseg train em-unet3d (the CLI entry point, in-process): writes the model
     with the chosen EM classes; a rerun into the same folder resumes from the finished
     checkpoint (no epoch redone)."""
     from kidneyseg.cli import main
 
     out = tmp_path / "model"
-    cmd = ["train", "--pipeline", "em-unet3d", "--dataset", str(nnunet_dataset),
+    cmd = ["train", "em-unet3d", "--dataset", str(nnunet_dataset),
            "--layout", "nnunet", "--epochs", "2", "-o", str(out), "--device", "cpu", "--quiet"]
     assert main(cmd) == 0
     config = json.loads((out / "config.json").read_text())

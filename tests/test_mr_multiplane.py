@@ -299,7 +299,7 @@ def test_ukat_layout_marks_single_slice_masks():
 
 
 def test_train_cli_multiplane_recipe_end_to_end(tmp_path, nnunet_dataset, two_kidney_phantom):
-    """`kidneyseg train --config` with the multiplane recipe on a tiny nnU-Net dataset, then
+    """`kidneyseg train mr-multiprotocol-unet --config` on a tiny nnU-Net dataset, then
     `segment` with the model: the mask keeps the input's grid, the QC values are written."""
     import json
 
@@ -310,10 +310,10 @@ def test_train_cli_multiplane_recipe_end_to_end(tmp_path, nnunet_dataset, two_ki
                channels=[8, 16], checkpoint_every=2)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
     model = tmp_path / "model"
-    assert main(["train", "--dataset", str(nnunet_dataset), "--layout", "nnunet", "--config", str(tmp_path / "cfg.json"),
-                 "-o", str(model), "--quiet"]) == 0
+    assert main(["train", "mr-multiprotocol-unet", "--dataset", str(nnunet_dataset), "--layout", "nnunet",
+                 "--config", str(tmp_path / "cfg.json"), "--synth-fraction", "0.5", "-o", str(model), "--quiet"]) == 0
     saved = TrainConfig.from_dict(json.loads((model / "config.json").read_text()))
-    assert saved.recipe == "multiplane" and saved.synth_fraction == 0.6
+    assert saved.recipe == "multiplane" and saved.synth_fraction == 0.5  # the flag overrides --config
     image, labels, affine = two_kidney_phantom
     scan = save_nifti(image, affine, tmp_path / "scan.nii.gz")
     out = tmp_path / "out"

@@ -86,7 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "and fused as a channel; em-unet3d: the localisation map (FA) on the input's grid")
     _add_common(s)
 
-    t = sub.add_parser("train", help="train a kidney model (CHAOS or nnU-Net raw layout)")
+    t = sub.add_parser("train", help="train a kidney model: kidneyseg train METHOD --help lists every flag",
+                       epilog="kidneyseg train METHOD ... (METHOD: mr-t2-unet, mr-multiprotocol-unet, us-ensemble, "
+                              "em-unet3d, kits-unet3d, c2f-cascade) takes every field of the method's config as a "
+                              "flag and refuses others; the --pipeline form below is the earlier, fixed set of flags.")
     t.add_argument("--dataset", required=True, help="dataset folder")
     t.add_argument("--layout", default=None, choices=["chaos", "nnunet", "kits"],
                    help="dataset layout (default chaos; kits-unet3d, c2f-cascade: kits)")
@@ -488,7 +491,14 @@ def _one_line(message: object) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``kidneyseg`` console script; returns the exit status."""
-    args = build_parser().parse_args(argv)
+    from . import cli_train
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) > 1 and argv[0] == "train" and argv[1] in cli_train.METHODS:  # kidneyseg train <method> ...
+        args = cli_train.build_parser(argv[1], _add_common).parse_args(argv[2:])
+        args.command, args.method = "train-method", argv[1]
+    else:
+        args = build_parser().parse_args(argv)
     previous = None
     if threading.current_thread() is threading.main_thread():
         # SIGTERM unwinds like an exception, so staged temporary files are deleted; the caller's
@@ -504,6 +514,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(args) -> int:
     try:
+        if args.command == "train-method":
+            from . import cli_train
+
+            return cli_train.run(args.method, args)
         return _COMMANDS[args.command](args)
     except InputError as exc:
         print(f"kidneyseg: error: {_one_line(exc)}", file=sys.stderr)
