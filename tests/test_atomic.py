@@ -140,3 +140,36 @@ def test_remove_staged_files_deletes_unpublished_temporaries_only(tmp_path):
     assert (tmp_path / "done.json").read_text() == "{}"
     pending.abort()  # the with-block's own cleanup afterwards finds nothing and does not fail
     assert sorted(p.name for p in tmp_path.iterdir()) == ["done.json"]
+
+
+def test_stale_staged_files_of_a_killed_run_are_removed_under_the_lock(tmp_path):
+    """After SIGKILL only hidden staged files can remain; the next run into the folder removes
+    them once it holds the folder's lock, and touches nothing else."""
+    from kidneyseg.api import output_lock
+    from kidneyseg.io.writers import AtomicOutputs
+
+    stale = []
+    for target in ("case_seg.nii.gz", "volumes.csv", "case_overlay.png"):
+        outs = AtomicOutputs(overwrite=True)
+        staged = outs.stage(tmp_path / target)  # the name a killed run leaves behind
+        outs._staged.clear()  # forget it, as a SIGKILLed process would
+        from kidneyseg.io import writers
+
+        writers._LIVE.discard(staged)
+        staged.write_bytes(b"partial")
+        stale.append(staged)
+    others = [tmp_path / ".notes.txt", tmp_path / "case_seg.nii.gz.tmp", tmp_path / "volumes.csv"]
+    for p in others:
+        p.write_text("keep")
+    with output_lock(tmp_path):
+        pass
+    assert not any(p.exists() for p in stale)
+    assert all(p.read_text() == "keep" for p in others)
+
+
+def test_a_dicom_folder_given_as_dot_is_named_after_the_folder(tmp_path, monkeypatch):
+    from kidneyseg.io import case_name
+
+    (tmp_path / "series_7").mkdir()
+    monkeypatch.chdir(tmp_path / "series_7")
+    assert case_name(".") == "series_7" and case_name("..") == tmp_path.name

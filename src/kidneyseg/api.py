@@ -22,7 +22,7 @@ from tqdm import tqdm
 
 from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, read_image
-from .io.writers import signals_deferred
+from .io.writers import remove_stale_staged, signals_deferred
 from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, check_segment_options, configure_pipeline, get_pipeline
 from .runner import CaseOptions, SegmentRequest, SegmentSummary, StopRun, case_outputs, process_case
 
@@ -214,6 +214,9 @@ def output_lock(out_dir: Path):
         except OSError:
             raise InputError(f"{out_dir}: another kidneyseg run is writing into this folder; wait for it to finish "
                              "or choose another -o") from None
+        stale = remove_stale_staged(out_dir)
+        if stale:
+            log.info("%s: removed %d temporary file(s) left by an interrupted run", out_dir, len(stale))
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock

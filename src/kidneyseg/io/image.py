@@ -80,8 +80,12 @@ _EXTENSIONS = (".nii.gz", ".nii", ".par", ".rec", ".dcm", ".png", ".jpg", ".jpeg
 
 
 def case_name(path: str | Path) -> str:
-    """File or folder name without its image extension (``case_7.nii.gz`` -> ``case_7``)."""
+    """File or folder name without its image extension (``case_7.nii.gz`` -> ``case_7``); a
+    path without a name of its own (``.``, ``..``, ``dicom/``) is named after the folder it
+    resolves to."""
     name = Path(path).name
+    if name in ("", ".", ".."):
+        name = Path(path).resolve().name or "root"
     low = name.lower()
     for ext in _EXTENSIONS:
         if low.endswith(ext):

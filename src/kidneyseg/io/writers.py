@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import secrets
 import signal
 from pathlib import Path
@@ -115,6 +116,31 @@ class AtomicOutputs:
                 self.commit()
         finally:
             self.abort()  # nothing left to delete after a complete commit
+
+
+STAGED_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp[^/]*$")
+"""Names :class:`AtomicOutputs` stages files under (``.<stem>.<12 hex>.tmp<suffix>``)."""
+
+
+def remove_stale_staged(folder: str | Path) -> list[Path]:
+    """Delete the staged files a killed run (SIGKILL, power loss) left in ``folder``.
+
+    Call it only while holding the folder's lock (:func:`kidneyseg.api.output_lock`), so no
+    other run's staged files can be in it. Only top-level files named as
+    :class:`AtomicOutputs` names them are touched.
+
+    Returns:
+        The files removed.
+    """
+    removed = []
+    for p in Path(folder).iterdir():
+        if STAGED_NAME.match(p.name) and p.is_file() and p not in _LIVE:
+            try:
+                p.unlink()
+                removed.append(p)
+            except OSError:
+                pass
+    return removed
 
 
 @contextlib.contextmanager
