@@ -26,8 +26,9 @@ def series(tmp_path_factory):
 
 def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
     out = tmp_path / "out"
-    r = cli("segment", series, "-o", out, "--output-type", "both", "--quiet", "--threads", "2")
+    r = cli("segment", series, "-o", out, "--output-type", "both", "--threads", "2")  # not --quiet: INFO logging on
     assert r.returncode == 0, r.stderr
+    assert "copy attributes" not in r.stderr  # highdicom's INFO chatter, nine lines per SEG before
     nifti = nib.load(out / "case39_seg.nii.gz")
     mask = np.asarray(nifti.dataobj)
     assert set(np.unique(mask)) == {0, 1, 2}
@@ -143,3 +144,23 @@ def test_mixed_orientations_in_one_series_are_refused(series, tmp_path):
     ds.save_as(f)
     with pytest.raises(InputError, match="mixed orientations in one series: slice"):
         read_image(folder)
+
+
+def test_a_series_without_frame_of_reference_is_refused_before_segmenting(series, tmp_path, monkeypatch):
+    """A DICOM SEG must share its source's FrameOfReferenceUID; without one, highdicom raised a
+    ValueError after the model had run (exit 1, internal error). Now: one line, exit 2, nothing
+    written, and no model loaded."""
+    import shutil
+
+    from kidneyseg import pipelines
+
+    src = tmp_path / "nofor"
+    shutil.copytree(series, src)
+    for f in src.iterdir():
+        ds = pydicom.dcmread(f)
+        del ds.FrameOfReferenceUID
+        ds.save_as(f)
+    monkeypatch.setattr(pipelines.PipelineSpec, "load", lambda *a, **k: pytest.fail("model loaded"))
+    r = cli("segment", src, "-o", tmp_path / "out", "--output-type", "dicom-seg")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has no FrameOfReferenceUID" in r.stderr
+    assert not (tmp_path / "out").exists()

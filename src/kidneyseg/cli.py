@@ -505,6 +505,10 @@ def main(argv: list[str] | None = None) -> int:
         # handler is put back on return (main() also runs in-process, from Python and tests)
         previous = signal.signal(signal.SIGTERM, _terminated)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO, format="%(message)s")
+    # libraries' progress chatter is not ours to print: highdicom logs each copied module at INFO
+    # level (nine lines per DICOM SEG), nibabel logs header fixes our readers report themselves
+    for name, level in (("highdicom", logging.WARNING), ("nibabel", logging.ERROR)):
+        logging.getLogger(name).setLevel(level)
     try:
         return _run(args)
     finally:

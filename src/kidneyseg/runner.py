@@ -273,6 +273,10 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
         except InputError as exc:
             raise InputError(str(exc).replace(str(f), str(original))) from None
     image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
+    if opts.output_type != "nifti":
+        from .io.dicom_seg import check_seg_sources
+
+        check_seg_sources(f, uid, original)
     if callable(pipe_or_loader):
         try:
             pipe = pipe_or_loader()

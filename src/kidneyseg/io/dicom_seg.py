@@ -56,6 +56,33 @@ def source_files(folder: str | Path, series_uid: str | None = None) -> list[Path
     return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)]
 
 
+def check_seg_sources(folder: str | Path, series_uid: str | None = None, original: str | Path | None = None) -> None:
+    """Refuse, before any segmentation, a series a DICOM SEG cannot reference: every slice
+    needs one shared FrameOfReferenceUID (the SEG's frame of reference must be its source's,
+    or viewers cannot overlay it), a StudyInstanceUID and a SOPInstanceUID.
+
+    Args:
+        original: the path the user gave (e.g. a zip), for the message.
+
+    Raises:
+        InputError: one line naming the folder and the missing attribute.
+    """
+    import pydicom
+
+    where = original or folder
+    frames = set()
+    for f in source_files(folder, series_uid):
+        ds = pydicom.dcmread(f, stop_before_pixels=True)
+        for attr in ("FrameOfReferenceUID", "StudyInstanceUID", "SOPInstanceUID"):
+            if not str(getattr(ds, attr, "") or "").strip():
+                raise InputError(f"{where}: slice {f.name} has no {attr}, which a DICOM SEG needs of its source images; "
+                                 "use --output-type nifti")
+        frames.add(str(ds.FrameOfReferenceUID))
+    if len(frames) > 1:
+        raise InputError(f"{where}: the series' slices have {len(frames)} different FrameOfReferenceUIDs; a DICOM SEG "
+                         "needs one; use --output-type nifti")
+
+
 def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str | Path, path: str | Path,
                     series_uid: str | None = None, algorithm_name: str = "kidneyseg", algorithm_version: str = "0") -> Path:
     """Write ``mask`` as a DICOM SEG file referencing the series in ``source_folder``.
@@ -81,6 +108,7 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
     import highdicom as hd
     import pydicom
 
+    check_seg_sources(source_folder, series_uid)
     files = source_files(source_folder, series_uid)
     sources = [pydicom.dcmread(f) for f in files]
     arr = np.asarray(mask.array)
