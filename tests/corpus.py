@@ -135,6 +135,36 @@ def _header_bytes(base, name: str, offset: int, fmt: str, value) -> tuple[Path, 
     return _raw(base, name, bytes(data))
 
 
+def _no_xform_pixdim(base, name: str, pixdim: tuple[float, float, float]) -> tuple[Path, Path]:
+    """A .nii with neither qform nor sform (codes 0) whose pixdim is then overwritten."""
+    import struct
+
+    p = base.folder / "plain_no_xform.nii"
+    nib.save(nib.Nifti1Image(base.image, None), str(p))
+    data = bytearray(p.read_bytes())
+    p.unlink()
+    data[80:92] = struct.pack("<3f", *pixdim)  # pixdim[1:4]
+    return _raw(base, name, bytes(data))
+
+
+def _dicom_sr(base):
+    """A DICOM structured report beside an image series: given as input, it used to be read as
+    the folder's image series."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+    folder, _ = _dicom(base, "dicom_with_sr", lambda *a: None)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.88.11"  # Basic Text SR
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.Modality, ds.SeriesInstanceUID, ds.StudyInstanceUID = "SR", generate_uid(), generate_uid()
+    sr = folder / "report.dcm"
+    ds.save_as(sr, enforce_file_format=True)
+    return sr, sr
+
+
 def _wrong_extension(base):
     data = base.save(base.image, "as_gz.nii.gz").read_bytes()
     return _raw(base, "scan.txt", data)
@@ -395,6 +425,10 @@ def kinds() -> list[Kind]:
              message="has no ImagePositionPatient"),
         Kind("dicom_mixed_pixel_spacing", 2, 2, 2, lambda base: _dicom(base, "dicom_mixed_spacing", _one_pixel_spacing),
              message="mixed PixelSpacing"),
+        Kind("dicom_structured_report_file", 2, 2, 2, _dicom_sr, message="without an image to segment"),
+        Kind("negative_pixdim_without_qform_sform", 2, 2, 2,
+             lambda base: _no_xform_pixdim(base, "negative_pixdim.nii", (-1.25, 1.25, 7.7)),
+             message="negative voxel spacing"),
         Kind("dicom_two_series", 2, 2, 2, lambda base: _dicom(base, "dicom_two", _second_series), message="2 DICOM series"),
         Kind("dicom_mixed_sizes", 2, 2, 2, lambda base: _dicom(base, "dicom_mixed", _mixed_sizes)),
         Kind("path_with_spaces", 0, 0, 0, lambda base: _named(base, "my scan with spaces")),

@@ -56,7 +56,7 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
     if low.endswith((".par", ".rec")):
         return _read_parrec(p, dtype)
     if low.endswith(".dcm"):
-        return _read_dicom_series(p.parent, dtype, series_uid)
+        return _read_dicom_series(p.parent, dtype, series_uid or _dicom_file_series(p))
     raise InputError(
         f"{p}: unsupported file type (expected .nii, .nii.gz, .PAR/.REC or a DICOM folder)"
     )
@@ -173,7 +173,9 @@ def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
     n = min(len(img.shape), 3)
     pixdim = np.asarray(raw["pixdim"][1:1 + n], float)
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
-        raise InputError(f"{p}: missing voxel spacing (pixdim {pixdim.tolist()}, no qform or sform); "
+        problem = ("non-finite" if not np.all(np.isfinite(pixdim)) else
+                   "negative" if np.any(pixdim < 0) else "missing (zero)")
+        raise InputError(f"{p}: {problem} voxel spacing (pixdim {pixdim.tolist()}, no qform or sform); "
                          "set the spacing in the header")
 
 
@@ -377,6 +379,30 @@ def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> 
         kind = "missing slice(s)" if gaps[worst] > 1.5 * step else "uneven slice spacing"
         raise InputError(f"{folder}: {kind}: gap of {gaps[worst]:.3g} mm after slice {worst + 1} of {n}, "
                          f"others {step:.3g} mm")
+
+
+def _dicom_file_series(p: Path) -> str:
+    """The SeriesInstanceUID of one ``.dcm`` file given as input (its series is read, not
+    whichever series its folder holds).
+
+    Raises:
+        InputError: not DICOM, or not an image (a structured report, a SEG, a presentation
+            state: no pixel data to segment).
+    """
+    import pydicom
+
+    try:
+        ds = pydicom.dcmread(p, stop_before_pixels=True)
+    except Exception as exc:
+        raise InputError(f"{p}: not a readable DICOM file ({exc.__class__.__name__})") from None
+    modality = str(getattr(ds, "Modality", "") or "")
+    if "Rows" not in ds or "Columns" not in ds or modality in ("SR", "SEG", "PR", "KO", "RTSTRUCT"):
+        raise InputError(f"{p}: a DICOM {modality or 'object'} without an image to segment "
+                         f"(SOP class {getattr(ds, 'SOPClassUID', 'unknown')}); give an image series")
+    uid = str(getattr(ds, "SeriesInstanceUID", "") or "")
+    if not uid:
+        raise InputError(f"{p}: DICOM image without a SeriesInstanceUID")
+    return uid
 
 
 def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None) -> Image:
