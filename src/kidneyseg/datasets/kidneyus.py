@@ -13,7 +13,7 @@ The published annotation release holds, for each of two sonographers ``k`` = 1, 
 * ``reviewed_masks_k/capsule/<filename>``: binary capsule mask (0/1, uint8, image size).
 * ``reviewed_masks_k/regions/<filename>``: region mask with values 1 central echo complex,
   2 medulla, 3 cortex (:data:`REGION_LABELS`; found by rasterising the polygons, see
-  ``tests/test_kidneyus.py``).
+  ``tests/datasets/test_kidneyus.py``).
 
 The images themselves are released by their owners after registration, so the reader
 takes any image folder (or none) and reports annotations whose image is missing.

@@ -174,7 +174,7 @@ def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
     pixdim = np.asarray(raw["pixdim"][1:1 + n], float)
     if not np.all(np.isfinite(pixdim)) or np.any(pixdim <= 0):
         problem = ("non-finite" if not np.all(np.isfinite(pixdim)) else
-                   "negative" if np.any(pixdim < 0) else "missing (zero)")
+                   "negative" if np.any(pixdim < 0) else "missing")
         raise InputError(f"{p}: {problem} voxel spacing (pixdim {pixdim.tolist()}, no qform or sform); "
                          "set the spacing in the header")
 

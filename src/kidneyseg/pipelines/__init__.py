@@ -14,7 +14,7 @@ from .result import Result
 class PipelineSpec:
     """A registered pipeline's declared capabilities: its name, modality, what it does, the
     class that implements it, and which ``segment`` options it honours (any other is refused
-    by :func:`check_segment_options`). ``tests/test_pipeline_contract.py`` checks every class
+    by :func:`check_segment_options`). ``tests/pipelines/test_pipeline_contract.py`` checks every class
     against its spec (:mod:`kidneyseg.pipelines.base`).
 
     Attributes:

@@ -1,5 +1,5 @@
 """The contract every registered pipeline class fulfils (checked for each one by
-``tests/test_pipeline_contract.py``), so a runner, a batch, the Ray workers and the Python
+``tests/pipelines/test_pipeline_contract.py``), so a runner, a batch, the Ray workers and the Python
 API can drive any of them the same way.
 
 Stages shared by the volumetric pipelines (each module composes them; none re-implements

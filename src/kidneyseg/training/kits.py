@@ -151,7 +151,7 @@ class RegionLoss(torch.nn.Module):
     MONAI's ``DiceCELoss(sigmoid=True)`` applies a softmax cross-entropy across channels when
     there is more than one, which is wrong for nested KiTS regions (a tumour voxel is in all
     three); here the cross-entropy is ``torch.nn.BCEWithLogitsLoss`` per channel and the Dice
-    part MONAI's ``DiceLoss(sigmoid=True)`` (``tests/test_kits.py`` shows the difference).
+    part MONAI's ``DiceLoss(sigmoid=True)`` (``tests/pipelines/test_kits.py`` shows the difference).
     """
 
     def __init__(self) -> None:

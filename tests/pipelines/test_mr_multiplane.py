@@ -19,7 +19,7 @@ from kidneyseg.training.multiplane import partial_dice_ce
 from kidneyseg.training.synth import (IGNORE, NOT_KIDNEY, SynthesisRanges, generation_map, intensity_classes,
                                       synthesise_slice)
 
-from .conftest import UKAT, ellipsoid, save_nifti, write_dicom_series
+from ..conftest import UKAT, ellipsoid, save_nifti, write_dicom_series
 
 PLAIN = SynthesisRanges(std_max=0.0, blur_px_max=0.0, inplane_mm=(1.5, 1.5), bias_coeff_max=0.0, gamma=(1.0, 1.0),
                         noise_std_max=0.0)
@@ -305,7 +305,7 @@ def test_train_cli_multiplane_recipe_end_to_end(tmp_path, nnunet_dataset, two_ki
 
     from kidneyseg.cli import main
 
-    cfg = json.loads((Path(__file__).parents[1] / "configs" / "mr_multiprotocol.json").read_text())
+    cfg = json.loads((Path(__file__).parents[2] / "configs" / "mr_multiprotocol.json").read_text())
     cfg.update(extra_datasets=[], exclude_cases=[], iterations=3, batch_size=2, patch_size=[32, 32],
                channels=[8, 16], checkpoint_every=2)
     (tmp_path / "cfg.json").write_text(json.dumps(cfg))
@@ -341,7 +341,7 @@ def test_shipped_multiprotocol_model_on_the_bundled_case():
     from kidneyseg.api import segment
     from kidneyseg.io import read_image
 
-    example = Path(__file__).parents[1] / "src" / "kidneyseg" / "assets" / "example"
+    example = Path(__file__).parents[2] / "src" / "kidneyseg" / "assets" / "example"
     image = read_image(example / "image_39.nii.gz", dtype=np.float32)
     ref = np.asarray(read_image(example / "label_39_kidneys.nii.gz").array)
     result = segment(image, pipeline="mr-multiprotocol-unet", device="cpu")

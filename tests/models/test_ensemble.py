@@ -14,7 +14,7 @@ from kidneyseg.io import Image
 from kidneyseg.models.store import SoftmaxEnsemble, build_network, load_model, make_ensemble, save_model
 from kidneyseg.specs.mr_unet import TrainConfig
 
-from .conftest import ellipsoid
+from ..conftest import ellipsoid
 
 
 def _member(folder, seed: int, **changes):
@@ -87,7 +87,7 @@ def test_bad_ensemble_json_is_refused_naming_the_file(tmp_path, content, match):
 
 
 def test_ensemble_command_writes_a_loadable_folder_and_refuses_bad_members(tmp_path):
-    from .test_cli import run
+    from ..cli.test_cli import run
 
     a, b = _member(tmp_path / "a", 0), _member(tmp_path / "b", 1)
     ok = run("ensemble", str(a), str(b), "-o", str(tmp_path / "ens"))

@@ -14,7 +14,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.io import Image, read_image
 from kidneyseg.io.dicom_seg import read_dicom_seg, write_dicom_seg
 
-from .conftest import cli, write_dicom_series
+from ..conftest import cli, write_dicom_series
 
 SERIES = "1.2.826.0.1.3680043.2.1125.1.3939"
 

@@ -19,7 +19,7 @@ from kidneyseg.specs.c2f import C2FConfig, square_resize, square_restore
 from kidneyseg.preprocess.resample import resample_volume
 from kidneyseg.arrays import crop_around
 
-KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
+KITS19 = Path(__file__).resolve().parents[3] / "shared" / "data" / "kits_masks" / "kits19"
 
 TINY = dict(spacing_mm=(2.0, 2.0, 4.0), coarse_size=64, correction_size=(96, 32), fine_size=64,
             channels_2d=(8, 16, 32), channels_3d=(8, 16, 16), tumour_patch=(32, 32, 8), tumour_box_margin=8,

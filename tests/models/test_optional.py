@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 
-from .conftest import cli
+from ..conftest import cli
 from kidneyseg.optional import EXTRAS, MissingDependencyError, require
 
 

@@ -11,7 +11,7 @@ from kidneyseg.metrics import dice
 from kidneyseg.postprocess import assign_kidneys
 from kidneyseg.volumetry import label_volumes_ml, touches_border
 
-from .conftest import ellipsoid
+from ..conftest import ellipsoid
 
 
 def test_two_components_named_by_world_x(two_kidney_phantom):
@@ -214,7 +214,7 @@ def test_kidney_length_is_pole_to_pole_along_the_principal_axis_on_any_grid():
     from kidneyseg.io import Image
     from kidneyseg.volumetry import kidney_length_mm, kidney_measures
 
-    from .conftest import ellipsoid
+    from ..conftest import ellipsoid
 
     m = ellipsoid((70, 60, 130), (1.0, 1.0, 1.0), (35, 30, 65), (25, 20, 55))
     assert abs(kidney_length_mm(m, np.eye(4)) - 110.0) <= 1.0

@@ -16,7 +16,7 @@ from kidneyseg.inference import TestTimeAugmentation as TTA  # aliased: pytest w
 from kidneyseg.io import Image
 from kidneyseg.models.store import default_model_dir, load_model
 
-from .conftest import ellipsoid
+from ..conftest import ellipsoid
 
 
 class PointwiseNet(torch.nn.Module):

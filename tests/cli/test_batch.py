@@ -19,7 +19,7 @@ from kidneyseg.api import example_dir
 from kidneyseg.batch import read_manifest, sha256
 from kidneyseg.errors import InputError
 
-from .conftest import cli
+from ..conftest import cli
 
 
 def _run(*args, timeout=600):

@@ -19,8 +19,8 @@ import pytest
 
 from kidneyseg.io import read_image
 
-from .conftest import cli
-from .corpus import Kind, kinds, load_base
+from ..conftest import cli
+from ..corpus import Kind, kinds, load_base
 
 KINDS = kinds()
 FSIZE_LIMIT = 4096  # bytes: a "disk" that fills after 4 kB

@@ -17,7 +17,7 @@ from kidneyseg.io import Image
 from kidneyseg.preprocess.resample import resample_volume
 from kidneyseg.specs.kits import check_ct, labels_from_regions, regions_from_labels
 
-KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
+KITS19 = Path(__file__).resolve().parents[3] / "shared" / "data" / "kits_masks" / "kits19"
 
 
 def test_phantom_has_realistic_hu_kidney_sizes_and_any_orientation():

@@ -11,7 +11,7 @@ import pytest
 from kidneyseg import cli_train
 from kidneyseg.cli import _add_common
 
-from .conftest import cli
+from ..conftest import cli
 
 
 @pytest.mark.parametrize("name", list(cli_train.METHODS))

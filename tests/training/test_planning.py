@@ -15,9 +15,9 @@ from kidneyseg.datasets.layouts import kits_cases, list_cases
 from kidneyseg.errors import InputError
 from kidneyseg.planning import Plan, estimate_memory_gb, fingerprint, make_plan
 
-from .conftest import cli
+from ..conftest import cli
 
-KITS19 = Path(__file__).resolve().parents[2] / "shared" / "data" / "kits_masks" / "kits19"
+KITS19 = Path(__file__).resolve().parents[3] / "shared" / "data" / "kits_masks" / "kits19"
 needs_kits = pytest.mark.skipif(not KITS19.is_dir(), reason="../shared/data/kits_masks absent")
 
 

@@ -18,7 +18,7 @@ from kidneyseg.api import example_dir
 from kidneyseg.metrics import dice
 from kidneyseg.models.store import default_model_dir
 
-from .conftest import CliRun, cli, save_nifti, sha256
+from ..conftest import CliRun, cli, save_nifti, sha256
 
 EXAMPLE = example_dir() / "image_39.nii.gz"
 HAVE_MODEL = (default_model_dir() / "model.pt").exists()

@@ -17,7 +17,7 @@ from kidneyseg.preprocess.crop import crop_resize, uncrop
 from kidneyseg.preprocess.super_resolution import (SRConfig, ThroughPlaneSR, cubic_upsample, decimate,
                                                    super_resolved_affine, to_original_grid)
 
-from .conftest import cli
+from ..conftest import cli
 
 
 def _write_dwi(folder: Path, dwi: DWI, bvals=None, bvecs=None) -> tuple[Path, Path, Path]:

@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 from kidneyseg.datasets.kidneyus import REGION_LABELS, KidneyUSDataset, patient_id, read_via_csv, staple
 from kidneyseg.errors import InputError
 
-from .conftest import SHARED_DATA, cli
+from ..conftest import SHARED_DATA, cli
 
 LABELS = SHARED_DATA / "kidneyus_labels"
 needs_kidneyus = pytest.mark.skipif(not LABELS.is_dir(), reason="../shared/data/kidneyus_labels not present")

@@ -12,7 +12,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.io import (Image, axcodes, check_volume, from_canonical, mask_to_nifti, read_image,
                           to_canonical, write_mask)
 
-from .conftest import CHAOS, KITS19, UKAT, needs_chaos, save_nifti
+from ..conftest import CHAOS, KITS19, UKAT, needs_chaos, save_nifti
 
 
 def _oblique_affine(spacing, flips=(1, 1, 1), angle_deg=12.0, perm=(0, 1, 2)):

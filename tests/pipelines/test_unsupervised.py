@@ -18,7 +18,7 @@ from kidneyseg.postprocess.clusters import clamp_to_seed, refine_boundary, selec
 from kidneyseg.preprocess.registration import RegistrationError, register_to
 from kidneyseg.training.clustering import ClusterConfig
 
-from .conftest import cli, ellipsoid, save_nifti
+from ..conftest import cli, ellipsoid, save_nifti
 
 SPACING = (1.5, 1.5, 6.0)
 

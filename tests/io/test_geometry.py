@@ -18,7 +18,7 @@ from kidneyseg.io import Image, mask_to_nifti, read_image
 from kidneyseg.metrics import dice
 from kidneyseg.pipelines import get_pipeline
 
-from .corpus import load_base
+from ..corpus import load_base
 
 KIDNEY_CROP = (slice(12, 172), slice(20, 140), slice(4, 28))  # both kidneys of case 39, 160 x 120 x 24
 

@@ -16,8 +16,8 @@ from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.trainer import fit_normalisation, select_cases, train
 from kidneyseg.validation import validate_mr
 
-from .conftest import ellipsoid
-from .test_training import TINY
+from ..conftest import ellipsoid
+from ..training.test_training import TINY
 
 
 def body_phantom(cyst_radius_mm: float = 0.0, seed: int = 0):

@@ -14,7 +14,7 @@ import pytest
 from kidneyseg.cli import main
 from kidneyseg.metrics import METRICS
 
-from .conftest import SHARED_DATA, save_nifti, sha256
+from ..conftest import SHARED_DATA, save_nifti, sha256
 
 KITS = SHARED_DATA / "kits_masks"
 needs_kits = pytest.mark.skipif(not KITS.is_dir(), reason="../shared/data/kits_masks not present")

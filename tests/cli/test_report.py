@@ -12,7 +12,7 @@ from PIL import Image as PILImage
 
 from kidneyseg.api import example_dir
 
-from .conftest import cli
+from ..conftest import cli
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
@@ -47,7 +47,7 @@ def test_segment_report_is_self_contained(tmp_path):
 
 
 def test_evaluate_report_embeds_the_plots(tmp_path):
-    from .conftest import save_nifti
+    from ..conftest import save_nifti
 
     pred, ref = tmp_path / "pred", tmp_path / "ref"
     pred.mkdir()

@@ -27,7 +27,7 @@ from kidneyseg.metrics import (
     surface_distances,
 )
 
-from .conftest import SHARED_DATA, ellipsoid
+from ..conftest import SHARED_DATA, ellipsoid
 
 KITS23 = SHARED_DATA / "kits_masks" / "kits23"
 KITS19 = SHARED_DATA / "kits_masks" / "kits19"

@@ -15,7 +15,7 @@ from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
 from kidneyseg.training.trainer import select_cases, split_folds, train
 
-from .conftest import CHAOS, needs_chaos
+from ..conftest import CHAOS, needs_chaos
 
 TINY = dict(channels=(4, 8, 16), num_res_units=0, patch_size=(32, 32), batch_size=3, iterations=4,
             checkpoint_every=2, num_threads=1, device="cpu", folds=2, context_slices=1)
