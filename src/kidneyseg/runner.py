@@ -87,6 +87,18 @@ def _write_labels(w: CaseWrite, path: Path) -> None:
     path.write_text(json.dumps({str(k): v for k, v in w.result.label_map.items()}, indent=2) + "\n")
 
 
+def _write_slicer_colours(w: CaseWrite, path: Path) -> None:
+    from .labels import slicer_colour_table
+
+    path.write_text(slicer_colour_table(w.result.label_map))
+
+
+def _write_itksnap_labels(w: CaseWrite, path: Path) -> None:
+    from .labels import itksnap_label_descriptions
+
+    path.write_text(itksnap_label_descriptions(w.result.label_map))
+
+
 def _write_run(w: CaseWrite, path: Path) -> None:
     path.write_text(json.dumps(w.record, indent=2) + "\n")
 
@@ -102,6 +114,8 @@ CASE_WRITERS: dict[str, tuple[str, object]] = {
     "labels": ("{case}_labels.json", _write_labels),
     "run": ("{case}_run.json", _write_run),
     "seg": ("{case}_seg.nii.gz", _write_nifti),
+    "slicer_colours": ("{case}_seg.ctbl", _write_slicer_colours),
+    "itksnap_labels": ("{case}_seg.itksnap.txt", _write_itksnap_labels),
     "dicom_seg": ("{case}_seg.dcm", _write_dicom_seg),
     "overlay": ("{case}_overlay.png", _write_overlay),
 }
@@ -111,12 +125,14 @@ renames them together."""
 
 
 def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
-    """Output paths of one case, by kind of :data:`CASE_WRITERS`: ``<case>_seg.nii.gz`` and/or
-    ``<case>_seg.dcm`` (DICOM SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
+    """Output paths of one case, by kind of :data:`CASE_WRITERS`: ``<case>_seg.nii.gz`` with
+    its 3D Slicer colour table ``<case>_seg.ctbl`` and ITK-SNAP label descriptions
+    ``<case>_seg.itksnap.txt`` (names and colours of the labels), and/or ``<case>_seg.dcm``
+    (DICOM SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
     :mod:`kidneyseg.provenance`) and ``<case>_overlay.png``."""
     kinds = ["labels", "run"]
     if output_type in ("nifti", "both"):
-        kinds.append("seg")
+        kinds += ["seg", "slicer_colours", "itksnap_labels"]
     if output_type in ("dicom-seg", "both"):
         kinds.append("dicom_seg")
     if overlay:

@@ -46,6 +46,15 @@ def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
               s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning) for s in ds.SegmentSequence]
     assert codes == [("kidney_right", "9846003", "Anatomical Structure"), ("kidney_left", "18639004", "Anatomical Structure")]
     assert ds.StudyInstanceUID == SERIES + ".0" and ds.PatientID == "KS0001"
+    import highdicom as hd
+
+    from kidneyseg.labels import display_rgb
+
+    for s in ds.SegmentSequence:  # the viewer colour of each segment, as in the overlays (CIELab, issue 25)
+        rgb = hd.color.CIELabColor.from_dicom_value(tuple(s.RecommendedDisplayCIELabValue)).to_rgb()
+        assert max(abs(a - b) for a, b in zip(rgb, display_rgb(s.SegmentLabel))) <= 1
+    assert (out / "case39_seg.ctbl").read_text().splitlines()[3].startswith("1 kidney_right ")
+    assert '"kidney_left"' in (out / "case39_seg.itksnap.txt").read_text()
     assert not [p.name for p in out.iterdir() if p.name.startswith(".")]
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import InputError
+from ..labels import display_rgb
 from .image import Image
 
 _ANATOMY = ("91723000", "SCT", "Anatomical Structure")
@@ -134,7 +135,8 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
         descriptions.append(hd.seg.SegmentDescription(
             segment_number=number, segment_label=name, segmented_property_category=hd.sr.CodedConcept(*cat),
             segmented_property_type=hd.sr.CodedConcept(*typ), algorithm_type=hd.seg.SegmentAlgorithmTypeValues.AUTOMATIC,
-            algorithm_identification=algorithm, **kwargs))
+            algorithm_identification=algorithm, display_color=hd.color.CIELabColor.from_rgb(*display_rgb(name)),
+            **kwargs))
         relabel[value] = number
     frames = relabel[arr].transpose(2, 1, 0)  # (X, Y, Z) -> (slices, rows, columns)
     seg = hd.seg.Segmentation(

@@ -23,7 +23,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 from ..io import Image, to_canonical  # noqa: E402
-from .overlay import _COLOURS  # noqa: E402
+from ..labels import hex_colour  # noqa: E402
 
 _STYLE = """body{font-family:system-ui,sans-serif;margin:24px;color:#222}table{border-collapse:collapse;margin:12px 0}
 td,th{border:1px solid #ccc;padding:3px 8px;font-size:13px;text-align:right}th{background:#f2f2f2}
@@ -68,7 +68,7 @@ def three_planes(image: Image, mask: Image, label_map: Mapping[int, str], title:
         ax.imshow(sl, cmap="gray", vmin=lo, vmax=hi, aspect=aspect, interpolation="nearest")
         for value, label in label_map.items():
             if (ml == value).any():
-                ax.contour(ml == value, levels=[0.5], colors=[_COLOURS.get(label, "#ffcc00")], linewidths=1.0)
+                ax.contour(ml == value, levels=[0.5], colors=[hex_colour(label)], linewidths=1.0)
         ax.set_title(name, fontsize=9)
         ax.set_axis_off()
     if title:

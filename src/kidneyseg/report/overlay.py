@@ -12,7 +12,7 @@ import numpy as np  # noqa: E402
 
 from ..io import PLANE_AXES, Image, acquisition_axes, to_canonical  # noqa: E402
 
-_COLOURS = {"kidney_right": "#ff3b30", "kidney_left": "#34c759", "kidney": "#ffcc00", "tumor": "#af52de", "cyst": "#0a84ff"}
+from ..labels import hex_colour
 
 
 def _display(slice_2d: np.ndarray) -> np.ndarray:
@@ -88,7 +88,7 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
         disp = _display(lab[:, :, z])
         for value, name in label_map.items():
             if (disp == value).any():
-                ax.contour(disp == value, levels=[0.5], colors=[_COLOURS.get(name, "#00ffff")], linewidths=1.0)
+                ax.contour(disp == value, levels=[0.5], colors=[hex_colour(name)], linewidths=1.0)
         ijk = np.zeros(4)
         ijk[axis], ijk[3] = z, 1.0
         world = float((img_c.affine @ ijk)[axis])
@@ -97,7 +97,7 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
         ax.text(0.02, 0.02, f"{plane} {_AXIS_NAME[axis]}={world:.0f} mm", color="white", transform=ax.transAxes, fontsize=7)
     legend = "  ".join(f"{name}" for name in label_map.values())
     fig.suptitle(f"{title}\n{legend} (outlines: " + ", ".join(
-        f"{n}={'red' if n == 'kidney_right' else 'green' if n == 'kidney_left' else _COLOURS.get(n, 'cyan')}"
+        f"{n}={'red' if n == 'kidney_right' else 'green' if n == 'kidney_left' else hex_colour(n)}"
         for n in label_map.values()) + ")", color="white", fontsize=9)
     fig.tight_layout()
     fig.savefig(str(path), dpi=100, facecolor="black", format="png")
