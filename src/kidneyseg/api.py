@@ -273,7 +273,9 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
     ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
 
     ``output_type``: ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM Segmentation object
-    ``<case>_seg.dcm`` referencing the input series; DICOM series inputs only) or ``"both"``.
+    ``<case>_seg.dcm`` referencing the input series; DICOM series inputs only), ``"both"``, or
+    ``"rtstruct"`` (an RT Structure Set ``<case>_rtstruct.dcm`` for radiotherapy systems,
+    contours per slice, by rt-utils; DICOM series inputs only; ``pip install 'kidneyseg[rtstruct]'``).
 
     For the ultrasound pipeline (``us-ensemble``) the inputs are 2D frames and the outputs
     are ``<case>_seg.png`` (0/1, the frame's size), ``<case>_labels.json``,

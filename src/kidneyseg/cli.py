@@ -77,8 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="also write report.html: three-plane pictures, volume table with QC flags, cohort plot")
     s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
                    help="which series of a DICOM folder holding several")
-    s.add_argument("--output-type", default="nifti", choices=["nifti", "dicom-seg", "both"],
-                   help="mask format: NIfTI, a DICOM SEG referencing the input series (DICOM input only), or both")
+    s.add_argument("--output-type", default="nifti", choices=["nifti", "dicom-seg", "both", "rtstruct"],
+                   help="mask format: NIfTI, a DICOM SEG referencing the input series (DICOM input only), both, or an RT Structure Set (DICOM input only; pip install kidneyseg[rtstruct])")
     s.add_argument("--pixel-spacing-mm", type=float, default=None,
                    help="us-ensemble: pixel spacing in mm for the kidney area in mm^2 (DICOM frames carry their own)")
     s.add_argument("--secondary", default=None,

@@ -1,7 +1,7 @@
 """Optional dependencies, installed as extras of the ``kidneyseg`` distribution.
 
 A plain ``pip install kidneyseg`` gives the MRI and CT pipelines, evaluation, planning and
-training. Three groups of methods need more:
+training. Four groups of methods need more:
 
 ========================  ==========================  ======================================
 extra                     installs                    needed by
@@ -11,7 +11,8 @@ extra                     installs                    needed by
 ``kidneyseg[dti]``        dipy                        ``kidneyseg dti``, ``em-unet3d``'s MRF step
                                                       and DWI phantoms (seed 000)
 ``kidneyseg[ray]``        ray                         ``segment --engine ray``
-``kidneyseg[all]``        all three
+``kidneyseg[rtstruct]``   rt-utils (with OpenCV)      ``segment --output-type rtstruct``
+``kidneyseg[all]``        all four
 ========================  ==========================  ======================================
 
 :func:`require` imports one of them or raises a one-line :class:`MissingDependencyError`
@@ -29,6 +30,7 @@ EXTRAS: dict[str, tuple[str, str]] = {
     "segmentation_models_pytorch": ("segmentation-models-pytorch", "us"),
     "dipy": ("dipy", "dti"),
     "ray": ("ray", "ray"),
+    "rt_utils": ("rt-utils", "rtstruct"),
 }
 """Import name -> (distribution, extra)."""
 

@@ -52,7 +52,7 @@ class SegmentSummary:
     skipped: list[str] = field(default_factory=list)
 
 
-OUTPUT_TYPES = ("nifti", "dicom-seg", "both")
+OUTPUT_TYPES = ("nifti", "dicom-seg", "both", "rtstruct")
 
 
 @dataclass
@@ -81,6 +81,13 @@ def _write_dicom_seg(w: CaseWrite, path: Path) -> None:
 
     write_dicom_seg(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
                     algorithm_name=f"kidneyseg {w.pipeline}", algorithm_version=__version__)
+
+
+def _write_rtstruct(w: CaseWrite, path: Path) -> None:
+    from .io.rtstruct import write_rtstruct
+
+    write_rtstruct(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
+                   description=f"kidneyseg {w.pipeline}")
 
 
 def _write_labels(w: CaseWrite, path: Path) -> None:
@@ -117,6 +124,7 @@ CASE_WRITERS: dict[str, tuple[str, object]] = {
     "slicer_colours": ("{case}_seg.ctbl", _write_slicer_colours),
     "itksnap_labels": ("{case}_seg.itksnap.txt", _write_itksnap_labels),
     "dicom_seg": ("{case}_seg.dcm", _write_dicom_seg),
+    "rtstruct": ("{case}_rtstruct.dcm", _write_rtstruct),
     "overlay": ("{case}_overlay.png", _write_overlay),
 }
 """The writers of one 3D case: output kind -> (file name pattern, ``writer(CaseWrite, path)``).
@@ -128,13 +136,15 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: st
     """Output paths of one case, by kind of :data:`CASE_WRITERS`: ``<case>_seg.nii.gz`` with
     its 3D Slicer colour table ``<case>_seg.ctbl`` and ITK-SNAP label descriptions
     ``<case>_seg.itksnap.txt`` (names and colours of the labels), and/or ``<case>_seg.dcm``
-    (DICOM SEG), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
+    (DICOM SEG), or ``<case>_rtstruct.dcm`` (RT Structure Set), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
     :mod:`kidneyseg.provenance`) and ``<case>_overlay.png``."""
     kinds = ["labels", "run"]
     if output_type in ("nifti", "both"):
         kinds += ["seg", "slicer_colours", "itksnap_labels"]
     if output_type in ("dicom-seg", "both"):
         kinds.append("dicom_seg")
+    if output_type == "rtstruct":
+        kinds.append("rtstruct")
     if overlay:
         kinds.append("overlay")
     return {k: out_dir / CASE_WRITERS[k][0].format(case=case) for k in kinds}

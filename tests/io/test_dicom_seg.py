@@ -173,3 +173,38 @@ def test_a_series_without_frame_of_reference_is_refused_before_segmenting(series
     r = cli("segment", src, "-o", tmp_path / "out", "--output-type", "dicom-seg")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "has no FrameOfReferenceUID" in r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_rtstruct_contours_lie_on_the_mask_they_trace(series, tmp_path):
+    """--output-type rtstruct (rt-utils): one ROI per kidney, referencing the series' frame of
+    reference, every contour point (patient mm, LPS) within one voxel of that kidney's mask on
+    its slice, found through kidneyseg's own affine (an independent check of rt-utils' slice
+    order and axis order)."""
+    out = tmp_path / "out"
+    r = cli("segment", series, "-o", out, "--output-type", "rtstruct", "--no-tta", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout == "" and not (out / "case39_seg.nii.gz").exists()
+    ds = pydicom.dcmread(out / "case39_rtstruct.dcm")
+    assert ds.Modality == "RTSTRUCT"
+    src = pydicom.dcmread(next(series.iterdir()), stop_before_pixels=True)
+    assert ds.ReferencedFrameOfReferenceSequence[0].FrameOfReferenceUID == src.FrameOfReferenceUID
+    names = {roi.ROINumber: roi.ROIName for roi in ds.StructureSetROISequence}
+    assert sorted(names.values()) == ["kidney_left", "kidney_right"]
+    # the mask the contours came from: the same case as NIfTI on the DICOM grid
+    r = cli("segment", series, "-o", tmp_path / "nii", "--no-tta", "--quiet", "--no-overlay")
+    assert r.returncode == 0, r.stderr
+    seg = nib.load(tmp_path / "nii" / "case39_seg.nii.gz")
+    mask, inv = np.asarray(seg.dataobj), np.linalg.inv(seg.affine)
+    value = {"kidney_right": 1, "kidney_left": 2}
+    from scipy import ndimage
+
+    checked = 0
+    for contour_set in ds.ROIContourSequence:
+        kidney = ndimage.binary_dilation(mask == value[names[contour_set.ReferencedROINumber]], np.ones((3, 3, 3)))
+        for contour in contour_set.ContourSequence:
+            lps = np.asarray(contour.ContourData, float).reshape(-1, 3)
+            ras = lps * [-1, -1, 1]
+            ijk = np.rint(np.c_[ras, np.ones(len(ras))] @ inv.T)[:, :3].astype(int)
+            assert kidney[ijk[:, 0], ijk[:, 1], ijk[:, 2]].all()
+            checked += len(ijk)
+    assert checked > 100
