@@ -53,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files "
                                        "(2D ultrasound frames with --pipeline us-ensemble)")
     s.add_argument("inputs", nargs="*", help="image files, folders of NIfTI files, or DICOM series folders")
+    s.add_argument("-i", "--input", action="append", default=None, dest="more_inputs", metavar="PATH",
+                   help="an input given as an option (TotalSegmentator's habit), repeatable; joins the positional ones")
     s.add_argument("--manifest", default=None,
                    help="cohort CSV (columns path, optional case): a status table is kept and a re-run skips finished cases")
     s.add_argument("--resume", action="store_true",
@@ -66,8 +68,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not reduce the mask to the largest component per kidney")
     s.add_argument("--allow-ct", action="store_true",
                    help="MR pipelines: segment an image that looks like CT anyway (refused by default)")
-    s.add_argument("--no-tta", action="store_true",
-                   help="one plain network pass instead of the model's test-time augmentation (faster)")
+    s.add_argument("--no-tta", "--fast", action="store_true",
+                   help="one plain network pass instead of the model's test-time augmentation (faster; --fast "
+                        "is the same option: unlike TotalSegmentator's --fast it keeps the model and resolution)")
     s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch (0: torch default)")
     s.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default) or ray: cases spread over Ray workers, one model load each")
@@ -205,7 +208,7 @@ def _cmd_segment(args) -> int:
     from .runner import SegmentRequest
 
     summary = run_segment(SegmentRequest(
-        out_dir=args.output, inputs=tuple(args.inputs or ()), manifest=args.manifest,
+        out_dir=args.output, inputs=tuple(args.inputs or ()) + tuple(args.more_inputs or ()), manifest=args.manifest,
         pipeline=args.pipeline or DEFAULT_PIPELINE, model=args.model, device=args.device, overwrite=args.overwrite,
         overlay=not args.no_overlay, keep_largest=not args.keep_all_components, progress=not args.quiet,
         threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,

@@ -241,3 +241,15 @@ def test_each_case_records_what_made_it(example_run):
     assert record["model"]["sha256"]["model.pt"] == file_sha256(weights)
     assert file_sha256(weights) in (default_model_dir() / "model_card.md").read_text()
     assert record["options"]["tta"] is True and "image_39_seg.nii.gz" in record["outputs"]
+
+
+def test_totalsegmentator_habits_input_option_and_fast(tmp_path):
+    """`-i PATH` (repeatable) joins the positional inputs; `--fast` is `--no-tta` (recorded in
+    the provenance as tta false)."""
+    out = tmp_path / "out"
+    r = cli("segment", "-i", EXAMPLE, "-o", out, "--fast", "--quiet", "--no-overlay")
+    assert r.returncode == 0, r.stderr
+    record = json.loads((out / "image_39_run.json").read_text())
+    assert record["options"]["tta"] is False
+    r = cli("segment", "-o", tmp_path / "none", "--quiet")
+    assert r.returncode == 2 and "no input paths" in r.stderr
