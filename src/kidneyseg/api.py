@@ -242,7 +242,8 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   pixel_spacing_mm: float | None = None, output_type: str = "nifti",
                   series: str | None = None, manifest: str | Path | None = None,
                   resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
-                  workers: int = 2, tta: bool = True, allow_ct: bool = False) -> SegmentSummary:
+                  workers: int = 2, tta: bool = True, allow_ct: bool = False,
+                  save_probabilities: bool = False) -> SegmentSummary:
     """Segment files and folders into ``out_dir``: ``run_segment(SegmentRequest(...))`` with
     these arguments (:class:`kidneyseg.runner.SegmentRequest` documents each).
 
@@ -293,7 +294,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
         model=model, device=device, overwrite=overwrite, overlay=overlay, keep_largest=keep_largest,
         progress=progress, threads=threads, secondary=secondary, pixel_spacing_mm=pixel_spacing_mm,
         output_type=output_type, series=series, resume=resume, report=report, engine=engine, address=address,
-        workers=workers, tta=tta, allow_ct=allow_ct)
+        workers=workers, tta=tta, allow_ct=allow_ct, save_probabilities=save_probabilities)
     return run_segment(request)
 
 
@@ -364,7 +365,8 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
     if not overwrite and not resume:
         targets = [out / "volumes.csv", out / "volumes.json"]
         for c in names:
-            targets += list(case_outputs(out, c, request.overlay, request.output_type).values())
+            targets += list(case_outputs(out, c, request.overlay, request.output_type,
+                                         request.save_probabilities).values())
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
@@ -377,7 +379,8 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
     if status is not None:  # a resumed case counts as done only under the same settings
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}
-    opts = CaseOptions(out, request.overlay, request.output_type, request.series, report, run)
+    opts = CaseOptions(out, request.overlay, request.output_type, request.series, report, run,
+                       request.save_probabilities)
     pictures: dict[str, str] = {}
     summary = SegmentSummary()
     todo = []

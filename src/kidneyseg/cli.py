@@ -71,6 +71,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--no-tta", "--fast", action="store_true",
                    help="one plain network pass instead of the model's test-time augmentation (faster; --fast "
                         "is the same option: unlike TotalSegmentator's --fast it keeps the model and resolution)")
+    s.add_argument("--save-probabilities", "--save_probabilities", action="store_true",
+                   help="MR U-Net pipelines: also write <case>_prob.nii.gz, the kidney probability (float32, 0-1) "
+                        "on the input's grid (nnU-Net's habit)")
     s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch (0: torch default)")
     s.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default) or ray: cases spread over Ray workers, one model load each")
@@ -214,6 +217,7 @@ def _cmd_segment(args) -> int:
         threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,
         output_type=args.output_type, series=args.series, resume=args.resume, report=args.report,
         engine=args.engine, address=args.address, workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
+        save_probabilities=args.save_probabilities,
     ))
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:

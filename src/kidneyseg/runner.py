@@ -106,6 +106,14 @@ def _write_itksnap_labels(w: CaseWrite, path: Path) -> None:
     path.write_text(itksnap_label_descriptions(w.result.label_map))
 
 
+def _write_probability(w: CaseWrite, path: Path) -> None:
+    from .io.writers import probability_to_nifti
+
+    if w.result.probability is None:
+        raise InputError(f"--save-probabilities: pipeline {w.pipeline} returned no probability map")
+    probability_to_nifti(w.result.probability, w.image).to_filename(str(path))
+
+
 def _write_run(w: CaseWrite, path: Path) -> None:
     path.write_text(json.dumps(w.record, indent=2) + "\n")
 
@@ -125,6 +133,7 @@ CASE_WRITERS: dict[str, tuple[str, object]] = {
     "itksnap_labels": ("{case}_seg.itksnap.txt", _write_itksnap_labels),
     "dicom_seg": ("{case}_seg.dcm", _write_dicom_seg),
     "rtstruct": ("{case}_rtstruct.dcm", _write_rtstruct),
+    "probability": ("{case}_prob.nii.gz", _write_probability),
     "overlay": ("{case}_overlay.png", _write_overlay),
 }
 """The writers of one 3D case: output kind -> (file name pattern, ``writer(CaseWrite, path)``).
@@ -132,12 +141,14 @@ CASE_WRITERS: dict[str, tuple[str, object]] = {
 renames them together."""
 
 
-def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti") -> dict[str, Path]:
+def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: str = "nifti",
+                 save_probabilities: bool = False) -> dict[str, Path]:
     """Output paths of one case, by kind of :data:`CASE_WRITERS`: ``<case>_seg.nii.gz`` with
     its 3D Slicer colour table ``<case>_seg.ctbl`` and ITK-SNAP label descriptions
     ``<case>_seg.itksnap.txt`` (names and colours of the labels), and/or ``<case>_seg.dcm``
     (DICOM SEG), or ``<case>_rtstruct.dcm`` (RT Structure Set), ``<case>_labels.json``, ``<case>_run.json`` (provenance:
-    :mod:`kidneyseg.provenance`) and ``<case>_overlay.png``."""
+    :mod:`kidneyseg.provenance`), ``<case>_overlay.png`` and, with ``save_probabilities``,
+    ``<case>_prob.nii.gz``."""
     kinds = ["labels", "run"]
     if output_type in ("nifti", "both"):
         kinds += ["seg", "slicer_colours", "itksnap_labels"]
@@ -145,6 +156,8 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: st
         kinds.append("dicom_seg")
     if output_type == "rtstruct":
         kinds.append("rtstruct")
+    if save_probabilities:
+        kinds.append("probability")
     if overlay:
         kinds.append("overlay")
     return {k: out_dir / CASE_WRITERS[k][0].format(case=case) for k in kinds}
@@ -178,6 +191,8 @@ class SegmentRequest:
         engine: ``"local"`` or ``"ray"``; ``address`` and ``workers`` for Ray.
         tta: the model's test-time augmentation (``--no-tta`` = False).
         allow_ct: let CT-looking input through an MR pipeline.
+        save_probabilities: also write ``<case>_prob.nii.gz``, the kidney probability
+            (float32, 0-1) on the input's grid (pipelines whose spec has ``probabilities``).
     """
 
     out_dir: Path
@@ -202,6 +217,7 @@ class SegmentRequest:
     workers: int = 2
     tta: bool = True
     allow_ct: bool = False
+    save_probabilities: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -229,7 +245,8 @@ class SegmentRequest:
                               secondary=self.secondary is not None, allow_ct=self.allow_ct, report=self.report,
                               resume=self.resume, engine=self.engine, series=self.series,
                               output_type=self.output_type, manifest=self.manifest is not None,
-                              pixel_spacing=self.pixel_spacing_mm is not None)
+                              pixel_spacing=self.pixel_spacing_mm is not None,
+                              save_probabilities=self.save_probabilities)
 
     def load_pipeline(self):
         """The pipeline with this request's model, device and options applied.
@@ -246,7 +263,8 @@ class SegmentRequest:
         """The options recorded in the provenance (``<case>_run.json``) and, without
         ``device``, the settings a resumed case must share to count as done."""
         return {"tta": self.tta, "keep_largest": self.keep_largest, "allow_ct": self.allow_ct, "device": self.device,
-                "output_type": self.output_type, "secondary": self.secondary is not None}
+                "output_type": self.output_type, "secondary": self.secondary is not None,
+                "save_probabilities": self.save_probabilities}
 
 
 @dataclass(frozen=True)
@@ -258,7 +276,8 @@ class CaseOptions:
     output_type: str = "nifti"
     series: str | None = None
     report: bool = False
-    run: dict | None = None  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
+    run: dict | None = None
+    save_probabilities: bool = False  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
 
 
 def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
@@ -312,7 +331,7 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
         pipe = pipe_or_loader
     result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
     result.case = case
-    paths = case_outputs(out, case, opts.overlay, opts.output_type)
+    paths = case_outputs(out, case, opts.overlay, opts.output_type, opts.save_probabilities)
     from .provenance import case_record, run_record
 
     name = getattr(pipe, "name", "pipeline")

@@ -253,3 +253,17 @@ def test_totalsegmentator_habits_input_option_and_fast(tmp_path):
     assert record["options"]["tta"] is False
     r = cli("segment", "-o", tmp_path / "none", "--quiet")
     assert r.returncode == 2 and "no input paths" in r.stderr
+
+
+def test_save_probabilities_writes_the_kidney_probability_on_the_input_grid(tmp_path):
+    """--save-probabilities (nnU-Net's --save_probabilities spelling works too): float32 in
+    [0, 1] on the input's exact grid, high inside the written mask and low far outside."""
+    out = tmp_path / "out"
+    r = cli("segment", EXAMPLE, "-o", out, "--save_probabilities", "--no-tta", "--quiet", "--no-overlay")
+    assert r.returncode == 0, r.stderr
+    src, prob_img = nib.load(EXAMPLE), nib.load(out / "image_39_prob.nii.gz")
+    prob, mask = np.asarray(prob_img.dataobj), np.asarray(nib.load(out / "image_39_seg.nii.gz").dataobj)
+    assert prob.dtype == np.float32 and prob.shape == src.shape and np.array_equal(prob_img.affine, src.affine)
+    assert 0.0 <= prob.min() and prob.max() <= 1.0
+    assert prob[mask > 0].mean() > 0.8 and prob[mask == 0].mean() < 0.05
+    assert json.loads((out / "image_39_run.json").read_text())["options"]["save_probabilities"] is True

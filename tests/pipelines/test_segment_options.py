@@ -20,6 +20,7 @@ OPTIONS = {
     "--engine ray": (["--engine", "ray"], "volumetric", True),
     "--series": (["--series", "largest"], "volumetric", True),
     "--output-type": (["--output-type", "both"], "volumetric", True),
+    "--save-probabilities": (["--save-probabilities"], "probabilities", True),
 }
 
 

@@ -168,7 +168,23 @@ def mask_to_nifti(mask: np.ndarray, reference: Image) -> nib.Nifti1Image:
     if tuple(mask.shape) != reference.shape:
         raise GeometryError(f"mask shape {tuple(mask.shape)} differs from image shape {reference.shape}")
     dtype = np.uint8 if mask.max(initial=0) <= 255 else np.uint16
-    data = np.asarray(mask, dtype=dtype)
+    return _on_reference_grid(np.asarray(mask, dtype=dtype), reference)
+
+
+def probability_to_nifti(probability: np.ndarray, reference: Image) -> nib.Nifti1Image:
+    """A float32 NIfTI of a probability map (values in [0, 1]) on exactly the reference's grid,
+    with the header handling of :func:`mask_to_nifti`.
+
+    Raises:
+        GeometryError: shape mismatch, or the built image's affine differs from the reference's.
+    """
+    if tuple(probability.shape) != reference.shape:
+        raise GeometryError(f"probability shape {tuple(probability.shape)} differs from image shape {reference.shape}")
+    return _on_reference_grid(np.clip(np.asarray(probability, dtype=np.float32), 0.0, 1.0), reference)
+
+
+def _on_reference_grid(data: np.ndarray, reference: Image) -> nib.Nifti1Image:
+    dtype = data.dtype
     if reference.nifti_header is not None:
         header = reference.nifti_header.copy()
         header.set_data_dtype(dtype)

@@ -32,6 +32,8 @@ class PipelineSpec:
             ultrasound frames: PNG masks, none of these).
         shipped_model: folder name under ``assets/models`` of the model used without
             ``--model`` (``None``: nothing shipped).
+        probabilities: its results carry the kidney probability map
+            (``Result.probability``), which ``--save-probabilities`` writes.
         factory: ``factory(model=..., device=...)`` when loading needs more than
             ``Class.load(model_folder, device)``.
     """
@@ -49,6 +51,7 @@ class PipelineSpec:
     allow_ct: bool = False
     volumetric: bool = True
     shipped_model: str | None = None
+    probabilities: bool = False
     factory: Callable[..., object] | None = None
 
     def pipeline_class(self) -> type:
@@ -87,7 +90,7 @@ PipelineInfo = PipelineSpec
 def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
                           allow_ct: bool = False, report: bool = False, resume: bool = False, engine: str = "local",
                           series: str | None = None, output_type: str = "nifti", manifest: bool = False,
-                          pixel_spacing: bool = False) -> None:
+                          pixel_spacing: bool = False, save_probabilities: bool = False) -> None:
     """Refuse a ``segment`` option that pipeline ``name`` would not act on, before anything is
     read or loaded (arguments are the options as given; defaults mean "not given").
 
@@ -113,6 +116,7 @@ def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = T
         "--engine ray": (engine == "ray", info.volumetric, frames),
         "--series": (series is not None, info.volumetric, frames),
         "--output-type": (output_type != "nifti", info.volumetric, frames),
+        "--save-probabilities": (save_probabilities, info.probabilities, "has no probability map to save"),
     }
     for flag, (used, supported, why) in given.items():
         if used and not supported:
@@ -148,7 +152,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
         "kidneyseg.pipelines.mr_t2:MRKidneyPipeline", MR_KIDNEYS, tta=True, allow_ct=True,
-        shipped_model="mr_t2_kidney",
+        shipped_model="mr_t2_kidney", probabilities=True,
     ),
     "mr-multiprotocol-unet": PipelineSpec(
         "mr-multiprotocol-unet", "MR",
@@ -156,7 +160,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         "thickness) and applied in the scan's acquisition plane: coronal, T1-weighted, gradient-echo MRI "
         "(shipped model, trained on CHAOS; see its model card for where it was validated)",
         "kidneyseg.pipelines.mr_t2:MRKidneyPipeline", MR_KIDNEYS, tta=True, allow_ct=True,
-        shipped_model="mr_multiprotocol_kidney", factory=_mr_multiprotocol_factory,
+        shipped_model="mr_multiprotocol_kidney", probabilities=True, factory=_mr_multiprotocol_factory,
     ),
     "unsupervised-cluster": PipelineSpec(
         "unsupervised-cluster", "MR",

@@ -134,4 +134,6 @@ class MRKidneyPipeline:
         if settings.validated_volume_ml is not None:
             result.qc["volume_outside_validated_range"] = outside_range(
                 result.volumes_ml, list(self.label_map.values()), settings.validated_volume_ml)
+        if kidney_probability is not None:
+            result.probability = from_canonical(np.asarray(kidney_probability, dtype=np.float32), prepared.reorientation)
         return result

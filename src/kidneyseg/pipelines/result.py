@@ -25,6 +25,9 @@ class Result:
             (for diagnostics and benchmarks; ``None`` when not kept).
         measures: kidney lengths (mm) and the right/left volume split (%)
             (:func:`kidneyseg.volumetry.kidney_measures`); empty for label maps without sides.
+        probability: float32 kidney probability (the network's summed kidney classes, after
+            its test-time augmentation) on the input's grid, shape ``mask.shape``; ``None``
+            for pipelines that do not produce one (``PipelineSpec.probabilities``).
     """
 
     case: str
@@ -36,6 +39,7 @@ class Result:
     seconds: float = 0.0
     network_labels: np.ndarray | None = field(default=None, repr=False)
     measures: dict[str, float] = field(default_factory=dict)
+    probability: np.ndarray | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, object]:
         """Flat row for ``volumes.csv``/``volumes.json``: case, volumes (mL, 3 decimals),
