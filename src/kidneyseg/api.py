@@ -492,17 +492,21 @@ def train(config, out_dir: str | Path, folds: int | str | None = None, progress:
 
 def train_em_unet3d(config, dataset: str | Path, out_dir: str | Path, layout: str = "chaos",
                     exclude: tuple[str, ...] = (), device: str = "auto", progress: bool = True,
-                    folds: int | str | None = None) -> Path:
+                    folds: int | str | None = None, subjects: str | Path | None = None,
+                    subject_pattern: str | None = None) -> Path:
     """Train pipeline ``em-unet3d`` (seed 000) on a CHAOS or nnU-Net raw folder; see
     :func:`kidneyseg.training.em_unet.train_em_unet` for the outputs and errors. With
     ``folds`` (``"loso"`` or a number) cross-validate first
-    (:func:`kidneyseg.validation.cross_validate_em`: ``fold_K/`` and ``cv_summary.json``)."""
+    (:func:`kidneyseg.validation.cross_validate_em`: ``fold_K/`` and ``cv_summary.json``), folds
+    grouped by subject: ``subjects`` (CSV ``case,subject``) or ``subject_pattern`` (a regular
+    expression whose first group is the subject, :func:`kidneyseg.validation.read_subjects`)."""
     from .training.em_unet import chaos_train_cases, train_em_unet
-    from .validation import cross_validate_em
+    from .validation import cross_validate_em, read_subjects
 
     cases = chaos_train_cases(dataset, exclude=exclude, layout=layout)
+    groups = read_subjects([c.case_id for c in cases], subjects, subject_pattern)
     if folds is not None:
-        cross_validate_em(cases, config, out_dir, folds, device=device, progress=progress)
+        cross_validate_em(cases, config, out_dir, folds, device=device, progress=progress, subjects=groups)
         return Path(out_dir)
     return train_em_unet(cases, config, out_dir, device=device, progress=progress)
 

@@ -70,7 +70,8 @@ def _run_em(config, args):
     if args.fold is not None or args.folds is not None:
         folds = args.folds if args.folds is not None else "loso"
     return train_em_unet3d(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
-                           device=args.device, progress=not args.quiet, folds=folds)
+                           device=args.device, progress=not args.quiet, folds=folds, subjects=args.subjects,
+                           subject_pattern=args.subject_pattern)
 
 
 def _run_kits(config, args):
@@ -177,8 +178,13 @@ def build_parser(name: str, common: Callable[[argparse.ArgumentParser], None]) -
     if name in ("mr-t2-unet", "mr-multiprotocol-unet", "em-unet3d"):
         p.add_argument("--fold", default=None, help="fold to hold out, or 'all' (every fold, then a final model)")
     if name == "em-unet3d":
-        p.add_argument("--folds", type=int, default=None, help="with --fold all: N patient folds instead of "
+        p.add_argument("--folds", type=int, default=None, help="with --fold all: N subject folds instead of "
                                                                 "leave-one-subject-out")
+        p.add_argument("--subjects", default=None, metavar="CSV",
+                       help="CSV with columns case, subject: a subject's scans are held out together")
+        p.add_argument("--subject-pattern", default=None, metavar="REGEX",
+                       help="the subject is the first group of this regular expression on the case id, "
+                            "e.g. '^(.+)_t[0-9]+$' (default: each case its own subject)")
     if name in ("em-unet3d", "kits-unet3d", "c2f-cascade"):
         p.add_argument("--exclude", nargs="*", default=None, help="case ids never used for training")
     if name == "kits-unet3d":

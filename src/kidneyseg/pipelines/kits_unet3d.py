@@ -1,5 +1,5 @@
 """Pipeline ``kits-unet3d``: the nnU-Net-style 3D U-Net for kidney, tumour and cyst on
-contrast CT (seed 002, Zhao et al., KiTS21), configured from a dataset plan
+contrast CT (seed 002, Zang et al., KiTS21), configured from a dataset plan
 (:mod:`kidneyseg.planning`).
 
 Steps (seed 002, section 2):
