@@ -125,7 +125,7 @@ STAGED_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp[^/]*$")
 def remove_stale_staged(folder: str | Path) -> list[Path]:
     """Delete the staged files a killed run (SIGKILL, power loss) left in ``folder``.
 
-    Call it only while holding the folder's lock (:func:`kidneyseg.api.output_lock`), so no
+    Call it only while holding the folder's lock (:func:`kidneyseg.cohort.output_lock`), so no
     other run's staged files can be in it. Only top-level files named as
     :class:`AtomicOutputs` names them are touched.
 
