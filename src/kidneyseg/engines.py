@@ -80,6 +80,12 @@ def run_on_ray(todo: Sequence[tuple[Path, str]], opts, request, secondary, recor
     if workers < 1:
         raise InputError(f"--workers: expected >= 1, got {workers}")
     started = False
+    if address is None:
+        # the local instance is kidneyseg's own, started and stopped by this run: Ray's notice
+        # that it enabled token authentication by default is not the user's to act on
+        import logging
+
+        logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     if not ray.is_initialized():
         try:
             ray.init(address=address, num_cpus=None if address else workers, include_dashboard=False,
