@@ -516,9 +516,14 @@ def main(argv: list[str] | None = None) -> int:
     # level (nine lines per DICOM SEG), nibabel logs header fixes our readers report themselves
     for name, level in (("highdicom", logging.WARNING), ("nibabel", logging.ERROR)):
         logging.getLogger(name).setLevel(level)
+    # libraries' Python warnings (numpy RuntimeWarning, MONAI UserWarning) are not a user's
+    # concern on the command line: kidneyseg's own warnings are log lines; --debug shows them all
+    logging.captureWarnings(True)
+    logging.getLogger("py.warnings").setLevel(logging.WARNING if args.debug else logging.CRITICAL)
     try:
         return _run(args)
     finally:
+        logging.captureWarnings(False)
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
 

@@ -267,3 +267,19 @@ def test_save_probabilities_writes_the_kidney_probability_on_the_input_grid(tmp_
     assert 0.0 <= prob.min() and prob.max() <= 1.0
     assert prob[mask > 0].mean() > 0.8 and prob[mask == 0].mean() < 0.05
     assert json.loads((out / "image_39_run.json").read_text())["options"]["save_probabilities"] is True
+
+
+def test_library_warnings_do_not_reach_stderr_unless_debug():
+    """A numpy RuntimeWarning inside a command is not printed (one line per problem is the
+    contract); --debug shows it. A real process: pytest records warnings itself in-process."""
+    code = ("import sys, warnings\n"
+            "from kidneyseg import cli\n"
+            "def noisy(args):\n"
+            "    warnings.warn('invalid value encountered in divide', RuntimeWarning)\n"
+            "    return 0\n"
+            "cli._COMMANDS['info'] = noisy\n"
+            "sys.exit(cli.main(sys.argv[1:]))\n")
+    quiet = subprocess.run([sys.executable, "-c", code, "info", str(EXAMPLE)], capture_output=True, text=True)
+    loud = subprocess.run([sys.executable, "-c", code, "info", str(EXAMPLE), "--debug"], capture_output=True, text=True)
+    assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
+    assert loud.returncode == 0 and "invalid value encountered" in loud.stderr
