@@ -112,8 +112,8 @@ def test_corpus_entry(corpus_runs, name, command):
         if r.out is not None and r.out.is_dir():
             left = sorted(p.name for p in r.out.iterdir())
             if r.kind.name == "folder_good_and_bad":  # the good case completes, the bad one is reported
-                assert left == ["good_labels.json", "good_overlay.png", "good_run.json", "good_seg.itksnap.txt",
-                                "good_seg.ctbl", "good_seg.nii.gz", "volumes.csv",
+                assert left == ["good_labels.json", "good_overlay.png", "good_run.json", "good_seg.ctbl",
+                                "good_seg.itksnap.txt", "good_seg.nii.gz", "volumes.csv",
                                 "volumes.json"]
                 seg = nib.load(str(r.out / "good_seg.nii.gz"))
                 assert seg.shape == nib.load(str(r.input / "good.nii.gz")).shape
