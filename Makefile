@@ -20,7 +20,7 @@ demo: install
 	$(BIN)/kidneyseg demo -o demo_output --overwrite
 
 test: install
-	$(BIN)/python -m pytest -q -n 2 --dist worksteal --durations=25
+	$(BIN)/python -m pytest -q -n 2 --dist loadfile --durations=25
 
 benchmark: install
 	$(BIN)/python benchmarks/mr_kidney.py

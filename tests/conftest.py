@@ -4,22 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
 import nibabel as nib
 import numpy as np
 import pytest
-
-if os.environ.get("PYTEST_XDIST_WORKER"):
-    # `make test` runs two pytest-xdist workers on two cores: one compute thread each (and in
-    # the processes they start), so OpenMP threads do not spin against each other. Tests that
-    # are about threads pass --threads / num_threads explicitly.
-    os.environ["OMP_NUM_THREADS"] = "1"
-    import torch
-
-    torch.set_num_threads(1)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

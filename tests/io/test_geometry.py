@@ -34,8 +34,15 @@ def real_case(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def pipeline():
+    """The shipped model with one network pass. Storage order is undone before the network
+    (to_canonical) and redone after it (from_canonical); the test-time augmentation's shifts act
+    on the canonical grid, the same for all 48 orders, so they add nothing to what these tests
+    check, and cost four passes per segmentation (``test_segment_output_bytes_identical_in_two_processes``
+    and the CLI tests run the default, with TTA)."""
     torch.set_num_threads(2)
-    return get_pipeline("mr-t2-unet", device="cpu")
+    pipe = get_pipeline("mr-t2-unet", device="cpu")
+    pipe.disable_tta()
+    return pipe
 
 
 def _reorient(array: np.ndarray, affine: np.ndarray, perm, flips):
