@@ -353,7 +353,7 @@ def run_demo(out_dir: str | Path = "demo_output", device: str = "auto", overwrit
 
 def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", memory_budget_gb: float = 8.0,
                  target_spacing_mm: tuple[float, float, float] | None = None, normalisation: str = "ct_clip_zscore",
-                 masks_only: bool = False, overwrite: bool = False) -> "Plan":
+                 masks_only: bool = False, overwrite: bool = False, base_filters: int = 32) -> "Plan":
     """``kidneyseg plan``: fingerprint a CT training set and write ``plan.json`` (the plan and
     the fingerprint it came from), nnU-Net style (:mod:`kidneyseg.planning`).
 
@@ -365,6 +365,7 @@ def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", mem
         normalisation: ``"ct_clip_zscore"`` or ``"case_percentile"`` (seed 002).
         masks_only: plan from the masks' geometry alone (annotation releases without images;
             forces ``case_percentile``).
+        base_filters: feature maps of the first level (doubling per level; seed 002: 32).
 
     Raises:
         InputError: see :func:`kidneyseg.planning.fingerprint` and
@@ -388,7 +389,7 @@ def plan_dataset(dataset: str | Path, out: str | Path, layout: str = "kits", mem
         normalisation = "case_percentile"
     fp = fingerprint(cases, read_labels=True, read_images=not masks_only)
     plan = make_plan(fp, memory_budget_gb=memory_budget_gb, target_spacing_mm=target_spacing_mm,
-                     normalisation=normalisation)
+                     normalisation=normalisation, base_filters=base_filters)
     write_json({"plan": plan.to_dict(), "fingerprint": fp.to_dict(), "dataset": str(dataset), "layout": layout}, out)
     return plan
 

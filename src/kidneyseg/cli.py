@@ -175,7 +175,11 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--memory-gb", type=float, default=8.0, help="memory one training step may use (default 8)")
     pl.add_argument("--target-spacing-mm", type=float, nargs=3, default=None, metavar=("R", "A", "S"),
                     help="override the median-spacing rule, e.g. 1.99 1.99 1.99 (seed 002)")
-    pl.add_argument("--normalisation", default="ct_clip_zscore", choices=["ct_clip_zscore", "case_percentile"])
+    pl.add_argument("--normalisation", default=None, choices=["ct_clip_zscore", "case_percentile"],
+                    help="default ct_clip_zscore (nnU-Net's dataset-level CT normalisation)")
+    pl.add_argument("--preset", default=None, choices=["paper"],
+                    help="paper: seed 002's settings (per-case percentile normalisation, 1.99 mm isotropic, "
+                         "32 base filters); other flags override them")
     pl.add_argument("--masks-only", action="store_true", help="plan from the masks' geometry (no images present)")
     pl.add_argument("--overwrite", action="store_true")
     pl.add_argument("--quiet", action="store_true")
@@ -454,9 +458,17 @@ def _cmd_dti(args) -> int:
 def _cmd_plan(args) -> int:
     from .api import plan_dataset
 
+    preset = {}
+    if args.preset == "paper":
+        from .specs.kits import PAPER_PLAN
+
+        preset = dict(PAPER_PLAN)
+    spacing = tuple(args.target_spacing_mm) if args.target_spacing_mm else preset.get("target_spacing_mm")
     plan = plan_dataset(args.dataset, args.output, layout=args.layout, memory_budget_gb=args.memory_gb,
-                        target_spacing_mm=tuple(args.target_spacing_mm) if args.target_spacing_mm else None,
-                        normalisation=args.normalisation, masks_only=args.masks_only, overwrite=args.overwrite)
+                        target_spacing_mm=spacing,
+                        normalisation=args.normalisation or preset.get("normalisation", "ct_clip_zscore"),
+                        masks_only=args.masks_only, overwrite=args.overwrite,
+                        base_filters=int(preset.get("base_filters", 32)))
     if not args.quiet:
         print(f"target spacing {plan.target_spacing_mm} mm, patch {plan.patch_size}, batch {plan.batch_size}, "
               f"{len(plan.strides)} levels, about {plan.estimated_memory_gb} GB; wrote {args.output}")

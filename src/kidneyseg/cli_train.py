@@ -29,6 +29,8 @@ class Method:
         run: ``run(config, args) -> model folder`` (``args`` holds the non-config flags).
         fixed: config fields set from other flags (not offered as flags of their own).
         defaults: config values this subcommand starts from (before ``--config`` and flags).
+        presets: ``--preset NAME`` -> ``"module:ATTR"`` of a dict of config values (e.g. the
+            values the method's paper states), applied after ``defaults``, before ``--config``.
     """
 
     config: str
@@ -36,6 +38,13 @@ class Method:
     run: Callable
     fixed: tuple[str, ...] = ()
     defaults: dict = dataclasses.field(default_factory=dict)
+    presets: dict = dataclasses.field(default_factory=dict)
+
+    def preset(self, name: str) -> dict:
+        import importlib
+
+        module, _, attr = self.presets[name].partition(":")
+        return dict(getattr(importlib.import_module(module), attr))
 
     def config_class(self) -> type:
         import importlib
@@ -103,7 +112,8 @@ METHODS: dict[str, Method] = {
         defaults={"recipe": "multiplane", "context_slices": 0, "augment_intensity": "strong"}),
     "us-ensemble": Method("kidneyseg.specs.us:USTrainConfig", ("kidneyus",), _run_us, ("device",)),
     "em-unet3d": Method("kidneyseg.specs.em_unet:EMUNetConfig", ("chaos", "nnunet"), _run_em),
-    "kits-unet3d": Method("kidneyseg.specs.kits:KitsConfig", ("kits", "nnunet"), _run_kits, ("device",)),
+    "kits-unet3d": Method("kidneyseg.specs.kits:KitsConfig", ("kits", "nnunet"), _run_kits, ("device",),
+                          presets={"paper": "kidneyseg.specs.kits:PAPER"}),
     "c2f-cascade": Method("kidneyseg.specs.c2f:C2FConfig", ("kits", "nnunet"), _run_c2f, ("device",)),
 }
 """``kidneyseg train <name>``: the trainable pipelines."""
@@ -173,6 +183,10 @@ def build_parser(name: str, common: Callable[[argparse.ArgumentParser], None]) -
                    + (" (Open Kidney US labels)" if name == "us-ensemble" else ""))
     p.add_argument("-o", "--output", required=True, help="model folder to write")
     p.add_argument("--config", default=None, help=f"JSON file with {cls.__name__} fields (flags override it)")
+    if method.presets:
+        p.add_argument("--preset", default=None, choices=sorted(method.presets),
+                       help="start from a named set of values (paper: every value the method's paper states); "
+                            "--config and flags override it")
     if method.layouts != ("kidneyus",):
         p.add_argument("--layout", default=method.layouts[0], choices=method.layouts, help="dataset layout")
     if name in ("mr-t2-unet", "mr-multiprotocol-unet", "em-unet3d"):
@@ -206,6 +220,8 @@ def config_from_args(name: str, args: argparse.Namespace):
     method = METHODS[name]
     cls = method.config_class()
     fields = dict(method.defaults)
+    if getattr(args, "preset", None):
+        fields.update(method.preset(args.preset))
     if args.config:
         try:
             fields.update(json.loads(Path(args.config).read_text()))

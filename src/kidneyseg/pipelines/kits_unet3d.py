@@ -57,7 +57,10 @@ def predict_regions(network: torch.nn.Module, x: torch.Tensor, plan: Plan, confi
 
 
 def keep_kidney_components(km: np.ndarray, keep: int) -> np.ndarray:
-    """The ``keep`` largest 26-connected components of the kidney+masses mask (scipy)."""
+    """The ``keep`` largest 26-connected components of the kidney+masses mask (scipy); ``keep``
+    0 returns the mask unchanged (seed 002's no post-processing)."""
+    if keep <= 0:
+        return km
     return largest_components(km, keep, connectivity=3)
 
 

@@ -48,7 +48,8 @@ class KitsConfig(SpecConfig):
         scale: maximum relative zoom.
         mirror_tta: average predictions over mirrored copies at inference (8 with 3 axes).
         keep_components: kidney+masses components kept at inference (the two largest, and the
-            third only if ``n_kidneys_max`` is 3).
+            third only if ``n_kidneys_max`` is 3); 0 keeps every component (seed 002, 2.7: no
+            post-processing).
         threshold: probability threshold of each region.
         sw_batch_size: windows per forward pass at inference.
         seed: numpy/torch seed.
@@ -86,7 +87,32 @@ class KitsConfig(SpecConfig):
             raise InputError(f"augment_probability: expected a value in [0, 1], got {self.augment_probability}")
         if self.learning_rate <= 0:
             raise InputError(f"learning_rate: expected > 0, got {self.learning_rate}")
+        if self.keep_components < 0:
+            raise InputError(f"keep_components: expected >= 0 (0: keep every component), got {self.keep_components}")
 
+
+
+PAPER: dict[str, object] = {
+    "iterations": 1000 * 250,  # 2.5: 1000 epochs of 250 batches
+    "learning_rate": 0.06,  # 2.5: SGD, initial learning rate 0.06
+    "momentum": 0.99,  # 2.5: 0.99 momentum, Nesterov
+    "foreground_patches": 1 / 3,  # 2.5: foreground oversampling
+    "min_foreground_fraction": 1 / 3,  # 2.5: "at least one-third of each patch" foreground
+    "augment_probability": 0.4,  # 2.2: each augmentation with probability 0.4
+    "mirror_tta": False,  # 2.6: sliding window only, no test-time mirroring
+    "keep_components": 0,  # 2.7: "without any further processing"
+}
+"""``kidneyseg train kits-unet3d --preset paper``: every :class:`KitsConfig` value seed 002
+(Zang et al., KiTS21) states, by section. Where the default differs (``iterations`` 2000 for a
+CPU, ``keep_components`` 2) the README's KiTS recipe says why."""
+
+PAPER_PLAN: dict[str, object] = {
+    "normalisation": "case_percentile",  # 2.2: per-case 0.5/99.5 percentile clip, then z-score
+    "target_spacing_mm": (1.99, 1.99, 1.99),  # 2.2: isotropic 1.99 mm
+    "base_filters": 32,  # 2.3: 32 channels in the first block, doubling
+}
+"""``kidneyseg plan --preset paper``: the plan settings seed 002 states (patch 128^3 and batch 4
+follow from the memory budget: give ``--memory-gb`` of a large GPU to get them)."""
 
 
 def check_ct(image: Image) -> None:
