@@ -21,7 +21,8 @@ from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, read_image
 from .io.writers import remove_stale_staged, signals_deferred
 from .pipelines import PIPELINES
-from .runner import CaseOptions, SegmentRequest, SegmentSummary, StopRun, case_outputs, process_case
+from .runner import (CaseOptions, SegmentRequest, SegmentSummary, StopRun, case_outputs, frame_outputs, process_case,
+                     process_frame)
 
 log = logging.getLogger(__name__)
 
@@ -155,10 +156,6 @@ def run_segment(request: SegmentRequest) -> SegmentSummary:
     _check_output_dir(out)
     try:
         with output_lock(out):
-            if modality == "US":
-                from .runner import segment_us_files
-
-                return segment_us_files(files, request)
             return _segment_into(files, case_names, sec_image, request)
     finally:
         if created and out.is_dir() and not any(out.iterdir()):
@@ -181,12 +178,15 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
 
     out, name, resume, overwrite, report = (request.out_dir, request.pipeline, request.resume, request.overwrite,
                                             request.report)
+    volumetric = PIPELINES[name].volumetric  # else 2D ultrasound frames: PNG masks, areas.csv
+    table = "volumes" if volumetric else "areas"
     names = cases if cases is not None else [case_name(f) for f in files]
     if not overwrite and not resume:
-        targets = [out / "volumes.csv", out / "volumes.json"]
+        targets = [out / f"{table}.csv", out / f"{table}.json"]
         for c in names:
-            targets += list(case_outputs(out, c, request.overlay, request.output_type,
-                                         request.save_probabilities).values())
+            paths = (case_outputs(out, c, request.overlay, request.output_type, request.save_probabilities)
+                     if volumetric else frame_outputs(out, c, request.overlay))
+            targets += list(paths.values())
         existing = [t for t in targets if t.exists()]
         if existing:
             raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
@@ -200,7 +200,8 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}
     opts = CaseOptions(out, request.overlay, request.output_type, request.series, report, run,
-                       request.save_probabilities)
+                       request.save_probabilities, request.pixel_spacing_mm)
+    process = process_case if volumetric else process_frame
     pictures: dict[str, str] = {}
     summary = SegmentSummary()
     todo = []
@@ -246,7 +247,7 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
         for f, case in tqdm(todo, desc="segment", disable=bar_off, unit="case"):
             t0 = time.perf_counter()
             try:
-                outcome = process_case(loader, f, case, opts, secondary)
+                outcome = process(loader, f, case, opts, secondary)
             except StopRun as exc:
                 raise InputError(str(exc)) from None
             except InputError as exc:
@@ -255,9 +256,9 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
     summary.rows.sort(key=lambda r: names.index(r["case"]) if r["case"] in names else len(names))
     if status is None and summary.rows:
         try:
-            write_volume_tables(summary.rows, out, overwrite=True)
+            write_volume_tables(summary.rows, out, overwrite=True, stem=table)
         except OSError as exc:
-            raise InputError(f"{out}: cannot write volumes.csv/volumes.json ({exc.strerror or exc})") from None
+            raise InputError(f"{out}: cannot write {table}.csv/{table}.json ({exc.strerror or exc})") from None
     if report:
         from .report.html import segment_report
 

@@ -1,6 +1,6 @@
 """The per-case path every segmenting entry point shares: read -> check -> pipeline -> back to
-the input grid -> writers (NIfTI, DICOM SEG, label map, overlay), and the 2D ultrasound frame
-loop.
+the input grid -> writers (NIfTI, DICOM SEG, label map, overlay), and its 2D counterpart for
+ultrasound frames (:func:`process_frame`).
 
 ``kidneyseg.api`` (the local batch) and ``kidneyseg.engines`` (Ray workers) both call
 :func:`process_case`; pipelines know nothing of files or folders.
@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -167,7 +167,7 @@ def case_outputs(out_dir: Path, case: str, overlay: bool = True, output_type: st
 class SegmentRequest:
     """Everything one ``kidneyseg segment`` run is asked to do: the command line's options and
     the keyword arguments of :func:`kidneyseg.api.segment_files`, in one value that the local
-    batch, the Ray workers and the ultrasound frame loop all read.
+    batch (volumes and ultrasound frames alike) and the Ray workers read.
 
     Attributes:
         out_dir: output folder.
@@ -277,7 +277,8 @@ class CaseOptions:
     series: str | None = None
     report: bool = False
     run: dict | None = None
-    save_probabilities: bool = False  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
+    save_probabilities: bool = False
+    pixel_spacing_mm: float | None = None  # 2D frames without a spacing of their own  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
 
 
 def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
@@ -322,13 +323,7 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
         from .io.dicom_seg import check_seg_sources
 
         check_seg_sources(f, uid, original)
-    if callable(pipe_or_loader):
-        try:
-            pipe = pipe_or_loader()
-        except InputError as exc:
-            raise StopRun(str(exc)) from None
-    else:
-        pipe = pipe_or_loader
+    pipe = _loaded(pipe_or_loader)
     result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
     result.case = case
     paths = case_outputs(out, case, opts.overlay, opts.output_type, opts.save_probabilities)
@@ -389,45 +384,44 @@ def overlay_png(image: np.ndarray, result: USResult, path: Path) -> None:
     plt.close(fig)
 
 
-def segment_us_files(files: Sequence[Path], request: SegmentRequest):
-    """Segment 2D frames into ``request.out_dir``: per case the mask PNG, label map and
-    overlay, and for all finished cases ``areas.csv`` and ``areas.json``. A failing case is
-    reported and the others go on.
+def frame_outputs(out_dir: Path, case: str, overlay: bool = True) -> dict[str, Path]:
+    """Output paths of one 2D ultrasound frame: ``<case>_seg.png``, ``<case>_labels.json`` and
+    ``<case>_overlay.png``."""
+    paths = {"seg": out_dir / f"{case}_seg.png", "labels": out_dir / f"{case}_labels.json"}
+    if overlay:
+        paths["overlay"] = out_dir / f"{case}_overlay.png"
+    return paths
 
-    Returns:
-        :class:`SegmentSummary`.
+
+def process_frame(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary=None):
+    """Read, segment and write one 2D ultrasound frame (the 2D counterpart of
+    :func:`process_case`, same arguments and return value; no picture, no provenance digest).
+
+    Raises:
+        InputError: this frame cannot be done (the run goes on).
+        StopRun: the model cannot be loaded (the run stops).
     """
-    from .io import case_name
     from .preprocess.ultrasound import read_us_frame
-    from .report import write_volume_tables
 
-    out, overlay = request.out_dir, request.overlay
-    if not request.overwrite:
-        targets = [out / "areas.csv", out / "areas.json"]
-        for f in files:
-            c = case_name(f)
-            targets += [out / f"{c}_seg.png", out / f"{c}_labels.json"] + ([out / f"{c}_overlay.png"] if overlay else [])
-        existing = [t for t in targets if t.exists()]
-        if existing:
-            raise InputError(f"{existing[0]}: output exists (use --overwrite to replace it)")
-    pipe = request.load_pipeline()  # a bad model folder stops the run
-    summary = SegmentSummary()
-    for f in files:
-        case = case_name(f)
-        try:
-            frame = read_us_frame(f, request.pixel_spacing_mm)
-            result = pipe.segment(frame, case)
-            try:
-                write_us_outputs(result, frame, out, overlay)
-            except OSError as exc:
-                raise InputError(f"{out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
-            summary.rows.append(result.row())
-        except InputError as exc:
-            summary.failures.append((case, str(exc)))
-    if summary.rows:
-        write_volume_tables(summary.rows, out, overwrite=True, stem="areas")
-    return summary
+    frame = read_us_frame(f, opts.pixel_spacing_mm)
+    pipe = _loaded(pipe_or_loader)
+    result = pipe.segment(frame, case)
+    try:
+        paths = write_us_outputs(result, frame, opts.out, opts.overlay)
+    except OSError as exc:
+        raise InputError(f"{opts.out}: cannot write the outputs of {case} ({exc.strerror or exc})") from None
+    return result.row(), list(paths.values()), None, None
+
+
+def _loaded(pipe_or_loader):
+    """The pipeline, loading it through the loader on first use (a failure stops the run)."""
+    if not callable(pipe_or_loader):
+        return pipe_or_loader
+    try:
+        return pipe_or_loader()
+    except InputError as exc:
+        raise StopRun(str(exc)) from None
 
 
 __all__ = ["CASE_WRITERS", "OUTPUT_TYPES", "CaseOptions", "CaseWrite", "SegmentRequest", "SegmentSummary", "StopRun", "case_outputs", "overlay_png", "process_case",
-           "qc_caption", "segment_us_files", "volume_caption", "write_us_outputs"]
+           "frame_outputs", "process_frame", "qc_caption", "volume_caption", "write_us_outputs"]
