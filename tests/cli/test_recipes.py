@@ -21,7 +21,7 @@ C2F_TINY = ["--spacing-mm", "2", "2", "4", "--coarse-size", "64", "--correction-
 
 
 @pytest.mark.skipif(shutil.which("bash") is None, reason="the recipe is a bash script")
-@pytest.mark.parametrize("method, flags", [("kits-unet3d", []), ("c2f-cascade", C2F_TINY)])
+@pytest.mark.parametrize("method, flags", [("kits-unet3d", ["--sw-batch-size", "64"]), ("c2f-cascade", C2F_TINY)])
 def test_kits_recipe_holds_out_cases_and_scores_only_them(tmp_path, method, flags):
     data = write_kits_phantoms(tmp_path / "kits", [0, 1, 2], spacings=((3.0, 3.0, 4.0),))
     out = tmp_path / "run"

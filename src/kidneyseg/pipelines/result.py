@@ -9,6 +9,10 @@ import numpy as np
 from ..io import Image
 
 
+CLINICAL_FLAGS = ("kidney_count", "empty", "low_confidence", "volume_outside_validated_range", "laterality_conflict")
+"""QC flags placed beside the volumes in ``volumes.csv`` (the others follow the voxel counts)."""
+
+
 @dataclass
 class Result:
     """One segmented case.
@@ -42,13 +46,17 @@ class Result:
     probability: np.ndarray | None = field(default=None, repr=False)
 
     def row(self) -> dict[str, object]:
-        """Flat row for ``volumes.csv``/``volumes.json``: case, volumes (mL, 3 decimals),
-        kidney lengths (mm) and split (%), voxel counts, QC flags."""
+        """Flat row for ``volumes.csv``/``volumes.json``, the clinical columns first: case,
+        volumes (mL, one decimal: the models' volume error is several percent, so further
+        digits carry no information), kidney lengths (mm) and split (%), the QC flags a reader
+        acts on (:data:`CLINICAL_FLAGS`); then the technical ones: voxel counts, the other QC
+        values, seconds."""
         row: dict[str, object] = {"case": self.case}
-        row.update({k: round(v, 3) for k, v in self.volumes_ml.items()})
+        row.update({k: round(v, 1) for k, v in self.volumes_ml.items()})
         row.update(self.measures)
+        row.update({k: self.qc[k] for k in CLINICAL_FLAGS if k in self.qc})
         row.update({f"{k}_voxels": v for k, v in self.voxel_counts.items()})
-        row.update(self.qc)
+        row.update({k: v for k, v in self.qc.items() if k not in CLINICAL_FLAGS})
         row["seconds"] = round(self.seconds, 2)
         return row
 
