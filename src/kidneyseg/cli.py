@@ -476,7 +476,7 @@ def _cmd_plan(args) -> int:
 
 
 def _cmd_ensemble(args) -> int:
-    from .models.store import make_ensemble
+    from .training.ensemble import make_ensemble
 
     out = make_ensemble(args.models, args.output)
     if not args.quiet:

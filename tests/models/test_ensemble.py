@@ -11,7 +11,8 @@ import torch
 from kidneyseg.errors import InputError
 from kidneyseg.inference import predict_probabilities, prepare
 from kidneyseg.io import Image
-from kidneyseg.models.store import SoftmaxEnsemble, build_network, load_model, make_ensemble, save_model
+from kidneyseg.models.store import SoftmaxEnsemble, build_network, load_model, save_model
+from kidneyseg.training.ensemble import make_ensemble
 from kidneyseg.specs.mr_unet import TrainConfig
 
 from ..conftest import ellipsoid
