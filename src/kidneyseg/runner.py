@@ -90,8 +90,12 @@ def _write_rtstruct(w: CaseWrite, path: Path) -> None:
                    description=f"kidneyseg {w.pipeline}")
 
 
+def _label_map_json(label_map: dict[int, str]) -> str:
+    return json.dumps({str(k): v for k, v in label_map.items()}, indent=2) + "\n"
+
+
 def _write_labels(w: CaseWrite, path: Path) -> None:
-    path.write_text(json.dumps({str(k): v for k, v in w.result.label_map.items()}, indent=2) + "\n")
+    path.write_text(_label_map_json(w.result.label_map))
 
 
 def _write_slicer_colours(w: CaseWrite, path: Path) -> None:
@@ -353,12 +357,10 @@ def write_us_outputs(result: USResult, frame: USFrame, out_dir: Path, overlay: b
     and ``<case>_overlay.png`` atomically (all or none)."""
     from PIL import Image as PILImage
 
-    paths = {"seg": out_dir / f"{result.case}_seg.png", "labels": out_dir / f"{result.case}_labels.json"}
-    if overlay:
-        paths["overlay"] = out_dir / f"{result.case}_overlay.png"
+    paths = frame_outputs(out_dir, result.case, overlay)
     with AtomicOutputs(overwrite=True) as outs:
         PILImage.fromarray(result.mask).save(outs.stage(paths["seg"]), format="PNG")
-        outs.stage(paths["labels"]).write_text(json.dumps({str(k): v for k, v in result.label_map.items()}, indent=2) + "\n")
+        outs.stage(paths["labels"]).write_text(_label_map_json(result.label_map))
         if overlay:
             overlay_png(frame.array, result, outs.stage(paths["overlay"]))
     return paths

@@ -70,14 +70,18 @@ def check_seg_sources(folder: str | Path, series_uid: str | None = None, origina
     """
     import pydicom
 
-    where = original or folder
+    files = source_files(folder, series_uid)
+    check_source_datasets([pydicom.dcmread(f, stop_before_pixels=True) for f in files], files, original or folder)
+
+
+def check_source_datasets(datasets, files, where) -> None:
+    """:func:`check_seg_sources` on datasets already read (``files``: their paths, for the message)."""
     frames = set()
-    for f in source_files(folder, series_uid):
-        ds = pydicom.dcmread(f, stop_before_pixels=True)
+    for ds, f in zip(datasets, files):
         for attr in ("FrameOfReferenceUID", "StudyInstanceUID", "SOPInstanceUID"):
             if not str(getattr(ds, attr, "") or "").strip():
-                raise InputError(f"{where}: slice {f.name} has no {attr}, which a DICOM SEG needs of its source images; "
-                                 "use --output-type nifti")
+                raise InputError(f"{where}: slice {Path(f).name} has no {attr}, which a DICOM SEG needs of its source "
+                                 "images; use --output-type nifti")
         frames.add(str(ds.FrameOfReferenceUID))
     if len(frames) > 1:
         raise InputError(f"{where}: the series' slices have {len(frames)} different FrameOfReferenceUIDs; a DICOM SEG "
@@ -109,9 +113,9 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
     import highdicom as hd
     import pydicom
 
-    check_seg_sources(source_folder, series_uid)
     files = source_files(source_folder, series_uid)
     sources = [pydicom.dcmread(f) for f in files]
+    check_source_datasets(sources, files, source_folder)  # read once: the runner checked the headers before the model
     arr = np.asarray(mask.array)
     if arr.ndim != 3 or arr.shape[2] != len(sources) or (int(sources[0].Columns), int(sources[0].Rows)) != arr.shape[:2]:
         raise InputError(f"{source_folder}: {len(sources)} slices of {sources[0].Columns} x {sources[0].Rows} do not match "

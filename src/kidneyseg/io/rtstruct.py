@@ -17,7 +17,7 @@ import numpy as np
 
 from ..errors import InputError
 from ..labels import display_rgb
-from .dicom_seg import check_seg_sources, source_files
+from .dicom_seg import check_source_datasets, source_files
 from .image import Image
 
 
@@ -46,7 +46,6 @@ def write_rtstruct(mask: Image, label_map: dict[int, str], source_folder: str | 
     require("rt_utils", "--output-type rtstruct")
     from rt_utils import RTStructBuilder
 
-    check_seg_sources(source_folder, series_uid)
     files = source_files(source_folder, series_uid)
     arr = np.asarray(mask.array)
     if arr.ndim != 3 or arr.shape[2] != len(files):
@@ -55,6 +54,9 @@ def write_rtstruct(mask: Image, label_map: dict[int, str], source_folder: str | 
         for i, f in enumerate(files):
             os.symlink(Path(f).resolve(), Path(tmp) / f"{i:05d}.dcm")
         rt = RTStructBuilder.create_new(dicom_series_path=tmp)
+        # rt-utils' own reads, checked in place (its order is its own: each link's name is the file's index)
+        check_source_datasets(rt.series_data, [files[int(Path(ds.filename).stem)] for ds in rt.series_data],
+                              source_folder)
         rt.set_series_description(description)
         for value, name in sorted(label_map.items()):
             roi = arr == value

@@ -99,8 +99,7 @@ class ModelFolder:
         except FileNotFoundError:
             raise InputError(f"{self.path}: {name} is missing (training unfinished?)") from None
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise InputError(f"{path}: unreadable weights ({exc.__class__.__name__}: {first})") from None
+            raise InputError(f"{path}: unreadable weights ({_first_line(exc)})") from None
 
     def load_weights(self, network: torch.nn.Module, name: str = "model.pt", key: str | None = None) -> torch.nn.Module:
         """Load weight file ``name`` into ``network`` (returned).
@@ -112,9 +111,14 @@ class ModelFolder:
         try:
             network.load_state_dict(state)
         except Exception as exc:
-            first = str(exc).strip().splitlines()[0][:160] if str(exc).strip() else ""
-            raise InputError(f"{self.path / name}: weights do not fit config.json ({exc.__class__.__name__}: {first})") from None
+            raise InputError(f"{self.path / name}: weights do not fit config.json ({_first_line(exc)})") from None
         return network
+
+
+def _first_line(exc: BaseException) -> str:
+    """``"ExcType: first line of its message"`` (at most 160 characters of it)."""
+    text = str(exc).strip()
+    return f"{exc.__class__.__name__}: {text.splitlines()[0][:160] if text else ''}"
 
 
 __all__ = ["CONFIG", "ModelFolder", "UNNAMED_PIPELINE"]
