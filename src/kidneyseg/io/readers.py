@@ -306,27 +306,10 @@ def resolve_series(folder: str | Path, rule: str | None = None) -> str:
     return rule
 
 
-def _check_orientations(folder: Path, reader, n: int) -> None:
-    """Raise if the slices of one series do not share one ImageOrientationPatient (ITK
-    would stack them as if they did, giving a volume with the wrong geometry)."""
-    first = None
-    for i in range(n):
-        if not reader.HasMetaDataKey(i, "0020|0037"):
-            return
-        try:
-            iop = np.array([float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")])
-        except ValueError:
-            raise InputError(f"{folder}: unreadable ImageOrientationPatient in slice {i + 1}") from None
-        if first is None:
-            first = iop
-        elif iop.shape != first.shape or np.abs(iop - first).max() > 1e-3:
-            raise InputError(f"{folder}: mixed orientations in one series: slice {i + 1} has ImageOrientationPatient "
-                             f"{np.round(iop, 4).tolist()}, slice 1 {np.round(first, 4).tolist()}")
-
-
 def _check_geometry_tags(folder: Path, reader, files: list[str]) -> None:
     """Raise unless every slice of a multi-file series has ImagePositionPatient and
-    ImageOrientationPatient, and all slices one PixelSpacing.
+    ImageOrientationPatient, all slices one ImageOrientationPatient (ITK would stack mixed ones
+    as if they agreed) and one PixelSpacing.
 
     Without the position and orientation, GDCM/ITK stack the slices 1 mm apart in an
     assumed orientation, so volumes in mL and the patient's left and right would be
@@ -337,7 +320,7 @@ def _check_geometry_tags(folder: Path, reader, files: list[str]) -> None:
     n = len(files)
     if n < 2:
         return
-    spacing = None
+    spacing = first = None
     for i in range(n):
         name = Path(files[i]).name
         missing = [tag for key, tag in (("0020|0032", "ImagePositionPatient"), ("0020|0037", "ImageOrientationPatient"))
@@ -345,6 +328,15 @@ def _check_geometry_tags(folder: Path, reader, files: list[str]) -> None:
         if missing:
             raise InputError(f"{folder}: slice {name} has no {' or '.join(missing)}, so slice spacing and orientation "
                              "are unknown (a reader would assume 1 mm); refusing rather than guessing")
+        try:
+            iop = np.array([float(v) for v in reader.GetMetaData(i, "0020|0037").split("\\")])
+        except ValueError:
+            raise InputError(f"{folder}: unreadable ImageOrientationPatient in slice {i + 1}") from None
+        if first is None:
+            first = iop
+        elif iop.shape != first.shape or np.abs(iop - first).max() > 1e-3:
+            raise InputError(f"{folder}: mixed orientations in one series: slice {i + 1} has ImageOrientationPatient "
+                             f"{np.round(iop, 4).tolist()}, slice 1 {np.round(first, 4).tolist()}")
         if reader.HasMetaDataKey(i, "0028|0030"):
             try:
                 sp = np.array([float(v) for v in reader.GetMetaData(i, "0028|0030").split("\\")])
@@ -419,7 +411,6 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None)
     except RuntimeError as exc:
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
     _check_geometry_tags(folder, reader, list(files))
-    _check_orientations(folder, reader, len(files))
     _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
     image = sitk_to_image(sitk_img, dtype)
     modality = reader.GetMetaData(0, "0008|0060").strip() if reader.HasMetaDataKey(0, "0008|0060") else ""
