@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from ..errors import InputError
+from ..inference.cpu import instance_norm_as_group_norm
 from ..inference.settings import InferenceConfig, read_inference_config
 from ..specs.mr_unet import TrainConfig
 from .unet import build_unet2d, build_unet3d
@@ -166,8 +167,10 @@ def load_model(folder: str | Path | None = None, device: str = "auto", pipeline:
     nets = [opened.load_weights(build_network(config), m["weights"]) for m in read_ensemble(folder)]
     network = nets[0] if len(nets) == 1 else SoftmaxEnsemble(nets)
     network.to(dev).eval()
-    if dev.type == "cpu" and config.spatial_dims == 2:
-        network = network.to(memory_format=torch.channels_last)
+    if dev.type == "cpu":
+        instance_norm_as_group_norm(network)
+        if config.spatial_dims == 2:
+            network = network.to(memory_format=torch.channels_last)
     return ModelBundle(network, config, folder, dev, read_inference_config(folder))
 
 
