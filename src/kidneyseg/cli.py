@@ -20,6 +20,9 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", metavar="auto|cpu|cuda[:N]|gpu[:N]|mps",
                    help="where to run (default: auto: CUDA when available)")
     p.add_argument("--quiet", action="store_true", help="no progress bars or info messages")
+    p.add_argument("-v", "--verbose", action="store_true",
+                   help="a line per stage of each case (read, load model, segment, write) with seconds, "
+                        "also when the output is not a terminal")
     p.add_argument("--debug", action="store_true", help="show tracebacks of internal errors")
 
 
@@ -528,6 +531,9 @@ def main(argv: list[str] | None = None) -> int:
     # level (nine lines per DICOM SEG), nibabel logs header fixes our readers report themselves
     for name, level in (("highdicom", logging.WARNING), ("nibabel", logging.ERROR)):
         logging.getLogger(name).setLevel(level)
+    from .progress import STAGE_LOGGER
+
+    logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO if args.verbose and not args.quiet else logging.WARNING)
     # libraries' Python warnings (numpy RuntimeWarning, MONAI UserWarning) are not a user's
     # concern on the command line: kidneyseg's own warnings are log lines; --debug shows them all
     logging.captureWarnings(True)

@@ -21,7 +21,7 @@ from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, read_image
 from .io.writers import remove_stale_staged, signals_deferred
 from .pipelines import PIPELINES
-from .runner import (CaseOptions, SegmentRequest, SegmentSummary, StopRun, case_outputs, frame_outputs, process_case,
+from .runner import (CaseOptions, PipelineLoader, SegmentRequest, SegmentSummary, StopRun, case_outputs, frame_outputs, process_case,
                      process_frame)
 
 log = logging.getLogger(__name__)
@@ -235,15 +235,10 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
 
         run_on_ray(todo, opts, request, secondary, record)
     else:
-        pipe = None
-
-        def loader():
-            nonlocal pipe
-            if pipe is None:  # loaded at the first readable image, so bad input fails fast
-                pipe = request.load_pipeline()
-            return pipe
-
+        loader = PipelineLoader(request.load_pipeline)
         bar_off = True if not request.progress or len(todo) < 2 else None
+        if request.progress and len(todo) == 1:
+            opts = dataclasses.replace(opts, progress_bar=True)
         for f, case in tqdm(todo, desc="segment", disable=bar_off, unit="case"):
             t0 = time.perf_counter()
             try:

@@ -33,7 +33,9 @@ class _Worker:
         self.request = request
         self.opts = opts
         self.secondary = secondary
-        self.pipe = None
+        from .runner import PipelineLoader
+
+        self.loader = PipelineLoader(request.load_pipeline)
 
     def pid(self) -> int:
         return os.getpid()
@@ -42,14 +44,8 @@ class _Worker:
         from .runner import StopRun, process_case
 
         t0 = time.perf_counter()
-
-        def loader():
-            if self.pipe is None:
-                self.pipe = self.request.load_pipeline()
-            return self.pipe
-
         try:
-            row, paths, picture, digest = process_case(loader, Path(f), case, self.opts, self.secondary)
+            row, paths, picture, digest = process_case(self.loader, Path(f), case, self.opts, self.secondary)
         except StopRun as exc:
             return ("stop", str(exc), time.perf_counter() - t0)
         except InputError as exc:

@@ -282,7 +282,8 @@ class CaseOptions:
     report: bool = False
     run: dict | None = None
     save_probabilities: bool = False
-    pixel_spacing_mm: float | None = None  # 2D frames without a spacing of their own  # kidneyseg.provenance.run_record of this command (None: the pipeline's name only)
+    pixel_spacing_mm: float | None = None  # 2D frames without a spacing of their own
+    progress_bar: bool = False  # a bar over the stages of a single case on a terminal (kidneyseg.progress)
 
 
 def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
@@ -302,15 +303,19 @@ def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondar
         StopRun: the model cannot be loaded (the batch stops).
     """
     from .io.readers import dicom_folder
+    from .progress import CaseProgress
 
     if not f.exists():
         raise InputError(f"{f}: no such file or folder")
-    with dicom_folder(f) as src:  # a zip of DICOM files is extracted for the time of this case
-        return _process_source(pipe_or_loader, src, f, case, opts, secondary)
+    with CaseProgress(case, opts.progress_bar) as progress, dicom_folder(f) as src:
+        # a zip of DICOM files is extracted for the time of this case
+        return _process_source(pipe_or_loader, src, f, case, opts, secondary, progress)
 
 
-def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: CaseOptions, secondary: Image | None):
+def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: CaseOptions, secondary: Image | None,
+                    progress):
     out = opts.out
+    progress.stage("read", str(original))
     if opts.output_type != "nifti" and not f.is_dir():
         raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
                          "(a SEG references its source images)")
@@ -327,13 +332,17 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
         from .io.dicom_seg import check_seg_sources
 
         check_seg_sources(f, uid, original)
+    if callable(pipe_or_loader) and getattr(pipe_or_loader, "pipeline", None) is None:
+        progress.stage("load model")
     pipe = _loaded(pipe_or_loader)
+    name = getattr(pipe, "name", "pipeline")
+    progress.stage("segment", f"{name}, {' x '.join(map(str, image.shape))} voxels")
     result = pipe.segment(image) if secondary is None else pipe.segment(image, secondary=secondary)
     result.case = case
     paths = case_outputs(out, case, opts.overlay, opts.output_type, opts.save_probabilities)
+    progress.stage("write", f"{len(paths)} files to {out}")
     from .provenance import case_record, run_record
 
-    name = getattr(pipe, "name", "pipeline")
     run = opts.run if opts.run is not None else run_record(name, None, {})
     try:
         record = case_record(run, case, original, [p.name for p in paths.values()])  # hashes the input
@@ -415,6 +424,25 @@ def process_frame(pipe_or_loader, f: Path, case: str, opts: CaseOptions, seconda
     return result.row(), list(paths.values()), None, None
 
 
+class PipelineLoader:
+    """Loads a pipeline on its first call and returns the same one after that; the case loop
+    and each Ray worker call it only once an input has been read, so bad input fails before a
+    model is loaded.
+
+    Args:
+        load: returns the pipeline (e.g. :meth:`SegmentRequest.load_pipeline`).
+    """
+
+    def __init__(self, load):
+        self._load = load
+        self.pipeline = None
+
+    def __call__(self):
+        if self.pipeline is None:
+            self.pipeline = self._load()
+        return self.pipeline
+
+
 def _loaded(pipe_or_loader):
     """The pipeline, loading it through the loader on first use (a failure stops the run)."""
     if not callable(pipe_or_loader):
@@ -425,5 +453,5 @@ def _loaded(pipe_or_loader):
         raise StopRun(str(exc)) from None
 
 
-__all__ = ["CASE_WRITERS", "OUTPUT_TYPES", "CaseOptions", "CaseWrite", "SegmentRequest", "SegmentSummary", "StopRun", "case_outputs", "overlay_png", "process_case",
+__all__ = ["CASE_WRITERS", "OUTPUT_TYPES", "CaseOptions", "CaseWrite", "PipelineLoader", "SegmentRequest", "SegmentSummary", "StopRun", "case_outputs", "overlay_png", "process_case",
            "frame_outputs", "process_frame", "qc_caption", "volume_caption", "write_us_outputs"]

@@ -283,3 +283,25 @@ def test_library_warnings_do_not_reach_stderr_unless_debug():
     loud = subprocess.run([sys.executable, "-c", code, "info", str(EXAMPLE), "--debug"], capture_output=True, text=True)
     assert quiet.returncode == 0 and quiet.stderr == "", quiet.stderr
     assert loud.returncode == 0 and "invalid value encountered" in loud.stderr
+
+
+@needs_model
+def test_verbose_reports_each_stage_and_loads_the_model_once(tmp_path):
+    """--verbose: a line per stage of each case, with seconds, on stderr (not a terminal here);
+    the model is loaded for the first case only; without --verbose no stage lines."""
+    import shutil
+
+    for name in ("a", "b"):
+        shutil.copy(EXAMPLE, tmp_path / f"{name}.nii.gz")
+    r = cli("segment", tmp_path / "a.nii.gz", tmp_path / "b.nii.gz", "-o", tmp_path / "out", "--verbose",
+            "--no-tta", "--no-overlay")
+    assert r.returncode == 0, r.stderr
+    lines = r.stderr.splitlines()
+    for case in ("a", "b"):
+        stages = [ln.split(": ", 1)[1].split(" (")[0] for ln in lines if ln.startswith(f"{case}: ")]
+        assert stages[:-1] == (["read", "load model", "segment", "write"] if case == "a" else
+                               ["read", "segment", "write"]), lines
+        assert stages[-1].startswith("done in") and "segment " in lines[[i for i, ln in enumerate(lines)
+                                                                         if ln.startswith(f"{case}: done")][0]]
+    r = cli("segment", tmp_path / "a.nii.gz", "-o", tmp_path / "out2", "--no-tta", "--no-overlay")
+    assert r.returncode == 0 and not [ln for ln in r.stderr.splitlines() if ln.startswith("a: ")], r.stderr
