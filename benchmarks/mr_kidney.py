@@ -72,7 +72,7 @@ def main() -> None:
         from kidneyseg.specs.mr_unet import TrainConfig
 
         cfg = TrainConfig(dataset=str(CHAOS), exclude_cases=("39",), num_threads=args.threads, device="cpu")
-        train_model(cfg, args.train, folds="all")
+        train_model(cfg, args.train, folds="cv")
         folds = [args.train / f"fold_{k}" for k in range(cfg.folds)]
         model = args.train
     model_dir = model or default_model_dir()

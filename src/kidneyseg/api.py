@@ -208,9 +208,10 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     Args:
         config: the training configuration.
         out_dir: model folder.
-        folds: ``None`` trains one model on all cases into ``out_dir``; an int trains that
-            cross-validation fold into ``out_dir/fold_N``; ``"all"`` trains every fold,
-            writes ``cv_summary.json`` and then the final model on all cases into ``out_dir``.
+        folds: ``None`` or ``"all"`` (nnU-Net's meaning) trains one model on all cases into
+            ``out_dir``; an int trains that cross-validation fold into ``out_dir/fold_N``;
+            ``"cv"`` trains every fold, writes ``cv_summary.json`` and then the final model on
+            all cases into ``out_dir`` (until 2026-12-03 ``"all"`` meant this).
 
     Returns:
         The folder of the model written last.
@@ -219,9 +220,9 @@ def train_model(config, out_dir: str | Path, folds: int | str | None = None, pro
     from .validation import validate_mr
 
     out = Path(out_dir)
-    if folds is None:
+    if folds is None or folds == "all":
         return train(config.replace(fold=None), out, progress, validate_mr)
-    if folds == "all":
+    if folds == "cv":
         for k in range(config.folds):
             train(config.replace(fold=k), out / f"fold_{k}", progress, validate_mr)
         if int(os.environ.get("RANK", "0")) == 0:  # under torchrun only rank 0 writes (and has written the folds)

@@ -104,9 +104,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="dataset layout (default chaos; kits-unet3d, c2f-cascade: kits)")
     t.add_argument("-o", "--output", required=True, help="model folder (a fold adds fold_N/ inside)")
     t.add_argument("--config", default=None, help="JSON file with TrainConfig fields (flags override it)")
-    t.add_argument("--fold", default=None, help="fold index to hold out, 'all' for every fold then a final model, "
-                   "or omit to train one model on all cases (em-unet3d: 'all' is leave-one-subject-out "
-                   "unless --folds N)")
+    from .cli_train import add_fold_flags
+
+    add_fold_flags(t)
     t.add_argument("--folds", type=int, default=None)
     t.add_argument("--iterations", type=int, default=None)
     t.add_argument("--batch-size", type=int, default=None)
@@ -289,12 +289,13 @@ def _cmd_train_em(args) -> int:
         config = EMUNetConfig.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise InputError(f"train: invalid configuration ({exc})") from None
-    if args.fold not in (None, "all"):
-        raise InputError("--fold: em-unet3d cross-validates every fold (--fold all, leave-one-subject-out; "
-                         "--folds N for N patient folds)")
+    from .cli_train import fold_choice
+
     folds = None
-    if args.fold is not None or args.folds is not None:  # --fold all [--folds N]: cross-validate, then all cases
+    if fold_choice(args, single_folds=False) == "cv":  # leave-one-subject-out, or --folds N
         folds = args.folds if args.folds is not None else "loso"
+    elif args.folds is not None:
+        raise InputError("--folds: only with --cross-validate")
     out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout or "chaos", exclude=tuple(args.exclude or ()),
                           device=args.device, progress=not args.quiet, folds=folds)
     print(f"model written to {out}")
@@ -357,8 +358,9 @@ def _cmd_train(args) -> int:
         config = TrainConfig.from_dict(fields)
     except (TypeError, ValueError) as exc:
         raise InputError(f"train: invalid configuration ({exc})") from None
-    folds = None if args.fold is None else ("all" if args.fold == "all" else int(args.fold))
-    out = train_model(config, args.output, folds=folds, progress=not args.quiet)
+    from .cli_train import fold_choice
+
+    out = train_model(config, args.output, folds=fold_choice(args), progress=not args.quiet)
     print(f"model written to {out}")
     return 0
 
@@ -533,7 +535,7 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(name).setLevel(level)
     from .progress import STAGE_LOGGER
 
-    logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO if args.verbose and not args.quiet else logging.WARNING)
+    logging.getLogger(STAGE_LOGGER).setLevel(logging.INFO if getattr(args, "verbose", False) and not args.quiet else logging.WARNING)
     # libraries' Python warnings (numpy RuntimeWarning, MONAI UserWarning) are not a user's
     # concern on the command line: kidneyseg's own warnings are log lines; --debug shows them all
     logging.captureWarnings(True)

@@ -53,11 +53,46 @@ class Method:
         return getattr(importlib.import_module(module), cls)
 
 
+def add_fold_flags(p, single_folds: bool = True) -> None:
+    """``--fold`` and ``--cross-validate``, read by :func:`fold_choice`."""
+    p.add_argument("--fold", default=None, metavar="K|all",
+                   help=("fold K of the cross-validation split only (into OUT/fold_K), or " if single_folds else "")
+                   + "'all': one model on all training cases, as nnU-Net's --fold all (the same as no --fold)")
+    p.add_argument("--cross-validate", action="store_true",
+                   help="every fold into OUT/fold_K (split by patient), cv_summary.json, then the model on all cases")
+
+
+def fold_choice(args, single_folds: bool = True) -> int | str | None:
+    """What ``--fold`` / ``--cross-validate`` ask for, with nnU-Net's meanings: ``None`` for one
+    model on all training cases (no flag, or ``--fold all``), a fold index for ``--fold K``,
+    ``"cv"`` for ``--cross-validate`` (every fold into ``fold_K/``, ``cv_summary.json``, then
+    the model on all cases).
+
+    Raises:
+        InputError: both flags, a fold that is not an index, or ``--fold K`` where
+            ``single_folds`` is false (em-unet3d cross-validates all folds or none).
+    """
+    cv = getattr(args, "cross_validate", False)
+    if cv and args.fold is not None:
+        raise InputError("--fold and --cross-validate: give one (--fold K trains fold K, --fold all one model on all "
+                         "cases, --cross-validate every fold and then the model on all cases)")
+    if cv:
+        return "cv"
+    if args.fold in (None, "all"):
+        return None
+    if not single_folds:
+        raise InputError(f"--fold {args.fold}: em-unet3d trains all folds or none (--cross-validate; --fold all or "
+                         "no --fold trains one model on all cases)")
+    try:
+        return int(args.fold)
+    except ValueError:
+        raise InputError(f"--fold: expected a fold index or 'all', got {args.fold!r}") from None
+
+
 def _run_mr(config, args):
     from .api import train_model
 
-    folds = None if args.fold is None else ("all" if args.fold == "all" else _fold_index(args.fold))
-    return train_model(config, args.output, folds=folds, progress=not args.quiet)
+    return train_model(config, args.output, folds=fold_choice(args), progress=not args.quiet)
 
 
 def _run_us(config, args):
@@ -72,12 +107,11 @@ def _run_us(config, args):
 def _run_em(config, args):
     from .api import train_em_unet3d
 
-    if args.fold not in (None, "all"):
-        raise InputError("--fold: em-unet3d cross-validates every fold (--fold all: leave-one-subject-out, "
-                         "or --folds N patient folds)")
     folds = None
-    if args.fold is not None or args.folds is not None:
+    if fold_choice(args, single_folds=False) == "cv":
         folds = args.folds if args.folds is not None else "loso"
+    elif args.folds is not None:
+        raise InputError("--folds: only with --cross-validate")
     return train_em_unet3d(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
                            device=args.device, progress=not args.quiet, folds=folds, subjects=args.subjects,
                            subject_pattern=args.subject_pattern)
@@ -95,13 +129,6 @@ def _run_c2f(config, args):
 
     return train_c2f_cascade(config, args.dataset, args.output, layout=args.layout, exclude=tuple(args.exclude or ()),
                              progress=not args.quiet)
-
-
-def _fold_index(text: str) -> int:
-    try:
-        return int(text)
-    except ValueError:
-        raise InputError(f"--fold: expected a fold index or 'all', got {text!r}") from None
 
 
 _MR = ("dataset", "layout", "device", "fold")
@@ -190,9 +217,9 @@ def build_parser(name: str, common: Callable[[argparse.ArgumentParser], None]) -
     if method.layouts != ("kidneyus",):
         p.add_argument("--layout", default=method.layouts[0], choices=method.layouts, help="dataset layout")
     if name in ("mr-t2-unet", "mr-multiprotocol-unet", "em-unet3d"):
-        p.add_argument("--fold", default=None, help="fold to hold out, or 'all' (every fold, then a final model)")
+        add_fold_flags(p, single_folds=name != "em-unet3d")
     if name == "em-unet3d":
-        p.add_argument("--folds", type=int, default=None, help="with --fold all: N subject folds instead of "
+        p.add_argument("--folds", type=int, default=None, help="with --cross-validate: N subject folds instead of "
                                                                 "leave-one-subject-out")
         p.add_argument("--subjects", default=None, metavar="CSV",
                        help="CSV with columns case, subject: a subject's scans are held out together")

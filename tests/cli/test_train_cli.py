@@ -51,3 +51,28 @@ def test_an_invalid_value_is_one_line_naming_the_field(tmp_path):
     (tmp_path / "cfg.json").write_text(json.dumps({"no_such_field": 1}))
     r = cli("train", "em-unet3d", "--dataset", tmp_path, "-o", tmp_path / "m", "--config", tmp_path / "cfg.json")
     assert r.returncode == 2 and "no_such_field" in r.stderr
+
+
+@pytest.mark.parametrize("argv, want", [
+    ([], None), (["--fold", "all"], None), (["--fold", "2"], 2), (["--cross-validate"], "cv")])
+def test_fold_flags_have_nnunet_meanings(argv, want):
+    """--fold all is one model on all cases (nnU-Net); --cross-validate is every fold, then
+    the model on all cases (kidneyseg's --fold all until 2026-12-03)."""
+    from kidneyseg import cli_train
+
+    parser = cli_train.build_parser("mr-t2-unet", lambda p: None)
+    args = parser.parse_args(["--dataset", "d", "-o", "o", *argv])
+    assert cli_train.fold_choice(args) == want
+
+
+@pytest.mark.parametrize("method, argv, match", [
+    ("mr-t2-unet", ["--fold", "1", "--cross-validate"], "give one"),
+    ("mr-t2-unet", ["--fold", "x"], "fold index"),
+    ("em-unet3d", ["--fold", "1"], "all folds or none")])
+def test_fold_flag_conflicts_are_refused(method, argv, match):
+    from kidneyseg import cli_train
+    from kidneyseg.errors import InputError
+
+    args = cli_train.build_parser(method, lambda p: None).parse_args(["--dataset", "d", "-o", "o", *argv])
+    with pytest.raises(InputError, match=match):
+        cli_train.fold_choice(args, single_folds=method != "em-unet3d")

@@ -97,3 +97,15 @@ def test_ensemble_command_writes_a_loadable_folder_and_refuses_bad_members(tmp_p
     bad = run("ensemble", str(a), str(tmp_path / "nothing"), "-o", str(tmp_path / "ens2"))
     assert bad.returncode == 2 and "nothing" in bad.stderr and "Traceback" not in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "ens2").exists()
+
+
+def test_fold_ensemble_of_a_cross_validation(tmp_path):
+    """nnU-Net's ensemble of a cross-validation's folds: members differing in the fold are
+    accepted; a member differing in anything else still is not."""
+    folds = [_member(tmp_path / f"fold_{k}", 0, fold=k, folds=3) for k in range(3)]
+    ens = make_ensemble(folds, tmp_path / "ens")
+    assert len(json.loads((ens / "ensemble.json").read_text())["members"]) == 3
+    assert isinstance(load_model(ens, "cpu").network, SoftmaxEnsemble)
+    other = _member(tmp_path / "other", 0, fold=1, folds=5)
+    with pytest.raises(InputError, match="folds"):
+        make_ensemble([folds[0], other], tmp_path / "ens2")

@@ -1,4 +1,4 @@
-"""Seed ensembles of MR U-Net model folders (``kidneyseg ensemble``): one folder whose network
+"""Seed and fold ensembles of MR U-Net model folders (``kidneyseg ensemble``): one folder whose network
 averages the members' softmax. Written here, in the training layer, because it writes a model
 folder; :mod:`kidneyseg.models.store` reads it (``ensemble.json``)."""
 
@@ -15,7 +15,8 @@ from ..specs.mr_unet import TrainConfig
 def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
     """Write a model folder whose network averages the softmax of trained model folders.
 
-    The members must share one training configuration except ``seed`` (the same
+    The members must share one training configuration except ``seed`` and ``fold`` (seed
+    ensembles, and nnU-Net's ensemble of a cross-validation's folds; the same
     architecture and preprocessing, including the fitted ``body_clip_ratio``). ``folder``
     gets the first member's ``config.json`` (and ``inference.json``, if any), the weights as
     ``model.pt``, ``model_1.pt``, ... and ``ensemble.json`` (each member's source folder,
@@ -40,12 +41,12 @@ def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
     for src in srcs:
         opened = ModelFolder.open(src, "mr-t2-unet", weights=(WEIGHTS,), accepts=("mr-t2-unet", "mr-multiprotocol-unet"))
         configs.append(opened.config(TrainConfig.from_dict))
-    free = ("seed", "split_seed", "num_threads", "device", "dataset")  # may differ between members
+    free = ("seed", "split_seed", "fold", "num_threads", "device", "dataset")  # may differ between members
     first = {k: v for k, v in configs[0].to_dict().items() if k not in free}
     for src, cfg in zip(srcs[1:], configs[1:]):
         diff = sorted(k for k, v in cfg.to_dict().items() if k not in free and first[k] != v)
         if diff:
-            raise InputError(f"{src}: configuration differs from {srcs[0]} in {', '.join(diff)} (only the seed may)")
+            raise InputError(f"{src}: configuration differs from {srcs[0]} in {', '.join(diff)} (only the seed and the fold may)")
     folder = Path(folder)
     if folder.exists() and any(folder.iterdir()):
         raise InputError(f"{folder}: exists and is not empty")
