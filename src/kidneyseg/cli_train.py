@@ -138,10 +138,12 @@ METHODS: dict[str, Method] = {
         "kidneyseg.specs.mr_unet:TrainConfig", ("chaos", "nnunet"), _run_mr, _MR,
         defaults={"recipe": "multiplane", "context_slices": 0, "augment_intensity": "strong"}),
     "us-ensemble": Method("kidneyseg.specs.us:USTrainConfig", ("kidneyus",), _run_us, ("device",)),
-    "em-unet3d": Method("kidneyseg.specs.em_unet:EMUNetConfig", ("chaos", "nnunet"), _run_em),
+    "em-unet3d": Method("kidneyseg.specs.em_unet:EMUNetConfig", ("chaos", "nnunet"), _run_em,
+                        presets={"paper": "kidneyseg.specs.em_unet:PAPER"}),
     "kits-unet3d": Method("kidneyseg.specs.kits:KitsConfig", ("kits", "nnunet"), _run_kits, ("device",),
                           presets={"paper": "kidneyseg.specs.kits:PAPER"}),
-    "c2f-cascade": Method("kidneyseg.specs.c2f:C2FConfig", ("kits", "nnunet"), _run_c2f, ("device",)),
+    "c2f-cascade": Method("kidneyseg.specs.c2f:C2FConfig", ("kits", "nnunet"), _run_c2f, ("device",),
+                          presets={"paper": "kidneyseg.specs.c2f:PAPER"}),
 }
 """``kidneyseg train <name>``: the trainable pipelines."""
 
@@ -251,9 +253,12 @@ def config_from_args(name: str, args: argparse.Namespace):
         fields.update(method.preset(args.preset))
     if args.config:
         try:
-            fields.update(json.loads(Path(args.config).read_text()))
+            given = json.loads(Path(args.config).read_text())
         except (OSError, ValueError) as exc:
             raise InputError(f"--config {args.config}: unreadable JSON ({exc})") from None
+        for key, value in given.items():  # a nested config (em-unet3d's "em") is merged, not replaced
+            both = isinstance(value, dict) and isinstance(fields.get(key), dict)
+            fields[key] = {**fields[key], **value} if both else value
     fields.update({k[5:]: v for k, v in vars(args).items() if k.startswith("cfg__") and v is not None})
     names = {f.name for f in dataclasses.fields(cls)}
     if "device" in names:

@@ -52,3 +52,63 @@ def test_plan_preset_paper_sets_normalisation_spacing_and_filters(tmp_path):
     plan = json.loads((tmp_path / "plan.json").read_text())["plan"]
     assert plan["normalisation"] == "case_percentile" and plan["target_spacing_mm"] == [1.99, 1.99, 1.99]
     assert plan["filters"][0] == 32
+
+
+def test_c2f_paper_preset_is_what_seed_004_states_and_the_default():
+    from kidneyseg.specs.c2f import PAPER as C2F_PAPER
+    from kidneyseg.specs.c2f import C2FConfig
+
+    cfg = C2FConfig(**C2F_PAPER)
+    assert cfg.spacing_mm == (0.7816, 0.7816, 3.0)  # 1.3: 3 x 0.7816 x 0.7816 mm
+    assert (cfg.coarse_size, cfg.correction_size, cfg.fine_size) == (128, (256, 64), 160)  # 1.3
+    # 1.3: 10000 voxels "roughly equal to 18 ml": 10000 x 0.7816^2 x 3 mm^3 = 18.3 mL
+    assert round(10000 * 0.7816 ** 2 * 3.0 / 1000, 1) == cfg.kidney_threshold_ml
+    assert cfg.tumour_box_margin == 30  # 2.4: "a frame with size 30"
+    assert all(getattr(C2FConfig(), k) == getattr(cfg, k) for k in C2F_PAPER)  # the defaults are the paper's
+
+
+def test_em_unet3d_paper_preset_is_what_seed_000_states(tmp_path):
+    from kidneyseg.specs.em_unet import PAPER as EM_PAPER
+
+    args = cli_train.build_parser("em-unet3d", _add_common).parse_args(
+        ["--dataset", str(tmp_path), "-o", str(tmp_path / "m"), "--preset", "paper"])
+    cfg = cli_train.config_from_args("em-unet3d", args)
+    assert (cfg.em.n_classes, cfg.em.em_iterations, cfg.em.mrf_beta, cfg.em.margin_px) == (12, 7, 0.05, 5)  # II.B, II.D
+    assert cfg.input_size == (64, 64, 16) and cfg.super_resolution == 5  # II.D, II.E
+    assert cfg.channels == (16, 32, 64, 128)  # halved kernels of a 32-64-128-256 3D U-Net
+    assert cfg.augment_histogram and cfg.augment_geometric  # II.C
+    assert set(EM_PAPER) <= {f for f in cfg.to_dict()}
+    # the paper's hand-picked class: --config merges into the preset's EM settings
+    (tmp_path / "cfg.json").write_text(json.dumps({"em_class_choice": "manual", "em": {"class_ranks": [9, 9]}}))
+    args = cli_train.build_parser("em-unet3d", _add_common).parse_args(
+        ["--dataset", str(tmp_path), "-o", str(tmp_path / "m"), "--preset", "paper", "--config", str(tmp_path / "cfg.json")])
+    cfg = cli_train.config_from_args("em-unet3d", args)
+    assert cfg.em_class_choice == "manual" and cfg.em.class_ranks == (9, 9) and cfg.em.n_classes == 12
+
+
+def test_em_manual_class_choice_keeps_the_given_classes(monkeypatch, tmp_path):
+    """With em_class_choice "manual" training does not fit the localiser's classes: the
+    config's class_ranks reach the saved model unchanged."""
+    from kidneyseg.diffusion import fit_tensor
+    from kidneyseg.datasets.dwi_phantom import make_dwi_phantom
+    from kidneyseg.io import Image
+    from kidneyseg.localize.em import EMConfig
+    from kidneyseg.specs.em_unet import EMUNetConfig
+    from kidneyseg.training import em_unet
+
+    def refuse(*a, **k):
+        raise AssertionError("fit_localiser called with a manual class choice")
+
+    monkeypatch.setattr(em_unet, "fit_localiser", refuse)
+    cases = []
+    for seed in range(2):
+        p = make_dwi_phantom(seed=20 + seed)
+        m = fit_tensor(p.dwi)
+        cases.append(em_unet.TrainCase(str(seed), Image(m.md, p.dwi.affine), p.kidneys > 0, Image(m.fa, p.dwi.affine)))
+    config = EMUNetConfig(em=EMConfig(class_ranks=(7, 10), keep_components=1), em_class_choice="manual",
+                          input_size=(16, 16, 8), channels=(4, 8), epochs=1, batch_size=2, augment_histogram=False,
+                          augment_geometric=False)
+    em_unet.train_em_unet(cases, config, tmp_path / "m", device="cpu", progress=False)
+    saved = json.loads((tmp_path / "m" / "config.json").read_text())
+    assert saved["em_class_choice"] == "manual" and saved["em"]["class_ranks"] == [7, 10]
+    assert saved["em"]["keep_components"] == 1

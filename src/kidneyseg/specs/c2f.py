@@ -28,6 +28,22 @@ STAGES = ("coarse", "correction", "fine", "tumour3d", "tumour2d")
 """The five networks, in training order; ``<stage>.pt`` in the model folder."""
 
 
+PAPER: dict[str, object] = {
+    "spacing_mm": (0.7816, 0.7816, 3.0),  # 1.3: normalised spacing 3 x 0.7816 x 0.7816 mm
+    "coarse_size": 128,  # 1.3: H_C = W_C = 128
+    "correction_size": (256, 64),  # 1.3: H_A = 256, D_A = 64
+    "fine_size": 160,  # 1.3: H_F = W_F = 160
+    "kidney_threshold_ml": 18.3,  # 1.3: TH_vn = 10000 voxels, "roughly 18 ml" at that spacing
+    "tumour_box_margin": 30,  # 2.4: a frame of 30 around S_F bounds the 3D CNN
+}
+"""``kidneyseg train c2f-cascade --preset paper``: every :class:`C2FConfig` value seed 004
+(Zhang et al., KiTS19) states, by section. The defaults already are these values; what seed 004
+leaves open (HU window, channels, optimiser, iterations, batch sizes) keeps kidneyseg's
+defaults. The losses (Dice for C, A, F; cross-entropy for the 3D FCN, section 2.1) and the
+3D FCN's thirds of background, kidney and tumour patch centres (2.1) are fixed in
+:mod:`kidneyseg.training.c2f`."""
+
+
 @dataclass(frozen=True)
 class C2FConfig(SpecConfig):
     """Settings of ``c2f-cascade`` (seed 004 values unless said otherwise).

@@ -21,14 +21,36 @@ LOCALISERS = ("em", "body", "none")
 WEIGHTS, CONFIG, SR_WEIGHTS = "model.pt", "config.json", "super_resolution.pt"
 
 
+PAPER: dict[str, object] = {
+    "localiser": "em",  # II.B: EM on the FA map localises the kidney
+    "em": {"n_classes": 12, "em_iterations": 7, "mrf_beta": 0.05, "margin_px": 5},  # II.B, II.D
+    "input_size": (64, 64, 16),  # II.D: crops resized to 64 x 64 x 16 (64 x 64 x 64 super-resolved)
+    "super_resolution": 5,  # II.E: 110 x 110 x 15 -> 110 x 110 x 75
+    "channels": (16, 32, 64, 128),  # III: half the kernels of the 3D U-Net (32-64-128-256)
+    "augment_histogram": True,  # II.C: histogram matching to another data set
+    "augment_geometric": True,  # II.C: 90-degree rotation, left-right and up-down flips
+}
+"""``kidneyseg train em-unet3d --preset paper``: every :class:`EMUNetConfig` value seed 000
+(lupus nephritis mice, DTI) states, by section. It differs from the defaults in
+``super_resolution`` (default 1: the through-plane network is trained on the case's own
+in-plane slices, which adds training time; docs/pipelines.md). The paper's split is by animal:
+``--cross-validate`` with ``--subjects`` or ``--subject-pattern``. The kidney's EM class is
+picked by hand in the paper: add ``"em_class_choice": "manual"`` and ``em.class_ranks`` in
+``--config`` for that; the preset keeps the automatic choice, which needs no look at the data.
+Not settable: the paper's epochs, batch size and learning rate (not stated)."""
+
+
 @dataclass(frozen=True)
 class EMUNetConfig:
     """Everything that determines an ``em-unet3d`` model (saved as ``config.json``).
 
     Attributes:
         localiser: ``"em"``, ``"body"`` or ``"none"`` (see the module docstring).
-        em: :class:`~kidneyseg.localize.em.EMConfig`; training chooses its ``class_ranks``
-            and ``keep_components`` on the training masks.
+        em: :class:`~kidneyseg.localize.em.EMConfig`; with ``em_class_choice="auto"``
+            training chooses its ``class_ranks`` and ``keep_components`` on the training masks.
+        em_class_choice: ``"auto"`` (kidneyseg: the EM classes that best cover the training
+            masks) or ``"manual"``: ``em.class_ranks`` and ``em.keep_components`` are used as
+            given, as seed 000 picks "one of the tissue classes" by hand (section II.B).
         input_size: network input ``(in-plane, in-plane, slices)``; in-plane equal (the
             90-degree rotation augmentation needs a square).
         super_resolution: through-plane factor (1 = off; the paper: 5).
@@ -53,6 +75,7 @@ class EMUNetConfig:
 
     localiser: str = "em"
     em: EMConfig = field(default_factory=EMConfig)
+    em_class_choice: str = "auto"
     input_size: tuple[int, int, int] = (64, 64, 16)
     super_resolution: int = 1
     sr: SRConfig = field(default_factory=SRConfig)
@@ -70,6 +93,8 @@ class EMUNetConfig:
     num_threads: int = 0
 
     def __post_init__(self) -> None:
+        if self.em_class_choice not in ("auto", "manual"):
+            raise ValueError(f"em_class_choice: expected 'auto' or 'manual', got {self.em_class_choice!r}")
         if self.localiser not in LOCALISERS:
             raise ValueError(f"localiser: expected one of {LOCALISERS}, got {self.localiser!r}")
         if len(self.input_size) != 3 or self.input_size[0] != self.input_size[1]:

@@ -148,7 +148,7 @@ def train_em_unet(cases: list[TrainCase], config: EMUNetConfig, out_dir: str | P
     summary: dict[str, object] = {"cases": [cid for cid, _, _ in prepared]}
     # 1. the EM kidney classes, chosen on the training masks
     ranks = {}
-    if config.localiser == "em":
+    if config.localiser == "em" and config.em_class_choice == "auto":
         for cid, prep, _ in prepared:
             ranks[cid] = em_classes(prep.loc, None, config.em)
         em, info = fit_localiser([ranks[c] for c, _, _ in prepared], [k for _, _, k in prepared],
