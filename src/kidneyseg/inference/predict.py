@@ -309,6 +309,8 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     canonical, reo = to_canonical(image, copy=False)
     src = image.source if image.source is not None else "image"
     inference = inference or InferenceConfig()
+    if config.spatial_dims == 3:
+        return _predict_isotropic_3d(network, canonical, reo, config, device, inference, src)
     acquisition = acquisition_axes(canonical.spacing_mm)
     sizes = {}
     for axis in ([0, 1, 2] if inference.planes == "all" else acquisition):
@@ -332,6 +334,27 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
         probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
         total = probs if total is None else total + probs
     probs = total / len(axes)
+    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
+    return labels, Prepared(vol, canonical, reo), probs
+
+
+def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.device, inference: InferenceConfig,
+                          src: str) -> tuple[np.ndarray, Prepared, torch.Tensor]:
+    """:func:`predict_multiplane` for a 3D network: the z-scored canonical volume resampled to
+    ``config.target_spacing_mm`` on every axis, Gaussian-weighted sliding window
+    (:func:`predict_probabilities_3d`'s), softmax resampled back (trilinear)."""
+    from ..preprocess import resample_isotropic
+    from .sliding_window import sliding_window_logits
+
+    try:
+        vol = zscore_percentile(canonical.array)
+    except ValueError as exc:
+        raise InputError(f"{src}: {exc}") from None
+    iso = resample_isotropic(vol, canonical.spacing_mm, config.target_spacing_mm)
+    x = torch.from_numpy(np.ascontiguousarray(iso, dtype=np.float32))[None, None]
+    logits = sliding_window_logits(network, x, config.patch_size, device, sw_batch_size=2, overlap=0.5)
+    probs = torch.softmax(logits, dim=1)
+    probs = F.interpolate(probs, size=tuple(canonical.shape), mode="trilinear", align_corners=False)[0]
     labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
     return labels, Prepared(vol, canonical, reo), probs
 

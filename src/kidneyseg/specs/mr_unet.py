@@ -156,8 +156,11 @@ class TrainConfig:
         object.__setattr__(self, "plane_weights", {str(k): float(v) for k, v in self.plane_weights.items()})
         if self.recipe not in ("slices", "multiplane"):
             raise ValueError(f"recipe: expected 'slices' or 'multiplane', got {self.recipe!r}")
-        if self.recipe == "multiplane" and (self.context_slices != 0 or self.spatial_dims != 2):
-            raise ValueError("recipe 'multiplane': expected context_slices 0 and spatial_dims 2")
+        if self.recipe == "multiplane" and self.context_slices != 0:
+            raise ValueError("recipe 'multiplane': expected context_slices 0")
+        if self.recipe == "multiplane" and self.spatial_dims == 3 and self.z_pool_levels != len(self.channels) - 1:
+            raise ValueError("recipe 'multiplane' in 3D works on an isotropic grid: z_pool_levels must be "
+                             f"len(channels) - 1 = {len(self.channels) - 1}, got {self.z_pool_levels}")
         if not 0.0 <= self.intensity_curve_fraction <= 1.0:
             raise ValueError(f"intensity_curve_fraction: expected in [0, 1], got {self.intensity_curve_fraction}")
         if not 0.0 <= self.synth_fraction <= 1.0:

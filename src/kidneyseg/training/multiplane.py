@@ -14,7 +14,7 @@ from ..io import PLANE_AXES, Image, to_canonical
 from ..preprocess import resample_isotropic, zscore_percentile
 from ..specs.mr_unet import TrainConfig
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
-                    random_intensity_curve, synthesise_slice, take_plane)
+                    random_intensity_curve, synthesise_slice, synthesise_volume, take_plane)
 
 
 def case_target(case: Case, image: Image, ref: Image, config: TrainConfig) -> np.ndarray:
@@ -102,10 +102,14 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     intensity curve. ``transform`` (MONAI, from
     :func:`kidneyseg.training.data.augmentation`) adds rotation, zoom, noise and gamma.
 
+    A 3D network (``config.spatial_dims == 3``) gets :func:`sample_volume_batch` instead.
+
     Returns:
         ``(images (B, 1, P, P) float32, targets (B, 1, P, P) int64)``; targets may hold
         :data:`~kidneyseg.training.synth.IGNORE` and :data:`~kidneyseg.training.synth.NOT_KIDNEY`.
     """
+    if config.spatial_dims == 3:
+        return sample_volume_batch(volumes, config, rng, transform)
     names = list(PLANE_AXES)
     weights = np.array([config.plane_weights[n] for n in names], float)
     weights /= weights.sum()
@@ -148,6 +152,48 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     return torch.stack(images), torch.stack(labels)
 
 
+def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.random.Generator,
+                        transform) -> tuple[torch.Tensor, torch.Tensor]:
+    """One batch of 3D patches for a 3D network of the ``multiplane`` recipe: the same centres
+    as :func:`sample_plane_batch` (foreground oversampling; labelled voxels only of a partly
+    labelled volume), then with probability ``config.synth_fraction`` an image synthesised
+    from the generation map (:func:`~kidneyseg.training.synth.synthesise_volume`), otherwise
+    the real patch, a share ``config.intensity_curve_fraction`` of the time through a random
+    intensity curve; ``transform`` (MONAI) adds rotation, zoom, noise and gamma.
+
+    Returns:
+        ``(images (B, 1, P, P, P) float32, targets (B, 1, P, P, P) int64)``.
+    """
+    n_fg = round(config.batch_size * config.foreground_fraction)
+    size = tuple(config.patch_size)
+    ranges = SynthesisRanges()
+    images, labels = [], []
+    for b in range(config.batch_size):
+        v = volumes[rng.integers(len(volumes))]
+        if b >= config.batch_size - n_fg and len(v.fg):
+            centre = v.fg[rng.integers(len(v.fg))] + rng.integers(-size[0] // 4, size[0] // 4 + 1, 3)
+        elif v.labelled_index is not None:
+            idx = v.labelled_index
+            centre = np.array(np.unravel_index(idx[rng.integers(idx.size)], v.image.shape))
+        else:
+            centre = np.array([rng.integers(n) for n in v.image.shape])
+        c3 = tuple(int(c) for c in np.clip(centre, 0, np.array(v.image.shape) - 1))
+        tgt = crop_around(v.target, c3, size, IGNORE)
+        if rng.random() < config.synth_fraction:
+            img = normalise_slice(synthesise_volume(crop_around(v.generation, c3, size, 0), rng,
+                                                    config.target_spacing_mm, ranges))
+        else:
+            img = crop_around(v.image, c3, size, float(v.image.min()))
+            if rng.random() < config.intensity_curve_fraction:
+                img = normalise_slice(random_intensity_curve(img, rng))
+        if transform is not None:
+            out = transform({"image": img[None], "label": tgt[None].astype(np.float32)})
+            img, tgt = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
+        images.append(torch.as_tensor(np.asarray(img, dtype=np.float32))[None])
+        labels.append(torch.as_tensor(np.asarray(tgt)).round().long()[None])
+    return torch.stack(images), torch.stack(labels)
+
+
 def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, kidney_classes: int = 1,
                     smooth: float = 1e-5) -> torch.Tensor:
     """Dice + cross-entropy for partly labelled targets.
@@ -160,8 +206,8 @@ def partial_dice_ce(logits: torch.Tensor, target: torch.Tensor, kidney_classes: 
     labelled pixels only. :data:`~kidneyseg.training.synth.IGNORE` pixels add nothing.
 
     Args:
-        logits: float ``(B, C, H, W)``.
-        target: int64 ``(B, 1, H, W)`` in ``0..C-1`` or IGNORE / NOT_KIDNEY.
+        logits: float ``(B, C, H, W)`` (or ``(B, C, X, Y, Z)``).
+        target: int64 ``(B, 1, ...)`` of the same spatial shape, in ``0..C-1`` or IGNORE / NOT_KIDNEY.
         kidney_classes: classes ``1..kidney_classes`` are kidney.
 
     Returns:

@@ -211,7 +211,56 @@ def synthesise_slice(slab: np.ndarray, rng: np.random.Generator, spacing_mm: flo
     return img.astype(np.float32)
 
 
-def bias_field(shape: tuple[int, int], rng: np.random.Generator, coeff_max: float) -> np.ndarray:
+def synthesise_volume(labels: np.ndarray, rng: np.random.Generator, spacing_mm: float,
+                      ranges: SynthesisRanges = SynthesisRanges()) -> np.ndarray:
+    """A random-contrast 3D image from a generation label map (SynthSeg's generative model:
+    Billot et al. 2023, section 3.1, in 3D as there).
+
+    Each label value draws one mean (uniform 0..1; the background outside the body 0..0.15)
+    and one spread; the volume is blurred, given a random acquisition (with probability 0.8
+    thick slices along a random axis, ``ranges.thickness_mm``: averaged over the slice and
+    interpolated back, as :class:`torchio.RandomAnisotropy` does), multiplied by a smooth bias
+    field, gamma-transformed and noised.
+
+    Args:
+        labels: integer ``(X, Y, Z)`` generation labels on an isotropic grid. Not modified.
+        rng: the sample's random generator (all randomness comes from it).
+        spacing_mm: voxel size of ``labels``, mm.
+        ranges: the ranges of the random acquisition.
+
+    Returns:
+        float32 ``(X, Y, Z)`` image in about 0..1 (not yet normalised).
+    """
+    labels = np.asarray(labels)
+    n = int(labels.max()) + 1
+    means = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    means[0] = rng.uniform(0.0, 0.15)
+    stds = rng.uniform(0.0, ranges.std_max, n).astype(np.float32)
+    img = means[labels] + stds[labels] * rng.standard_normal(labels.shape, dtype=np.float32)
+    blur = rng.uniform(0.0, ranges.blur_px_max)
+    if blur > 0.1:
+        img = ndimage.gaussian_filter(img, blur)
+    if rng.random() < 0.8:
+        axis = int(rng.integers(3))
+        factor = rng.uniform(*ranges.thickness_mm) / spacing_mm
+        if factor > 1.05:
+            size = list(img.shape)
+            small = list(size)
+            small[axis] = max(2, round(size[axis] / factor))
+            t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+            t = F.interpolate(F.interpolate(t, size=small, mode="area"), size=size, mode="trilinear",
+                              align_corners=False)
+            img = t[0, 0].numpy()
+    img = img * bias_field(img.shape, rng, ranges.bias_coeff_max)
+    img = np.clip(img, 0, None)
+    peak = float(img.max())
+    if peak > 0:
+        img = (img / peak) ** rng.uniform(*ranges.gamma)
+    img = img + rng.uniform(0.0, ranges.noise_std_max) * rng.standard_normal(img.shape, dtype=np.float32)
+    return img.astype(np.float32)
+
+
+def bias_field(shape: tuple[int, ...], rng: np.random.Generator, coeff_max: float) -> np.ndarray:
     """A smooth multiplicative field ``exp(sum c_ij x^i y^j)``, degree 3, coefficients uniform in
     ``[-coeff_max, coeff_max]`` (the model of MONAI ``RandBiasField`` and TorchIO
     ``RandomBiasField``, drawn from ``rng`` so that a sample depends only on its seed)."""
