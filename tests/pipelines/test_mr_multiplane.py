@@ -349,3 +349,59 @@ def test_shipped_multiprotocol_model_on_the_bundled_case():
     right = result.mask.array == 1
     assert 2 * np.sum(right & (ref == 1)) / (right.sum() + (ref == 1).sum()) > 0.85
     assert result.qc["low_confidence"] or result.qc["volume_outside_validated_range"]
+
+
+def test_3d_synthesis_gives_each_class_one_intensity_and_is_seeded():
+    from kidneyseg.training.synth import synthesise_volume
+
+    lab = np.zeros((16, 12, 10), np.uint8)
+    lab[2:8, 2:6, 2:8] = 1
+    lab[9:14, 5:10, 3:9] = 2
+    before = lab.copy()
+    plain = dataclasses.replace(PLAIN, thickness_mm=(1.0, 1.0))  # no thick slices either
+    img = synthesise_volume(lab, np.random.default_rng(3), 1.5, plain)
+    assert img.shape == lab.shape and img.dtype == np.float32
+    np.testing.assert_array_equal(lab, before)
+    values = [np.unique(img[lab == v]) for v in range(3)]
+    assert all(len(v) == 1 for v in values) and len({float(v[0]) for v in values}) == 3
+    a, b = (synthesise_volume(lab, np.random.default_rng(5), 1.5) for _ in range(2))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, synthesise_volume(lab, np.random.default_rng(6), 1.5))
+
+
+def test_3d_multiplane_config_needs_an_isotropic_network():
+    with pytest.raises(ValueError, match="z_pool_levels"):
+        TrainConfig(recipe="multiplane", context_slices=0, spatial_dims=3, channels=(8, 16, 32), z_pool_levels=1,
+                    patch_size=(16, 16, 16))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, spatial_dims=3, channels=(8, 16, 32), z_pool_levels=2,
+                      patch_size=(16, 16, 16))
+    assert cfg.strides == [(2, 2, 2), (2, 2, 2)]
+
+
+def test_3d_multiplane_batches_and_inference_keep_the_grid():
+    """3D patches with foreground oversampling, the partial-label loss on them, and sliding-window
+    inference on an anisotropic coronal image: labels and probabilities on the input's grid."""
+    from kidneyseg.training.multiplane import sample_plane_batch
+    from kidneyseg.training.synth import PlaneVolume
+
+    shape = (30, 28, 26)
+    kid = ellipsoid(shape, (2.0, 2.0, 2.0), (30, 28, 26), (8, 6, 10))
+    gen = (1 + kid).astype(np.uint8)
+    vol = PlaneVolume("p", (kid * 2.0 - 1).astype(np.float32), kid.astype(np.uint8), gen, np.argwhere(kid))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, spatial_dims=3, channels=(4, 8, 16), z_pool_levels=2,
+                      patch_size=(16, 16, 16), batch_size=3, foreground_fraction=0.34, synth_fraction=0.5,
+                      auxiliary_labels=())
+    x, y = sample_plane_batch([vol], cfg, np.random.default_rng(0), None)
+    assert x.shape == (3, 1, 16, 16, 16) and y.shape == (3, 1, 16, 16, 16) and x.dtype == torch.float32
+    assert (y[-1] == 1).any()  # the last patch is centred near kidney
+    from kidneyseg.models.store import build_network
+
+    net = build_network(cfg).eval()
+    loss = partial_dice_ce(net(x), y)
+    assert torch.isfinite(loss)
+    spacing = (2.0, 5.0, 2.0)
+    img_shape = (40, 9, 44)
+    image = Image(np.random.default_rng(1).normal(size=img_shape).astype(np.float32), np.diag(list(spacing) + [1.0]))
+    labels, prepared, probs = predict_multiplane(net, image, cfg, torch.device("cpu"))
+    assert labels.shape == img_shape and probs.shape == (cfg.network_classes, *img_shape)
+    torch.testing.assert_close(probs.sum(0), torch.ones(img_shape), atol=1e-4, rtol=0)
