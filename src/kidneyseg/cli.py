@@ -242,127 +242,54 @@ def _cmd_segment(args) -> int:
     return 2 if summary.failures else 0
 
 
-def _cmd_train_us(args) -> int:
-    import json
-
-    from .specs.us import USTrainConfig
-    from .training.us import train_on_kidneyus
-
-    if args.images is None:
-        raise InputError("--images: required with --pipeline us-ensemble (the Open Kidney US image folder)")
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    fields["device"] = args.device
-    for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
-                      ("seed", "seed"), ("threads", "num_threads"), ("mode", "mode")]:
-        if getattr(args, flag) is not None:
-            fields[key] = getattr(args, flag)
-    if args.patch_size is not None:
-        fields["image_size"] = args.patch_size
-    if args.encoder_weights:
-        pairs = [w.split("=", 1) for w in args.encoder_weights]
-        if any(len(p) != 2 for p in pairs):
-            raise InputError(f"--encoder-weights: expected MEMBER=PATH, got {args.encoder_weights}")
-        fields["encoder_weights"] = dict(pairs)
-    try:
-        config = USTrainConfig.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"train: invalid configuration ({exc})") from None
-    out = train_on_kidneyus(config, args.dataset, args.images, args.output, reference=args.reference,
-                            split_seed=config.seed, progress=not args.quiet)
-    print(f"model written to {out}")
-    return 0
-
-
-def _cmd_train_em(args) -> int:
-    import json
-
-    from .api import train_em_unet3d
-    from .specs.em_unet import EMUNetConfig
-
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    for flag, key in [("epochs", "epochs"), ("batch_size", "batch_size"), ("learning_rate", "learning_rate"),
-                      ("seed", "seed"), ("threads", "num_threads"), ("localiser", "localiser"),
-                      ("super_resolution", "super_resolution"), ("histogram_reference", "histogram_references")]:
-        if getattr(args, flag) is not None:
-            fields[key] = getattr(args, flag)
-    try:
-        config = EMUNetConfig.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"train: invalid configuration ({exc})") from None
-    from .cli_train import fold_choice
-
-    folds = None
-    if fold_choice(args, single_folds=False) == "cv":  # leave-one-subject-out, or --folds N
-        folds = args.folds if args.folds is not None else "loso"
-    elif args.folds is not None:
-        raise InputError("--folds: only with --cross-validate")
-    out = train_em_unet3d(config, args.dataset, args.output, layout=args.layout or "chaos", exclude=tuple(args.exclude or ()),
-                          device=args.device, progress=not args.quiet, folds=folds)
-    print(f"model written to {out}")
-    return 0
-
-
-def _cmd_train_ct(args) -> int:
-    """kits-unet3d and c2f-cascade: a config from --config and flags, a KiTS or nnU-Net dataset."""
-    import json
-
-    from . import api
-
-    if args.pipeline == "kits-unet3d":
-        from .specs.kits import KitsConfig as config_cls
-    else:
-        from .specs.c2f import C2FConfig as config_cls
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    for flag, key in [("iterations", "iterations"), ("learning_rate", "learning_rate"), ("seed", "seed"),
-                      ("threads", "num_threads")]:
-        if getattr(args, flag) is not None:
-            fields[key] = getattr(args, flag)
-    fields["device"] = args.device
-    try:
-        config = config_cls.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"train: invalid configuration ({exc})") from None
-    common = dict(layout=args.layout or "kits", exclude=tuple(args.exclude or ()), progress=not args.quiet)
-    if args.pipeline == "kits-unet3d":
-        out = api.train_kits_unet3d(config, args.dataset, args.output, plan=args.plan,
-                                    memory_budget_gb=args.memory_gb, **common)
-    else:
-        out = api.train_c2f_cascade(config, args.dataset, args.output, **common)
-    print(f"model written to {out}")
-    return 0
+_LEGACY_TRAIN_FLAGS: dict[str, dict[str, str]] = {
+    "mr-t2-unet": {"folds": "folds", "iterations": "iterations", "batch_size": "batch_size",
+                   "patch_size": "patch_size", "learning_rate": "learning_rate", "context_slices": "context_slices",
+                   "seed": "seed", "exclude": "exclude_cases", "flip_lr": "augment_flip_lr", "threads": "num_threads"},
+    "us-ensemble": {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate", "seed": "seed",
+                    "threads": "num_threads", "mode": "mode", "patch_size": "image_size",
+                    "encoder_weights": "encoder_weights"},
+    "em-unet3d": {"epochs": "epochs", "batch_size": "batch_size", "learning_rate": "learning_rate", "seed": "seed",
+                  "threads": "num_threads", "localiser": "localiser", "super_resolution": "super_resolution",
+                  "histogram_reference": "histogram_references"},
+    "kits-unet3d": {"iterations": "iterations", "learning_rate": "learning_rate", "seed": "seed",
+                    "threads": "num_threads"},
+}
+"""``kidneyseg train --pipeline NAME``'s config flags -> the method's config fields; the form
+is translated to ``kidneyseg train NAME`` (:func:`kidneyseg.cli_train.run`)."""
+_LEGACY_TRAIN_FLAGS["c2f-cascade"] = _LEGACY_TRAIN_FLAGS["kits-unet3d"]
+_LEGACY_RUN_FLAGS = {"us-ensemble": ("images", "reference"), "em-unet3d": ("fold", "cross_validate", "folds", "exclude"),
+                     "kits-unet3d": ("exclude", "plan", "memory_gb"), "c2f-cascade": ("exclude",),
+                     "mr-t2-unet": ("fold", "cross_validate")}
+"""Flags of the legacy form each method's run function reads besides its config."""
 
 
 def _cmd_train(args) -> int:
-    import json
+    """``kidneyseg train --pipeline NAME ...`` (the earlier form): its flags become the
+    method's config fields, and a flag the method does not use is refused."""
+    from . import cli_train
 
-    from .api import train_model
-
-    if args.pipeline == "us-ensemble":
-        return _cmd_train_us(args)
-    if args.pipeline == "em-unet3d":
-        return _cmd_train_em(args)
-    if args.pipeline in ("kits-unet3d", "c2f-cascade"):
-        return _cmd_train_ct(args)
-    args.layout = args.layout or "chaos"
-    from .specs.mr_unet import TrainConfig
-
-    fields = json.loads(Path(args.config).read_text()) if args.config else {}
-    fields.update(dataset=args.dataset, layout=args.layout, device=args.device)
-    for flag, key in [("folds", "folds"), ("iterations", "iterations"), ("batch_size", "batch_size"),
-                      ("patch_size", "patch_size"), ("learning_rate", "learning_rate"),
-                      ("context_slices", "context_slices"), ("seed", "seed"), ("exclude", "exclude_cases"),
-                      ("flip_lr", "augment_flip_lr"), ("threads", "num_threads")]:
-        if getattr(args, flag) is not None:
-            fields[key] = getattr(args, flag)
-    try:
-        config = TrainConfig.from_dict(fields)
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"train: invalid configuration ({exc})") from None
-    from .cli_train import fold_choice
-
-    out = train_model(config, args.output, folds=fold_choice(args), progress=not args.quiet)
-    print(f"model written to {out}")
-    return 0
+    name = args.pipeline
+    mapping = _LEGACY_TRAIN_FLAGS[name]
+    defaults = vars(build_parser().parse_args(["train", "--dataset", "-", "-o", "-"]))
+    used = {k for k, v in defaults.items() if getattr(args, k, v) != v}
+    common = {"dataset", "layout", "output", "config", "pipeline", "device", "quiet", "debug", "verbose", "command"}
+    stray = sorted(used - common - set(mapping) - set(_LEGACY_RUN_FLAGS[name]))
+    if stray:
+        flag = "--" + stray[0].replace("_", "-")
+        raise InputError(f"{flag}: not used by {name} (kidneyseg train {name} --help lists its settings)")
+    ns = argparse.Namespace(**vars(args))
+    ns.layout = args.layout or cli_train.METHODS[name].layouts[0]
+    ns.preset, ns.subjects, ns.subject_pattern = None, None, None
+    for flag, field_name in mapping.items():
+        value = getattr(args, flag)
+        if flag == "encoder_weights" and value:
+            pairs = [w.split("=", 1) for w in value]
+            if any(len(p) != 2 for p in pairs):
+                raise InputError(f"--encoder-weights: expected MEMBER=PATH, got {value}")
+            value = dict(pairs)
+        setattr(ns, "cfg__" + field_name, value)
+    return cli_train.run(name, ns)
 
 
 def _cmd_list_models(args) -> int:

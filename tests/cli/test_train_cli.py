@@ -76,3 +76,13 @@ def test_fold_flag_conflicts_are_refused(method, argv, match):
     args = cli_train.build_parser(method, lambda p: None).parse_args(["--dataset", "d", "-o", "o", *argv])
     with pytest.raises(InputError, match=match):
         cli_train.fold_choice(args, single_folds=method != "em-unet3d")
+
+
+@pytest.mark.parametrize("pipeline, flag, value", [("kits-unet3d", "--batch-size", "2"), ("c2f-cascade", "--epochs", "3"),
+                                                   ("us-ensemble", "--exclude", "a"), ("mr-t2-unet", "--plan", "p.json")])
+def test_legacy_train_form_refuses_a_flag_the_method_does_not_use(tmp_path, pipeline, flag, value):
+    """`kidneyseg train --pipeline NAME` goes through `kidneyseg train NAME`; a flag that the
+    method would ignore stops it with one line, before any data is read."""
+    r = cli("train", "--pipeline", pipeline, "--dataset", tmp_path, "-o", tmp_path / "m", flag, value)
+    assert r.returncode == 2 and f"{flag}: not used by {pipeline}" in r.stderr, r.stderr
+    assert not (tmp_path / "m").exists()
