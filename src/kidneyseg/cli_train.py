@@ -137,7 +137,8 @@ METHODS: dict[str, Method] = {
     "mr-multiprotocol-unet": Method(
         "kidneyseg.specs.mr_unet:TrainConfig", ("chaos", "nnunet"), _run_mr, _MR,
         defaults={"recipe": "multiplane", "context_slices": 0, "augment_intensity": "strong"}),
-    "us-ensemble": Method("kidneyseg.specs.us:USTrainConfig", ("kidneyus",), _run_us, ("device",)),
+    "us-ensemble": Method("kidneyseg.specs.us:USTrainConfig", ("kidneyus",), _run_us, ("device",),
+                          presets={"paper": "kidneyseg.specs.us:PAPER"}),
     "em-unet3d": Method("kidneyseg.specs.em_unet:EMUNetConfig", ("chaos", "nnunet"), _run_em,
                         presets={"paper": "kidneyseg.specs.em_unet:PAPER"}),
     "kits-unet3d": Method("kidneyseg.specs.kits:KitsConfig", ("kits", "nnunet"), _run_kits, ("device",),

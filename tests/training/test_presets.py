@@ -112,3 +112,32 @@ def test_em_manual_class_choice_keeps_the_given_classes(monkeypatch, tmp_path):
     saved = json.loads((tmp_path / "m" / "config.json").read_text())
     assert saved["em_class_choice"] == "manual" and saved["em"]["class_ranks"] == [7, 10]
     assert saved["em"]["keep_components"] == 1
+
+
+def test_us_ensemble_paper_preset_is_what_seed_003_states(tmp_path):
+    from kidneyseg.models.us_ensemble import SEED_003_MEMBERS
+
+    args = cli_train.build_parser("us-ensemble", _add_common).parse_args(
+        ["--dataset", str(tmp_path), "-o", str(tmp_path / "m"), "--preset", "paper"])
+    cfg = cli_train.config_from_args("us-ensemble", args)
+    # "DeepLabV3+ with ResNet-18, DeepLabV3+ with ResNet-152, and LinkNet"
+    assert cfg.members == SEED_003_MEMBERS == ("deeplabv3plus_resnet18", "deeplabv3plus_resnet152", "linknet_resnet18")
+    # "fine-tuning using the Adam optimization algorithm, with a learning rate set to 0.001 and a total of 100 epochs"
+    assert (cfg.learning_rate, cfg.epochs, cfg.mode) == (1e-3, 100, "end-to-end")
+
+
+def test_torchvision_imagenet_resnet_files_fit_the_encoders(tmp_path):
+    """The files the preset's documentation names (torchvision's ImageNet ResNet state dicts,
+    3-channel first convolution, with the classifier) load into the members' encoders."""
+    import torch
+    import torchvision
+
+    from kidneyseg.models.us_ensemble import build_member
+
+    path = tmp_path / "resnet18.pth"
+    torch.save(torchvision.models.resnet18(weights=None).state_dict(), path)
+    member = build_member("linknet_resnet18", encoder_weights=path)
+    ref = torchvision.models.resnet18(weights=None)
+    ref.load_state_dict(torch.load(path, weights_only=True))
+    torch.testing.assert_close(member.encoder.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
+    torch.testing.assert_close(member.encoder.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))

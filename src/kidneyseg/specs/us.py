@@ -17,6 +17,20 @@ from ..preprocess.ultrasound import Letterbox, scan_sector
 PIPELINE_NAME = "us-ensemble"
 
 
+PAPER: dict[str, object] = {
+    "members": SEED_003_MEMBERS,  # DeepLabV3+ on ResNet-18 and ResNet-152, and LinkNet
+    "mode": "end-to-end",  # "The triple concatenated model underwent extensive fine-tuning"
+    "learning_rate": 1e-3,  # Adam, learning rate 0.001
+    "epochs": 100,  # "a total of 100 epochs"
+}
+"""``kidneyseg train us-ensemble --preset paper``: every :class:`USTrainConfig` value seed 003
+states (its "Proposed model" and "Training" text). It differs from the defaults in ``mode``:
+the paper trains the concatenated model as a whole; the default trains each member, then the
+fusion layer (``staged``). The paper's encoders start from ImageNet weights, which kidneyseg
+never downloads: give ``--encoder-weights`` with torchvision's ImageNet ResNet files (see
+docs/pipelines.md). Not stated, so kept: image size, batch size, augmentation."""
+
+
 @dataclass(frozen=True)
 class USTrainConfig:
     """Everything that determines a trained ultrasound ensemble.
