@@ -37,3 +37,40 @@ def test_kits_recipe_holds_out_cases_and_scores_only_them(tmp_path, method, flag
     assert {r["case"] for r in scores["cases"]} == {"case_00002"}
     assert sorted(scores["unmatched_ref"]) == ["case_00000", "case_00001"]
     assert "with a reference only" not in proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("bash") is None, reason="the recipe is a bash script")
+def test_open_kidney_recipe_trains_on_the_train_split_and_scores_the_test_split(tmp_path):
+    """recipes/open_kidney.sh on stand-in images (speckled capsule masks, since the real
+    images are released only after registration) in the Open Kidney layout."""
+    import numpy as np
+    from PIL import Image as PILImage
+
+    from kidneyseg.datasets.kidneyus import KidneyUSDataset
+
+    labels = Path(__file__).resolve().parents[3] / "shared" / "data" / "kidneyus_labels"
+    if not labels.is_dir():
+        pytest.skip(f"{labels}: the Open Kidney annotations are not beside the project")
+    dataset = KidneyUSDataset.load(labels)
+    split = dataset.split(0)
+    images = tmp_path / "images"
+    images.mkdir()
+    rng = np.random.default_rng(0)
+    for n in split["train"][:4] + split["validation"][:1] + split["test"][:2]:
+        cap = dataset.cases[n].capsule("sonographer1")
+        img = np.where(cap, 90, 160) * rng.rayleigh(1.0, cap.shape) / 1.25
+        PILImage.fromarray(np.clip(img, 0, 255).astype(np.uint8)).save(images / n)
+    out = tmp_path / "run"
+    env = dict(os.environ, KIDNEYSEG=str(Path(sys.executable).parent / "kidneyseg"), PYTHON=sys.executable)
+    proc = subprocess.run(["bash", str(RECIPE.parent / "open_kidney.sh"), str(labels), str(images), str(out),
+                           "--members", "linknet_resnet18", "--fusion-epochs", "0", "--epochs", "1", "--image-size",
+                           "64", "64", "--batch-size", "4", "--device", "cpu", "--quiet"],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    tested = {Path(n).stem for n in split["test"][:2]}
+    summary = json.loads((out / "model" / "training_summary.json").read_text())
+    assert summary["train_images"] == 4
+    for k in (1, 2):
+        scores = json.loads((out / f"scores_sonographer{k}" / "metrics.json").read_text())
+        assert {r["case"] for r in scores["cases"]} == tested  # only the test frames are scored
+    assert "test split: 2 of" in proc.stderr
