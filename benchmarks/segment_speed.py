@@ -1,0 +1,123 @@
+"""Speed of `kidneyseg segment` (pipeline mr-t2-unet, shipped model), measured side by side in one run.
+
+    python benchmarks/segment_speed.py [--threads 2] [--sizes 2 5 15]
+
+Rows (written to benchmarks/results/segment_speed.{jsonl,md}):
+1. per volume with the model loaded: `kidneyseg.Segmenter` on the 15 CHAOS T2 volumes of
+   ../shared/data/chaos_t2, with the model's test-time augmentation and with one pass (`--fast`);
+2. a one-case command, `kidneyseg segment image_39.nii.gz -o OUT` in a fresh process (interpreter
+   start, imports, model load, segmentation and every output file), median of 3;
+3. cohorts of the first N CHAOS volumes, serial (`--engine local`) against `--engine ray
+   --workers 2`, each a fresh process, so the figure shows the cohort size where Ray starts to pay.
+
+Nothing is asserted: this measures. Other work on the machine inflates the figures; the
+machine's load average is recorded with them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
+RESULTS = ROOT / "benchmarks" / "results"
+
+
+def chaos_images() -> list[Path]:
+    files = sorted(CHAOS.glob("image_*.nii.gz"), key=lambda p: int(p.name[6:-7]))
+    if not files:
+        sys.exit(f"{CHAOS}: no CHAOS images (../shared/data/chaos_t2 beside the project)")
+    return files
+
+
+def loaded(threads: int) -> list[dict]:
+    import torch
+
+    from kidneyseg import Segmenter
+
+    torch.set_num_threads(threads)
+    rows = []
+    for fast in (False, True):
+        seg = Segmenter(device="cpu", tta=not fast)
+        seg(str(chaos_images()[0]))  # warm-up: first-call allocations
+        times = []
+        for f in chaos_images():
+            t0 = time.perf_counter()
+            seg(str(f))
+            times.append(time.perf_counter() - t0)
+        rows.append({"row": "per volume, model loaded", "setting": "one pass (--fast)" if fast else "model's TTA",
+                     "n": len(times), "median_s": round(statistics.median(times), 2),
+                     "max_s": round(max(times), 2)})
+    return rows
+
+
+def command(args: list[str], threads: int) -> float:
+    exe = Path(sys.executable).with_name("kidneyseg")
+    t0 = time.perf_counter()
+    proc = subprocess.run([str(exe), *args, "--quiet", "--threads", str(threads)], capture_output=True, text=True)
+    if proc.returncode != 0:
+        sys.exit(f"kidneyseg {' '.join(args)} failed: {proc.stderr.strip()}")
+    return time.perf_counter() - t0
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--sizes", type=int, nargs="+", default=[2, 5, 15], help="cohort sizes (CHAOS volumes)")
+    ap.add_argument("--out", type=Path, default=RESULTS / "segment_speed")
+    args = ap.parse_args()
+    when = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    import torch
+
+    machine = f"{platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {args.threads} thread(s), CPU"
+    rows = loaded(args.threads)
+    from kidneyseg.api import example_dir
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        one = []
+        for k in range(3):
+            one.append(command(["segment", str(example_dir() / "image_39.nii.gz"), "-o", str(tmp / f"one{k}")],
+                               args.threads))
+        rows.append({"row": "one-case command, fresh process", "setting": "model's TTA, all outputs", "n": 3,
+                     "median_s": round(statistics.median(one), 2), "max_s": round(max(one), 2)})
+        files = chaos_images()
+        for size in args.sizes:
+            for engine in ("local", "ray"):
+                out = tmp / f"c{size}_{engine}"
+                extra = ["--engine", "ray", "--workers", "2"] if engine == "ray" else []
+                threads = 1 if engine == "ray" else args.threads  # Ray: one thread per worker, two workers
+                secs = command(["segment", *map(str, files[:size]), "-o", str(out), "--no-overlay", *extra], threads)
+                rows.append({"row": f"cohort of {size}", "setting": f"--engine {engine}" + (" --workers 2" if extra else ""),
+                             "n": size, "total_s": round(secs, 1), "per_case_s": round(secs / size, 2)})
+                shutil.rmtree(out, ignore_errors=True)
+    load = os.getloadavg()[0]
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    with open(args.out.with_suffix(".jsonl"), "a") as f:
+        for r in rows:
+            f.write(json.dumps({"date": when, "machine": machine, "load_avg_1min": round(load, 2), **r}) + "\n")
+    lines = [f"# `kidneyseg segment` speed ({when})", "",
+             f"`benchmarks/segment_speed.py`; {machine}; 1-minute load average at the end {load:.2f}. "
+             "Data: the 15 CHAOS T2 volumes (256 x 256 x 31-46), the bundled case 39 for the one-case command.", "",
+             "| what | setting | n | median s | max s | total s | s per case |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    for r in rows:
+        lines.append(f"| {r['row']} | {r['setting']} | {r['n']} | {r.get('median_s', '')} | {r.get('max_s', '')} | "
+                     f"{r.get('total_s', '')} | {r.get('per_case_s', '')} |")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
