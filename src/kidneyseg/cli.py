@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--save-probabilities", "--save_probabilities", action="store_true",
                    help="MR U-Net pipelines: also write <case>_prob.nii.gz, the kidney probability (float32, 0-1) "
                         "on the input's grid (nnU-Net's habit)")
+    s.add_argument("--preset", default=None, metavar="NAME",
+                   help="a named set of the pipeline's settings: 'paper' for unsupervised-cluster (seed 001's "
+                        "values: native resolution, float32, no clamp to the seed)")
     s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch (0: torch default)")
     s.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default) or ray: cases spread over Ray workers, one model load each")
@@ -224,7 +227,7 @@ def _cmd_segment(args) -> int:
         threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,
         output_type=args.output_type, series=args.series, resume=args.resume, report=args.report,
         engine=args.engine, address=args.address, workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
-        save_probabilities=args.save_probabilities,
+        save_probabilities=args.save_probabilities, preset=args.preset,
     ))
     for row in summary.rows:
         if not args.quiet and "kidney_area_px" in row:

@@ -197,6 +197,8 @@ class SegmentRequest:
         allow_ct: let CT-looking input through an MR pipeline.
         save_probabilities: also write ``<case>_prob.nii.gz``, the kidney probability
             (float32, 0-1) on the input's grid (pipelines whose spec has ``probabilities``).
+        preset: a named set of the pipeline's settings (``PipelineSpec.presets``, e.g.
+            ``paper`` for ``unsupervised-cluster``).
     """
 
     out_dir: Path
@@ -222,6 +224,7 @@ class SegmentRequest:
     tta: bool = True
     allow_ct: bool = False
     save_probabilities: bool = False
+    preset: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "out_dir", Path(self.out_dir))
@@ -250,7 +253,7 @@ class SegmentRequest:
                               resume=self.resume, engine=self.engine, series=self.series,
                               output_type=self.output_type, manifest=self.manifest is not None,
                               pixel_spacing=self.pixel_spacing_mm is not None,
-                              save_probabilities=self.save_probabilities)
+                              save_probabilities=self.save_probabilities, preset=self.preset)
 
     def load_pipeline(self):
         """The pipeline with this request's model, device and options applied.
@@ -260,7 +263,7 @@ class SegmentRequest:
         """
         from .pipelines import configure_pipeline, get_pipeline
 
-        return configure_pipeline(get_pipeline(self.pipeline, model=self.model, device=self.device),
+        return configure_pipeline(get_pipeline(self.pipeline, model=self.model, device=self.device, preset=self.preset),
                                   self.keep_largest, self.tta, self.allow_ct)
 
     def inference_options(self) -> dict:
@@ -268,7 +271,8 @@ class SegmentRequest:
         ``device``, the settings a resumed case must share to count as done."""
         return {"tta": self.tta, "keep_largest": self.keep_largest, "allow_ct": self.allow_ct, "device": self.device,
                 "output_type": self.output_type, "secondary": self.secondary is not None,
-                "save_probabilities": self.save_probabilities}
+                "save_probabilities": self.save_probabilities,
+                **({"preset": self.preset} if self.preset else {})}  # absent by default: older runs resume
 
 
 @dataclass(frozen=True)

@@ -141,3 +141,31 @@ def test_torchvision_imagenet_resnet_files_fit_the_encoders(tmp_path):
     ref.load_state_dict(torch.load(path, weights_only=True))
     torch.testing.assert_close(member.encoder.layer1[0].conv1.weight, ref.layer1[0].conv1.weight)
     torch.testing.assert_close(member.encoder.conv1.weight, ref.conv1.weight.sum(1, keepdim=True))
+
+
+def test_unsupervised_paper_preset_is_what_seed_001_states():
+    from kidneyseg.pipelines import get_pipeline
+    from kidneyseg.specs.unsupervised import UnsupervisedConfig, paper_config
+
+    cfg = paper_config()
+    c = cfg.cluster
+    # section 3: N = 2 blocks of p = 50 channels, lambda = 5, epsilon = 0.005, SGD momentum 0.9, lr 0.01
+    assert (c.n_blocks, c.channels, c.continuity_weight, c.epsilon, c.momentum, c.learning_rate) == (2, 50, 5.0, 0.005,
+                                                                                                      0.9, 0.01)
+    assert (cfg.n4_iterations, cfg.n4_fitting_levels) == (2, 8)  # section 3: N4, 2 iterations, 8 fitting levels
+    assert cfg.method == "cluster3d" and c.spatial_dims == 3
+    # native resolution, float32, no post-processing clamp: where the defaults depart for CPU time
+    assert cfg.working_spacing_mm == 0 and c.precision == "float32" and cfg.clamp_to_seed is False
+    default = UnsupervisedConfig()
+    assert default.working_spacing_mm > 0 and default.clamp_to_seed
+    pipe = get_pipeline("unsupervised-cluster", preset="paper", device="cpu")
+    assert pipe.config == cfg
+
+
+def test_segment_preset_is_checked_before_anything_is_read(tmp_path):
+    r = cli("segment", tmp_path / "missing.nii.gz", "-o", tmp_path / "out", "--preset", "paper")
+    assert r.returncode == 2 and "--preset paper: pipeline mr-t2-unet has no such preset (presets: none)" in r.stderr
+    r = cli("segment", tmp_path / "missing.nii.gz", "-o", tmp_path / "out", "--pipeline", "unsupervised-cluster",
+            "--preset", "fast")
+    assert r.returncode == 2 and "(presets: paper)" in r.stderr
+    assert not (tmp_path / "out").exists()

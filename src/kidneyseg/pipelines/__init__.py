@@ -3,7 +3,7 @@ implementing class, which fulfils :class:`kidneyseg.pipelines.base.Pipeline`).""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 from ..labels import KIDNEY_TUMOUR, KITS, MR_KIDNEYS, US_KIDNEY
@@ -36,6 +36,9 @@ class PipelineSpec:
             (``Result.probability``), which ``--save-probabilities`` writes.
         factory: ``factory(model=..., device=...)`` when loading needs more than
             ``Class.load(model_folder, device)``.
+        presets: ``segment --preset NAME`` -> ``"module:function"`` returning the config the
+            class's ``load`` takes as ``config`` (e.g. ``paper``: the values of the method's
+            paper).
     """
 
     name: str
@@ -53,6 +56,7 @@ class PipelineSpec:
     shipped_model: str | None = None
     probabilities: bool = False
     factory: Callable[..., object] | None = None
+    presets: dict[str, str] = field(default_factory=dict)
 
     def pipeline_class(self) -> type:
         """The implementing class (imports its module)."""
@@ -61,12 +65,27 @@ class PipelineSpec:
         module, _, cls = self.implementation.partition(":")
         return getattr(importlib.import_module(module), cls)
 
-    def load(self, model: str | None = None, device: str = "auto"):
+    def load(self, model: str | None = None, device: str = "auto", preset: str | None = None):
         """A loaded pipeline (:class:`kidneyseg.pipelines.base.Pipeline`).
 
+        Args:
+            preset: a name of :attr:`presets`; its function's config is given to the
+                class's ``load(..., config=...)``.
+
         Raises:
-            InputError: no usable model folder.
+            InputError: no usable model folder; a preset this pipeline does not have.
         """
+        if preset is not None:
+            import importlib
+
+            if preset not in self.presets:
+                from ..errors import InputError
+
+                have = ", ".join(self.presets) or "none"
+                raise InputError(f"--preset {preset}: pipeline {self.name} has no such preset (presets: {have})")
+            module, _, fn = self.presets[preset].partition(":")
+            config = getattr(importlib.import_module(module), fn)()
+            return self.pipeline_class().load(self.model_folder(model), device, config=config)
         if self.factory is not None:
             return self.factory(model=model, device=device)
         folder = self.model_folder(model)
@@ -90,7 +109,8 @@ PipelineInfo = PipelineSpec
 def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
                           allow_ct: bool = False, report: bool = False, resume: bool = False, engine: str = "local",
                           series: str | None = None, output_type: str = "nifti", manifest: bool = False,
-                          pixel_spacing: bool = False, save_probabilities: bool = False) -> None:
+                          pixel_spacing: bool = False, save_probabilities: bool = False,
+                          preset: str | None = None) -> None:
     """Refuse a ``segment`` option that pipeline ``name`` would not act on, before anything is
     read or loaded (arguments are the options as given; defaults mean "not given").
 
@@ -121,6 +141,9 @@ def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = T
     for flag, (used, supported, why) in given.items():
         if used and not supported:
             raise InputError(f"{flag}: pipeline {name} {why}")
+    if preset is not None and preset not in info.presets:
+        raise InputError(f"--preset {preset}: pipeline {name} has no such preset "
+                         f"(presets: {', '.join(info.presets) or 'none'})")
 
 
 def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True, allow_ct: bool = False):
@@ -167,7 +190,7 @@ PIPELINES: dict[str, PipelineSpec] = {
         "no model: N4, kidney boxes by threshold + morphology, a small 3D CNN clustered per box (seed 001); "
         "optional second sequence (--secondary), registered and fused",
         "kidneyseg.pipelines.unsupervised:UnsupervisedKidneyPipeline", MR_KIDNEYS, trainable=False,
-        keep_largest=False, secondary=True,
+        keep_largest=False, secondary=True, presets={"paper": "kidneyseg.specs.unsupervised:paper_config"},
     ),
     "us-ensemble": PipelineSpec(
         "us-ensemble", "US",
@@ -197,17 +220,17 @@ PIPELINES: dict[str, PipelineSpec] = {
 DEFAULT_PIPELINE = "mr-t2-unet"
 
 
-def get_pipeline(name: str, model: str | None = None, device: str = "auto"):
-    """Instantiate a registered pipeline.
+def get_pipeline(name: str, model: str | None = None, device: str = "auto", preset: str | None = None):
+    """Instantiate a registered pipeline (with ``preset``: one of its spec's ``presets``).
 
     Raises:
-        InputError: unknown pipeline name.
+        InputError: unknown pipeline name or preset.
     """
     from ..errors import InputError
 
     if name not in PIPELINES:
         raise InputError(f"--pipeline: unknown pipeline {name!r} (available: {', '.join(PIPELINES)})")
-    return PIPELINES[name].load(model=model, device=device)
+    return PIPELINES[name].load(model=model, device=device, preset=preset)
 
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "PipelineSpec", "Result", "check_segment_options", "configure_pipeline",
