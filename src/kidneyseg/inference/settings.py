@@ -9,9 +9,11 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
+from typing import ClassVar
 from pathlib import Path
 
 from ..errors import InputError
+from ..specs.base import SpecConfig
 
 INFERENCE = "inference.json"
 
@@ -53,7 +55,7 @@ NO_TTA = TestTimeAugmentation()
 
 
 @dataclass(frozen=True)
-class InferenceConfig:
+class InferenceConfig(SpecConfig):
     """How a trained 2D/2.5D network is applied.
 
     Attributes:
@@ -80,6 +82,8 @@ class InferenceConfig:
         ValueError: an empty shift list, a shift larger than 64 pixels, a threshold outside
             (0, 1), a volume range that is not ``low < high`` with ``low >= 0``.
     """
+
+    STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
 
     tta_shifts_px: tuple[tuple[int, int], ...] = ((0, 0),)
     tta_mirror_x: bool = False
@@ -119,14 +123,6 @@ class InferenceConfig:
         """The same threshold with one plain pass (``kidneyseg segment --no-tta``)."""
         return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False)
 
-    def to_dict(self) -> dict:
-        """JSON-ready dict (the shift tuples are written as lists)."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "InferenceConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
-        return cls(**d)
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:

@@ -28,17 +28,18 @@ Here:
 from __future__ import annotations
 
 import warnings
-from dataclasses import asdict, dataclass, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 from scipy import ndimage
 
 from ..arrays import largest_components
 from ..errors import InputError
+from ..specs.base import SpecConfig
 
 
 @dataclass(frozen=True)
-class EMConfig:
+class EMConfig(SpecConfig):
     """Settings of the EM localiser (see the module docstring).
 
     Attributes:
@@ -70,14 +71,6 @@ class EMConfig:
         if self.n_classes < 2 or self.em_iterations < 1 or self.margin_px < 0 or self.keep_components < 0:
             raise ValueError("EMConfig: n_classes >= 2, em_iterations >= 1, margin_px >= 0, keep_components >= 0")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EMConfig":
-        d = dict(d)
-        d["class_ranks"] = tuple(d.get("class_ranks", cls.class_ranks))
-        return cls(**d)
 
 
 @dataclass(frozen=True)

@@ -8,16 +8,17 @@ axis 0 grows towards the patient's right, axis 1 anterior, axis 2 superior.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
 
 from ..arrays import bounding_box
+from ..specs.base import SpecConfig
 
 
 @dataclass(frozen=True)
-class ROIConfig:
+class ROIConfig(SpecConfig):
     """Settings of :func:`detect_kidney_rois`.
 
     Attributes:
@@ -64,10 +65,6 @@ class ROIConfig:
             raise ValueError(f"lateral_range_mm: expected 0 <= min < max, got {self.lateral_range_mm}")
         if self.height_weight < 0:
             raise ValueError(f"height_weight: expected >= 0, got {self.height_weight}")
-
-    def to_dict(self) -> dict:
-        """Plain dict (for JSON)."""
-        return asdict(self)
 
 
 @dataclass

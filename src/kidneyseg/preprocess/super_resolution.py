@@ -16,17 +16,18 @@ sub-slices of a slice gives back a value on the original grid (:func:`to_origina
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 from scipy import ndimage
 
 from ..errors import InputError
+from ..specs.base import SpecConfig
 
 
 @dataclass(frozen=True)
-class SRConfig:
+class SRConfig(SpecConfig):
     """Settings of the through-plane super-resolution network.
 
     Attributes:
@@ -53,8 +54,6 @@ class SRConfig:
         if self.factor < 2:
             raise ValueError(f"SRConfig.factor: expected an integer >= 2, got {self.factor}")
 
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 def cubic_upsample(volume: np.ndarray, factor: int, axis: int) -> np.ndarray:

@@ -5,7 +5,8 @@ and the trainer (:mod:`kidneyseg.training.em_unet`).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 import torch
@@ -15,6 +16,7 @@ from ..errors import InputError
 from ..io import Image, from_canonical, to_canonical
 from ..localize.em import Box, EMConfig, body_mask, localise, slice_axis_of
 from ..preprocess.super_resolution import SRConfig
+from .base import SpecConfig
 
 PIPELINE = "em-unet3d"
 LOCALISERS = ("em", "body", "none")
@@ -41,7 +43,7 @@ Not settable: the paper's epochs, batch size and learning rate (not stated)."""
 
 
 @dataclass(frozen=True)
-class EMUNetConfig:
+class EMUNetConfig(SpecConfig):
     """Everything that determines an ``em-unet3d`` model (saved as ``config.json``).
 
     Attributes:
@@ -72,6 +74,8 @@ class EMUNetConfig:
         seed: seeds numpy and torch.
         num_threads: torch intra-op threads (0 = torch's default).
     """
+
+    JSON_EXTRA: ClassVar[dict] = {"pipeline": PIPELINE}  # config.json names the pipeline that reads it
 
     localiser: str = "em"
     em: EMConfig = field(default_factory=EMConfig)
@@ -105,20 +109,6 @@ class EMUNetConfig:
         if self.super_resolution < 1:
             raise ValueError("super_resolution: expected a factor >= 1")
 
-    def to_dict(self) -> dict:
-        d = asdict(self)
-        d["pipeline"] = PIPELINE
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "EMUNetConfig":
-        d = {k: v for k, v in d.items() if k != "pipeline"}
-        d["em"] = EMConfig.from_dict(d.get("em", {}))
-        d["sr"] = SRConfig(**d.get("sr", {}))
-        for key in ("input_size", "channels", "histogram_references"):
-            if key in d:
-                d[key] = tuple(d[key])
-        return cls(**d)
 
 
 def build_network(config: EMUNetConfig) -> torch.nn.Module:

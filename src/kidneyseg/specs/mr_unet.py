@@ -4,12 +4,13 @@ the pipelines, written by the trainer."""
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
 from ..labels import MR_KIDNEYS
+from .base import SpecConfig
 
 
 NORMALISATIONS = ("percentile_zscore", "body_clip_zscore", "body_ratio")
@@ -17,7 +18,7 @@ NORMALISATIONS = ("percentile_zscore", "body_clip_zscore", "body_ratio")
 
 
 @dataclass(frozen=True)
-class TrainConfig:
+class TrainConfig(SpecConfig):
     """Everything that determines a trained 2.5D kidney U-Net.
 
     Attributes:
@@ -110,6 +111,8 @@ class TrainConfig:
         extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
             join the training set and are never in a validation fold.
     """
+
+    STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
 
     dataset: str = ""
     layout: str = "chaos"
@@ -248,17 +251,3 @@ class TrainConfig:
         """Output channels of the network: background, kidney class(es), auxiliary classes."""
         return 1 + self.kidney_classes + len(self.auxiliary_labels)
 
-    def to_dict(self) -> dict:
-        """JSON-ready dict (label keys become strings, tuples lists)."""
-        d = dataclasses.asdict(self)
-        d["label_map"] = {str(k): v for k, v in self.label_map.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
-        """Inverse of :meth:`to_dict`; unknown keys raise ``TypeError``."""
-        return cls(**d)
-
-    def replace(self, **changes) -> "TrainConfig":
-        """A copy with some fields changed (validated)."""
-        return dataclasses.replace(self, **changes)

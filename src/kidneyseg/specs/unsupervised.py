@@ -6,18 +6,19 @@ pipeline (:mod:`kidneyseg.pipelines.unsupervised`) and the optimiser
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 
 from ..io import Image, Reorientation
 from ..localize import ROIConfig, ROIResult
+from .base import SpecConfig
 
 PRECISIONS = ("auto", "float32", "bfloat16")
 
 
 @dataclass(frozen=True)
-class ClusterConfig:
+class ClusterConfig(SpecConfig):
     """Settings of the differentiable feature clustering (defaults: seed 001, section 3).
 
     Attributes:
@@ -64,16 +65,11 @@ class ClusterConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
 
-    def to_dict(self) -> dict:
-        """Plain dict (for JSON beside the outputs)."""
-        return asdict(self)
-
-
 METHODS = ("cluster3d", "cluster2d", "otsu", "watershed")
 
 
 @dataclass(frozen=True)
-class UnsupervisedConfig:
+class UnsupervisedConfig(SpecConfig):
     """Settings of :class:`UnsupervisedKidneyPipeline`.
 
     Attributes:
@@ -132,10 +128,6 @@ class UnsupervisedConfig:
         dims = 2 if self.method == "cluster2d" else 3
         if self.cluster.spatial_dims != dims:
             object.__setattr__(self, "cluster", replace(self.cluster, spatial_dims=dims))
-
-    def to_dict(self) -> dict:
-        """Plain dict (for JSON)."""
-        return asdict(self)
 
 
 PAPER_DEPARTURES: dict[str, object] = {

@@ -13,6 +13,7 @@ import torch
 from ..arrays import largest_components
 from ..models.us_ensemble import MEMBERS, SEED_003_MEMBERS
 from ..preprocess.ultrasound import Letterbox, scan_sector
+from .base import SpecConfig
 
 PIPELINE_NAME = "us-ensemble"
 
@@ -32,7 +33,7 @@ docs/pipelines.md). Not stated, so kept: image size, batch size, augmentation.""
 
 
 @dataclass(frozen=True)
-class USTrainConfig:
+class USTrainConfig(SpecConfig):
     """Everything that determines a trained ultrasound ensemble.
 
     Attributes:
@@ -91,20 +92,6 @@ class USTrainConfig:
         if self.label_map != {1: "kidney"}:
             raise ValueError(f"label_map: only a binary kidney mask is supported, got {self.label_map}")
 
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["members"] = list(self.members)
-        d["image_size"] = list(self.image_size)
-        d["label_map"] = {str(k): v for k, v in self.label_map.items()}
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> "USTrainConfig":
-        known = {f.name for f in dataclasses.fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in known})
-
-    def replace(self, **changes) -> "USTrainConfig":
-        return dataclasses.replace(self, **changes)
 
 
 @dataclass

@@ -66,7 +66,8 @@ def read_checkpoint(path: str | Path, config: dict | None = None) -> dict | None
     the current ones.
 
     Args:
-        config: the run's config as a dict; the checkpoint's must equal it.
+        config: the run's config as a dict; the checkpoint's must equal it as JSON (tuples and
+            lists, integer and string keys compare equal).
 
     Raises:
         InputError: unreadable or unsafe file (:func:`load_checkpoint`), or a checkpoint made
@@ -79,9 +80,17 @@ def read_checkpoint(path: str | Path, config: dict | None = None) -> dict | None
     if not isinstance(ck, dict):
         raise InputError(f"{path}: not a kidneyseg checkpoint (expected a dict)")
     ck = {_OLD_KEYS.get(k, k): v for k, v in ck.items()}
-    if config is not None and ck.get("config") != config:
+    if config is not None and _as_json(ck.get("config")) != _as_json(config):
         raise InputError(f"{path}: checkpoint was made with another config; use a new output folder")
     return ck
+
+
+def _as_json(config: object) -> object:
+    """A config as its JSON reads back (tuples as lists, keys as strings), so a checkpoint
+    compares equal whichever of the two forms wrote it."""
+    import json
+
+    return json.loads(json.dumps(config, sort_keys=True, default=str))
 
 
 def save_training_state(path: str | Path, net: torch.nn.Module, opt: torch.optim.Optimizer,
