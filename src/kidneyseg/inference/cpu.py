@@ -1,4 +1,5 @@
-"""CPU speed-ups for trained networks that leave their outputs unchanged (to float32 rounding).
+"""CPU speed-ups that leave outputs unchanged (to float32 rounding): instance norm as group norm,
+and small networks run side by side in threads (:func:`map_splitting_threads`).
 
 ``torch.nn.InstanceNorm2d/3d`` without running statistics normalises every channel of every
 sample by its own mean and variance. That is exactly ``group_norm`` with one group per
@@ -48,3 +49,31 @@ def instance_norm_as_group_norm(network: nn.Module) -> int:
                 setattr(module, name, InstanceNormAsGroupNorm(child))
                 replaced += 1
     return replaced
+
+
+def map_splitting_threads(fn, items: list, parallel: bool = True) -> list:
+    """``[fn(x) for x in items]``, with up to ``len(items)`` calls at once in threads that each
+    get an equal share of torch's intra-op threads (torch's own are restored afterwards).
+
+    For small networks that cannot keep several cores busy alone (the unsupervised pipeline's
+    two kidney boxes: on a CHAOS box 0.22 s per iteration with one thread, 0.14 s with two; two
+    boxes side by side finish about a quarter sooner than one after the other). Runs serially
+    when ``parallel`` is false, with fewer than two items or fewer than two threads.
+    """
+    threads = torch.get_num_threads()
+    if not parallel or len(items) < 2 or threads < 2:
+        return [fn(x) for x in items]
+    from concurrent.futures import ThreadPoolExecutor
+
+    share = max(1, threads // len(items))
+
+    def run(x):
+        torch.set_num_threads(share)
+        return fn(x)
+
+    try:
+        with ThreadPoolExecutor(max_workers=len(items), thread_name_prefix="kidneyseg") as pool:
+            return list(pool.map(run, items))
+    finally:
+        torch.set_num_threads(threads)
+

@@ -34,9 +34,7 @@ Labels (KiTS19's, the data seed 004 used): 1 kidney, 2 tumour. KiTS21/23 cysts a
 kidney (foreground of the kidney stage, not tumour). The label map goes back to the input grid
 by nearest neighbour. Volumes: ``kidney_right_ml`` / ``kidney_left_ml`` are each side's kidney
 with its tumour (world x decides the side), ``kidney_ml`` and ``tumor_ml`` the labels.
-
-Seed 004 does not state the intensity normalisation, the optimiser, the augmentation, or the
-3D patch size; the choices here are in :class:`C2FConfig`.
+Choices seed 004 leaves open (normalisation, optimiser, augmentation, 3D patch): :class:`C2FConfig`.
 """
 
 from __future__ import annotations
@@ -53,19 +51,9 @@ from ..arrays import crop_around, padded_box
 from ..inference.sliding_window import sliding_window_logits
 from ..io import Image
 from ..io.orientation import from_canonical
-from ..specs.c2f import (CONNECTIVITY_26, LABELS, STAGES, C2FConfig, centroid_index, crop_axial, build_network, fine_crops,
-                         kidney_components, paste_max, prepare_ct, square_resize, square_restore)
+from ..specs.c2f import (CONNECTIVITY_26, LABELS, STAGES, C2FConfig, build_network, centroid_index, crop_axial, fine_crops,
+                         kidney_components, paste_max, predict_2d, prepare_ct, square_resize, square_restore)
 from .result import Result, side_volumes_ml, volumetric_result
-
-
-def _predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
-    """Foreground probability ``(N, 1, ...)`` of a 2-class 2D network, in slice batches."""
-    out = []
-    with torch.inference_mode():
-        for i in range(0, x.shape[0], batch):
-            logits = net(x[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
-            out.append(torch.softmax(logits.float(), 1)[:, 1:].cpu())
-    return torch.cat(out) if out else torch.zeros((0, 1, *x.shape[2:]))
 
 
 @dataclass
@@ -102,16 +90,13 @@ class C2FCascadePipeline:
             nets[stage] = net.to(dev).eval()
             if stage != "tumour3d":
                 nets[stage] = nets[stage].to(memory_format=torch.channels_last)
-        folder = folder.path
-        return cls(nets, config, dev, folder)
-
-    # -- the stages, on the working grid ---------------------------------------------------
+        return cls(nets, config, dev, folder.path)
 
     def coarse(self, vol: np.ndarray) -> np.ndarray:
         """``S_C``: boolean (R, A, S), every axial slice through C at ``coarse_size``."""
         cfg = self.config
         x = square_resize(np.moveaxis(vol, 2, 0), cfg.coarse_size)
-        p = square_restore(_predict_2d(self.networks["coarse"], x, cfg.slice_batch, self.device), vol.shape[:2])
+        p = square_restore(predict_2d(self.networks["coarse"], x, cfg.slice_batch, self.device), vol.shape[:2])
         return np.moveaxis(p[:, 0].numpy() > 0.5, 0, 2)
 
     def correct(self, vol: np.ndarray, coarse: np.ndarray) -> np.ndarray:
@@ -121,7 +106,7 @@ class C2FCascadePipeline:
         _, a, s = centroid_index(coarse) if coarse.any() else tuple(n // 2 for n in vol.shape)
         x = torch.from_numpy(np.stack([crop_around(vol[i], (a, s), cfg.correction_size, 0.0)
                                        for i in range(vol.shape[0])]))[:, None]
-        p = _predict_2d(self.networks["correction"], x, cfg.slice_batch, self.device)[:, 0].numpy()
+        p = predict_2d(self.networks["correction"], x, cfg.slice_batch, self.device)[:, 0].numpy()
         out = np.zeros(vol.shape, np.float32)
         for i in range(vol.shape[0]):
             paste_max(out[i], p[i], (a, s))
@@ -133,7 +118,7 @@ class C2FCascadePipeline:
         out = np.zeros(vol.shape, np.float32)
         for centre, ks in crops:
             x = torch.from_numpy(crop_axial(vol, centre, ks, cfg.fine_size))[:, None]
-            p = _predict_2d(self.networks["fine"], x, cfg.slice_batch, self.device)[:, 0].numpy()
+            p = predict_2d(self.networks["fine"], x, cfg.slice_batch, self.device)[:, 0].numpy()
             for j, k in enumerate(ks):
                 paste_max(out[:, :, k], p[j], centre)
         return out
@@ -152,7 +137,7 @@ class C2FCascadePipeline:
         km = kidney.astype(np.float32)
         for centre, ks in crops:
             x2 = np.stack([crop_axial(vol, centre, ks, cfg.fine_size), crop_axial(km, centre, ks, cfg.fine_size)], 1)
-            p = _predict_2d(self.networks["tumour2d"], torch.from_numpy(x2), cfg.slice_batch, self.device)[:, 0].numpy()
+            p = predict_2d(self.networks["tumour2d"], torch.from_numpy(x2), cfg.slice_batch, self.device)[:, 0].numpy()
             for j, k in enumerate(ks):
                 paste_max(t2d[:, :, k], p[j], centre)
         t2d = t2d > 0.5

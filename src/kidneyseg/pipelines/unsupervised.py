@@ -24,7 +24,7 @@ from ..localize import detect_kidney_rois
 from ..postprocess import body_midline_x_mm
 from ..postprocess.clusters import clamp_to_seed, component_at_seed, refine_boundary, select_kidney_clusters
 from ..specs.unsupervised import METHODS, Regions, UnsupervisedConfig, block_factors, upsample_mask
-from ..training.clustering import optimise_clusters, resolve_precision
+from ..training.clustering import optimise_clusters, optimise_clusters_by_slice, resolve_precision
 from .result import Result, volumetric_result
 
 log = logging.getLogger(__name__)
@@ -84,16 +84,8 @@ class UnsupervisedKidneyPipeline:
         if cfg.method == "cluster3d":
             res = optimise_clusters(small, cfg.cluster, self.device)
             labels, iterations, converged = res.labels, res.iterations, res.converged
-        else:  # cluster2d: each slice along the slice axis on its own; indices made unique per slice
-            moved = np.moveaxis(small, slice_axis + 1, 1)
-            labels = np.empty(moved.shape[1:], dtype=np.int64)
-            iterations, converged = 0, True
-            for k in range(moved.shape[1]):
-                res = optimise_clusters(moved[:, k], cfg.cluster, self.device)
-                labels[k] = res.labels + k * cfg.cluster.channels
-                iterations += res.iterations
-                converged &= res.converged
-            labels = np.moveaxis(labels, 0, slice_axis)
+        else:  # cluster2d: each slice along the slice axis on its own
+            labels, iterations, converged = optimise_clusters_by_slice(small, cfg.cluster, self.device, slice_axis)
         info = {"iterations": iterations, "converged": bool(converged)}
         if not converged:
             return np.zeros(seed.shape, dtype=bool), info
@@ -116,34 +108,15 @@ class UnsupervisedKidneyPipeline:
 
     def _segment_boxes(self, boxes: list[tuple[list[np.ndarray], np.ndarray]],
                        spacing: tuple[float, ...]) -> list[tuple[np.ndarray, dict]]:
-        """:meth:`_segment_box` for each ``(channels, seed)``; on CPU, a clustering method's two
-        boxes run at once in two threads, each with half of torch's intra-op threads.
+        """:meth:`_segment_box` for each ``(channels, seed)``; on CPU, a clustering method's
+        boxes run side by side (:func:`kidneyseg.inference.cpu.map_splitting_threads`: each box's
+        network is too small to keep two cores busy; the masks are the same as one after the
+        other, the initial weights being drawn under a lock in
+        :func:`~kidneyseg.training.clustering.optimise_clusters`)."""
+        from ..inference.cpu import map_splitting_threads
 
-        Each box's network is small, so one box cannot keep two cores busy (on a CHAOS box,
-        0.22 s per iteration with one thread, 0.14 s with two); two boxes side by side finish
-        about a quarter sooner than one after the other, with the same masks as one after
-        the other (the initial weights are drawn under a lock in
-        :func:`~kidneyseg.training.clustering.optimise_clusters`).
-        """
-        import torch
-
-        threads = torch.get_num_threads()
-        if (len(boxes) < 2 or self.device.type != "cpu" or threads < 2
-                or self.config.method not in ("cluster3d", "cluster2d")):
-            return [self._segment_box(ch, seed, spacing) for ch, seed in boxes]
-        from concurrent.futures import ThreadPoolExecutor
-
-        per_box = max(1, threads // len(boxes))
-
-        def run(item):
-            torch.set_num_threads(per_box)
-            return self._segment_box(item[0], item[1], spacing)
-
-        try:
-            with ThreadPoolExecutor(max_workers=len(boxes), thread_name_prefix="kidneyseg-box") as pool:
-                return list(pool.map(run, boxes))
-        finally:
-            torch.set_num_threads(threads)
+        side_by_side = self.device.type == "cpu" and self.config.method in ("cluster3d", "cluster2d")
+        return map_splitting_threads(lambda item: self._segment_box(item[0], item[1], spacing), boxes, side_by_side)
 
     def regions(self, image: Image, secondary: Image | None = None) -> Regions:
         """The steps before any clustering: check, RAS, N4, the secondary image registered

@@ -128,6 +128,17 @@ class C2FConfig(SpecConfig):
 
 
 
+def predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
+    """Foreground probability ``(N, 1, ...)`` of one of the 2-class 2D networks on ``x``
+    ``(N, C, H, W)`` float32, in batches of ``batch`` slices (channels-last, inference mode)."""
+    out = []
+    with torch.inference_mode():
+        for i in range(0, x.shape[0], batch):
+            logits = net(x[i:i + batch].to(device).contiguous(memory_format=torch.channels_last))
+            out.append(torch.softmax(logits.float(), 1)[:, 1:].cpu())
+    return torch.cat(out) if out else torch.zeros((0, 1, *x.shape[2:]))
+
+
 def build_network(stage: str, config: C2FConfig) -> torch.nn.Module:
     """The network of one stage: MONAI 2D U-Nets (``kidneyseg.models.unet.build_unet2d``) for
     C, A, F (1 input channel) and T (CT + kidney mask), a MONAI 3D U-Net with two poolings for
