@@ -47,12 +47,20 @@ def _nonempty_path(text: str) -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The ``kidneyseg`` parser: one subparser per command (the ``_add_*_parser`` functions)."""
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="kidneyseg", description="Kidney segmentation and volumetry.")
     parser.add_argument("--version", action="version", version=f"kidneyseg {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_segment_parser, _add_train_parser, _add_evaluate_parser, _add_dti_parser, _add_plan_parser,
+                _add_small_parsers):
+        add(sub)
+    return parser
 
+
+def _add_segment_parser(sub) -> None:
+    """``kidneyseg segment``: inputs, outputs, pipeline and model, inference and cohort options."""
     s = sub.add_parser("segment", help="segment kidneys in NIfTI files, DICOM folders or PAR/REC files "
                                        "(2D ultrasound frames with --pipeline us-ensemble)")
     s.add_argument("inputs", nargs="*", help="image files, folders of NIfTI files, or DICOM series folders")
@@ -98,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "and fused as a channel; em-unet3d: the localisation map (FA) on the input's grid")
     _add_common(s)
 
+
+def _add_train_parser(sub) -> None:
+    """``kidneyseg train --pipeline NAME``: the earlier form, a fixed set of flags (``kidneyseg train METHOD`` is :mod:`kidneyseg.cli_train`)."""
     t = sub.add_parser("train", help="train a kidney model: kidneyseg train METHOD --help lists every flag",
                        epilog="kidneyseg train METHOD ... (METHOD: mr-t2-unet, mr-multiprotocol-unet, us-ensemble, "
                               "em-unet3d, kits-unet3d, c2f-cascade) takes every field of the method's config as a "
@@ -142,6 +153,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="us-ensemble: local ImageNet encoder weights per member (nothing is downloaded)")
     _add_common(t)
 
+
+def _add_evaluate_parser(sub) -> None:
+    """``kidneyseg evaluate``: masks against reference masks."""
     e = sub.add_parser("evaluate", help="score predicted masks against reference masks (Dice, HD95, surface Dice, ...)")
     e.add_argument("pred", help="predicted mask (NIfTI, or PNG for 2D) or a folder of them")
     e.add_argument("ref", help="reference mask or folder (also KiTS case_*/segmentation.nii.gz)")
@@ -163,6 +177,9 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--quiet", action="store_true")
     e.add_argument("--debug", action="store_true")
 
+
+def _add_dti_parser(sub) -> None:
+    """``kidneyseg dti``: diffusion tensor maps."""
     dt = sub.add_parser("dti", help="diffusion tensor maps (FA, MD, AD, RD, tensor elements) from a DWI series")
     dt.add_argument("dwi", help="4D NIfTI diffusion-weighted series")
     dt.add_argument("--bval", required=True, help="FSL bval file (s/mm^2)")
@@ -174,6 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
     dt.add_argument("--quiet", action="store_true")
     dt.add_argument("--debug", action="store_true")
 
+
+def _add_plan_parser(sub) -> None:
+    """``kidneyseg plan``: a CT training plan."""
     pl = sub.add_parser("plan", help="fingerprint a CT training set and write a training plan (nnU-Net style)")
     pl.add_argument("dataset", help="KiTS folder (case_XXXXX/imaging.nii.gz + segmentation.nii.gz) or nnU-Net raw folder")
     pl.add_argument("-o", "--output", required=True, help="plan JSON to write")
@@ -191,6 +211,9 @@ def build_parser() -> argparse.ArgumentParser:
     pl.add_argument("--quiet", action="store_true")
     pl.add_argument("--debug", action="store_true")
 
+
+def _add_small_parsers(sub) -> None:
+    """``kidneyseg ensemble``, ``list-models``, ``info`` and ``demo``."""
     en = sub.add_parser("ensemble", help="make one mr-t2-unet model folder that averages the softmax of "
                                          "model folders trained with different seeds")
     en.add_argument("models", nargs="+", help="two or more model folders (config.json + model.pt)")
@@ -212,7 +235,6 @@ def build_parser() -> argparse.ArgumentParser:
     d.add_argument("--overwrite", action="store_true")
     d.add_argument("--threads", type=int, default=0)
     _add_common(d)
-    return parser
 
 
 def _cmd_segment(args) -> int:

@@ -76,3 +76,18 @@ def test_kits_no_tta_turns_mirroring_off():
     pipe.config = KitsConfig(mirror_tta=True)
     configure_pipeline(pipe, keep_largest=True, tta=False)
     assert pipe.config.mirror_tta is False
+
+
+@pytest.mark.parametrize("pipeline", list(PIPELINES))
+def test_preset_is_honoured_or_refused(pipeline, image, tmp_path, capsys):
+    """--preset paper: honoured by the pipelines whose spec declares it, else one line, exit 2."""
+    argv = ["segment", str(image), "-o", str(tmp_path / "out"), "--pipeline", pipeline, "--quiet", "--preset", "paper"]
+    code = main(argv)
+    err = capsys.readouterr().err
+    refused = f"--preset paper: pipeline {pipeline} has no such preset" in err
+    assert code == 2
+    if "paper" in PIPELINES[pipeline].presets:
+        assert not refused and "missing.nii.gz" in err, err
+    else:
+        assert refused and len(err.strip().splitlines()) == 1, err
+        assert not (tmp_path / "out").exists()
