@@ -89,6 +89,16 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
     return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), index, axis)
 
 
+def _augment_into(img: np.ndarray, tgt: np.ndarray, transform, images: list, labels: list) -> None:
+    """Apply ``transform`` (MONAI dictionary transforms, may be ``None``) to one patch and
+    append it: the image as float32 ``(1, ...)``, the target as int64 ``(1, ...)``."""
+    if transform is not None:
+        out = transform({"image": img[None], "label": tgt[None].astype(np.float32)})
+        img, tgt = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
+    images.append(torch.as_tensor(np.asarray(img, dtype=np.float32))[None])
+    labels.append(torch.as_tensor(np.asarray(tgt)).round().long()[None])
+
+
 def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.random.Generator,
                        transform) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of 2D patches for the ``multiplane`` recipe.
@@ -144,11 +154,7 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
             if rng.random() < config.intensity_curve_fraction:
                 img = normalise_slice(random_intensity_curve(img, rng))
         img = crop_around(img, c2, config.patch_size, float(img.min()))
-        if transform is not None:
-            out = transform({"image": img[None], "label": tgt[None].astype(np.float32)})
-            img, tgt = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
-        images.append(torch.as_tensor(np.asarray(img, dtype=np.float32))[None])
-        labels.append(torch.as_tensor(np.asarray(tgt)).round().long()[None])
+        _augment_into(img, tgt, transform, images, labels)
     return torch.stack(images), torch.stack(labels)
 
 
@@ -186,11 +192,7 @@ def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np
             img = crop_around(v.image, c3, size, float(v.image.min()))
             if rng.random() < config.intensity_curve_fraction:
                 img = normalise_slice(random_intensity_curve(img, rng))
-        if transform is not None:
-            out = transform({"image": img[None], "label": tgt[None].astype(np.float32)})
-            img, tgt = np.asarray(out["image"])[0], np.asarray(out["label"])[0]
-        images.append(torch.as_tensor(np.asarray(img, dtype=np.float32))[None])
-        labels.append(torch.as_tensor(np.asarray(tgt)).round().long()[None])
+        _augment_into(img, tgt, transform, images, labels)
     return torch.stack(images), torch.stack(labels)
 
 

@@ -196,19 +196,8 @@ def synthesise_slice(slab: np.ndarray, rng: np.random.Generator, spacing_mm: flo
         res = rng.uniform(*ranges.inplane_mm)
         factor = max(1.0, res / spacing_mm)
         if factor > 1.05:
-            h, w = img.shape
-            small = (max(2, round(h / factor)), max(2, round(w / factor)))
-            t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-            t = F.interpolate(F.interpolate(t, size=small, mode="area"), size=(h, w), mode="bilinear",
-                              align_corners=False)
-            img = t[0, 0].numpy()
-    img = img * bias_field(img.shape, rng, ranges.bias_coeff_max)
-    img = np.clip(img, 0, None)
-    peak = float(img.max())
-    if peak > 0:
-        img = (img / peak) ** rng.uniform(*ranges.gamma)
-    img = img + rng.uniform(0.0, ranges.noise_std_max) * rng.standard_normal(img.shape, dtype=np.float32)
-    return img.astype(np.float32)
+            img = _down_up(img, [max(2, round(n / factor)) for n in img.shape])
+    return _bias_gamma_noise(img, rng, ranges)
 
 
 def synthesise_volume(labels: np.ndarray, rng: np.random.Generator, spacing_mm: float,
@@ -244,13 +233,24 @@ def synthesise_volume(labels: np.ndarray, rng: np.random.Generator, spacing_mm: 
         axis = int(rng.integers(3))
         factor = rng.uniform(*ranges.thickness_mm) / spacing_mm
         if factor > 1.05:
-            size = list(img.shape)
-            small = list(size)
-            small[axis] = max(2, round(size[axis] / factor))
-            t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
-            t = F.interpolate(F.interpolate(t, size=small, mode="area"), size=size, mode="trilinear",
-                              align_corners=False)
-            img = t[0, 0].numpy()
+            small = list(img.shape)
+            small[axis] = max(2, round(small[axis] / factor))
+            img = _down_up(img, small)
+    return _bias_gamma_noise(img, rng, ranges)
+
+
+def _down_up(img: np.ndarray, small: list[int]) -> np.ndarray:
+    """Average ``img`` (2D or 3D) down to ``small`` (``area``) and interpolate it back to its
+    own shape (bilinear / trilinear): a coarser acquisition on the same grid."""
+    t = torch.from_numpy(np.ascontiguousarray(img))[None, None]
+    mode = "bilinear" if img.ndim == 2 else "trilinear"
+    t = F.interpolate(F.interpolate(t, size=tuple(small), mode="area"), size=img.shape, mode=mode, align_corners=False)
+    return t[0, 0].numpy()
+
+
+def _bias_gamma_noise(img: np.ndarray, rng: np.random.Generator, ranges: SynthesisRanges) -> np.ndarray:
+    """The end of every synthesised acquisition: a smooth multiplicative bias field, the
+    image scaled by its peak and gamma-transformed, Gaussian noise; float32."""
     img = img * bias_field(img.shape, rng, ranges.bias_coeff_max)
     img = np.clip(img, 0, None)
     peak = float(img.max())
