@@ -182,13 +182,7 @@ def synthesise_slice(slab: np.ndarray, rng: np.random.Generator, spacing_mm: flo
     Returns:
         float32 ``(H, W)`` image in about 0..1 (not yet normalised).
     """
-    slab = np.asarray(slab)
-    n = int(slab.max()) + 1
-    means = rng.uniform(0.0, 1.0, n).astype(np.float32)
-    means[0] = rng.uniform(0.0, 0.15)
-    stds = rng.uniform(0.0, ranges.std_max, n).astype(np.float32)
-    img = means[slab] + stds[slab] * rng.standard_normal(slab.shape, dtype=np.float32)
-    img = img.mean(axis=0)
+    img = _class_intensities(np.asarray(slab), rng, ranges).mean(axis=0)
     blur = rng.uniform(0.0, ranges.blur_px_max)
     if blur > 0.1:
         img = ndimage.gaussian_filter(img, blur)
@@ -220,12 +214,7 @@ def synthesise_volume(labels: np.ndarray, rng: np.random.Generator, spacing_mm: 
     Returns:
         float32 ``(X, Y, Z)`` image in about 0..1 (not yet normalised).
     """
-    labels = np.asarray(labels)
-    n = int(labels.max()) + 1
-    means = rng.uniform(0.0, 1.0, n).astype(np.float32)
-    means[0] = rng.uniform(0.0, 0.15)
-    stds = rng.uniform(0.0, ranges.std_max, n).astype(np.float32)
-    img = means[labels] + stds[labels] * rng.standard_normal(labels.shape, dtype=np.float32)
+    img = _class_intensities(np.asarray(labels), rng, ranges)
     blur = rng.uniform(0.0, ranges.blur_px_max)
     if blur > 0.1:
         img = ndimage.gaussian_filter(img, blur)
@@ -237,6 +226,16 @@ def synthesise_volume(labels: np.ndarray, rng: np.random.Generator, spacing_mm: 
             small[axis] = max(2, round(small[axis] / factor))
             img = _down_up(img, small)
     return _bias_gamma_noise(img, rng, ranges)
+
+
+def _class_intensities(labels: np.ndarray, rng: np.random.Generator, ranges: SynthesisRanges) -> np.ndarray:
+    """SynthSeg's per-label Gaussian: each label value draws a mean (uniform 0..1; label 0,
+    outside the body, 0..0.15) and a spread (0..``ranges.std_max``); float32 of ``labels``' shape."""
+    n = int(labels.max()) + 1
+    means = rng.uniform(0.0, 1.0, n).astype(np.float32)
+    means[0] = rng.uniform(0.0, 0.15)
+    stds = rng.uniform(0.0, ranges.std_max, n).astype(np.float32)
+    return means[labels] + stds[labels] * rng.standard_normal(labels.shape, dtype=np.float32)
 
 
 def _down_up(img: np.ndarray, small: list[int]) -> np.ndarray:
