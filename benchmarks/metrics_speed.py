@@ -16,6 +16,10 @@ absolute and relative difference of every figure both compute.
 Part 2, a whole cohort through the command line: `kidneyseg evaluate` on 20 pairs (the 10 pairs
 in both directions), reading, metrics, tables and plots included, with 1 and 2 worker processes;
 wall seconds and peak resident memory.
+
+Part 3, end to end side by side, one process each on the same 20 pairs: `kidneyseg evaluate
+--no-plots --workers 1` against a script that does what a surface-distance user does (start
+Python, read both masks with nibabel, the three regions, the figures of Part 1, a CSV).
 """
 
 from __future__ import annotations
@@ -130,10 +134,62 @@ def part2(lines: list[str]) -> None:
     lines.append("")
 
 
+THEIRS_SCRIPT = """
+import csv, sys, warnings
+from pathlib import Path
+import nibabel as nib, numpy as np
+import surface_distance as sdl
+warnings.simplefilter("ignore")
+REGIONS = {"kidney_and_masses": ((1, 2, 3), 1.0331), "masses": ((2, 3), 1.1329), "tumor": ((2,), 1.1498)}
+pred_dir, ref_dir, out = map(Path, sys.argv[1:4])
+rows = []
+for f in sorted(pred_dir.glob("*.nii.gz")):
+    p_img, r_img = nib.load(f), nib.load(ref_dir / f.name)
+    p, r = np.asarray(p_img.dataobj), np.asarray(r_img.dataobj)
+    sp = tuple(float(z) for z in p_img.header.get_zooms()[:3])
+    for name, (labels, tol) in REGIONS.items():
+        pm, rm = np.isin(p, labels), np.isin(r, labels)
+        d = sdl.compute_surface_distances(rm, pm, sp)
+        rows.append([f.name, name, sdl.compute_dice_coefficient(rm, pm), sdl.compute_robust_hausdorff(d, 95),
+                     sdl.compute_robust_hausdorff(d, 100), *sdl.compute_average_surface_distance(d),
+                     sdl.compute_surface_dice_at_tolerance(d, tol)])
+with open(out, "w", newline="") as fh:
+    csv.writer(fh).writerows(rows)
+"""
+
+
+def part3(lines: list[str]) -> None:
+    lines += ["## Part 3: end to end, one process each, the same 20 pairs", "",
+              "| tool | what it does | wall seconds |", "| --- | --- | --- |"]
+    with tempfile.TemporaryDirectory() as tmp:
+        pred, ref = Path(tmp) / "pred", Path(tmp) / "ref"
+        pred.mkdir()
+        ref.mkdir()
+        for case in CASES:
+            for a, b in (("kits19", "kits23"), ("kits23", "kits19")):
+                name = f"{a}_vs_{b}_{case}.nii.gz"
+                os.symlink(KITS / a / case / "segmentation.nii.gz", pred / name)
+                os.symlink(KITS / b / case / "segmentation.nii.gz", ref / name)
+        exe = Path(sys.executable).with_name("kidneyseg")
+        t0 = time.perf_counter()
+        subprocess.run([str(exe), "evaluate", str(pred), str(ref), "-o", str(Path(tmp) / "ours"), "--regions", "kits",
+                        "--quiet", "--no-plots", "--workers", "1"], check=True)
+        ours = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        subprocess.run([sys.executable, "-c", THEIRS_SCRIPT, str(pred), str(ref), str(Path(tmp) / "theirs.csv")],
+                       check=True)
+        theirs_s = time.perf_counter() - t0
+    lines += [f"| kidneyseg evaluate | read, 15 metrics x 3 regions, metrics.csv/summary.csv/metrics.json | {ours:.1f} |",
+              f"| surface-distance script | read, Dice, HD95, HD, two ASDs, surface Dice x 3 regions, a CSV | {theirs_s:.1f} |",
+              "", f"End to end kidneyseg is **{theirs_s / ours:.1f}x** faster (and computes more figures).", ""]
+    print("\n".join(lines[-5:]), flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "metrics_speed.md")
     ap.add_argument("--skip-cli", action="store_true")
+    ap.add_argument("--only-end-to-end", action="store_true", help="Part 3 only (appended to --out)")
     args = ap.parse_args()
     if not KITS.is_dir():
         sys.exit(f"metrics_speed: {KITS} not found")
@@ -144,9 +200,15 @@ def main() -> None:
              f"Run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}, {os.cpu_count()} cores, "
              f"Python {platform.python_version()}, NumPy {np.__version__}, SciPy {scipy.__version__}, "
              "surface-distance 0.1 (PyPI).", ""]
+    if args.only_end_to_end:
+        part3(lines := [f"Part 3 run {dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC on {cpu_name()}.", ""])
+        with open(args.out, "a") as f:
+            f.write("\n" + "\n".join(lines) + "\n")
+        return
     part1(lines)
     if not args.skip_cli:
         part2(lines)
+        part3(lines)
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
