@@ -106,18 +106,25 @@ def part1(lines: list[str]) -> None:
     lines.append("")
 
 
+def pair_folders(tmp: Path) -> tuple[Path, Path]:
+    """``tmp/pred`` and ``tmp/ref`` with the 20 pairs as links: each case's KiTS19 mask against
+    its KiTS23 mask and the other way round, under the same file name on both sides."""
+    pred, ref = tmp / "pred", tmp / "ref"
+    pred.mkdir()
+    ref.mkdir()
+    for case in CASES:
+        for a, b in (("kits19", "kits23"), ("kits23", "kits19")):
+            name = f"{a}_vs_{b}_{case}.nii.gz"
+            os.symlink(KITS / a / case / "segmentation.nii.gz", pred / name)
+            os.symlink(KITS / b / case / "segmentation.nii.gz", ref / name)
+    return pred, ref
+
+
 def part2(lines: list[str]) -> None:
     lines += ["## Part 2: `kidneyseg evaluate` on 20 pairs (read + 15 metrics x 3 regions + tables + plots)", "",
               "| workers | wall seconds | peak RSS of the command (MB) |", "| --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:
-        pred, ref = Path(tmp) / "pred", Path(tmp) / "ref"
-        pred.mkdir()
-        ref.mkdir()
-        for case in CASES:
-            for a, b in (("kits19", "kits23"), ("kits23", "kits19")):
-                name = f"{a}_vs_{b}_{case}.nii.gz"
-                os.symlink(KITS / a / case / "segmentation.nii.gz", pred / name)
-                os.symlink(KITS / b / case / "segmentation.nii.gz", ref / name)
+        pred, ref = pair_folders(Path(tmp))
         exe = Path(sys.executable).with_name("kidneyseg")
         for workers in (1, 2):
             out = Path(tmp) / f"eval{workers}"
@@ -162,14 +169,7 @@ def part3(lines: list[str]) -> None:
     lines += ["## Part 3: end to end, one process each, the same 20 pairs", "",
               "| tool | what it does | wall seconds |", "| --- | --- | --- |"]
     with tempfile.TemporaryDirectory() as tmp:
-        pred, ref = Path(tmp) / "pred", Path(tmp) / "ref"
-        pred.mkdir()
-        ref.mkdir()
-        for case in CASES:
-            for a, b in (("kits19", "kits23"), ("kits23", "kits19")):
-                name = f"{a}_vs_{b}_{case}.nii.gz"
-                os.symlink(KITS / a / case / "segmentation.nii.gz", pred / name)
-                os.symlink(KITS / b / case / "segmentation.nii.gz", ref / name)
+        pred, ref = pair_folders(Path(tmp))
         exe = Path(sys.executable).with_name("kidneyseg")
         t0 = time.perf_counter()
         subprocess.run([str(exe), "evaluate", str(pred), str(ref), "-o", str(Path(tmp) / "ours"), "--regions", "kits",
