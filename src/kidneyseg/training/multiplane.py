@@ -89,6 +89,19 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
     return PlaneVolume(case.case_id, vol.astype(np.float32), tgt, gen, np.argwhere(tgt == 1), index, axis)
 
 
+def _patch_centre(v: PlaneVolume, foreground: bool, patch: int, rng: np.random.Generator) -> np.ndarray:
+    """A patch centre (voxel index ``(3,)``, inside the volume): for a ``foreground`` patch a
+    kidney voxel shifted by up to a quarter ``patch`` (nnU-Net's foreground oversampling);
+    else a labelled voxel of a partly labelled volume, or any voxel."""
+    if foreground and len(v.fg):
+        centre = v.fg[rng.integers(len(v.fg))] + rng.integers(-patch // 4, patch // 4 + 1, 3)
+        return np.clip(centre, 0, np.array(v.image.shape) - 1)
+    if v.labelled_index is not None:
+        idx = v.labelled_index
+        return np.array(np.unravel_index(idx[rng.integers(idx.size)], v.image.shape))
+    return np.array([rng.integers(n) for n in v.image.shape])
+
+
 def _augment_into(img: np.ndarray, tgt: np.ndarray, transform, images: list, labels: list) -> None:
     """Apply ``transform`` (MONAI dictionary transforms, may be ``None``) to one patch and
     append it: the image as float32 ``(1, ...)``, the target as int64 ``(1, ...)``."""
@@ -128,15 +141,7 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     images, labels = [], []
     for b in range(config.batch_size):
         v = volumes[rng.integers(len(volumes))]
-        if b >= config.batch_size - n_fg and len(v.fg):
-            centre = v.fg[rng.integers(len(v.fg))]
-            centre = centre + rng.integers(-config.patch_size[0] // 4, config.patch_size[0] // 4 + 1, 3)
-            centre = np.clip(centre, 0, np.array(v.image.shape) - 1)
-        elif v.labelled_index is not None:
-            idx = v.labelled_index
-            centre = np.array(np.unravel_index(idx[rng.integers(idx.size)], v.image.shape))
-        else:
-            centre = np.array([rng.integers(n) for n in v.image.shape])
+        centre = _patch_centre(v, b >= config.batch_size - n_fg, config.patch_size[0], rng)
         if v.labelled_axis is not None:
             axis = v.labelled_axis
         else:
@@ -176,14 +181,7 @@ def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np
     images, labels = [], []
     for b in range(config.batch_size):
         v = volumes[rng.integers(len(volumes))]
-        if b >= config.batch_size - n_fg and len(v.fg):
-            centre = v.fg[rng.integers(len(v.fg))] + rng.integers(-size[0] // 4, size[0] // 4 + 1, 3)
-        elif v.labelled_index is not None:
-            idx = v.labelled_index
-            centre = np.array(np.unravel_index(idx[rng.integers(idx.size)], v.image.shape))
-        else:
-            centre = np.array([rng.integers(n) for n in v.image.shape])
-        c3 = tuple(int(c) for c in np.clip(centre, 0, np.array(v.image.shape) - 1))
+        c3 = tuple(int(c) for c in _patch_centre(v, b >= config.batch_size - n_fg, size[0], rng))
         tgt = crop_around(v.target, c3, size, IGNORE)
         if rng.random() < config.synth_fraction:
             img = normalise_slice(synthesise_volume(crop_around(v.generation, c3, size, 0), rng,
