@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import pkgutil
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,16 +42,10 @@ class Method:
     presets: dict = dataclasses.field(default_factory=dict)
 
     def preset(self, name: str) -> dict:
-        import importlib
-
-        module, _, attr = self.presets[name].partition(":")
-        return dict(getattr(importlib.import_module(module), attr))
+        return dict(pkgutil.resolve_name(self.presets[name]))
 
     def config_class(self) -> type:
-        import importlib
-
-        module, _, cls = self.config.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return pkgutil.resolve_name(self.config)
 
 
 def add_fold_flags(p, single_folds: bool = True) -> None:

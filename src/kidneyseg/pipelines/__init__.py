@@ -60,10 +60,18 @@ class PipelineSpec:
 
     def pipeline_class(self) -> type:
         """The implementing class (imports its module)."""
-        import importlib
+        import pkgutil
 
-        module, _, cls = self.implementation.partition(":")
-        return getattr(importlib.import_module(module), cls)
+        return pkgutil.resolve_name(self.implementation)
+
+    def check_preset(self, preset: str | None) -> None:
+        """Raise :class:`~kidneyseg.errors.InputError` (one line) for a preset this pipeline
+        does not have; ``None`` passes."""
+        if preset is not None and preset not in self.presets:
+            from ..errors import InputError
+
+            raise InputError(f"--preset {preset}: pipeline {self.name} has no such preset "
+                             f"(presets: {', '.join(self.presets) or 'none'})")
 
     def load(self, model: str | None = None, device: str = "auto", preset: str | None = None):
         """A loaded pipeline (:class:`kidneyseg.pipelines.base.Pipeline`).
@@ -76,15 +84,10 @@ class PipelineSpec:
             InputError: no usable model folder; a preset this pipeline does not have.
         """
         if preset is not None:
-            import importlib
+            import pkgutil
 
-            if preset not in self.presets:
-                from ..errors import InputError
-
-                have = ", ".join(self.presets) or "none"
-                raise InputError(f"--preset {preset}: pipeline {self.name} has no such preset (presets: {have})")
-            module, _, fn = self.presets[preset].partition(":")
-            config = getattr(importlib.import_module(module), fn)()
+            self.check_preset(preset)
+            config = pkgutil.resolve_name(self.presets[preset])()
             return self.pipeline_class().load(self.model_folder(model), device, config=config)
         if self.factory is not None:
             return self.factory(model=model, device=device)
@@ -141,9 +144,7 @@ def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = T
     for flag, (used, supported, why) in given.items():
         if used and not supported:
             raise InputError(f"{flag}: pipeline {name} {why}")
-    if preset is not None and preset not in info.presets:
-        raise InputError(f"--preset {preset}: pipeline {name} has no such preset "
-                         f"(presets: {', '.join(info.presets) or 'none'})")
+    info.check_preset(preset)
 
 
 def configure_pipeline(pipe, keep_largest: bool = True, tta: bool = True, allow_ct: bool = False):
