@@ -280,14 +280,19 @@ def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch
     (:func:`kidneyseg.inference.sliding_window.sliding_window_logits`, half-patch overlap as nnU-Net).
 
     Returns:
-        float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``.
+        float32 CPU tensor ``(C, X, Y, Z)`` on the canonical grid of ``prepared.canonical``:
+        resampled in-plane (bilinear) when ``prepared.volume`` keeps the canonical slices,
+        otherwise on all three axes (trilinear, e.g. an isotropic working grid).
     """
     from .sliding_window import sliding_window_logits
 
-    x = torch.from_numpy(prepared.volume)[None, None]
+    x = torch.from_numpy(np.ascontiguousarray(prepared.volume, dtype=np.float32))[None, None]
     logits = sliding_window_logits(network, x, patch_size, device, sw_batch_size=2, overlap=overlap)
     probs = torch.softmax(logits, dim=1)[0]
-    return resize_slices(probs, prepared.canonical.shape[:2], mode="bilinear")
+    shape = tuple(prepared.canonical.shape)
+    if probs.shape[-1] != shape[-1]:
+        return F.interpolate(probs[None], size=shape, mode="trilinear", align_corners=False)[0]
+    return resize_slices(probs, shape[:2], mode="bilinear")
 
 
 @torch.inference_mode()
@@ -341,20 +346,16 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
 def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.device, inference: InferenceConfig,
                           src: str) -> tuple[np.ndarray, Prepared, torch.Tensor]:
     """:func:`predict_multiplane` for a 3D network: the z-scored canonical volume resampled to
-    ``config.target_spacing_mm`` on every axis, Gaussian-weighted sliding window
-    (:func:`predict_probabilities_3d`'s), softmax resampled back (trilinear)."""
+    ``config.target_spacing_mm`` on every axis, then :func:`predict_probabilities_3d` (sliding
+    window, softmax resampled back to the canonical grid)."""
     from ..preprocess import resample_isotropic
-    from .sliding_window import sliding_window_logits
 
     try:
         vol = zscore_percentile(canonical.array)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
     iso = resample_isotropic(vol, canonical.spacing_mm, config.target_spacing_mm)
-    x = torch.from_numpy(np.ascontiguousarray(iso, dtype=np.float32))[None, None]
-    logits = sliding_window_logits(network, x, config.patch_size, device, sw_batch_size=2, overlap=0.5)
-    probs = torch.softmax(logits, dim=1)
-    probs = F.interpolate(probs, size=tuple(canonical.shape), mode="trilinear", align_corners=False)[0]
+    probs = predict_probabilities_3d(network, Prepared(iso, canonical, reo), config.patch_size, device)
     labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
     return labels, Prepared(vol, canonical, reo), probs
 
