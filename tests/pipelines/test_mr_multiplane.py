@@ -405,3 +405,32 @@ def test_3d_multiplane_batches_and_inference_keep_the_grid():
     labels, prepared, probs = predict_multiplane(net, image, cfg, torch.device("cpu"))
     assert labels.shape == img_shape and probs.shape == (cfg.network_classes, *img_shape)
     torch.testing.assert_close(probs.sum(0), torch.ones(img_shape), atol=1e-4, rtol=0)
+
+
+def test_left_right_mirror_of_multiplane_patches():
+    """``augment_flip_lr`` in the multiplane recipe: about half the patches mirrored along x
+    (image and target together, no label change); never a sagittal patch; off by default."""
+    from kidneyseg.training.multiplane import _mirror_lr, sample_plane_batch
+    from kidneyseg.training.synth import PlaneVolume
+
+    img = np.arange(12, dtype=np.float32).reshape(3, 4)
+    tgt = (img > 5).astype(np.uint8)
+    on = TrainConfig(recipe="multiplane", context_slices=0, augment_flip_lr=True)
+    rng = np.random.default_rng(0)
+    outs = [_mirror_lr(img, tgt, on, rng) for _ in range(200)]
+    mirrored = [np.array_equal(i, img[::-1]) and np.array_equal(t, tgt[::-1]) for i, t in outs]
+    assert all(m or (np.array_equal(i, img) and np.array_equal(t, tgt)) for m, (i, t) in zip(mirrored, outs))
+    assert 70 < sum(mirrored) < 130
+    assert all(np.array_equal(_mirror_lr(img, tgt, on, rng, None)[0], img) for _ in range(20))
+    off = dataclasses.replace(on, augment_flip_lr=False)
+    assert all(np.array_equal(_mirror_lr(img, tgt, off, rng)[0], img) for _ in range(20))
+    # whole batches: the mirrored image stays on its target (image = +1 on kidney, -1 elsewhere)
+    shape = (30, 28, 26)
+    kid = ellipsoid(shape, (2.0, 2.0, 2.0), (12, 28, 26), (8, 6, 10))
+    vol = PlaneVolume("p", (kid * 2.0 - 1).astype(np.float32), kid.astype(np.uint8), (1 + kid).astype(np.uint8),
+                      np.argwhere(kid))
+    cfg = dataclasses.replace(on, patch_size=(32, 32), batch_size=16, foreground_fraction=1.0, synth_fraction=0.0,
+                              intensity_curve_fraction=0.0, auxiliary_labels=())
+    x, y = sample_plane_batch([vol], cfg, np.random.default_rng(1), None)
+    inside = x[:, 0] > 0
+    assert torch.equal(inside, y[:, 0] == 1)

@@ -7,7 +7,7 @@ training and inference time.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
@@ -334,7 +334,10 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     for axis in axes:
         moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis
         plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
-        out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), inference.tta)]
+        # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a sagittal
+        # plane has no left-right axis, so it gets no mirror pass
+        tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
+        out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
         probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
         probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
         total = probs if total is None else total + probs

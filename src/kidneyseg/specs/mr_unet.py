@@ -79,7 +79,9 @@ class TrainConfig(SpecConfig):
         augment_flip_lr: mirror along the patient's left-right axis. A mirrored body puts
             the right kidney on the left, so the labels are swapped with it (explicitly, in
             :func:`kidneyseg.training.augment.flip_left_right`); off by default because the
-            liver's side is a real cue.
+            liver's side is a real cue. In the ``multiplane`` recipe (one kidney class) an axial
+            or coronal patch is mirrored with no label change, so each kidney is also seen in
+            the other's surroundings.
         folds: number of cross-validation folds, split by patient.
         fold: the fold to hold out, or ``None`` to train on every (non-excluded) case.
         seed: seeds numpy and torch (sampling, augmentation, initialisation).

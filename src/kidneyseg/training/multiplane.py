@@ -102,6 +102,17 @@ def _patch_centre(v: PlaneVolume, foreground: bool, patch: int, rng: np.random.G
     return np.array([rng.integers(n) for n in v.image.shape])
 
 
+def _mirror_lr(img: np.ndarray, tgt: np.ndarray, config: TrainConfig, rng: np.random.Generator,
+               lr_axis: int | None = 0) -> tuple[np.ndarray, np.ndarray]:
+    """With ``config.augment_flip_lr``, mirror a patch along the patient's left-right axis
+    (``lr_axis`` of the patch; ``None`` for a sagittal patch, which has none) with probability
+    0.5. The multiplane target has one kidney class for both sides, so no label changes: a
+    mirrored body shows each kidney in the other kidney's surroundings (liver or spleen)."""
+    if not config.augment_flip_lr or lr_axis is None or rng.random() >= 0.5:
+        return img, tgt
+    return np.ascontiguousarray(np.flip(img, lr_axis)), np.ascontiguousarray(np.flip(tgt, lr_axis))
+
+
 def _augment_into(img: np.ndarray, tgt: np.ndarray, transform, images: list, labels: list) -> None:
     """Apply ``transform`` (MONAI dictionary transforms, may be ``None``) to one patch and
     append it: the image as float32 ``(1, ...)``, the target as int64 ``(1, ...)``."""
@@ -122,7 +133,8 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     oversampling; else any labelled voxel); then with probability ``config.synth_fraction``
     an image synthesised from the generation map over a random slab thickness, otherwise the
     real slice, a share ``config.intensity_curve_fraction`` of the time through a random
-    intensity curve. ``transform`` (MONAI, from
+    intensity curve; with ``config.augment_flip_lr`` an axial or coronal patch is mirrored
+    left-right half the time. ``transform`` (MONAI, from
     :func:`kidneyseg.training.data.augmentation`) adds rotation, zoom, noise and gamma.
 
     A 3D network (``config.spatial_dims == 3``) gets :func:`sample_volume_batch` instead.
@@ -159,6 +171,7 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
             if rng.random() < config.intensity_curve_fraction:
                 img = normalise_slice(random_intensity_curve(img, rng))
         img = crop_around(img, c2, config.patch_size, float(img.min()))
+        img, tgt = _mirror_lr(img, tgt, config, rng, None if axis == 0 else 0)  # RAS: x is in-plane axis 0
         _augment_into(img, tgt, transform, images, labels)
     return torch.stack(images), torch.stack(labels)
 
@@ -170,7 +183,8 @@ def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np
     labelled volume), then with probability ``config.synth_fraction`` an image synthesised
     from the generation map (:func:`~kidneyseg.training.synth.synthesise_volume`), otherwise
     the real patch, a share ``config.intensity_curve_fraction`` of the time through a random
-    intensity curve; ``transform`` (MONAI) adds rotation, zoom, noise and gamma.
+    intensity curve; with ``config.augment_flip_lr`` mirrored left-right half the time;
+    ``transform`` (MONAI) adds rotation, zoom, noise and gamma.
 
     Returns:
         ``(images (B, 1, P, P, P) float32, targets (B, 1, P, P, P) int64)``.
@@ -190,6 +204,7 @@ def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np
             img = crop_around(v.image, c3, size, float(v.image.min()))
             if rng.random() < config.intensity_curve_fraction:
                 img = normalise_slice(random_intensity_curve(img, rng))
+        img, tgt = _mirror_lr(img, tgt, config, rng)
         _augment_into(img, tgt, transform, images, labels)
     return torch.stack(images), torch.stack(labels)
 
