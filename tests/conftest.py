@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +18,9 @@ SHARED_DATA = ROOT.parent / "shared" / "data"
 CHAOS = SHARED_DATA / "chaos_t2"
 UKAT = SHARED_DATA / "ukat_kidney_masks"
 KITS19 = SHARED_DATA / "kits_masks" / "kits19"
+
+# traced networks (kidneyseg.models.compiled) go to a folder of this test process, not ~/.cache
+os.environ["KIDNEYSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="kidneyseg-test-cache-")
 
 needs_chaos = pytest.mark.skipif(not CHAOS.is_dir(), reason="../shared/data/chaos_t2 not present")
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")

@@ -19,7 +19,7 @@ from ..errors import InputError
 from ..inference.cpu import instance_norm_as_group_norm
 from ..inference.settings import InferenceConfig, read_inference_config
 from ..specs.mr_unet import TrainConfig
-from .unet import build_unet2d, build_unet3d
+from .compiled import cache_key, load_traced, save_traced
 
 WEIGHTS = "model.pt"
 CONFIG = "config.json"
@@ -80,7 +80,10 @@ def default_model_dir(name: str = "mr_t2_kidney") -> Path:
 
 
 def build_network(config: TrainConfig) -> torch.nn.Module:
-    """Build the untrained network a config describes."""
+    """Build the untrained network a config describes (MONAI, imported here: a load served
+    by the traced-network cache, :mod:`kidneyseg.models.compiled`, never imports it)."""
+    from .unet import build_unet2d, build_unet3d
+
     if config.spatial_dims == 3:
         return build_unet3d(1, config.network_classes, config.channels, config.strides, config.num_res_units)
     return build_unet2d(
@@ -146,6 +149,11 @@ def resolve_device(device: str = "auto") -> torch.device:
 def load_model(folder: str | Path | None = None, device: str = "auto", pipeline: str = "mr-t2-unet") -> ModelBundle:
     """Load a trained model folder (default: the shipped MRI model).
 
+    A 2D single-network model is read from the traced-network cache when an earlier load
+    wrote it there (same weights, config, torch and kidneyseg versions, device type): the
+    same logits without importing MONAI (:mod:`kidneyseg.models.compiled`); otherwise the
+    MONAI network is built, loaded, and its traced copy cached for the next load.
+
     Args:
         folder: a folder with ``config.json`` and ``model.pt``; ``None`` for the shipped model.
             With an ``ensemble.json`` the network is a :class:`SoftmaxEnsemble` of its
@@ -164,13 +172,23 @@ def load_model(folder: str | Path | None = None, device: str = "auto", pipeline:
     folder = opened.path
     config = opened.config(TrainConfig.from_dict)
     dev = resolve_device(device)
-    nets = [opened.load_weights(build_network(config), m["weights"]) for m in read_ensemble(folder)]
+    members = read_ensemble(folder)
+    key = None
+    if config.spatial_dims == 2 and len(members) == 1:  # the traced copy, without MONAI (compiled.py)
+        key = cache_key([folder / members[0]["weights"]], (folder / CONFIG).read_text(), dev)
+        traced = load_traced(key, dev)
+        if traced is not None:
+            return ModelBundle(traced, config, folder, dev, read_inference_config(folder))
+    nets = [opened.load_weights(build_network(config), m["weights"]) for m in members]
     network = nets[0] if len(nets) == 1 else SoftmaxEnsemble(nets)
     network.to(dev).eval()
     if dev.type == "cpu":
         instance_norm_as_group_norm(network)
         if config.spatial_dims == 2:
             network = network.to(memory_format=torch.channels_last)
+    if key is not None:
+        side = 2 ** (len(config.channels) + 1)
+        save_traced(network, torch.zeros(1, 2 * config.context_slices + 1, side, side, device=dev), key)
     return ModelBundle(network, config, folder, dev, read_inference_config(folder))
 
 
