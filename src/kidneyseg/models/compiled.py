@@ -53,14 +53,18 @@ def cache_dir() -> Path | None:
 def cache_key(weight_files: list[Path], config_text: str, device: torch.device) -> str:
     """Hex SHA-256 naming one traced network: weights, config, torch and kidneyseg versions,
     device type (a trace records device-specific constants)."""
-    from .. import __version__
+    from importlib.metadata import PackageNotFoundError, version
 
+    try:
+        ours = version("kidneyseg")
+    except PackageNotFoundError:  # run from a source tree without installing
+        ours = "source"
     h = hashlib.sha256()
     for path in weight_files:
         with open(path, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 h.update(chunk)
-    for part in (config_text, torch.__version__, __version__, device.type):
+    for part in (config_text, torch.__version__, ours, device.type):
         h.update(b"\0" + part.encode())
     return h.hexdigest()
 
