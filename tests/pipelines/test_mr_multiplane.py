@@ -336,8 +336,8 @@ def test_multiprotocol_pipeline_is_registered():
 
 def test_shipped_multiprotocol_model_on_the_bundled_case():
     """The shipped mr_multiprotocol_kidney on CHAOS case 39 (never trained on): the mask keeps the
-    input's grid, the right kidney is found (Dice 0.89 when shipped), and its weak left kidney
-    (0.45) raises a QC flag rather than passing silently."""
+    input's grid and both kidneys are found (Dice 0.875 / 0.842 when shipped on 2026-12-03; the
+    model it replaced found only half the left kidney, 0.445), with no QC flag raised."""
     from kidneyseg.api import segment
     from kidneyseg.io import read_image
 
@@ -346,9 +346,10 @@ def test_shipped_multiprotocol_model_on_the_bundled_case():
     ref = np.asarray(read_image(example / "label_39_kidneys.nii.gz").array)
     result = segment(image, pipeline="mr-multiprotocol-unet", device="cpu")
     assert result.mask.shape == image.shape and np.array_equal(result.mask.affine, image.affine)
-    right = result.mask.array == 1
-    assert 2 * np.sum(right & (ref == 1)) / (right.sum() + (ref == 1).sum()) > 0.85
-    assert result.qc["low_confidence"] or result.qc["volume_outside_validated_range"]
+    for value in (1, 2):
+        pred = result.mask.array == value
+        assert 2 * np.sum(pred & (ref == value)) / (pred.sum() + (ref == value).sum()) > 0.8
+    assert not result.qc["low_confidence"] and not result.qc["volume_outside_validated_range"]
 
 
 def test_3d_synthesis_gives_each_class_one_intensity_and_is_seeded():

@@ -100,6 +100,7 @@ def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: 
         f"{n}={'red' if n == 'kidney_right' else 'green' if n == 'kidney_left' else hex_colour(n)}"
         for n in label_map.values()) + ")", color="white", fontsize=9)
     fig.tight_layout()
-    fig.savefig(str(path), dpi=100, facecolor="black", format="png")
+    # zlib level 1 instead of 6: the same pixels, 0.13 s less on case 39 for a 16 % larger file
+    fig.savefig(str(path), dpi=100, facecolor="black", format="png", pil_kwargs={"compress_level": 1})
     plt.close(fig)
     return plane
