@@ -333,7 +333,6 @@ def test_multiprotocol_pipeline_is_registered():
     assert info.modality == "MR"
 
 
-
 def test_shipped_multiprotocol_model_on_the_bundled_case():
     """The shipped mr_multiprotocol_kidney on CHAOS case 39 (never trained on): the mask keeps the
     input's grid and both kidneys are found (Dice 0.875 / 0.842 when shipped on 2026-12-03; the

@@ -76,4 +76,3 @@ def map_splitting_threads(fn, items: list, parallel: bool = True) -> list:
             return list(pool.map(run, items))
     finally:
         torch.set_num_threads(threads)
-

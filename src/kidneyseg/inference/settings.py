@@ -9,8 +9,8 @@ from __future__ import annotations
 import dataclasses
 import json
 from dataclasses import dataclass
-from typing import ClassVar
 from pathlib import Path
+from typing import ClassVar
 
 from ..errors import InputError
 from ..specs.base import SpecConfig
@@ -122,7 +122,6 @@ class InferenceConfig(SpecConfig):
     def without_tta(self) -> "InferenceConfig":
         """The same threshold with one plain pass (``kidneyseg segment --no-tta``)."""
         return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False)
-
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:

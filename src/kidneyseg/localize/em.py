@@ -72,7 +72,6 @@ class EMConfig(SpecConfig):
             raise ValueError("EMConfig: n_classes >= 2, em_iterations >= 1, margin_px >= 0, keep_components >= 0")
 
 
-
 @dataclass(frozen=True)
 class Box:
     """An in-plane rectangle applied to every slice.

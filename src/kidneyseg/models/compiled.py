@@ -14,7 +14,7 @@ meant to save. TorchScript is deprecated in torch 2.14 (``torch.jit.trace``, ``s
 read or write it falls back to building the network from MONAI, and those warnings are
 silenced on purpose around these calls only.
 
-The cache key is the SHA-256 of the weight files, the model's ``config.json`` text, the torch
+The cache key is the SHA-256 of the weight files, the model's config, the torch
 and kidneyseg versions and the device type, so a changed model or install never reads a stale
 copy. Location: ``$KIDNEYSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/kidneyseg``, else
 ``~/.cache/kidneyseg``; ``KIDNEYSEG_NETWORK_CACHE=0`` turns it off.
@@ -23,6 +23,7 @@ copy. Location: ``$KIDNEYSEG_CACHE_DIR``, else ``$XDG_CACHE_HOME/kidneyseg``, el
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import tempfile
@@ -50,23 +51,18 @@ def cache_dir() -> Path | None:
     return root / "networks"
 
 
-def cache_key(weight_files: list[Path], config_text: str, device: torch.device) -> str:
-    """Hex SHA-256 naming one traced network: weights, config, torch and kidneyseg versions,
-    device type (a trace records device-specific constants)."""
+def cache_key(weights_sha256: list[str], config: dict, device: torch.device) -> str:
+    """Hex SHA-256 naming one traced network: the weight files' SHA-256, the config (as its
+    ``to_dict``), the torch and kidneyseg versions and the device type (a trace records
+    device-specific constants)."""
     from importlib.metadata import PackageNotFoundError, version
 
     try:
         ours = version("kidneyseg")
     except PackageNotFoundError:  # run from a source tree without installing
         ours = "source"
-    h = hashlib.sha256()
-    for path in weight_files:
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(1 << 20), b""):
-                h.update(chunk)
-    for part in (config_text, torch.__version__, ours, device.type):
-        h.update(b"\0" + part.encode())
-    return h.hexdigest()
+    parts = [*weights_sha256, json.dumps(config, sort_keys=True, default=str), torch.__version__, ours, device.type]
+    return hashlib.sha256("\0".join(parts).encode()).hexdigest()
 
 
 def load_traced(key: str, device: torch.device) -> torch.nn.Module | None:

@@ -175,7 +175,7 @@ def load_model(folder: str | Path | None = None, device: str = "auto", pipeline:
     members = read_ensemble(folder)
     key = None
     if config.spatial_dims == 2 and len(members) == 1:  # the traced copy, without MONAI (compiled.py)
-        key = cache_key([folder / members[0]["weights"]], (folder / CONFIG).read_text(), dev)
+        key = cache_key([sha256(folder / members[0]["weights"])], config.to_dict(), dev)
         traced = load_traced(key, dev)
         if traced is not None:
             return ModelBundle(traced, config, folder, dev, read_inference_config(folder))

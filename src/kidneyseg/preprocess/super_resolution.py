@@ -55,7 +55,6 @@ class SRConfig(SpecConfig):
             raise ValueError(f"SRConfig.factor: expected an integer >= 2, got {self.factor}")
 
 
-
 def cubic_upsample(volume: np.ndarray, factor: int, axis: int) -> np.ndarray:
     """Cubic B-spline interpolation by ``factor`` along ``axis`` (scipy ``zoom``, pixel-area grid).
 

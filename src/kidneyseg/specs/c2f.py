@@ -127,7 +127,6 @@ class C2FConfig(SpecConfig):
         return int(self.stage_iterations.get(stage, self.iterations))
 
 
-
 def predict_2d(net: torch.nn.Module, x: torch.Tensor, batch: int, device: torch.device) -> torch.Tensor:
     """Foreground probability ``(N, 1, ...)`` of one of the 2-class 2D networks on ``x``
     ``(N, C, H, W)`` float32, in batches of ``batch`` slices (channels-last, inference mode)."""

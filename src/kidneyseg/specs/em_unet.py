@@ -110,7 +110,6 @@ class EMUNetConfig(SpecConfig):
             raise ValueError("super_resolution: expected a factor >= 1")
 
 
-
 def build_network(config: EMUNetConfig) -> torch.nn.Module:
     """The MONAI 3D U-Net of ``config``: ``(B, 1, N, N, S)`` float32 -> ``(B, 1, N, N, S)`` logits."""
     from ..models.unet import build_unet3d

@@ -252,4 +252,3 @@ class TrainConfig(SpecConfig):
     def network_classes(self) -> int:
         """Output channels of the network: background, kidney class(es), auxiliary classes."""
         return 1 + self.kidney_classes + len(self.auxiliary_labels)
-

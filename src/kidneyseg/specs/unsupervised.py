@@ -65,6 +65,7 @@ class ClusterConfig(SpecConfig):
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision: expected one of {PRECISIONS}, got {self.precision!r}")
 
+
 METHODS = ("cluster3d", "cluster2d", "otsu", "watershed")
 
 

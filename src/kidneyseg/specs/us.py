@@ -93,7 +93,6 @@ class USTrainConfig(SpecConfig):
             raise ValueError(f"label_map: only a binary kidney mask is supported, got {self.label_map}")
 
 
-
 @dataclass
 class USSample:
     """A training image: ``image`` ``float32`` ``(H, W)`` in [0, 1], ``mask`` ``bool``

@@ -110,10 +110,6 @@ def optimise_clusters(volume: np.ndarray, config: ClusterConfig = ClusterConfig(
                             time.perf_counter() - t0, str(dtype).removeprefix("torch."))
 
 
-__all__ = ["PRECISIONS", "ClusterConfig", "ClusteringResult", "amx_available", "optimise_clusters", "optimise_clusters_by_slice",
-           "resolve_precision"]
-
-
 def optimise_clusters_by_slice(volume: np.ndarray, config: ClusterConfig, device: str | torch.device,
                                slice_axis: int) -> tuple[np.ndarray, int, bool]:
     """The 2D ablation of seed 001: :func:`optimise_clusters` on each slice along
@@ -138,3 +134,6 @@ def optimise_clusters_by_slice(volume: np.ndarray, config: ClusterConfig, device
         converged &= res.converged
     return np.moveaxis(labels, 0, slice_axis), iterations, converged
 
+
+__all__ = ["PRECISIONS", "ClusterConfig", "ClusteringResult", "amx_available", "optimise_clusters", "optimise_clusters_by_slice",
+           "resolve_precision"]
