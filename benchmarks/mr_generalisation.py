@@ -3,7 +3,8 @@
     python benchmarks/mr_generalisation.py --model NAME=DIR [--model NAME=DIR ...] [--chaos-cases 39]
         [--tag TEXT] [--threads 1]
 
-For every model (``shipped`` = the package's model; a folder from ``kidneyseg train``):
+For every model (``shipped`` = the package's model; a folder from ``kidneyseg train``;
+``auto:DIR`` = pipeline ``mr-auto``, the shipped T2 model routing to DIR as its multiprotocol model):
 
 - **ukat** (``../shared/data/ukat_kidney_masks``, UKRIN Kidney Analysis Toolbox, GPL-3.0):
   coronal gradient-echo magnitude scans from GE 1.5 T, Philips 3 T and Siemens 3 T. The three
@@ -39,6 +40,8 @@ sys.path.insert(0, str(ROOT / "src"))
 from kidneyseg.datasets.layouts import chaos_cases, ukat_cases  # noqa: E402
 from kidneyseg.labels import MR_KIDNEYS  # noqa: E402
 from kidneyseg.metrics import MR_KIDNEY_REGIONS, dice, evaluate_labels  # noqa: E402
+from kidneyseg.models.store import default_model_dir  # noqa: E402
+from kidneyseg.pipelines.mr_auto import MRAutoPipeline  # noqa: E402
 from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline  # noqa: E402
 from kidneyseg.training.data import read_case  # noqa: E402
 
@@ -60,7 +63,8 @@ def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
     seconds = time.perf_counter() - t0
     pred = np.asarray(result.mask.array)
     row = {"domain": domain, "case": case.case_id, "spacing_mm": [round(float(s), 3) for s in image.spacing_mm],
-           "seconds": round(seconds, 2), **{k: v for k, v in result.qc.items() if k != "removed_voxels"}}
+           "seconds": round(seconds, 2),
+           **{("routed_model" if k == "model" else k): v for k, v in result.qc.items() if k != "removed_voxels"}}
     if case.labelled_slices is not None:
         axis, idx = case.labelled_slices
         sl = [slice(None)] * 3
@@ -85,6 +89,18 @@ def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
     tp, tr = row["kidney_right_ml"] + row["kidney_left_ml"], row["kidney_right_ref_ml"] + row["kidney_left_ref_ml"]
     row["total_volume_error_pct"] = round(100 * (tp - tr) / tr, 1)
     return row
+
+
+def load_pipeline(folder: str):
+    """``shipped`` (or empty): the package's T2 model; ``auto:DIR``: pipeline ``mr-auto`` with the
+    shipped T2 model and DIR as its multiprotocol model (``auto:shipped``: both shipped); else a
+    model folder."""
+    if folder.startswith("auto:"):
+        multi = folder[len("auto:"):]
+        multi = str(default_model_dir("mr_multiprotocol_kidney")) if multi in ("", "shipped") else multi
+        return MRAutoPipeline(MRKidneyPipeline.load(None, "cpu"),
+                              lambda: MRKidneyPipeline.load(multi, "cpu", "mr-multiprotocol-unet"))
+    return MRKidneyPipeline.load(None if folder in ("", "shipped") else folder, "cpu")
 
 
 def summarise(rows: list[dict]) -> list[str]:
@@ -119,7 +135,8 @@ def summarise(rows: list[dict]) -> list[str]:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", action="append", default=[], metavar="NAME=DIR",
-                    help="a model to score; DIR 'shipped' for the package's model")
+                    help="a model to score; DIR 'shipped' for the package's model, 'auto:DIR' for mr-auto "
+                         "with DIR as the multiprotocol model")
     ap.add_argument("--chaos-cases", nargs="*", default=["39"], help="CHAOS cases held out of every model given")
     ap.add_argument("--no-ukat", action="store_true", help="skip the ukat scans (models trained on them)")
     ap.add_argument("--ukat-cases", nargs="*", default=None,
@@ -142,7 +159,7 @@ def main() -> None:
     with open(args.out, "a") as f:
         for spec in ([] if args.summarise else args.model):
             name, _, folder = spec.partition("=")
-            pipe = MRKidneyPipeline.load(None if folder in ("", "shipped") else folder, "cpu")
+            pipe = load_pipeline(folder)
             for domain, cases in (("ukat", ukat), ("chaos", chaos)):
                 for case in cases:
                     row = {"model": name, "tag": args.tag, "date": when, "machine": machine,

@@ -18,7 +18,8 @@ import numpy as np
 
 from .errors import InputError
 from .io import Image, check_volume, read_image
-from .pipelines import DEFAULT_PIPELINE, PIPELINES, Result, check_segment_options, configure_pipeline, get_pipeline
+from .pipelines import (PIPELINES, Result, check_segment_options, configure_pipeline, default_pipeline,
+                        get_pipeline)
 from .cohort import expand_inputs, output_lock, run_segment
 from .runner import SegmentRequest, SegmentSummary
 
@@ -29,7 +30,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None,
+def segment(image: Image | str | Path, pipeline: str | None = None, model: str | Path | None = None,
             device: str = "auto", keep_largest: bool = True, secondary: Image | str | Path | None = None,
             pixel_spacing_mm: float | None = None, tta: bool = True, allow_ct: bool = False) -> "Result | USResult":
     """Segment one image.
@@ -40,7 +41,9 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
             the ultrasound pipeline (``us-ensemble``) a 2D frame: a PNG/JPEG/DICOM path, a
             :class:`~kidneyseg.preprocess.ultrasound.USFrame` or a ``float32`` ``(H, W)``
             array in [0, 1].
-        pipeline: registered pipeline name (``kidneyseg list-models``).
+        pipeline: registered pipeline name (``kidneyseg list-models``); ``None``:
+            :func:`kidneyseg.pipelines.default_pipeline` (``mr-auto``, or ``mr-t2-unet`` with a
+            ``model``).
         model: local model folder; ``None`` for the pipeline's shipped model.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         keep_largest: keep only the largest component per kidney.
@@ -62,6 +65,7 @@ def segment(image: Image | str | Path, pipeline: str = DEFAULT_PIPELINE, model: 
         InputError: unreadable or unsuitable input, unknown pipeline, bad model folder, a
             secondary image for a pipeline that takes none, failed registration.
     """
+    pipeline = pipeline or default_pipeline(model)
     check_segment_options(pipeline, tta=tta, keep_largest=keep_largest, secondary=secondary is not None,
                           allow_ct=allow_ct, pixel_spacing=pixel_spacing_mm is not None)
     if PIPELINES[pipeline].modality == "US":
@@ -94,8 +98,9 @@ class Segmenter:
             unreadable or unsupported input (per call, before the network runs).
     """
 
-    def __init__(self, pipeline: str = DEFAULT_PIPELINE, model: str | Path | None = None, device: str = "auto",
+    def __init__(self, pipeline: str | None = None, model: str | Path | None = None, device: str = "auto",
                  keep_largest: bool = True, tta: bool = True, allow_ct: bool = False) -> None:
+        pipeline = pipeline or default_pipeline(model)
         check_segment_options(pipeline, tta=tta, keep_largest=keep_largest, allow_ct=allow_ct)
         if PIPELINES[pipeline].modality == "US":
             raise InputError(f"Segmenter: pipeline {pipeline} segments 2D frames; use kidneyseg.segment per frame")
@@ -194,7 +199,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
             unreadable secondary image.
     """
     request = SegmentRequest(
-        out_dir=Path(out_dir), inputs=tuple(inputs or ()), manifest=manifest, pipeline=pipeline or DEFAULT_PIPELINE,
+        out_dir=Path(out_dir), inputs=tuple(inputs or ()), manifest=manifest, pipeline=pipeline or default_pipeline(model),
         model=model, device=device, overwrite=overwrite, overlay=overlay, keep_largest=keep_largest,
         progress=progress, threads=threads, secondary=secondary, pixel_spacing_mm=pixel_spacing_mm,
         output_type=output_type, series=series, resume=resume, report=report, engine=engine, address=address,

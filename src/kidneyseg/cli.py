@@ -71,7 +71,8 @@ def _add_segment_parser(sub) -> None:
     s.add_argument("--resume", action="store_true",
                    help="keep status.csv and skip cases an earlier run finished (outputs checked by SHA-256)")
     s.add_argument("-o", "--output", required=True, type=_nonempty_path, help="output folder (created if missing)")
-    s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-t2-unet")
+    s.add_argument("--pipeline", default=None, help="registered pipeline (see list-models); default mr-auto (the shipped MR models, chosen per "
+                   "scan), or mr-t2-unet with --model")
     s.add_argument("--model", default=None, help="local model folder to use instead of the shipped one")
     s.add_argument("--overwrite", action="store_true", help="replace existing outputs")
     s.add_argument("--no-overlay", action="store_true", help="skip the overlay PNGs")
@@ -239,12 +240,12 @@ def _add_small_parsers(sub) -> None:
 
 def _cmd_segment(args) -> int:
     from .api import run_segment
-    from .pipelines import DEFAULT_PIPELINE
+    from .pipelines import default_pipeline
     from .runner import SegmentRequest
 
     summary = run_segment(SegmentRequest(
         out_dir=args.output, inputs=tuple(args.inputs or ()) + tuple(args.more_inputs or ()), manifest=args.manifest,
-        pipeline=args.pipeline or DEFAULT_PIPELINE, model=args.model, device=args.device, overwrite=args.overwrite,
+        pipeline=args.pipeline or default_pipeline(args.model), model=args.model, device=args.device, overwrite=args.overwrite,
         overlay=not args.no_overlay, keep_largest=not args.keep_all_components, progress=not args.quiet,
         threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,
         output_type=args.output_type, series=args.series, resume=args.resume, report=args.report,
@@ -318,13 +319,14 @@ def _cmd_train(args) -> int:
 
 
 def _cmd_list_models(args) -> int:
-    from .models.store import default_model_dir
+    from .models.store import SHIPPED_MODELS, default_model_dir
     from .pipelines import DEFAULT_PIPELINE, PIPELINES
 
     for name, info in PIPELINES.items():
         mark = " (default)" if name == DEFAULT_PIPELINE else ""
         print(f"{name}{mark}\t{info.modality}\t{info.description}")
-    print(f"shipped model folder: {default_model_dir()}")
+    for name in SHIPPED_MODELS:
+        print(f"shipped model folder: {default_model_dir(name)}")
     return 0
 
 
@@ -368,7 +370,8 @@ def suggest_pipeline(modality: str, ndim: int) -> str:
         return ("kits-unet3d (kidney, tumour, cyst on contrast CT) or c2f-cascade (kidney, tumour); each needs --model "
                 "from kidneyseg train --pipeline NAME, no CT model is shipped")
     if modality in ("MR", ""):
-        return ("mr-t2-unet (shipped model, T2-weighted MRI only; for other MRI contrasts try unsupervised-cluster)"
+        return ("mr-auto (shipped models: the T2 model for axial scans it is confident on, the multiprotocol model "
+                "for coronal, sagittal, near-isotropic and other-contrast scans; volumes.csv says which it used)"
                 + ("" if modality else "; the file does not say its modality"))
     return f"none: modality {modality!r} is not supported"
 

@@ -195,7 +195,10 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
         raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
     from .provenance import run_record
 
-    run = run_record(name, PIPELINES[name].model_folder(request.model), request.inference_options())
+    spec = PIPELINES[name]
+    folder = ({r: PIPELINES[r].model_folder(None) for r in spec.routes} if spec.routes and request.model is None
+              else spec.model_folder(request.model))
+    run = run_record(name, folder, request.inference_options())
     if status is not None:  # a resumed case counts as done only under the same settings
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}

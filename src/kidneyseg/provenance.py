@@ -49,13 +49,22 @@ def model_files(folder: str | Path | None) -> dict[str, str]:
     return {f.name: file_sha256(f) for f in sorted(d.iterdir()) if f.is_file() and f.suffix in (".pt", ".json")}
 
 
-def run_record(pipeline: str, model_folder: str | Path | None, options: dict) -> dict:
-    """The run-level part of the record (the same for every case of one command)."""
+def run_record(pipeline: str, model_folder: str | Path | None | dict[str, str | Path | None], options: dict) -> dict:
+    """The run-level part of the record (the same for every case of one command).
+
+    ``model_folder`` is one folder, ``None`` (no model), or for a pipeline that picks a model
+    per scan (``PipelineSpec.routes``) ``{pipeline name: folder}``: then ``model.folder`` maps
+    each name to its folder and ``model.sha256`` holds ``"name/file"`` keys.
+    """
     from . import __version__
 
-    return {"kidneyseg_version": __version__, "pipeline": pipeline,
-            "model": {"folder": None if model_folder is None else str(Path(model_folder).resolve()),
-                      "sha256": model_files(model_folder)},
+    if isinstance(model_folder, dict):
+        model = {"folder": {k: None if f is None else str(Path(f).resolve()) for k, f in model_folder.items()},
+                 "sha256": {f"{k}/{n}": h for k, f in model_folder.items() for n, h in model_files(f).items()}}
+    else:
+        model = {"folder": None if model_folder is None else str(Path(model_folder).resolve()),
+                 "sha256": model_files(model_folder)}
+    return {"kidneyseg_version": __version__, "pipeline": pipeline, "model": model,
             "options": dict(options), "python": platform.python_version(), "machine": platform.machine(),
             "started_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")}
 

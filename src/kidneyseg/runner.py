@@ -70,6 +70,13 @@ class CaseWrite:
     pipeline: str
     record: dict
 
+    @property
+    def algorithm(self) -> str:
+        """``kidneyseg <pipeline>``, and the model it used when the pipeline picks one per scan
+        (DICOM SEG AlgorithmName, RTSTRUCT description)."""
+        used = self.record.get("model", {}).get("used")
+        return f"kidneyseg {self.pipeline}" + (f" {used}" if used else "")
+
 
 def _write_nifti(w: CaseWrite, path: Path) -> None:
     mask_to_nifti(w.result.mask.array, w.image).to_filename(str(path))
@@ -80,14 +87,14 @@ def _write_dicom_seg(w: CaseWrite, path: Path) -> None:
     from .io.dicom_seg import write_dicom_seg
 
     write_dicom_seg(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
-                    algorithm_name=f"kidneyseg {w.pipeline}", algorithm_version=__version__)
+                    algorithm_name=w.algorithm, algorithm_version=__version__)
 
 
 def _write_rtstruct(w: CaseWrite, path: Path) -> None:
     from .io.rtstruct import write_rtstruct
 
     write_rtstruct(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
-                   description=f"kidneyseg {w.pipeline}")
+                   description=w.algorithm)
 
 
 def _label_map_json(label_map: dict[int, str]) -> str:
@@ -350,6 +357,8 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
     run = opts.run if opts.run is not None else run_record(name, None, {})
     try:
         record = case_record(run, case, original, [p.name for p in paths.values()])  # hashes the input
+        if "route" in result.qc:  # a pipeline that picks its model per scan (mr-auto) says which one, and why
+            record["model"] = {**record["model"], "used": result.qc["model"], "route": result.qc["route"]}
         job = CaseWrite(case, image, result, f, original, uid, name, record)
         with AtomicOutputs(overwrite=True) as outs:
             for kind, path in paths.items():

@@ -173,7 +173,7 @@ def test_unknown_pipeline_and_bad_model_folder(tmp_path):
 
 def test_list_models_and_info():
     proc = run("list-models")
-    assert proc.returncode == 0 and "mr-t2-unet (default)" in proc.stdout
+    assert proc.returncode == 0 and "mr-auto (default)" in proc.stdout
     proc = run("info", str(EXAMPLE))
     assert proc.returncode == 0 and "orientation: LAS" in proc.stdout and "(256, 256, 31)" in proc.stdout
 
@@ -235,10 +235,14 @@ def test_each_case_records_what_made_it(example_run):
 
     proc, out, before = example_run
     record = json.loads((out / "image_39_run.json").read_text())
-    assert record["kidneyseg_version"] == __version__ and record["pipeline"] == "mr-t2-unet"
+    assert record["kidneyseg_version"] == __version__ and record["pipeline"] == "mr-auto"
     assert record["input"]["sha256"] == before and record["case"] == "image_39"
     weights = default_model_dir() / "model.pt"
-    assert record["model"]["sha256"]["model.pt"] == file_sha256(weights)
+    assert record["model"]["sha256"]["mr-t2-unet/model.pt"] == file_sha256(weights)
+    other = default_model_dir("mr_multiprotocol_kidney") / "model.pt"
+    assert record["model"]["sha256"]["mr-multiprotocol-unet/model.pt"] == file_sha256(other)
+    # the bundled axial T2 scan goes to the T2 model, and the record says so
+    assert record["model"]["used"] == "mr_t2_kidney" and record["model"]["route"].startswith("axial acquisition")
     assert file_sha256(weights) in (default_model_dir() / "model_card.md").read_text()
     assert record["options"]["tta"] is True and "image_39_seg.nii.gz" in record["outputs"]
 

@@ -41,7 +41,7 @@ def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
 
     assert ds.SoftwareVersions == __version__  # was "0" (issue 25: provenance)
     algorithm = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
-    assert algorithm.AlgorithmName == "kidneyseg mr-t2-unet" and algorithm.AlgorithmVersion == __version__
+    assert algorithm.AlgorithmName == "kidneyseg mr-auto mr_t2_kidney" and algorithm.AlgorithmVersion == __version__
     codes = [(s.SegmentLabel, s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
               s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning) for s in ds.SegmentSequence]
     assert codes == [("kidney_right", "9846003", "Anatomical Structure"), ("kidney_left", "18639004", "Anatomical Structure")]
@@ -113,7 +113,7 @@ def test_series_selection_rules(series, tmp_path):
 
 def test_info_names_modality_and_pipeline(series, tmp_path):
     r = cli("info", series)
-    assert r.returncode == 0 and "modality: MR" in r.stdout and "pipeline: mr-t2-unet" in r.stdout
+    assert r.returncode == 0 and "modality: MR" in r.stdout and "pipeline: mr-auto" in r.stdout
     from PIL import Image as PILImage
 
     frame = (np.random.default_rng(0).random((64, 96)) * 255).astype(np.uint8)

@@ -35,7 +35,7 @@ def test_class_matches_its_spec(name):
     assert spec.spatial_dims == (3 if spec.volumetric else 2)
 
 
-@pytest.mark.parametrize("name", ["mr-t2-unet", "mr-multiprotocol-unet", "unsupervised-cluster"])
+@pytest.mark.parametrize("name", ["mr-auto", "mr-t2-unet", "mr-multiprotocol-unet", "unsupervised-cluster"])
 def test_loaded_pipelines_satisfy_the_protocol(name):
     spec = PIPELINES[name]
     pipe = get_pipeline(name, device="cpu")

@@ -53,18 +53,20 @@ def test_declared_capabilities_match_the_pipeline_classes():
     from kidneyseg.pipelines.c2f_cascade import C2FCascadePipeline
     from kidneyseg.pipelines.em_unet3d import EMUNetPipeline
     from kidneyseg.pipelines.kits_unet3d import KitsUNetPipeline
+    from kidneyseg.pipelines.mr_auto import MRAutoPipeline
     from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline
     from kidneyseg.pipelines.unsupervised import UnsupervisedKidneyPipeline
     from kidneyseg.pipelines.us_ensemble import USEnsemblePipeline
 
-    classes = {"mr-t2-unet": MRKidneyPipeline, "mr-multiprotocol-unet": MRKidneyPipeline,
+    classes = {"mr-auto": MRAutoPipeline, "mr-t2-unet": MRKidneyPipeline, "mr-multiprotocol-unet": MRKidneyPipeline,
                "unsupervised-cluster": UnsupervisedKidneyPipeline, "us-ensemble": USEnsemblePipeline,
                "em-unet3d": EMUNetPipeline, "kits-unet3d": KitsUNetPipeline, "c2f-cascade": C2FCascadePipeline}
     assert set(classes) == set(PIPELINES)
     for name, cls in classes.items():
         info = PIPELINES[name]
         assert hasattr(cls, "disable_tta") == info.tta, name
-        assert ("allow_ct" in cls.__init__.__code__.co_varnames) == info.allow_ct, name
+        settable = "allow_ct" in cls.__init__.__code__.co_varnames or isinstance(getattr(cls, "allow_ct", None), property)
+        assert settable == info.allow_ct, name
 
 
 def test_kits_no_tta_turns_mirroring_off():

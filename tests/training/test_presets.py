@@ -164,7 +164,7 @@ def test_unsupervised_paper_preset_is_what_seed_001_states():
 
 def test_segment_preset_is_checked_before_anything_is_read(tmp_path):
     r = cli("segment", tmp_path / "missing.nii.gz", "-o", tmp_path / "out", "--preset", "paper")
-    assert r.returncode == 2 and "--preset paper: pipeline mr-t2-unet has no such preset (presets: none)" in r.stderr
+    assert r.returncode == 2 and "--preset paper: pipeline mr-auto has no such preset (presets: none)" in r.stderr
     r = cli("segment", tmp_path / "missing.nii.gz", "-o", tmp_path / "out", "--pipeline", "unsupervised-cluster",
             "--preset", "fast")
     assert r.returncode == 2 and "(presets: paper)" in r.stderr

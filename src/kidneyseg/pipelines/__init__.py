@@ -39,6 +39,8 @@ class PipelineSpec:
         presets: ``segment --preset NAME`` -> ``"module:function"`` returning the config the
             class's ``load`` takes as ``config`` (e.g. ``paper``: the values of the method's
             paper).
+        routes: the pipelines whose shipped models this one chooses between per scan
+            (``mr-auto``); the run's provenance records each of their model folders.
     """
 
     name: str
@@ -57,6 +59,7 @@ class PipelineSpec:
     probabilities: bool = False
     factory: Callable[..., object] | None = None
     presets: dict[str, str] = field(default_factory=dict)
+    routes: tuple[str, ...] = ()
 
     def pipeline_class(self) -> type:
         """The implementing class (imports its module)."""
@@ -172,6 +175,14 @@ def _mr_multiprotocol_factory(model: str | None = None, device: str = "auto"):
 
 
 PIPELINES: dict[str, PipelineSpec] = {
+    "mr-auto": PipelineSpec(
+        "mr-auto", "MR",
+        "MR kidneys with the shipped model chosen per scan: mr-t2-unet's for axial scans it is confident on, "
+        "mr-multiprotocol-unet's for coronal, sagittal and near-isotropic scans and the rest (each case records "
+        "which model and why)",
+        "kidneyseg.pipelines.mr_auto:MRAutoPipeline", MR_KIDNEYS, trainable=False, tta=True, allow_ct=True,
+        probabilities=True, routes=("mr-t2-unet", "mr-multiprotocol-unet"),
+    ),
     "mr-t2-unet": PipelineSpec(
         "mr-t2-unet", "MR",
         "2.5D MONAI U-Net for left/right kidneys on T2-weighted abdominal MRI (shipped model, trained on CHAOS)",
@@ -218,7 +229,16 @@ PIPELINES: dict[str, PipelineSpec] = {
         "kidneyseg.pipelines.c2f_cascade:C2FCascadePipeline", KIDNEY_TUMOUR, keep_largest=False,
     ),
 }
-DEFAULT_PIPELINE = "mr-t2-unet"
+DEFAULT_PIPELINE = "mr-auto"
+"""The pipeline a run without ``--pipeline`` uses (and no ``--model``: see :func:`default_pipeline`)."""
+
+
+def default_pipeline(model: object = None) -> str:
+    """The pipeline a run uses when none is named: :data:`DEFAULT_PIPELINE` (``mr-auto``, the
+    shipped MR models chosen per scan); with a model folder, ``mr-t2-unet``, which reads MR
+    U-Net folders of either recipe (``mr-auto`` takes no folder; it was the default before
+    2026-12-03)."""
+    return DEFAULT_PIPELINE if model is None else "mr-t2-unet"
 
 
 def get_pipeline(name: str, model: str | None = None, device: str = "auto", preset: str | None = None):
@@ -235,4 +255,4 @@ def get_pipeline(name: str, model: str | None = None, device: str = "auto", pres
 
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "PipelineSpec", "Result", "check_segment_options", "configure_pipeline",
-           "get_pipeline"]
+           "default_pipeline", "get_pipeline"]

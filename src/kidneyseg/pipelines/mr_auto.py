@@ -1,0 +1,158 @@
+"""Pipeline ``mr-auto``: MR kidneys with the shipped model chosen per scan.
+
+The T2 model (``mr-t2-unet``, trained and validated on axial T2-SPIR) segments a scan acquired
+axially; if its own result is ``low_confidence`` (the share of uncertain kidney voxels above its
+model's threshold, as on gradient-echo or T1-weighted contrast), or the acquisition is coronal,
+sagittal or near-isotropic, the multiprotocol model (``mr-multiprotocol-unet``, synthesised
+contrasts in three planes) segments it instead. Each result says which model it got and why
+(``qc["model"]``, ``qc["route"]``). The rule and its measurement: benchmarks/README.md, "A
+default that sends each scan to the model made for it".
+"""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from ..errors import InputError
+from ..io import Image, acquisition_axes, check_volume, to_canonical
+from .mr_t2 import MRKidneyPipeline
+from .result import Result
+
+_PLANE = {0: "sagittal", 1: "coronal", 2: "axial"}
+
+
+def acquisition_route(image: Image) -> str | None:
+    """Why a scan skips the T2 model, from its geometry alone: ``None`` for an axial
+    acquisition (the thickest voxel side along S-I), else ``"coronal acquisition"``,
+    ``"sagittal acquisition"`` or ``"near-isotropic voxels"``
+    (:func:`kidneyseg.io.acquisition_axes` on the RAS-canonical spacing)."""
+    axes = acquisition_axes(to_canonical(image, copy=False)[0].spacing_mm)
+    if axes == [2]:
+        return None
+    return "near-isotropic voxels" if len(axes) > 1 else f"{_PLANE[axes[0]]} acquisition"
+
+
+class MRAutoPipeline:
+    """The T2 model for confident axial scans, the multiprotocol model for the rest.
+
+    Build with :meth:`load`; call :meth:`segment` per image. The multiprotocol model is loaded
+    on first use, so a run of axial T2 scans never loads it.
+
+    Args:
+        t2: the loaded ``mr-t2-unet`` pipeline.
+        multiprotocol: a callable returning the loaded ``mr-multiprotocol-unet`` pipeline
+            (called once, on the first scan that needs it).
+    """
+
+    name = "mr-auto"
+
+    def __init__(self, t2: MRKidneyPipeline, multiprotocol: Callable[[], MRKidneyPipeline]):
+        self.t2 = t2
+        self._load_multiprotocol = multiprotocol
+        self._multiprotocol: MRKidneyPipeline | None = None
+        self._tta = True
+
+    @classmethod
+    def load(cls, model: str | None = None, device: str = "auto") -> "MRAutoPipeline":
+        """Both shipped models (the multiprotocol one when first needed).
+
+        Raises:
+            InputError: ``model`` given: the route is between the shipped models; a local model
+                folder goes with ``--pipeline mr-t2-unet`` or ``mr-multiprotocol-unet``.
+        """
+        if model is not None:
+            raise InputError(f"--model {model}: pipeline mr-auto chooses between the shipped models; give a model "
+                             "folder with --pipeline mr-t2-unet or --pipeline mr-multiprotocol-unet")
+        return cls(MRKidneyPipeline.load(None, device, "mr-t2-unet"),
+                   lambda: MRKidneyPipeline.load(_multiprotocol_folder(), device, "mr-multiprotocol-unet"))
+
+    @property
+    def multiprotocol(self) -> MRKidneyPipeline:
+        """The multiprotocol pipeline, loaded now if it was not, with this pipeline's options."""
+        if self._multiprotocol is None:
+            pipe = self._load_multiprotocol()
+            pipe.keep_largest, pipe.allow_ct = self.t2.keep_largest, self.t2.allow_ct
+            if not self._tta:
+                pipe.disable_tta()
+            self._multiprotocol = pipe
+        return self._multiprotocol
+
+    # the options every pipeline takes (configure_pipeline) apply to both models
+    @property
+    def keep_largest(self) -> bool:
+        return self.t2.keep_largest
+
+    @keep_largest.setter
+    def keep_largest(self, value: bool) -> None:
+        self.t2.keep_largest = value
+        if self._multiprotocol is not None:
+            self._multiprotocol.keep_largest = value
+
+    @property
+    def allow_ct(self) -> bool:
+        return self.t2.allow_ct
+
+    @allow_ct.setter
+    def allow_ct(self, value: bool) -> None:
+        self.t2.allow_ct = value
+        if self._multiprotocol is not None:
+            self._multiprotocol.allow_ct = value
+
+    def disable_tta(self) -> None:
+        """One plain network pass for both models."""
+        self._tta = False
+        self.t2.disable_tta()
+        if self._multiprotocol is not None:
+            self._multiprotocol.disable_tta()
+
+    @property
+    def label_map(self) -> dict[int, str]:
+        return self.t2.label_map
+
+    def segment(self, image: Image) -> Result:
+        """Segment one 3D image with the model its acquisition and contrast call for.
+
+        Args:
+            image: 3D :class:`~kidneyseg.io.Image`, any orientation.
+
+        Returns:
+            The chosen model's :class:`~kidneyseg.pipelines.Result` (mask on the input's grid),
+            with ``qc["model"]`` (the model folder's name) and ``qc["route"]`` (why); after a
+            ``low_confidence`` T2 result, ``qc["t2_uncertain_fraction"]`` keeps the T2 model's value.
+
+        Raises:
+            InputError: as :meth:`MRKidneyPipeline.segment` (not 3D, NaN voxels, CT-looking input
+                without ``allow_ct``, ...).
+        """
+        t0 = time.perf_counter()
+        image = check_volume(image)
+        route = acquisition_route(image)
+        t2_fraction = None
+        if route is None:
+            result = self.t2.segment(image)
+            if not result.qc.get("low_confidence"):
+                return _routed(result, self.t2, "axial acquisition, T2 model confident", t0)
+            t2_fraction = result.qc.get("uncertain_fraction")
+            route = f"T2 model low_confidence (uncertain_fraction {t2_fraction})"
+        result = _routed(self.multiprotocol.segment(image), self.multiprotocol, route, t0)
+        if t2_fraction is not None:
+            result.qc["t2_uncertain_fraction"] = t2_fraction
+        return result
+
+
+def _multiprotocol_folder() -> str:
+    from ..models.store import default_model_dir
+
+    return str(default_model_dir("mr_multiprotocol_kidney"))
+
+
+def _routed(result: Result, pipe: MRKidneyPipeline, route: str, t0: float) -> Result:
+    result.qc["model"] = Path(pipe.bundle.folder).name
+    result.qc["route"] = route
+    result.seconds = time.perf_counter() - t0
+    return result
+
+
+__all__ = ["MRAutoPipeline", "acquisition_route"]
