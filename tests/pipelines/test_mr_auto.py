@@ -44,9 +44,9 @@ def test_route_from_the_acquisition_geometry(spacing, route):
 class _Fake:
     """Records what it was asked to segment; its result carries ``uncertain`` as the QC value."""
 
-    def __init__(self, folder: str, uncertain: float, threshold: float = 1.0):
+    def __init__(self, folder: str, uncertain: float, threshold: float = 1.0, empty: bool = False):
         self.bundle = SimpleNamespace(folder=Path("/models") / folder)
-        self.uncertain, self.threshold = uncertain, threshold
+        self.uncertain, self.threshold, self.empty = uncertain, threshold, empty
         self.calls, self.keep_largest, self.allow_ct, self.tta = 0, True, False, True
 
     def disable_tta(self):
@@ -54,13 +54,14 @@ class _Fake:
 
     def segment(self, image):
         self.calls += 1
-        qc = {"uncertain_fraction": self.uncertain, "low_confidence": self.uncertain > self.threshold}
+        qc = {"uncertain_fraction": self.uncertain, "low_confidence": self.uncertain > self.threshold,
+              "empty": self.empty}
         return Result(case=image.name, mask=image.with_array(np.zeros(image.shape, np.uint8)), label_map={},
                       volumes_ml={}, qc=qc)
 
 
-def _auto(t2_uncertain: float):
-    t2, multi, loads = _Fake("mr_t2_kidney", t2_uncertain), _Fake("mr_multiprotocol_kidney", 0.3), []
+def _auto(t2_uncertain: float, t2_empty: bool = False):
+    t2, multi, loads = _Fake("mr_t2_kidney", t2_uncertain, empty=t2_empty), _Fake("mr_multiprotocol_kidney", 0.3), []
     return MRAutoPipeline(t2, lambda: loads.append(1) or multi), t2, multi, loads
 
 
@@ -80,6 +81,15 @@ def test_low_confidence_axial_scan_goes_to_the_multiprotocol_model():
     assert result.qc["t2_uncertain_fraction"] == 4.5 and result.qc["uncertain_fraction"] == 0.3
     pipe.segment(_image((1.2, 1.2, 6.0)))
     assert loads == [1]  # loaded once
+
+
+def test_axial_scan_where_the_t2_model_finds_no_kidney_goes_to_the_multiprotocol_model():
+    """A confident "no kidney" (no uncertain voxels, so not low_confidence) is a failure too:
+    the T2 model on an intensity-inverted case 39 gives exactly that."""
+    pipe, t2, multi, _ = _auto(0.0, t2_empty=True)
+    result = pipe.segment(_image((1.2, 1.2, 6.0)))
+    assert (t2.calls, multi.calls) == (1, 1)
+    assert result.qc["route"] == "T2 model found no kidney" and result.qc["t2_uncertain_fraction"] == 0.0
 
 
 def test_coronal_scan_skips_the_t2_model_and_options_reach_the_model_loaded_later():

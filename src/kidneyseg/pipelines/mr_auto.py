@@ -2,7 +2,8 @@
 
 The T2 model (``mr-t2-unet``, trained and validated on axial T2-SPIR) segments a scan acquired
 axially; if its own result is ``low_confidence`` (the share of uncertain kidney voxels above its
-model's threshold, as on gradient-echo or T1-weighted contrast), or the acquisition is coronal,
+model's threshold, as on gradient-echo contrast) or holds no kidney at all (a confident "no kidney"
+has no uncertain voxels, so only this catches it), or the acquisition is coronal,
 sagittal or near-isotropic, the multiprotocol model (``mr-multiprotocol-unet``, synthesised
 contrasts in three planes) segments it instead. Each result says which model it got and why
 (``qc["model"]``, ``qc["route"]``). The rule and its measurement: benchmarks/README.md, "A
@@ -120,7 +121,8 @@ class MRAutoPipeline:
         Returns:
             The chosen model's :class:`~kidneyseg.pipelines.Result` (mask on the input's grid),
             with ``qc["model"]`` (the model folder's name) and ``qc["route"]`` (why); after a
-            ``low_confidence`` T2 result, ``qc["t2_uncertain_fraction"]`` keeps the T2 model's value.
+            ``low_confidence`` or empty T2 result, ``qc["t2_uncertain_fraction"]`` keeps the T2
+            model's value.
 
         Raises:
             InputError: as :meth:`MRKidneyPipeline.segment` (not 3D, NaN voxels, CT-looking input
@@ -132,10 +134,13 @@ class MRAutoPipeline:
         t2_fraction = None
         if route is None:
             result = self.t2.segment(image)
-            if not result.qc.get("low_confidence"):
-                return _routed(result, self.t2, "axial acquisition, T2 model confident", t0)
             t2_fraction = result.qc.get("uncertain_fraction")
-            route = f"T2 model low_confidence (uncertain_fraction {t2_fraction})"
+            if result.qc.get("empty"):  # a confident "no kidney" has no uncertain voxels at all
+                route = "T2 model found no kidney"
+            elif result.qc.get("low_confidence"):
+                route = f"T2 model low_confidence (uncertain_fraction {t2_fraction})"
+            else:
+                return _routed(result, self.t2, "axial acquisition, T2 model confident", t0)
         result = _routed(self.multiprotocol.segment(image), self.multiprotocol, route, t0)
         if t2_fraction is not None:
             result.qc["t2_uncertain_fraction"] = t2_fraction
