@@ -36,10 +36,13 @@ def volume_caption(volumes_ml: dict[str, float]) -> str:
 
 def qc_caption(qc: dict[str, object]) -> str:
     """``"  [CHECK: low_confidence, volume_outside_validated_range]"`` for the raised domain and
-    geometry flags of a result, ``""`` when none is raised (shown on the overlay and report)."""
+    geometry flags of a result, ``""`` when none is raised, then ``"  (mr_multiprotocol_kidney:
+    coronal acquisition)"`` when the pipeline chose the model per scan (shown on the overlay and
+    report)."""
     raised = [k for k in ("empty", "low_confidence", "volume_outside_validated_range", "laterality_conflict")
               if qc.get(k) is True]
-    return f"  [CHECK: {', '.join(raised)}]" if raised else ""
+    text = f"  [CHECK: {', '.join(raised)}]" if raised else ""
+    return text + (f"  ({qc['model']}: {qc['route']})" if "route" in qc else "")
 
 
 @dataclass

@@ -126,3 +126,11 @@ def test_real_coronal_scan_gets_the_multiprotocol_models_mask():
     assert auto.qc["model"] == "mr_multiprotocol_kidney" and auto.qc["route"] == "coronal acquisition"
     np.testing.assert_array_equal(np.asarray(auto.mask.array), np.asarray(direct.mask.array))
     assert auto.volumes_ml == direct.volumes_ml
+
+
+def test_overlay_and_report_caption_names_the_model_and_why():
+    from kidneyseg.runner import qc_caption
+
+    qc = {"low_confidence": True, "model": "mr_multiprotocol_kidney", "route": "coronal acquisition"}
+    assert qc_caption(qc) == "  [CHECK: low_confidence]  (mr_multiprotocol_kidney: coronal acquisition)"
+    assert qc_caption({"low_confidence": False}) == ""
