@@ -65,6 +65,8 @@ def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
     row = {"domain": domain, "case": case.case_id, "spacing_mm": [round(float(s), 3) for s in image.spacing_mm],
            "seconds": round(seconds, 2),
            **{("routed_model" if k == "model" else k): v for k, v in result.qc.items() if k != "removed_voxels"}}
+    for name in MR_KIDNEYS.values():  # the whole scan's predicted volume, what the volume QC flag judges
+        row[f"scan_{name}_ml"] = round(float(result.volumes_ml[f"{name}_ml"]), 1)
     if case.labelled_slices is not None:
         axis, idx = case.labelled_slices
         sl = [slice(None)] * 3

@@ -1,0 +1,103 @@
+"""QC settings of an MR model from held-out predictions (rule: benchmarks/README.md, "CHAOS
+cross-validation of the multiprotocol recipe").
+
+    python benchmarks/mr_qc_thresholds.py --rows MODEL[:DOMAIN]=TAG_PREFIX [--rows ...] [--min-dice 0.80]
+
+Reads the rows of ``benchmarks/results/mr_generalisation.jsonl`` whose ``model`` is MODEL,
+whose ``domain`` is DOMAIN (``ukat`` or ``chaos``; any when left out) and whose ``tag`` starts
+with TAG_PREFIX (each a prediction of a case the model never trained on).
+A row is a *failure* when either kidney scored there has Dice below ``--min-dice``.
+
+- ``low_confidence_threshold``: the largest ``uncertain_fraction`` of a success, so that no
+  success is flagged (the flag is ``uncertain_fraction > threshold``) and as many failures as
+  possible are. Estimated leave-one-case-out: each row is judged by the threshold chosen on
+  the others.
+- ``validated_volume_ml``: the smallest and largest expert single-kidney volume of the
+  whole-volume rows (a labelled-slice row has no volume).
+
+Writes ``benchmarks/results/mr_qc_thresholds.md`` and prints the two settings as JSON.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results"
+SIDES = ("kidney_right", "kidney_left")
+
+
+def is_failure(row: dict, min_dice: float) -> bool:
+    """Either kidney scored in ``row`` below ``min_dice``."""
+    return any(row[f"dice_{s}"] < min_dice for s in SIDES if row.get(f"dice_{s}") is not None)
+
+
+def threshold(rows: list[dict], min_dice: float) -> float:
+    """The largest ``uncertain_fraction`` of a success (0.0 without one)."""
+    return max((r["uncertain_fraction"] for r in rows if not is_failure(r, min_dice)), default=0.0)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--rows", action="append", required=True, metavar="MODEL[:DOMAIN]=TAG_PREFIX")
+    ap.add_argument("--min-dice", type=float, default=0.80)
+    ap.add_argument("--jsonl", type=Path, default=RESULTS / "mr_generalisation.jsonl")
+    ap.add_argument("--out", type=Path, default=RESULTS / "mr_qc_thresholds.md")
+    args = ap.parse_args()
+    every = [json.loads(line) for line in open(args.jsonl)]
+    rows = []
+    for spec in args.rows:
+        model, _, prefix = spec.partition("=")
+        model, _, domain = model.partition(":")
+        picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
+                  and domain in ("", r["domain"])]
+        if not picked:
+            ap.error(f"--rows {spec}: no such rows in {args.jsonl}")
+        rows += picked
+    t_all = threshold(rows, args.min_dice)
+    loo = []
+    for i, r in enumerate(rows):
+        t = threshold(rows[:i] + rows[i + 1:], args.min_dice)
+        loo.append((r, t, r["uncertain_fraction"] > t))
+    vols = [r[f"{s}_ref_ml"] for r in rows if r.get("scope") == "volume" for s in SIDES if r.get(f"{s}_ref_ml")]
+    lo, hi = (min(vols), max(vols)) if vols else (None, None)
+
+    def volume_flag(r):  # with the new range, on the whole scan's predicted volumes (None: not recorded)
+        scan = [r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None) for s in SIDES]
+        return None if lo is None or None in scan else any(not lo <= v <= hi for v in scan)
+
+    loo = [(r, t, flagged, volume_flag(r)) for r, t, flagged in loo]
+    fails = [x for x in loo if is_failure(x[0], args.min_dice)]
+    wins = [x for x in loo if not is_failure(x[0], args.min_dice)]
+
+    def either(xs):  # flagged by low_confidence or by the new volume range
+        return sum(bool(f or v) for _, _, f, v in xs)
+    settings = {"low_confidence_threshold": round(t_all, 3),
+                "validated_volume_ml": [min(vols), max(vols)] if vols else None}
+    md = ["# QC settings from held-out predictions", "",
+          f"Written by `benchmarks/mr_qc_thresholds.py` from {len(rows)} rows of `{args.jsonl.name}`: "
+          + ", ".join(f"`{s}`" for s in args.rows) + f". Failure: either kidney Dice < {args.min_dice}.", "",
+          f"- failures: {len(fails)}, successes: {len(wins)}",
+          f"- `low_confidence_threshold` chosen on all rows: {t_all:.3f}; leave-one-case-out, failures flagged: "
+          f"{sum(f for _, _, f, _ in fails)} of {len(fails)}, successes flagged: {sum(f for _, _, f, _ in wins)} of {len(wins)}",
+          f"- `validated_volume_ml`: {settings['validated_volume_ml']} (expert single-kidney volumes of "
+          f"{sum(r.get('scope') == 'volume' for r in rows)} whole-volume rows)",
+          f"- either flag (`low_confidence` leave-one-case-out, or a whole-scan kidney volume outside that range; "
+          f"rows without recorded scan volumes count by `low_confidence` only): failures {either(fails)} of "
+          f"{len(fails)}, successes {either(wins)} of {len(wins)}", "",
+          "| model | domain | case | Dice right | Dice left | scan volume R / L (mL) | uncertain_fraction | failure | "
+          "threshold without it | low_confidence | volume flag |",
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+    for r, t, flagged, vflag in loo:
+        md.append(f"| {r['model']} | {r['domain']} | {r['case']} | {r.get('dice_kidney_right', '-')} | "
+                  f"{r.get('dice_kidney_left', '-')} | {r.get('scan_kidney_right_ml', '-')} / "
+                  f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {is_failure(r, args.min_dice)} | "
+                  f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |")
+    args.out.write_text("\n".join(md) + "\n")
+    print(json.dumps(settings))
+
+
+if __name__ == "__main__":
+    main()
