@@ -402,6 +402,13 @@ def _cmd_info(args) -> int:
     if a.dtype.kind in "biuf":
         print(f"range: {a.min()} .. {a.max()}")
     print(f"modality: {img.modality or 'not recorded'}\npipeline: {suggest_pipeline(img.modality, img.ndim)}")
+    if img.ndim == 3 and img.modality in ("MR", "") and None not in (codes or (None,)):
+        from .io import acquisition_plane_name, to_canonical
+
+        plane = acquisition_plane_name(to_canonical(img, copy=False)[0].spacing_mm)
+        model = ("mr_t2_kidney (mr_multiprotocol_kidney if that model is not confident or finds no kidney)"
+                 if plane == "axial" else "mr_multiprotocol_kidney")
+        print(f"acquisition plane: {plane}\nmr-auto model: {model}")
     return 0
 
 

@@ -18,7 +18,7 @@ from kidneyseg.api import example_dir
 from kidneyseg.metrics import dice
 from kidneyseg.models.store import default_model_dir
 
-from ..conftest import CliRun, cli, save_nifti, sha256
+from ..conftest import UKAT, CliRun, cli, save_nifti, sha256
 
 EXAMPLE = example_dir() / "image_39.nii.gz"
 HAVE_MODEL = (default_model_dir() / "model.pt").exists()
@@ -176,6 +176,14 @@ def test_list_models_and_info():
     assert proc.returncode == 0 and "mr-auto (default)" in proc.stdout
     proc = run("info", str(EXAMPLE))
     assert proc.returncode == 0 and "orientation: LAS" in proc.stdout and "(256, 256, 31)" in proc.stdout
+    assert "acquisition plane: axial\nmr-auto model: mr_t2_kidney" in proc.stdout
+
+
+def test_info_names_the_model_mr_auto_uses_on_a_coronal_scan():
+    scan = next((UKAT / "ge_01").glob("*_e1.nii.gz"))
+    proc = run("info", str(scan))
+    assert proc.returncode == 0
+    assert "acquisition plane: coronal\nmr-auto model: mr_multiprotocol_kidney" in proc.stdout
 
 
 def test_train_then_segment_with_local_model(tmp_path, two_kidney_phantom):

@@ -120,3 +120,10 @@ def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
     if sp.max() < ISOTROPIC_RATIO * sp.min():
         return [0, 1, 2]
     return [int(max((2, 1, 0), key=lambda a: sp[a]))]
+
+
+def acquisition_plane_name(spacing_mm: tuple[float, float, float]) -> str:
+    """``"axial"``, ``"coronal"``, ``"sagittal"`` (:func:`acquisition_axes`) or
+    ``"near-isotropic"`` for a scan with canonical (RAS) voxel sides ``spacing_mm``."""
+    axes = acquisition_axes(spacing_mm)
+    return "near-isotropic" if len(axes) > 1 else next(n for n, a in PLANE_AXES.items() if a == axes[0])

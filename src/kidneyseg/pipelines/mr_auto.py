@@ -17,22 +17,19 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
-from ..io import Image, acquisition_axes, check_volume, to_canonical
+from ..io import Image, acquisition_plane_name, check_volume, to_canonical
 from .mr_t2 import MRKidneyPipeline
 from .result import Result
-
-_PLANE = {0: "sagittal", 1: "coronal", 2: "axial"}
-
 
 def acquisition_route(image: Image) -> str | None:
     """Why a scan skips the T2 model, from its geometry alone: ``None`` for an axial
     acquisition (the thickest voxel side along S-I), else ``"coronal acquisition"``,
     ``"sagittal acquisition"`` or ``"near-isotropic voxels"``
-    (:func:`kidneyseg.io.acquisition_axes` on the RAS-canonical spacing)."""
-    axes = acquisition_axes(to_canonical(image, copy=False)[0].spacing_mm)
-    if axes == [2]:
+    (:func:`kidneyseg.io.acquisition_plane_name` of the RAS-canonical spacing)."""
+    plane = acquisition_plane_name(to_canonical(image, copy=False)[0].spacing_mm)
+    if plane == "axial":
         return None
-    return "near-isotropic voxels" if len(axes) > 1 else f"{_PLANE[axes[0]]} acquisition"
+    return "near-isotropic voxels" if plane == "near-isotropic" else f"{plane} acquisition"
 
 
 class MRAutoPipeline:

@@ -10,7 +10,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from ..io import PLANE_AXES, Image, acquisition_axes, to_canonical  # noqa: E402
+from ..io import PLANE_AXES, Image, acquisition_plane_name, to_canonical  # noqa: E402
 
 from ..labels import hex_colour
 
@@ -30,10 +30,10 @@ _AXIS_NAME = "xyz"
 
 
 def acquisition_plane(spacing_mm: tuple[float, float, float]) -> str:
-    """The plane a scan was acquired in (:func:`kidneyseg.io.acquisition_axes`); ``"axial"`` for
+    """The plane a scan was acquired in (:func:`kidneyseg.io.acquisition_plane_name`); ``"axial"`` for
     a near-isotropic voxel."""
-    axes = acquisition_axes(spacing_mm)
-    return "axial" if len(axes) > 1 else next(n for n, a in PLANES.items() if a == axes[0])
+    plane = acquisition_plane_name(spacing_mm)
+    return "axial" if plane == "near-isotropic" else plane
 
 
 def overlay_montage(image: Image, mask: Image, label_map: dict[int, str], path: str | Path,
