@@ -84,7 +84,7 @@ class Segmenter:
 
     Example::
 
-        seg = kidneyseg.Segmenter()                        # the shipped MR model, loaded once
+        seg = kidneyseg.Segmenter()                        # the shipped MR models (mr-auto), loaded once
         for path in paths:
             result = seg(path)                             # Result: mask, volumes_ml, qc
         seg(nib.load("scan.nii.gz")); seg((array, affine)); seg(sitk.ReadImage("scan.nii.gz"))
