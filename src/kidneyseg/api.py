@@ -353,7 +353,7 @@ def run_demo(out_dir: str | Path = "demo_output", device: str = "auto", overwrit
         ref_ml = float((ref == int(v)).sum()) * ref_img.voxel_volume_ml
         print(f"{name:<14}{row[name + '_ml']:>10.1f}{ref_ml:>10.1f}{scores[name]:>8.3f}")
     print(f"segment time {row['seconds']:.1f} s; QC: kidney_count={row['kidney_count']}, "
-          f"touches_border={row['touches_border']}")
+          f"touches_border={row['touches_border']}" + (f"; model {row['model']} ({row['route']})" if "route" in row else ""))
     return {"volumes": row, "dice": scores}
 
 
