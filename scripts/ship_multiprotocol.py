@@ -1,14 +1,17 @@
 """Ship a ``recipe="multiplane"`` model as ``mr_multiprotocol_kidney`` with its model card.
 
 Usage: python scripts/ship_multiprotocol.py --final RUN_DIR --rows benchmarks/results/mr_generalisation.jsonl \
-           --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-folds FOLD_DIR ...] \
-           [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
+           --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] \
+           [--qc-settings QC.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
 
 ``--final-name`` / ``--proxy-name`` / ``--lodo-name`` are the ``model`` names of
 ``benchmarks/mr_generalisation.py`` rows: the final model (all data), the same recipe without the
 Siemens scans (scored on them: a held-out scanner), and the recipe without any ukat scan
-(leave-one-domain-out). ``--cv-folds`` are fold folders of the CHAOS-only recipe whose
-``training_summary.json`` holds their held-out CHAOS cases. The card quotes only those rows.
+(leave-one-domain-out). ``--cv-names`` are the row names of this recipe's CHAOS
+cross-validation folds (each scored on its held-out cases). ``--qc-settings`` is the JSON that
+``benchmarks/mr_qc_thresholds.py`` prints (``low_confidence_threshold``, ``validated_volume_ml``);
+without it the range is taken from the whole-volume rows and the threshold is 1.0. The card
+quotes only those rows, with the QC flags as the shipped settings raise them.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shutil
 from pathlib import Path
@@ -32,15 +36,25 @@ def _mean(rows: list[dict], key: str) -> str:
     return f"{np.mean(vals):.3f}" if vals else "-"
 
 
-def _table(rows: list[dict]) -> list[str]:
+def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[str, str]:
+    """``low_confidence`` and ``volume_outside_validated_range`` as the shipped settings raise
+    them (the rows were scored with whatever settings their model folder had)."""
+    low = "-" if r.get("uncertain_fraction") is None else str(r["uncertain_fraction"] > threshold)
+    scan = [r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None)
+            for s in ("kidney_right", "kidney_left")]
+    vol = "-" if None in scan else str(any(not validated[0] <= v <= validated[1] for v in scan))
+    return low, vol
+
+
+def _table(rows: list[dict], threshold: float, validated: tuple[float, float]) -> list[str]:
     out = ["| scan | scope | Dice right | Dice left | volume right / left, pred / ref (mL) | uncertain_fraction | low_confidence | volume_outside_validated_range |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         vol = (f"{r['kidney_right_ml']:.0f} / {r['kidney_right_ref_ml']:.0f}, {r['kidney_left_ml']:.0f} / {r['kidney_left_ref_ml']:.0f}"
                if "kidney_right_ml" in r else "-")
+        low, out_of_range = _flags(r, threshold, validated)
         out.append(f"| {r['domain']} {r['case']} | {r['scope']} | {r.get('dice_kidney_right', '-')} | {r.get('dice_kidney_left', '-')} | "
-                   f"{vol} | {r.get('uncertain_fraction', '-')} | {r.get('low_confidence', '-')} | "
-                   f"{r.get('volume_outside_validated_range', '-')} |")
+                   f"{vol} | {r.get('uncertain_fraction', '-')} | {low} | {out_of_range} |")
     return out
 
 
@@ -60,31 +74,41 @@ def main() -> None:
     ap.add_argument("--final-name", required=True)
     ap.add_argument("--proxy-name", default=None, help="optional: the recipe without the Siemens scans")
     ap.add_argument("--lodo-name", required=True)
-    ap.add_argument("--cv-folds", nargs="*", type=Path, default=[])
-    ap.add_argument("--low-confidence-threshold", type=float, default=1.0)
+    ap.add_argument("--cv-names", nargs="*", default=[])
+    ap.add_argument("--qc-settings", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
     rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
     final, lodo = _latest(rows, args.final_name), _latest(rows, args.lodo_name)
     proxy = _latest(rows, args.proxy_name) if args.proxy_name else []
-    cv = []
-    for d in args.cv_folds:
-        cv += [dict(r, fold=d.name) for r in json.loads((d / "training_summary.json").read_text()).get("validation", [])]
+    cv = [r for name in args.cv_names for r in _latest(rows, name)]
     whole = [r for r in lodo + final + cv if r.get("kidney_right_ref_ml") is not None]
     vols = [r[k] for r in whole for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
     validated = (round(min(vols), 1), round(max(vols), 1))
+    threshold, qc_how = 1.0, "as many uncertain voxels as confident ones"
+    if args.qc_settings:
+        qc = json.loads(args.qc_settings.read_text())
+        threshold, validated = qc["low_confidence_threshold"], tuple(qc["validated_volume_ml"])
+        qc_how = ("the largest uncertain_fraction of a held-out success (no kidney below Dice 0.80): "
+                  "benchmarks/mr_qc_thresholds.py, rule in benchmarks/README.md")
     dest = args.dest
     if dest.exists():
         shutil.rmtree(dest)
     dest.mkdir(parents=True)
-    for name in ("config.json", "model.pt", "training_log.csv", "training_summary.json"):
+    for name in ("model.pt", "training_log.csv", "training_summary.json"):
         shutil.copy2(args.final / name, dest / name)
+    cfg = json.loads((args.final / "config.json").read_text())  # data paths relative to the repository, not this machine
+    root = Path(__file__).resolve().parents[1]
+    rel = lambda p: os.path.relpath(p, root) if os.path.isabs(p) else p  # noqa: E731
+    cfg["dataset"] = rel(cfg["dataset"])
+    cfg["extra_datasets"] = [[rel(d), layout] for d, layout in cfg.get("extra_datasets", [])]
+    (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     settings = InferenceConfig(
         chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)",
-        validated_volume_ml=validated, low_confidence_threshold=args.low_confidence_threshold,
+        validated_volume_ml=validated, low_confidence_threshold=threshold,
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
-                      "of the whole-volume cases this recipe was scored on (model card); low_confidence_threshold = "
-                      f"{args.low_confidence_threshold} (as many uncertain voxels as confident ones)"))
+                      "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
+                      f"{threshold} ({qc_how})"))
     write_inference_config(settings, dest)
     cfg = json.loads((dest / "config.json").read_text())
     summary = json.loads((dest / "training_summary.json").read_text())
@@ -97,7 +121,9 @@ def main() -> None:
         "# Model card: `mr_multiprotocol_kidney` (pipeline `mr-multiprotocol-unet`)", "",
         "Left and right kidney segmentation on abdominal MRI of any plane and contrast, trained with domain "
         "randomisation (images synthesised from label maps, SynthSeg: Billot et al., Medical Image Analysis 86, 2023). "
-        "**Experimental**: it is not the default (`mr-t2-unet` stays better on axial T2, see below).", "",
+        "The default pipeline `mr-auto` uses it for coronal, sagittal and near-isotropic scans, and for axial scans on "
+        "which `mr_t2_kidney` is not confident or finds no kidney; on axial T2 `mr_t2_kidney` stays the better model "
+        "(see below).", "",
         f"- **Date**: {dt.date.today().isoformat()}",
         f"- **File**: `model.pt`, {size_mb:.1f} MB, {n_params:,} parameters, sha256 `{sha256(dest / 'model.pt')}`",
         "- **Labels written**: 1 `kidney_right`, 2 `kidney_left` (patient's sides, from world coordinates after "
@@ -139,19 +165,28 @@ def main() -> None:
         f"{_mean([r for r in final if r['domain'] == 'chaos'], 'dice_kidney_left')}.",
     ]
     if cv:
-        lines += [f"4. **CHAOS cross-validation, fold 0 only** of the CHAOS-only recipe ({len(cv)} held-out cases): Dice right "
-                  f"{_mean(cv, 'dice_kidney_right')}, left {_mean(cv, 'dice_kidney_left')}, against 0.929 / 0.913 for `mr-t2-unet` "
-                  "on the same cases (its model card). The other four folds were not run (time), so there is no 5-fold figure."]
-    lines += ["", "### Rows", "", f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo)
+        t2 = {c["case"]: c for c in json.loads((Path(__file__).resolve().parents[1] / "src/kidneyseg/assets/models/"
+                                                "mr_t2_kidney/cv_summary.json").read_text())["cases"]}
+        same = [t2[r["case"]] for r in cv if r["case"] in t2]
+        lines += [f"{4 if proxy else 3}. **CHAOS cross-validation** of this recipe (CHAOS and all ukat scans in training, "
+                  f"the fold's CHAOS cases held out; folds {', '.join(args.cv_names)} of 5, {len(cv)} cases: "
+                  f"{', '.join(r['case'] for r in cv)}): Dice right {_mean(cv, 'dice_kidney_right')}, left "
+                  f"{_mean(cv, 'dice_kidney_left')}, against {_mean(same, 'dice_kidney_right')} / "
+                  f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`). "
+                  + ("" if len(cv) >= 14 else "The other folds were not run yet, so there is no 5-fold figure.")]
+    lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
+              f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
-        lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy)
-    lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final)
+        lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy, threshold, validated)
+    for name in args.cv_names:
+        lines += ["", f"`{name}` (cross-validation fold, this recipe):", ""] + _table(_latest(rows, name), threshold, validated)
+    lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, threshold, validated)
     lines += [
         "", "## Domain checks", "",
         f"- `volume_outside_validated_range`: a kidney outside **{validated[0]}-{validated[1]} mL**, the smallest and largest "
-        "expert single-kidney volume of the whole-volume cases above.",
-        f"- `low_confidence`: `uncertain_fraction` above **{args.low_confidence_threshold}** (as many voxels with kidney "
-        "probability 0.2-0.8 as at or above 0.5).", "",
+        "expert single-kidney volume of the whole-volume cases above. The ukat single-slice scans cover 45-55 mm, so "
+        "their whole-scan volumes are small and raise it even where the labelled slice is right.",
+        f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how}).", "",
         "## Intended use and limits", "",
         "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
         "gradient-echo (ukat, three vendors) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
