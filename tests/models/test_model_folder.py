@@ -11,7 +11,7 @@ from kidneyseg.errors import InputError
 from kidneyseg.models.folder import ModelFolder
 from kidneyseg.pipelines import PIPELINES, get_pipeline
 
-TRAINABLE = [n for n in PIPELINES if n != "unsupervised-cluster"]
+TRAINABLE = [n for n, spec in PIPELINES.items() if spec.trainable]  # mr-auto takes no model folder (tests/pipelines/test_mr_auto.py)
 
 
 def _folder(tmp_path, config, weights=("model.pt",)):
