@@ -80,9 +80,20 @@ def read_checkpoint(path: str | Path, config: dict | None = None) -> dict | None
     if not isinstance(ck, dict):
         raise InputError(f"{path}: not a kidneyseg checkpoint (expected a dict)")
     ck = {_OLD_KEYS.get(k, k): v for k, v in ck.items()}
-    if config is not None and _as_json(ck.get("config")) != _as_json(config):
+    if config is not None and _recipe(ck.get("config")) != _recipe(config):
         raise InputError(f"{path}: checkpoint was made with another config; use a new output folder")
     return ck
+
+
+RUNTIME_FIELDS = ("num_threads", "device")
+"""Config fields that say how a run executes, not what it trains: a run may resume with other
+values (more threads, another machine), as nnU-Net continues a training elsewhere."""
+
+
+def _recipe(config: object) -> object:
+    """:func:`_as_json` without the :data:`RUNTIME_FIELDS`."""
+    plain = _as_json(config)
+    return {k: v for k, v in plain.items() if k not in RUNTIME_FIELDS} if isinstance(plain, dict) else plain
 
 
 def _as_json(config: object) -> object:
