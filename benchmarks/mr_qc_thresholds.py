@@ -81,7 +81,8 @@ def main() -> None:
           + ", ".join(f"`{s}`" for s in args.rows) + f". Failure: either kidney Dice < {args.min_dice}.", "",
           f"- failures: {len(fails)}, successes: {len(wins)}",
           f"- `low_confidence_threshold` chosen on all rows: {t_all:.3f}; leave-one-case-out, failures flagged: "
-          f"{sum(f for _, _, f, _ in fails)} of {len(fails)}, successes flagged: {sum(f for _, _, f, _ in wins)} of {len(wins)}",
+          f"{sum(f for _, _, f, _ in fails)} of {len(fails)}, successes flagged: "
+          f"{sum(f for _, _, f, _ in wins)} of {len(wins)}",
           f"- `validated_volume_ml`: {settings['validated_volume_ml']} (expert single-kidney volumes of "
           f"{sum(r.get('scope') == 'volume' for r in rows)} whole-volume rows)",
           f"- either flag (`low_confidence` leave-one-case-out, or a whole-scan kidney volume outside that range; "

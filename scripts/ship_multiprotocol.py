@@ -58,6 +58,11 @@ def _table(rows: list[dict], threshold: float, validated: tuple[float, float]) -
     return out
 
 
+def _relative(path: str) -> str:
+    """An absolute data path as seen from the repository root (``../shared/data/...``)."""
+    return os.path.relpath(path, Path(__file__).resolve().parents[1]) if os.path.isabs(path) else path
+
+
 def _latest(rows: list[dict], model: str) -> list[dict]:
     """The model's rows of its latest run (one row per case)."""
     mine = [r for r in rows if r["model"] == model]
@@ -97,11 +102,9 @@ def main() -> None:
     dest.mkdir(parents=True)
     for name in ("model.pt", "training_log.csv", "training_summary.json"):
         shutil.copy2(args.final / name, dest / name)
-    cfg = json.loads((args.final / "config.json").read_text())  # data paths relative to the repository, not this machine
-    root = Path(__file__).resolve().parents[1]
-    rel = lambda p: os.path.relpath(p, root) if os.path.isabs(p) else p  # noqa: E731
-    cfg["dataset"] = rel(cfg["dataset"])
-    cfg["extra_datasets"] = [[rel(d), layout] for d, layout in cfg.get("extra_datasets", [])]
+    cfg = json.loads((args.final / "config.json").read_text())
+    cfg["dataset"] = _relative(cfg["dataset"])  # data paths relative to the repository, not this machine
+    cfg["extra_datasets"] = [[_relative(d), layout] for d, layout in cfg.get("extra_datasets", [])]
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
     settings = InferenceConfig(
         chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)",

@@ -21,6 +21,7 @@ from ..io import Image, acquisition_plane_name, check_volume, to_canonical
 from .mr_t2 import MRKidneyPipeline
 from .result import Result
 
+
 def acquisition_route(image: Image) -> str | None:
     """Why a scan skips the T2 model, from its geometry alone: ``None`` for an axial
     acquisition (the thickest voxel side along S-I), else ``"coronal acquisition"``,
