@@ -22,9 +22,13 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+from kidneyseg.postprocess.quality import outside_range  # noqa: E402
+
 RESULTS = ROOT / "benchmarks" / "results"
 SIDES = ("kidney_right", "kidney_left")
 
@@ -65,8 +69,9 @@ def main() -> None:
     lo, hi = (min(vols), max(vols)) if vols else (None, None)
 
     def volume_flag(r):  # with the new range, on the whole scan's predicted volumes (None: not recorded)
-        scan = [r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None) for s in SIDES]
-        return None if lo is None or None in scan else any(not lo <= v <= hi for v in scan)
+        scan = {f"{s}_ml": r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None)
+                for s in SIDES}
+        return None if lo is None or None in scan.values() else outside_range(scan, list(SIDES), (lo, hi))
 
     loo = [(r, t, flagged, volume_flag(r)) for r, t, flagged in loo]
     fails = [x for x in loo if is_failure(x[0], args.min_dice)]

@@ -29,6 +29,7 @@ import torch
 
 from kidneyseg.inference.settings import InferenceConfig, write_inference_config
 from kidneyseg.models.store import sha256
+from kidneyseg.postprocess.quality import outside_range
 
 
 def _mean(rows: list[dict], key: str) -> str:
@@ -40,9 +41,9 @@ def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[s
     """``low_confidence`` and ``volume_outside_validated_range`` as the shipped settings raise
     them (the rows were scored with whatever settings their model folder had)."""
     low = "-" if r.get("uncertain_fraction") is None else str(r["uncertain_fraction"] > threshold)
-    scan = [r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None)
-            for s in ("kidney_right", "kidney_left")]
-    vol = "-" if None in scan else str(any(not validated[0] <= v <= validated[1] for v in scan))
+    sides = ["kidney_right", "kidney_left"]
+    scan = {f"{s}_ml": r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None) for s in sides}
+    vol = "-" if None in scan.values() else str(outside_range(scan, sides, validated))
     return low, vol
 
 

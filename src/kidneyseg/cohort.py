@@ -20,7 +20,7 @@ from tqdm import tqdm
 from .errors import InputError
 from .io import AtomicOutputs, Image, case_name, check_volume, read_image
 from .io.writers import remove_stale_staged, signals_deferred
-from .pipelines import PIPELINES
+from .pipelines import PIPELINES, model_folders
 from .runner import (CaseOptions, PipelineLoader, SegmentRequest, SegmentSummary, StopRun, case_outputs, frame_outputs, process_case,
                      process_frame)
 
@@ -195,10 +195,7 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
         raise InputError(f"{out / 'report.html'}: output exists (use --overwrite to replace it)")
     from .provenance import run_record
 
-    spec = PIPELINES[name]
-    folder = ({r: PIPELINES[r].model_folder(None) for r in spec.routes} if spec.routes and request.model is None
-              else spec.model_folder(request.model))
-    run = run_record(name, folder, request.inference_options())
+    run = run_record(name, model_folders(name, request.model), request.inference_options())
     if status is not None:  # a resumed case counts as done only under the same settings
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}

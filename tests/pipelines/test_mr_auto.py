@@ -11,7 +11,7 @@ import pytest
 
 from kidneyseg.errors import InputError
 from kidneyseg.io import Image, read_image
-from kidneyseg.pipelines import PIPELINES, get_pipeline
+from kidneyseg.pipelines import get_pipeline, model_folders
 from kidneyseg.pipelines.mr_auto import MRAutoPipeline, acquisition_route
 from kidneyseg.pipelines.result import Result
 from kidneyseg.provenance import run_record
@@ -109,8 +109,7 @@ def test_a_model_folder_is_refused_with_the_pipelines_that_take_one():
 
 
 def test_provenance_records_both_shipped_models():
-    spec = PIPELINES["mr-auto"]
-    run = run_record("mr-auto", {r: PIPELINES[r].model_folder(None) for r in spec.routes}, {})
+    run = run_record("mr-auto", model_folders("mr-auto"), {})
     assert set(run["model"]["folder"]) == {"mr-t2-unet", "mr-multiprotocol-unet"}
     assert "mr-t2-unet/model.pt" in run["model"]["sha256"]
     assert "mr-multiprotocol-unet/model.pt" in run["model"]["sha256"]

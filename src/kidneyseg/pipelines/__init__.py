@@ -141,6 +141,17 @@ def default_pipeline(model: object = None) -> str:
     return DEFAULT_PIPELINE if model is None else "mr-t2-unet"
 
 
+def model_folders(name: str, model: str | None = None):
+    """The model folder(s) a run of pipeline ``name`` reads, for its provenance
+    (:func:`kidneyseg.provenance.run_record`): ``{route: folder}`` for a pipeline that picks a
+    shipped model per scan (``PipelineSpec.routes``, without ``model``), else one folder or
+    ``None``."""
+    spec = PIPELINES[name]
+    if spec.routes and model is None:
+        return {r: PIPELINES[r].model_folder(None) for r in spec.routes}
+    return spec.model_folder(model)
+
+
 def get_pipeline(name: str, model: str | None = None, device: str = "auto", preset: str | None = None):
     """Instantiate a registered pipeline (with ``preset``: one of its spec's ``presets``).
 
@@ -155,4 +166,4 @@ def get_pipeline(name: str, model: str | None = None, device: str = "auto", pres
 
 
 __all__ = ["PIPELINES", "DEFAULT_PIPELINE", "PipelineInfo", "PipelineSpec", "Result", "check_segment_options", "configure_pipeline",
-           "default_pipeline", "get_pipeline"]
+           "default_pipeline", "get_pipeline", "model_folders"]

@@ -33,6 +33,25 @@ def acquisition_route(image: Image) -> str | None:
     return "near-isotropic voxels" if plane == "near-isotropic" else f"{plane} acquisition"
 
 
+_SHARED_OPTIONS = ("keep_largest", "allow_ct")
+"""Options of every pipeline (:func:`kidneyseg.pipelines.configure_pipeline`) that mr-auto
+passes on to both of its models."""
+
+
+def _option_of_both(name: str) -> property:
+    """A property read from the T2 pipeline and set on both (the multiprotocol one once loaded;
+    :attr:`MRAutoPipeline.multiprotocol` copies it on loading)."""
+    def get(self) -> bool:
+        return getattr(self.t2, name)
+
+    def set_(self, value: bool) -> None:
+        for pipe in (self.t2, self._multiprotocol):
+            if pipe is not None:
+                setattr(pipe, name, value)
+
+    return property(get, set_, doc=f"``{name}`` of both models.")
+
+
 class MRAutoPipeline:
     """The T2 model for confident axial scans, the multiprotocol model for the rest.
 
@@ -72,32 +91,16 @@ class MRAutoPipeline:
         """The multiprotocol pipeline, loaded now if it was not, with this pipeline's options."""
         if self._multiprotocol is None:
             pipe = self._load_multiprotocol()
-            pipe.keep_largest, pipe.allow_ct = self.t2.keep_largest, self.t2.allow_ct
+            for name in _SHARED_OPTIONS:
+                setattr(pipe, name, getattr(self.t2, name))
             if not self._tta:
                 pipe.disable_tta()
             self._multiprotocol = pipe
         return self._multiprotocol
 
     # the options every pipeline takes (configure_pipeline) apply to both models
-    @property
-    def keep_largest(self) -> bool:
-        return self.t2.keep_largest
-
-    @keep_largest.setter
-    def keep_largest(self, value: bool) -> None:
-        self.t2.keep_largest = value
-        if self._multiprotocol is not None:
-            self._multiprotocol.keep_largest = value
-
-    @property
-    def allow_ct(self) -> bool:
-        return self.t2.allow_ct
-
-    @allow_ct.setter
-    def allow_ct(self, value: bool) -> None:
-        self.t2.allow_ct = value
-        if self._multiprotocol is not None:
-            self._multiprotocol.allow_ct = value
+    keep_largest = _option_of_both("keep_largest")
+    allow_ct = _option_of_both("allow_ct")
 
     def disable_tta(self) -> None:
         """One plain network pass for both models."""
