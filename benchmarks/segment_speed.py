@@ -1,14 +1,17 @@
-"""Speed of `kidneyseg segment` (pipeline mr-t2-unet, shipped model), measured side by side in one run.
+"""Speed of `kidneyseg segment` with the default pipeline (mr-auto, shipped models), measured side by side in one run.
 
     python benchmarks/segment_speed.py [--threads 2] [--sizes 2 5 15]
 
 Rows (written to benchmarks/results/segment_speed.{jsonl,md}):
 1. per volume with the model loaded: `kidneyseg.Segmenter` on the 15 CHAOS T2 volumes of
-   ../shared/data/chaos_t2, with the model's test-time augmentation and with one pass (`--fast`);
+   ../shared/data/chaos_t2 (axial: mr-auto keeps them with the T2 model), with the model's
+   test-time augmentation and with one pass (`--fast`); and on the three whole-kidney coronal
+   ukat scans (../shared/data/ukat_kidney_masks ge_01, philips_01, siemens_01: mr-auto sends them
+   to the multiprotocol model without running the T2 model);
 2. a one-case command, `kidneyseg segment image_39.nii.gz -o OUT` in a fresh process (interpreter
    start, imports, model load, segmentation and every output file): once with an empty
    traced-network cache (the first run after installing; it writes the cache), then the median
-   of 3 with the cache written (every later run);
+   of 3 with the cache written (every later run); and the median of 3 on the coronal ge_01;
 3. cohorts of the first N CHAOS volumes, serial (`--engine local`) against `--engine ray
    --workers 2`, each a fresh process, so the figure shows the cohort size where Ray starts to pay.
 
@@ -34,6 +37,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
+UKAT = ROOT.parent / "shared" / "data" / "ukat_kidney_masks"
+UKAT_WHOLE = ("ge_01", "philips_01", "siemens_01")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -44,6 +49,13 @@ def chaos_images() -> list[Path]:
     return files
 
 
+def ukat_images() -> list[Path]:
+    files = [f for case in UKAT_WHOLE for f in sorted((UKAT / case).glob("*.nii.gz")) if "_roi-" not in f.name]
+    if len(files) != len(UKAT_WHOLE):
+        sys.exit(f"{UKAT}: expected one image in each of {', '.join(UKAT_WHOLE)}")
+    return files
+
+
 def loaded(threads: int) -> list[dict]:
     import torch
 
@@ -51,17 +63,20 @@ def loaded(threads: int) -> list[dict]:
 
     torch.set_num_threads(threads)
     rows = []
-    for fast in (False, True):
-        seg = Segmenter(device="cpu", tta=not fast)
-        seg(str(chaos_images()[0]))  # warm-up: first-call allocations
-        times = []
-        for f in chaos_images():
-            t0 = time.perf_counter()
-            seg(str(f))
-            times.append(time.perf_counter() - t0)
-        rows.append({"row": "per volume, model loaded", "setting": "one pass (--fast)" if fast else "model's TTA",
-                     "n": len(times), "median_s": round(statistics.median(times), 2),
-                     "max_s": round(max(times), 2)})
+    for data, files in (("CHAOS axial T2 (T2 model)", chaos_images()),
+                        ("ukat coronal GRE (multiprotocol model)", ukat_images())):
+        for fast in (False, True):
+            seg = Segmenter(device="cpu", tta=not fast)
+            seg(str(files[0]))  # warm-up: first-call allocations (and the lazy model load of a route)
+            times = []
+            for f in files:
+                t0 = time.perf_counter()
+                seg(str(f))
+                times.append(time.perf_counter() - t0)
+            rows.append({"row": f"per volume, model loaded: {data}",
+                         "setting": "one pass (--fast)" if fast else "model's TTA",
+                         "n": len(times), "median_s": round(statistics.median(times), 2),
+                         "max_s": round(max(times), 2)})
     return rows
 
 
@@ -100,6 +115,11 @@ def main() -> None:
         one = [command(["segment", example, "-o", str(tmp / f"one{k}")], args.threads, env) for k in range(3)]
         rows.append({"row": "one-case command, fresh process", "setting": "model's TTA, all outputs", "n": 3,
                      "median_s": round(statistics.median(one), 2), "max_s": round(max(one), 2)})
+        coronal = str(ukat_images()[0])
+        one = [command(["segment", coronal, "-o", str(tmp / f"cor{k}")], args.threads, env) for k in range(3)]
+        rows.append({"row": "one-case command, fresh process, coronal ukat ge_01 (multiprotocol model)",
+                     "setting": "model's TTA, all outputs", "n": 3,
+                     "median_s": round(statistics.median(one), 2), "max_s": round(max(one), 2)})
         files = chaos_images()
         for size in args.sizes:
             for engine in ("local", "ray"):
@@ -117,7 +137,8 @@ def main() -> None:
             f.write(json.dumps({"date": when, "machine": machine, "load_avg_1min": round(load, 2), **r}) + "\n")
     lines = [f"# `kidneyseg segment` speed ({when})", "",
              f"`benchmarks/segment_speed.py`; {machine}; 1-minute load average at the end {load:.2f}. "
-             "Data: the 15 CHAOS T2 volumes (256 x 256 x 31-46), the bundled case 39 for the one-case command.", "",
+             "Data: the 15 CHAOS T2 volumes (256 x 256 x 31-46), the 3 whole-kidney coronal ukat scans, "
+             "the bundled case 39 and ukat ge_01 for the one-case command. Pipeline: mr-auto (the default).", "",
              "| what | setting | n | median s | max s | total s | s per case |", "| --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         lines.append(f"| {r['row']} | {r['setting']} | {r['n']} | {r.get('median_s', '')} | {r.get('max_s', '')} | "
