@@ -12,7 +12,7 @@ from kidneyseg.datasets import chaos_cases, nnunet_cases
 from kidneyseg.errors import InputError
 from kidneyseg.labels import MR_KIDNEYS
 from kidneyseg.specs.mr_unet import TrainConfig
-from kidneyseg.training.data import flip_left_right, load_volume, sample_batch
+from kidneyseg.training.data import flip_left_right, foreground_slots, load_volume, sample_batch
 from kidneyseg.training.trainer import select_cases, split_folds, train
 
 from ..conftest import CHAOS, needs_chaos
@@ -77,6 +77,21 @@ def test_nnunet_layout_reader_and_foreground_oversampling(nnunet_dataset):
     assert all(y[b].any() for b in range(30))  # every patch holds kidney
     with pytest.raises(InputError, match="dataset.json"):
         nnunet_cases(nnunet_dataset / "imagesTr", MR_KIDNEYS)
+
+
+def test_foreground_oversampling_survives_a_batch_of_one():
+    rng = np.random.default_rng(0)
+    # nnU-Net's rule: the last round(B * f) patches; no draw from the generator
+    assert foreground_slots(12, 0.33, rng).tolist() == [False] * 8 + [True] * 4
+    assert foreground_slots(2, 0.33, rng).tolist() == [False, True]
+    state = rng.bit_generator.state
+    foreground_slots(3, 0.34, rng)
+    assert rng.bit_generator.state == state  # larger batches sample exactly as before the change
+    # batch 1: round(0.33) is 0, which silently turned the oversampling off; now each patch
+    # is centred on the foreground with probability 0.33
+    share = np.mean([foreground_slots(1, 0.33, rng)[0] for _ in range(4000)])
+    assert 0.30 < share < 0.36
+    assert not any(foreground_slots(1, 0.0, rng)[0] for _ in range(100))
 
 
 def _train_killed_at_batch(cfg, out, monkeypatch, kill_at: int) -> None:

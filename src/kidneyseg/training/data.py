@@ -123,25 +123,43 @@ def augmentation(config: TrainConfig) -> mt.Compose:
     return mt.Compose(transforms)
 
 
+def foreground_slots(batch_size: int, fraction: float, rng: np.random.Generator) -> np.ndarray:
+    """Which patches of a batch are centred on the foreground (foreground oversampling).
+
+    The last ``round(batch_size * fraction)`` patches, as nnU-Net (Isensee et al. 2021). Where
+    that rounds to 0 although ``fraction > 0`` (batch 1, or batch 2 with a share below 0.25),
+    each patch instead with probability ``fraction`` (nnU-Net v2's probabilistic
+    oversampling), so a small batch does not silently lose the oversampling. Only in that
+    case is ``rng`` drawn from, so larger batches sample exactly as before.
+
+    Returns:
+        bool ``(batch_size,)``.
+    """
+    n_fg = round(batch_size * fraction)
+    if n_fg == 0 and fraction > 0:
+        return rng.random(batch_size) < fraction
+    return np.arange(batch_size) >= batch_size - n_fg
+
+
 def sample_batch(volumes: list[Volume], config: TrainConfig, rng: np.random.Generator,
                  transform: mt.Compose | None) -> tuple[torch.Tensor, torch.Tensor]:
     """One batch of 2.5D patches with foreground oversampling.
 
-    The last ``round(batch_size * foreground_fraction)`` patches are centred (with a
-    random shift of up to a quarter patch) on a random kidney voxel; the others on a
-    random voxel (nnU-Net's scheme, Isensee et al. 2021).
+    The patches :func:`foreground_slots` picks (the last ``round(batch_size *
+    foreground_fraction)``) are centred (with a random shift of up to a quarter patch) on a
+    random kidney voxel; the others on a random voxel (nnU-Net's scheme, Isensee et al. 2021).
 
     Returns:
         2D: ``(images (B, 2k+1, X, Y) float32, labels (B, 1, X, Y) int64)``;
         3D: ``(images (B, 1, X, Y, Z), labels (B, 1, X, Y, Z))``.
     """
     k = config.context_slices
-    n_fg = round(config.batch_size * config.foreground_fraction)
+    on_fg = foreground_slots(config.batch_size, config.foreground_fraction, rng)
     images, labels = [], []
     for b in range(config.batch_size):
         v = volumes[rng.integers(len(volumes))]
         nx, ny, nz = v.image.shape
-        if b >= config.batch_size - n_fg and len(v.fg):
+        if on_fg[b] and len(v.fg):
             x, y, z = v.fg[rng.integers(len(v.fg))]
             jit = np.array(config.patch_size) // 4
             x, y = x + rng.integers(-jit[0], jit[0] + 1), y + rng.integers(-jit[1], jit[1] + 1)

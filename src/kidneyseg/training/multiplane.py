@@ -13,6 +13,7 @@ from ..datasets import Case
 from ..io import PLANE_AXES, Image, to_canonical
 from ..preprocess import resample_isotropic, zscore_percentile
 from ..specs.mr_unet import TrainConfig
+from .data import foreground_slots
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
                     random_intensity_curve, synthesise_slice, synthesise_volume, take_plane)
 
@@ -128,8 +129,8 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     """One batch of 2D patches for the ``multiplane`` recipe.
 
     Per patch: a volume; a plane (``config.plane_weights``; a partly labelled volume only in
-    the plane of its labelled slices); a centre (a kidney voxel for the last
-    ``round(batch_size * foreground_fraction)`` patches, as nnU-Net's foreground
+    the plane of its labelled slices); a centre (a kidney voxel for the patches
+    :func:`~kidneyseg.training.data.foreground_slots` picks, nnU-Net's foreground
     oversampling; else any labelled voxel); then with probability ``config.synth_fraction``
     an image synthesised from the generation map over a random slab thickness, otherwise the
     real slice, a share ``config.intensity_curve_fraction`` of the time through a random
@@ -148,12 +149,12 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     names = list(PLANE_AXES)
     weights = np.array([config.plane_weights[n] for n in names], float)
     weights /= weights.sum()
-    n_fg = round(config.batch_size * config.foreground_fraction)
+    on_fg = foreground_slots(config.batch_size, config.foreground_fraction, rng)
     ranges = SynthesisRanges()
     images, labels = [], []
     for b in range(config.batch_size):
         v = volumes[rng.integers(len(volumes))]
-        centre = _patch_centre(v, b >= config.batch_size - n_fg, config.patch_size[0], rng)
+        centre = _patch_centre(v, on_fg[b], config.patch_size[0], rng)
         if v.labelled_axis is not None:
             axis = v.labelled_axis
         else:
@@ -189,13 +190,13 @@ def sample_volume_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np
     Returns:
         ``(images (B, 1, P, P, P) float32, targets (B, 1, P, P, P) int64)``.
     """
-    n_fg = round(config.batch_size * config.foreground_fraction)
+    on_fg = foreground_slots(config.batch_size, config.foreground_fraction, rng)
     size = tuple(config.patch_size)
     ranges = SynthesisRanges()
     images, labels = [], []
     for b in range(config.batch_size):
         v = volumes[rng.integers(len(volumes))]
-        c3 = tuple(int(c) for c in _patch_centre(v, b >= config.batch_size - n_fg, size[0], rng))
+        c3 = tuple(int(c) for c in _patch_centre(v, on_fg[b], size[0], rng))
         tgt = crop_around(v.target, c3, size, IGNORE)
         if rng.random() < config.synth_fraction:
             img = normalise_slice(synthesise_volume(crop_around(v.generation, c3, size, 0), rng,
