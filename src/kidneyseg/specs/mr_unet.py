@@ -55,7 +55,9 @@ class TrainConfig(SpecConfig):
             nnU-Net) to 0.
         weight_decay: AdamW weight decay.
         foreground_fraction: fraction of each batch whose patch is centred near a kidney
-            voxel (foreground oversampling; nnU-Net uses 1/3).
+            voxel (foreground oversampling; nnU-Net uses 1/3); where ``batch_size *
+            foreground_fraction`` rounds to 0 (batch 1), the probability per patch instead
+            (:func:`kidneyseg.training.data.foreground_slots`).
         augment_rotation_deg: maximum in-plane rotation.
         augment_scale: maximum relative zoom (0.15 -> 0.85 to 1.15).
         augment_intensity: "standard" (intensity scale +-25 %, gamma 0.7-1.5, Gaussian
