@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 CHAOS = ROOT.parent / "shared" / "data" / "chaos_t2"
 UKAT = ROOT.parent / "shared" / "data" / "ukat_kidney_masks"
-UKAT_WHOLE = ("ge_01", "philips_01", "siemens_01")
 RESULTS = ROOT / "benchmarks" / "results"
 
 
@@ -50,10 +49,20 @@ def chaos_images() -> list[Path]:
 
 
 def ukat_images() -> list[Path]:
-    files = [f for case in UKAT_WHOLE for f in sorted((UKAT / case).glob("*.nii.gz")) if "_roi-" not in f.name]
-    if len(files) != len(UKAT_WHOLE):
-        sys.exit(f"{UKAT}: expected one image in each of {', '.join(UKAT_WHOLE)}")
-    return files
+    """The whole-kidney ukat scans (ge_01, philips_01, siemens_01), by the project's ukat reader."""
+    from kidneyseg.datasets.layouts import ukat_cases
+    from kidneyseg.errors import InputError
+    from kidneyseg.labels import MR_KIDNEYS
+
+    try:
+        return [c.image for c in ukat_cases(UKAT, MR_KIDNEYS, whole_only=True)]
+    except InputError as exc:
+        sys.exit(f"segment_speed: {exc}")
+
+
+def timing_row(row: str, setting: str, times: list[float]) -> dict:
+    return {"row": row, "setting": setting, "n": len(times), "median_s": round(statistics.median(times), 2),
+            "max_s": round(max(times), 2)}
 
 
 def loaded(threads: int) -> list[dict]:
@@ -73,10 +82,8 @@ def loaded(threads: int) -> list[dict]:
                 t0 = time.perf_counter()
                 seg(str(f))
                 times.append(time.perf_counter() - t0)
-            rows.append({"row": f"per volume, model loaded: {data}",
-                         "setting": "one pass (--fast)" if fast else "model's TTA",
-                         "n": len(times), "median_s": round(statistics.median(times), 2),
-                         "max_s": round(max(times), 2)})
+            rows.append(timing_row(f"per volume, model loaded: {data}",
+                                   "one pass (--fast)" if fast else "model's TTA", times))
     return rows
 
 
@@ -110,16 +117,13 @@ def main() -> None:
         env = {**os.environ, "KIDNEYSEG_CACHE_DIR": str(tmp / "cache")}
         example = str(example_dir() / "image_39.nii.gz")
         cold = command(["segment", example, "-o", str(tmp / "cold")], args.threads, env)
-        rows.append({"row": "one-case command, fresh process, first run (empty network cache)",
-                     "setting": "model's TTA, all outputs", "n": 1, "median_s": round(cold, 2), "max_s": round(cold, 2)})
-        one = [command(["segment", example, "-o", str(tmp / f"one{k}")], args.threads, env) for k in range(3)]
-        rows.append({"row": "one-case command, fresh process", "setting": "model's TTA, all outputs", "n": 3,
-                     "median_s": round(statistics.median(one), 2), "max_s": round(max(one), 2)})
-        coronal = str(ukat_images()[0])
-        one = [command(["segment", coronal, "-o", str(tmp / f"cor{k}")], args.threads, env) for k in range(3)]
-        rows.append({"row": "one-case command, fresh process, coronal ukat ge_01 (multiprotocol model)",
-                     "setting": "model's TTA, all outputs", "n": 3,
-                     "median_s": round(statistics.median(one), 2), "max_s": round(max(one), 2)})
+        outputs = "model's TTA, all outputs"
+        rows.append(timing_row("one-case command, fresh process, first run (empty network cache)", outputs, [cold]))
+        for row, image, stem in (("one-case command, fresh process", example, "one"),
+                                 ("one-case command, fresh process, coronal ukat ge_01 (multiprotocol model)",
+                                  str(ukat_images()[0]), "cor")):
+            times = [command(["segment", image, "-o", str(tmp / f"{stem}{k}")], args.threads, env) for k in range(3)]
+            rows.append(timing_row(row, outputs, times))
         files = chaos_images()
         for size in args.sizes:
             for engine in ("local", "ray"):
