@@ -22,6 +22,25 @@ KITS19 = SHARED_DATA / "kits_masks" / "kits19"
 # traced networks (kidneyseg.models.compiled) go to a folder of this test process, not ~/.cache
 os.environ["KIDNEYSEG_CACHE_DIR"] = tempfile.mkdtemp(prefix="kidneyseg-test-cache-")
 
+
+def _share_cores_between_workers() -> None:
+    """Under pytest-xdist, give each worker its share of the cores (torch's intra-op threads and
+    ITK's threads in this process, OMP_NUM_THREADS for the processes it starts) instead of every
+    worker taking them all. Tests that are about thread counts set their own."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers < 2:
+        return
+    share = max(1, (os.cpu_count() or 1) // workers)
+    os.environ.setdefault("OMP_NUM_THREADS", str(share))
+    import SimpleITK
+    import torch
+
+    torch.set_num_threads(share)
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(share)
+
+
+_share_cores_between_workers()
+
 needs_chaos = pytest.mark.skipif(not CHAOS.is_dir(), reason="../shared/data/chaos_t2 not present")
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 
@@ -141,7 +160,10 @@ def cli(*args, cwd: Path | None = None) -> CliRun:
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
+    import SimpleITK
+
     threads = torch.get_num_threads()  # --threads N must not outlive the command
+    itk_threads = SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -155,5 +177,6 @@ def cli(*args, cwd: Path | None = None) -> CliRun:
         root.handlers = handlers
         root.setLevel(level)
         torch.set_num_threads(threads)
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
         os.chdir(before)
     return CliRun(argv, int(code), out.getvalue(), err.getvalue())

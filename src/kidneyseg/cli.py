@@ -89,7 +89,7 @@ def _add_segment_parser(sub) -> None:
     s.add_argument("--preset", default=None, metavar="NAME",
                    help="a named set of the pipeline's settings: 'paper' for unsupervised-cluster (seed 001's "
                         "values: native resolution, float32, no clamp to the seed)")
-    s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch (0: torch default)")
+    s.add_argument("--threads", type=_count(0), default=0, help="CPU threads for torch and SimpleITK (0: their defaults)")
     s.add_argument("--engine", default="local", choices=["local", "ray"],
                    help="local (default) or ray: cases spread over Ray workers, one model load each")
     s.add_argument("--address", default=None, help="--engine ray: cluster address (default: start a local instance)")

@@ -127,9 +127,11 @@ def run_segment(request: SegmentRequest) -> SegmentSummary:
         InputError: as :func:`segment_files`.
     """
     if request.threads > 0:
+        import SimpleITK
         import torch
 
         torch.set_num_threads(request.threads)
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(request.threads)  # N4, registration, resampling
     request.check()
     modality = PIPELINES[request.pipeline].modality
     case_names = None

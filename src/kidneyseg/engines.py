@@ -26,10 +26,12 @@ class _Worker:
     """A Ray actor: one model load, then one case per :meth:`run` call."""
 
     def __init__(self, request, opts, secondary, threads: int) -> None:
+        import SimpleITK
         import torch
 
         if threads:
             torch.set_num_threads(threads)
+            SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
         self.request = request
         self.opts = opts
         self.secondary = secondary

@@ -195,7 +195,7 @@ class SegmentRequest:
         overlay: write ``<case>_overlay.png``.
         keep_largest: keep the largest component per kidney (``--keep-all-components`` = False).
         progress: progress bar for cohorts on a terminal.
-        threads: torch intra-op threads (0 = torch's default).
+        threads: torch intra-op threads and SimpleITK's threads (0 = their defaults).
         secondary: second sequence of the same exam (``unsupervised-cluster``, ``em-unet3d``).
         pixel_spacing_mm: 2D frames without a spacing of their own (``us-ensemble``).
         output_type: one of :data:`OUTPUT_TYPES`.

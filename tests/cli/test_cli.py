@@ -317,3 +317,26 @@ def test_verbose_reports_each_stage_and_loads_the_model_once(tmp_path):
                                                                          if ln.startswith(f"{case}: done")][0]]
     r = cli("segment", tmp_path / "a.nii.gz", "-o", tmp_path / "out2", "--no-tta", "--no-overlay")
     assert r.returncode == 0 and not [ln for ln in r.stderr.splitlines() if ln.startswith("a: ")], r.stderr
+
+
+def test_threads_caps_simpleitk_as_well_as_torch(tmp_path):
+    """`--threads N` is the CPU budget of the whole command: N4 bias correction and registration
+    run in SimpleITK, whose own default is every core."""
+    import SimpleITK
+    import torch
+
+    from kidneyseg.cohort import run_segment
+    from kidneyseg.errors import InputError
+    from kidneyseg.runner import SegmentRequest
+
+    before = torch.get_num_threads(), SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    try:
+        torch.set_num_threads(2)
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
+        with pytest.raises(InputError):  # the budget is set before the inputs are checked
+            run_segment(SegmentRequest(out_dir=tmp_path / "o", inputs=[tmp_path / "missing.nii.gz"], threads=1))
+        assert torch.get_num_threads() == 1
+        assert SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1
+    finally:
+        torch.set_num_threads(before[0])
+        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(before[1])

@@ -39,7 +39,6 @@ def pipeline():
     on the canonical grid, the same for all 48 orders, so they add nothing to what these tests
     check, and cost four passes per segmentation (``test_segment_output_bytes_identical_in_two_processes``
     and the CLI tests run the default, with TTA)."""
-    torch.set_num_threads(2)
     pipe = get_pipeline("mr-t2-unet", device="cpu")
     pipe.disable_tta()
     return pipe
@@ -110,12 +109,13 @@ def test_mask_keeps_grid_for_random_affines(real_case, pipeline, tmp_path, perm,
 def test_deterministic_across_runs_and_threads(real_case, pipeline):
     image, _, affine = real_case
     masks = []
+    before = torch.get_num_threads()
     try:
         for threads in (1, 2, 1, 2):
             torch.set_num_threads(threads)
             masks.append(pipeline.segment(Image(image, affine)).mask.array.tobytes())
     finally:
-        torch.set_num_threads(2)
+        torch.set_num_threads(before)
     assert len(set(masks)) == 1
 
 

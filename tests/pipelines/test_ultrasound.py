@@ -156,7 +156,6 @@ SIZE = (64, 64)
 def phantom_model(tmp_path_factory):
     from kidneyseg.training.us import USSample, USTrainConfig, train_us_ensemble
 
-    torch.set_num_threads(2)
     train = [USSample(p.image, p.capsule, p.sector) for p in make_phantoms(48, 1, SIZE)]
     val = [USSample(p.image, p.capsule, p.sector) for p in make_phantoms(20, 2, SIZE)]
     cfg = USTrainConfig(members=("deeplabv3plus_resnet18", "linknet_resnet18"), image_size=SIZE, epochs=12,
