@@ -176,8 +176,8 @@ def main() -> None:
                   f"the fold's CHAOS cases held out; folds {', '.join(args.cv_names)} of 5, {len(cv)} cases: "
                   f"{', '.join(r['case'] for r in cv)}): Dice right {_mean(cv, 'dice_kidney_right')}, left "
                   f"{_mean(cv, 'dice_kidney_left')}, against {_mean(same, 'dice_kidney_right')} / "
-                  f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`). "
-                  + ("" if len(cv) >= 14 else "The other folds were not run yet, so there is no 5-fold figure.")]
+                  f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`)."
+                  + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")]
     lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
               f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
