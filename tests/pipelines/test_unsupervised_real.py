@@ -14,6 +14,7 @@ from kidneyseg.api import example_dir
 from kidneyseg.io import Image, read_image
 from kidneyseg.metrics import dice
 from kidneyseg.pipelines.unsupervised import UnsupervisedConfig, UnsupervisedKidneyPipeline
+from kidneyseg.specs.unsupervised import ClusterConfig
 
 from ..conftest import cli, save_nifti
 
@@ -77,7 +78,10 @@ def test_secondary_sequence_is_registered_and_fused(real_crop):
     shifted = img.affine.copy()
     shifted[:3, 3] += (4.0, 3.0, 0.0)
     second = Image(np.sqrt(img.array - img.array.min()), shifted)  # another contrast, misplaced
-    cfg = UnsupervisedConfig(working_spacing_mm=5.0)  # coarser clustering keeps the test short
+    # coarser clustering, and a looser stop (epsilon 0.05: 55 iterations in all instead of 395, on
+    # this crop Dice 0.867 / 0.381 instead of 0.833 / 0.407), keep the test short; the CLI test
+    # above runs the default settings
+    cfg = UnsupervisedConfig(working_spacing_mm=5.0, cluster=ClusterConfig(epsilon=0.05))
     res = UnsupervisedKidneyPipeline(cfg).segment(img, secondary=second)
     truth = np.asarray(nib.load(str(ref)).dataobj)
     assert res.qc["kidney_count"] == 2
