@@ -53,6 +53,7 @@ def pytest_collection_modifyitems(config, items):
     rank = {name: i for i, name in enumerate(SLOW_FILES_FIRST)}
     items.sort(key=lambda item: rank.get(item.nodeid.split("::")[0].removeprefix("tests/"), len(rank)))  # stable
 
+
 needs_chaos = pytest.mark.skipif(not CHAOS.is_dir(), reason="../shared/data/chaos_t2 not present")
 needs_shared = pytest.mark.skipif(not SHARED_DATA.is_dir(), reason="../shared/data not present")
 
