@@ -32,11 +32,9 @@ def _share_cores_between_workers() -> None:
         return
     share = max(1, (os.cpu_count() or 1) // workers)
     os.environ.setdefault("OMP_NUM_THREADS", str(share))
-    import SimpleITK
-    import torch
+    from kidneyseg.inference.cpu import set_cpu_threads
 
-    torch.set_num_threads(share)
-    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(share)
+    set_cpu_threads(share)
 
 
 _share_cores_between_workers()
@@ -169,14 +167,11 @@ def cli(*args, cwd: Path | None = None) -> CliRun:
     argv = [str(a) for a in args]
     out, err = io.StringIO(), io.StringIO()
     before = os.getcwd()
-    import torch
+    from kidneyseg.inference.cpu import cpu_threads, set_cpu_threads
 
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    import SimpleITK
-
-    threads = torch.get_num_threads()  # --threads N must not outlive the command
-    itk_threads = SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    threads = cpu_threads()  # torch's and SimpleITK's: --threads N must not outlive the command
     try:
         if cwd is not None:
             os.chdir(cwd)
@@ -189,7 +184,6 @@ def cli(*args, cwd: Path | None = None) -> CliRun:
     finally:
         root.handlers = handlers
         root.setLevel(level)
-        torch.set_num_threads(threads)
-        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(itk_threads)
+        set_cpu_threads(*threads)
         os.chdir(before)
     return CliRun(argv, int(code), out.getvalue(), err.getvalue())

@@ -127,11 +127,9 @@ def run_segment(request: SegmentRequest) -> SegmentSummary:
         InputError: as :func:`segment_files`.
     """
     if request.threads > 0:
-        import SimpleITK
-        import torch
+        from .inference.cpu import set_cpu_threads
 
-        torch.set_num_threads(request.threads)
-        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(request.threads)  # N4, registration, resampling
+        set_cpu_threads(request.threads)
     request.check()
     modality = PIPELINES[request.pipeline].modality
     case_names = None

@@ -26,12 +26,10 @@ class _Worker:
     """A Ray actor: one model load, then one case per :meth:`run` call."""
 
     def __init__(self, request, opts, secondary, threads: int) -> None:
-        import SimpleITK
-        import torch
-
         if threads:
-            torch.set_num_threads(threads)
-            SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(threads)
+            from .inference.cpu import set_cpu_threads
+
+            set_cpu_threads(threads)
         self.request = request
         self.opts = opts
         self.secondary = secondary

@@ -327,16 +327,14 @@ def test_threads_caps_simpleitk_as_well_as_torch(tmp_path):
 
     from kidneyseg.cohort import run_segment
     from kidneyseg.errors import InputError
+    from kidneyseg.inference.cpu import set_cpu_threads
     from kidneyseg.runner import SegmentRequest
 
-    before = torch.get_num_threads(), SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()
+    before = set_cpu_threads(2)
     try:
-        torch.set_num_threads(2)
-        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(2)
         with pytest.raises(InputError):  # the budget is set before the inputs are checked
             run_segment(SegmentRequest(out_dir=tmp_path / "o", inputs=[tmp_path / "missing.nii.gz"], threads=1))
         assert torch.get_num_threads() == 1
         assert SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads() == 1
     finally:
-        torch.set_num_threads(before[0])
-        SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(before[1])
+        set_cpu_threads(*before)

@@ -51,6 +51,36 @@ def instance_norm_as_group_norm(network: nn.Module) -> int:
     return replaced
 
 
+def cpu_threads() -> tuple[int, int]:
+    """This process's CPU thread budget: ``(torch intra-op threads, SimpleITK's global default)``."""
+    import SimpleITK
+
+    return torch.get_num_threads(), SimpleITK.ProcessObject.GetGlobalDefaultNumberOfThreads()
+
+
+def set_cpu_threads(threads: int, itk_threads: int | None = None) -> tuple[int, int]:
+    """Set this process's CPU thread budget: torch's intra-op threads and SimpleITK's global
+    default number of threads (N4 bias correction, registration, resampling; ITK's own default is
+    every core).
+
+    Args:
+        threads: torch's intra-op threads, >= 1.
+        itk_threads: SimpleITK's threads; ``None`` = ``threads``.
+
+    Returns:
+        the previous ``(torch, SimpleITK)`` counts, so that ``set_cpu_threads(*previous)``
+        restores them.
+
+    Source: ``torch.set_num_threads``; SimpleITK ``ProcessObject.SetGlobalDefaultNumberOfThreads``.
+    """
+    import SimpleITK
+
+    previous = cpu_threads()
+    torch.set_num_threads(threads)
+    SimpleITK.ProcessObject.SetGlobalDefaultNumberOfThreads(threads if itk_threads is None else itk_threads)
+    return previous
+
+
 def map_splitting_threads(fn, items: list, parallel: bool = True) -> list:
     """``[fn(x) for x in items]``, with up to ``len(items)`` calls at once in threads that each
     get an equal share of torch's intra-op threads (torch's own are restored afterwards).
