@@ -236,6 +236,32 @@ def test_two_boxes_run_side_by_side_as_each_would_alone_with_its_threads(body_ph
         assert m1.any() and np.array_equal(m1, m2) and i1 == i2
 
 
+def test_registration_is_the_same_on_every_run_with_seed_0():
+    # SimpleITK reads a sampling seed of 0 as "seed from the wall clock": before the fix two
+    # runs with the default seed 0 gave different images
+    import SimpleITK as sitk
+
+    from kidneyseg.preprocess.registration import _itk_seed, sampling_percentages
+
+    img = read_image(example_dir() / "image_39.nii.gz", dtype=np.float32)
+    crop = img.array[60:180, 60:140, 6:18]
+    aff = img.affine.copy()
+    aff[:3, 3] = aff[:3, :3] @ np.array([60, 60, 6]) + aff[:3, 3]
+    moved = aff.copy()
+    moved[:3, 3] += (3.0, -2.0, 0.0)
+    fixed, moving = Image(crop, aff), Image(np.sqrt(crop - crop.min()), moved)
+    a = register_to(fixed, moving, metric="mi", iterations=5, max_samples=3000)
+    b = register_to(fixed, moving, metric="mi", iterations=5, max_samples=3000)
+    assert np.array_equal(a.image.array, b.image.array) and a.metric_value == b.metric_value
+    assert _itk_seed(0) != sitk.sitkWallClock
+    with pytest.raises(ValueError, match="seed"):
+        register_to(fixed, moving, seed=-1)
+    # the cap: 20 % of each level's voxels until that exceeds max_samples
+    assert sampling_percentages(1000, None) == [0.2, 0.2, 0.2]
+    assert sampling_percentages(64_000_000, 100_000) == pytest.approx([0.1, 0.0125, 100_000 / 64_000_000])
+    assert sampling_percentages(64_000, 100_000) == [0.2, 0.2, 0.2]
+
+
 def test_registration_undoes_a_known_shift():
     img = read_image(example_dir() / "image_39.nii.gz", dtype=np.float32)
     crop = img.array[40:200, 50:150, 4:20]

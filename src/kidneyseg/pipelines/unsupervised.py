@@ -140,7 +140,8 @@ class UnsupervisedKidneyPipeline:
             secondary = check_volume(secondary, "secondary image")
             sec_c, _ = to_canonical(secondary.with_array(np.asarray(secondary.array, dtype=np.float32)))
             sec_corr, _ = n4_bias_correct(sec_c, cfg.n4_iterations, cfg.n4_fitting_levels)
-            channels.append(register_to(corrected, sec_corr, cfg.registration_metric).image.array)
+            channels.append(register_to(corrected, sec_corr, cfg.registration_metric,
+                                        max_samples=cfg.registration_max_samples).image.array)
         midline = body_midline_x_mm(canon.array, canon.affine)
         found = detect_kidney_rois(corrected.array, canon.affine, cfg.roi, midline)
         return Regions(image, canon, reo, channels, found)

@@ -49,9 +49,48 @@ def _to_sitk(image: Image):
     return out
 
 
-def _method(metric: str, seed: int):
-    """A registration method with the settings both stages share: metric, 20 % random
-    sampling, linear interpolation, shrink 4/2/1 with smoothing 2/1/0 voxels."""
+MAX_SAMPLES = 5_000
+"""Default cap on the metric's random samples per resolution level (``benchmarks/registration.py``:
+on CHAOS 39 and its crop the cap leaves the error unchanged and cuts the time several-fold;
+elastix's random samplers use a few thousand samples per iteration too)."""
+
+SHRINK_FACTORS = (4, 2, 1)
+"""Shrink factor of each resolution level (smoothing sigmas 2, 1, 0 voxels)."""
+
+
+def sampling_percentages(n_voxels: int, max_samples: int | None, percentage: float = 0.2) -> list[float]:
+    """Share of the fixed image's voxels the metric samples at each level of
+    :data:`SHRINK_FACTORS`: ``percentage``, but at most ``max_samples`` voxels of that level's
+    shrunk image (``None``: no cap).
+
+    Args:
+        n_voxels: voxels of the full-resolution fixed image.
+        max_samples: largest number of samples per level, or ``None``.
+        percentage: the share without a cap (0..1].
+
+    Returns:
+        one share per level, each in (0, ``percentage``].
+    """
+    out = []
+    for s in SHRINK_FACTORS:
+        level = max(1, n_voxels // s**3)
+        out.append(percentage if max_samples is None else min(percentage, max_samples / level))
+    return out
+
+
+def _itk_seed(seed: int) -> int:
+    """SimpleITK's seed for ``seed``: ITK reads 0 as "seed from the wall clock"
+    (``sitk.sitkWallClock``), so a caller's seed 0 would give a different result on every run;
+    ``seed + 1`` keeps every caller's seed fixed."""
+    if seed < 0:
+        raise ValueError(f"seed: expected >= 0, got {seed}")
+    return seed + 1
+
+
+def _method(metric: str, seed: int, percentages: list[float]):
+    """A registration method with the settings both stages share: metric, random sampling of
+    ``percentages`` per level (seeded), linear interpolation, shrink 4/2/1 with smoothing
+    2/1/0 voxels."""
     import SimpleITK as sitk
 
     reg = sitk.ImageRegistrationMethod()
@@ -62,21 +101,22 @@ def _method(metric: str, seed: int):
     else:
         reg.SetMetricAsMattesMutualInformation(numberOfHistogramBins=32)
     reg.SetMetricSamplingStrategy(reg.RANDOM)
-    reg.SetMetricSamplingPercentage(0.2, seed)
+    reg.SetMetricSamplingPercentagePerLevel(percentages, _itk_seed(seed))
     reg.SetInterpolator(sitk.sitkLinear)
-    reg.SetShrinkFactorsPerLevel([4, 2, 1])
+    reg.SetShrinkFactorsPerLevel(list(SHRINK_FACTORS))
     reg.SetSmoothingSigmasPerLevel([2, 1, 0])
     return reg
 
 
 def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tuple[int, int, int] = (4, 4, 2),
-                iterations: int = 50, seed: int = 0) -> Registered:
+                iterations: int = 50, seed: int = 0, max_samples: int | None = MAX_SAMPLES) -> Registered:
     """Warp ``moving`` onto ``fixed``: a rigid stage then a B-spline deformable stage.
 
     Both images are placed in world space by their affines, so a moving image of another
     grid, orientation or field of view is handled; the rigid stage starts from the
     images' geometric centres. Each stage is multi-resolution (shrink 4, 2, 1; smoothing
-    2, 1, 0 voxels), samples 20 % of voxels at random (``seed``) and optimises with
+    2, 1, 0 voxels), samples 20 % of each level's voxels at random, at most ``max_samples``
+    (``seed``), and optimises with
     SimpleITK's regular-step gradient descent (rigid) and L-BFGS-B (B-spline). The warped
     image is resampled with linear interpolation on the fixed grid; outside the moving
     image's field of view it is 0.
@@ -88,13 +128,17 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
             contrasts).
         mesh_size: B-spline control grid over the fixed image, per axis.
         iterations: optimiser iterations per level and stage.
-        seed: seed of the metric's random sampling (deterministic result).
+        seed: seed of the metric's random sampling, >= 0 (the same result on every run; see
+            :func:`_itk_seed`).
+        max_samples: cap on the metric's samples per level (:func:`sampling_percentages`);
+            ``None`` samples 20 % of every level, as before 2026-12-03 (several times slower
+            on a whole abdominal MR, no more accurate: ``benchmarks/registration.py``).
 
     Returns:
         :class:`Registered`.
 
     Raises:
-        ValueError: unknown metric, or an image that is not 3D.
+        ValueError: unknown metric, an image that is not 3D, or a negative seed.
         RegistrationError: SimpleITK failed, the metric is not finite, or the images do not
             overlap after registration.
 
@@ -111,7 +155,8 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
     try:
         rigid = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        reg = _method(metric, seed)
+        percentages = sampling_percentages(int(np.prod(fixed.shape)), max_samples)
+        reg = _method(metric, seed, percentages)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations)
         reg.SetOptimizerScalesFromPhysicalShift()
         reg.SetInitialTransform(rigid, inPlace=True)
@@ -119,7 +164,7 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
         m_rigid = sitk.Resample(m, f, rigid, sitk.sitkLinear, 0.0, sitk.sitkFloat32)
 
         bspline = sitk.BSplineTransformInitializer(f, list(mesh_size))
-        reg2 = _method(metric, seed)
+        reg2 = _method(metric, seed, percentages)
         reg2.SetOptimizerAsLBFGSB(gradientConvergenceTolerance=1e-5, numberOfIterations=iterations)
         reg2.SetInitialTransform(bspline, inPlace=True)
         reg2.Execute(f, m_rigid)
@@ -138,4 +183,4 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
     return Registered(fixed.with_array(np.ascontiguousarray(arr, dtype=np.float32)), metric, value, stop)
 
 
-__all__ = ["METRICS", "Registered", "RegistrationError", "register_to"]
+__all__ = ["MAX_SAMPLES", "METRICS", "Registered", "RegistrationError", "register_to", "sampling_percentages"]

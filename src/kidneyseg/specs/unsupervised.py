@@ -100,6 +100,9 @@ class UnsupervisedConfig(SpecConfig):
             extends (``seed_share`` of :func:`~kidneyseg.postprocess.clusters.select_kidney_clusters`;
             the clamp then cuts it); ``None`` leaves the rule out. Ignored without the clamp.
         registration_metric: ``"ncc"``, ``"mse"`` or ``"mi"`` for a second sequence.
+        registration_max_samples: cap on the registration metric's random samples per level
+            (``max_samples`` of :func:`kidneyseg.preprocess.registration.register_to`);
+            ``None`` samples 20 % of every level.
     """
 
     method: str = "cluster3d"
@@ -114,12 +117,15 @@ class UnsupervisedConfig(SpecConfig):
     clamp_to_seed: bool = True
     selection_seed_share: float | None = 0.5
     registration_metric: str = "mi"
+    registration_max_samples: int | None = 5_000
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"method: expected one of {METHODS}, got {self.method!r}")
         if self.registration_metric not in ("ncc", "mse", "mi"):
             raise ValueError(f"registration_metric: expected ncc, mse or mi, got {self.registration_metric!r}")
+        if self.registration_max_samples is not None and self.registration_max_samples < 1:
+            raise ValueError(f"registration_max_samples: expected None or >= 1, got {self.registration_max_samples}")
         if self.working_spacing_mm < 0 or self.selection_radius_mm < 0:
             raise ValueError("working_spacing_mm and selection_radius_mm must be >= 0")
         if not 0 <= self.selection_min_fraction <= 1:
