@@ -41,6 +41,7 @@ benchmark: install
 	$(BIN)/python benchmarks/kidneyus_interobserver.py
 	# docs/pipelines.md
 	$(BIN)/python benchmarks/unsupervised.py
+	$(BIN)/python benchmarks/registration.py
 	$(BIN)/python benchmarks/kidneyus_reader.py
 	$(BIN)/python benchmarks/us_phantoms.py
 	$(BIN)/python benchmarks/us_ensemble_chaos.py
