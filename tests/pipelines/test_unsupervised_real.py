@@ -80,8 +80,8 @@ def test_secondary_sequence_is_registered_and_fused(real_crop):
     second = Image(np.sqrt(img.array - img.array.min()), shifted)  # another contrast, misplaced
     # coarser clustering, and a looser stop (epsilon 0.05: 55 iterations in all instead of 395),
     # keep the test short; the CLI test above runs the default settings. On this crop: Dice
-    # 0.870 / 0.388 with the default registration (5000 metric samples per level), 0.824 / 0.381
-    # with 20 % of every level sampled (before 2026-12-03, then seeded from the wall clock)
+    # 0.870 / 0.388 with the default registration (at most 5000 metric samples per level),
+    # 0.824 / 0.381 with 20 % of every level sampled (the setting before 2026-12-03), both seeded
     cfg = UnsupervisedConfig(working_spacing_mm=5.0, cluster=ClusterConfig(epsilon=0.05))
     res = UnsupervisedKidneyPipeline(cfg).segment(img, secondary=second)
     truth = np.asarray(nib.load(str(ref)).dataobj)

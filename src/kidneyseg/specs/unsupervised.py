@@ -12,6 +12,7 @@ import numpy as np
 
 from ..io import Image, Reorientation
 from ..localize import ROIConfig, ROIResult
+from ..preprocess.registration import MAX_SAMPLES
 from .base import SpecConfig
 
 PRECISIONS = ("auto", "float32", "bfloat16")
@@ -102,7 +103,8 @@ class UnsupervisedConfig(SpecConfig):
         registration_metric: ``"ncc"``, ``"mse"`` or ``"mi"`` for a second sequence.
         registration_max_samples: cap on the registration metric's random samples per level
             (``max_samples`` of :func:`kidneyseg.preprocess.registration.register_to`);
-            ``None`` samples 20 % of every level.
+            ``None`` samples 20 % of every level. Default
+            :data:`kidneyseg.preprocess.registration.MAX_SAMPLES` (5000).
     """
 
     method: str = "cluster3d"
@@ -117,7 +119,7 @@ class UnsupervisedConfig(SpecConfig):
     clamp_to_seed: bool = True
     selection_seed_share: float | None = 0.5
     registration_metric: str = "mi"
-    registration_max_samples: int | None = 5_000
+    registration_max_samples: int | None = MAX_SAMPLES
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
