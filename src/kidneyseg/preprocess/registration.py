@@ -82,9 +82,7 @@ def sampling_percentages(n_voxels: int, max_samples: int | None, percentage: flo
 def _itk_seed(seed: int) -> int:
     """SimpleITK's seed for ``seed``: ITK reads 0 as "seed from the wall clock"
     (``sitk.sitkWallClock``), so a caller's seed 0 would give a different result on every run;
-    ``seed + 1`` keeps every caller's seed fixed."""
-    if seed < 0:
-        raise ValueError(f"seed: expected >= 0, got {seed}")
+    ``seed + 1`` keeps every caller's seed (>= 0, checked by :func:`register_to`) fixed."""
     return seed + 1
 
 
@@ -151,12 +149,14 @@ def register_to(fixed: Image, moving: Image, metric: str = "mi", mesh_size: tupl
         raise ValueError(f"metric: expected one of {METRICS}, got {metric!r}")
     if fixed.ndim != 3 or moving.ndim != 3:
         raise ValueError(f"expected 3D images, got shapes {fixed.shape} and {moving.shape}")
+    if seed < 0:
+        raise ValueError(f"seed: expected >= 0, got {seed}")
+    percentages = sampling_percentages(int(np.prod(fixed.shape)), max_samples)
     f = _to_sitk(fixed)
     m = _to_sitk(moving)
     try:
         rigid = sitk.CenteredTransformInitializer(f, m, sitk.Euler3DTransform(),
                                                   sitk.CenteredTransformInitializerFilter.GEOMETRY)
-        percentages = sampling_percentages(int(np.prod(fixed.shape)), max_samples)
         reg = _method(metric, seed, percentages)
         reg.SetOptimizerAsRegularStepGradientDescent(learningRate=1.0, minStep=1e-3, numberOfIterations=iterations)
         reg.SetOptimizerScalesFromPhysicalShift()
