@@ -1,7 +1,8 @@
 """QC settings of an MR model from held-out predictions (rule: benchmarks/README.md, "CHAOS
 cross-validation of the multiprotocol recipe").
 
-    python benchmarks/mr_qc_thresholds.py --rows MODEL[:DOMAIN]=TAG_PREFIX [--rows ...] [--min-dice 0.80]
+    python benchmarks/mr_qc_thresholds.py --rows MODEL[:DOMAIN]=TAG_PREFIX [--rows ...] \
+        [--volume-rows MODEL[:DOMAIN]=TAG_PREFIX ...] [--min-dice 0.80] [--out MD]
 
 Reads the rows of ``benchmarks/results/mr_generalisation.jsonl`` whose ``model`` is MODEL,
 whose ``domain`` is DOMAIN (``ukat`` or ``chaos``; any when left out) and whose ``tag`` starts
@@ -46,26 +47,35 @@ def threshold(rows: list[dict], min_dice: float) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", action="append", required=True, metavar="MODEL[:DOMAIN]=TAG_PREFIX")
+    ap.add_argument("--volume-rows", action="append", default=None, metavar="MODEL[:DOMAIN]=TAG_PREFIX",
+                    help="rows whose expert volumes give validated_volume_ml (default: the --rows); the expert "
+                         "volumes do not depend on the model, so an ensemble can keep its recipe's range")
     ap.add_argument("--min-dice", type=float, default=0.80)
     ap.add_argument("--jsonl", type=Path, default=RESULTS / "mr_generalisation.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_qc_thresholds.md")
     args = ap.parse_args()
     every = [json.loads(line) for line in open(args.jsonl)]
-    rows = []
-    for spec in args.rows:
-        model, _, prefix = spec.partition("=")
-        model, _, domain = model.partition(":")
-        picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
-                  and domain in ("", r["domain"])]
-        if not picked:
-            ap.error(f"--rows {spec}: no such rows in {args.jsonl}")
-        rows += picked
+
+    def pick(specs: list[str], option: str) -> list[dict]:
+        out = []
+        for spec in specs:
+            model, _, prefix = spec.partition("=")
+            model, _, domain = model.partition(":")
+            picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
+                      and domain in ("", r["domain"])]
+            if not picked:
+                ap.error(f"{option} {spec}: no such rows in {args.jsonl}")
+            out += picked
+        return out
+
+    rows = pick(args.rows, "--rows")
+    volume_rows = rows if args.volume_rows is None else pick(args.volume_rows, "--volume-rows")
     t_all = threshold(rows, args.min_dice)
     loo = []
     for i, r in enumerate(rows):
         t = threshold(rows[:i] + rows[i + 1:], args.min_dice)
         loo.append((r, t, r["uncertain_fraction"] > t))
-    vols = [r[f"{s}_ref_ml"] for r in rows if r.get("scope") == "volume" for s in SIDES if r.get(f"{s}_ref_ml")]
+    vols = [r[f"{s}_ref_ml"] for r in volume_rows if r.get("scope") == "volume" for s in SIDES if r.get(f"{s}_ref_ml")]
     lo, hi = (min(vols), max(vols)) if vols else (None, None)
 
     def volume_flag(r):  # with the new range, on the whole scan's predicted volumes (None: not recorded)
@@ -80,7 +90,8 @@ def main() -> None:
     def either(xs):  # flagged by low_confidence or by the new volume range
         return sum(bool(f or v) for _, _, f, v in xs)
     settings = {"low_confidence_threshold": round(t_all, 3),
-                "validated_volume_ml": [min(vols), max(vols)] if vols else None}
+                "validated_volume_ml": [min(vols), max(vols)] if vols else None,
+                "chosen_on": f"{len(rows)} held-out predictions ({len(wins)} successes): " + ", ".join(args.rows)}
     md = ["# QC settings from held-out predictions", "",
           f"Written by `benchmarks/mr_qc_thresholds.py` from {len(rows)} rows of `{args.jsonl.name}`: "
           + ", ".join(f"`{s}`" for s in args.rows) + f". Failure: either kidney Dice < {args.min_dice}.", "",
@@ -89,7 +100,8 @@ def main() -> None:
           f"{sum(f for _, _, f, _ in fails)} of {len(fails)}, successes flagged: "
           f"{sum(f for _, _, f, _ in wins)} of {len(wins)}",
           f"- `validated_volume_ml`: {settings['validated_volume_ml']} (expert single-kidney volumes of "
-          f"{sum(r.get('scope') == 'volume' for r in rows)} whole-volume rows)",
+          f"{sum(r.get('scope') == 'volume' for r in volume_rows)} whole-volume rows"
+          + ("" if args.volume_rows is None else ": " + ", ".join(f"`{s}`" for s in args.volume_rows)) + ")",
           f"- either flag (`low_confidence` leave-one-case-out, or a whole-scan kidney volume outside that range; "
           f"rows without recorded scan volumes count by `low_confidence` only): failures {either(fails)} of "
           f"{len(fails)}, successes {either(wins)} of {len(wins)}", "",

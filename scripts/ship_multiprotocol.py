@@ -1,10 +1,12 @@
 """Ship a ``recipe="multiplane"`` model as ``mr_multiprotocol_kidney`` with its model card.
 
-Usage: python scripts/ship_multiprotocol.py --final RUN_DIR --rows benchmarks/results/mr_generalisation.jsonl \
+Usage: python scripts/ship_multiprotocol.py --final RUN_DIR [RUN_DIR ...] --rows benchmarks/results/mr_generalisation.jsonl \
            --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] \
            [--qc-settings QC.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
 
-``--final-name`` / ``--proxy-name`` / ``--lodo-name`` are the ``model`` names of
+``--final`` is the training run folder of the model to ship; with two or more (seeds of one
+recipe) the shipped folder is their softmax ensemble (:func:`kidneyseg.training.ensemble.make_ensemble`),
+each member's training log kept beside its weights. ``--final-name`` / ``--proxy-name`` / ``--lodo-name`` are the ``model`` names of
 ``benchmarks/mr_generalisation.py`` rows: the final model (all data), the same recipe without the
 Siemens scans (scored on them: a held-out scanner), and the recipe without any ukat scan
 (leave-one-domain-out). ``--cv-names`` are the row names of this recipe's CHAOS
@@ -28,8 +30,9 @@ import numpy as np
 import torch
 
 from kidneyseg.inference.settings import InferenceConfig, write_inference_config
-from kidneyseg.models.store import sha256
+from kidneyseg.models.store import ENSEMBLE, read_ensemble, sha256
 from kidneyseg.postprocess.quality import outside_range
+from kidneyseg.training.ensemble import make_ensemble
 
 
 def _mean(rows: list[dict], key: str) -> str:
@@ -47,13 +50,16 @@ def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[s
     return low, vol
 
 
-def _table(rows: list[dict], threshold: float, validated: tuple[float, float]) -> list[str]:
+def _table(rows: list[dict], threshold: float, validated: tuple[float, float], confidence: bool = True) -> list[str]:
+    """Markdown rows; ``confidence=False`` leaves ``low_confidence`` out (rows of a model whose
+    ``uncertain_fraction`` is not on the shipped threshold's scale, e.g. one seed of an ensemble)."""
     out = ["| scan | scope | Dice right | Dice left | volume right / left, pred / ref (mL) | uncertain_fraction | low_confidence | volume_outside_validated_range |",
            "| --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
         vol = (f"{r['kidney_right_ml']:.0f} / {r['kidney_right_ref_ml']:.0f}, {r['kidney_left_ml']:.0f} / {r['kidney_left_ref_ml']:.0f}"
                if "kidney_right_ml" in r else "-")
         low, out_of_range = _flags(r, threshold, validated)
+        low = low if confidence else "-"
         out.append(f"| {r['domain']} {r['case']} | {r['scope']} | {r.get('dice_kidney_right', '-')} | {r.get('dice_kidney_left', '-')} | "
                    f"{vol} | {r.get('uncertain_fraction', '-')} | {low} | {out_of_range} |")
     return out
@@ -65,22 +71,31 @@ def _relative(path: str) -> str:
 
 
 def _latest(rows: list[dict], model: str) -> list[dict]:
-    """The model's rows of its latest run (one row per case)."""
+    """The model's latest row of each case it was scored on (a model may be scored on its
+    domains in separate runs), in the order the cases were first scored."""
     mine = [r for r in rows if r["model"] == model]
     if not mine:
         raise SystemExit(f"no rows of model {model!r}")
-    last = max(r["date"] for r in mine)
-    return [r for r in mine if r["date"] == last]
+    latest: dict[tuple[str, str], dict] = {}
+    for r in mine:
+        key = (r["domain"], r["case"])
+        if key not in latest or r["date"] >= latest[key]["date"]:
+            latest[key] = r
+    return list(latest.values())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--final", required=True, type=Path)
+    ap.add_argument("--final", required=True, type=Path, nargs="+",
+                    help="run folder(s) of the model to ship; two or more are shipped as their softmax ensemble")
     ap.add_argument("--rows", required=True, type=Path)
     ap.add_argument("--final-name", required=True)
     ap.add_argument("--proxy-name", default=None, help="optional: the recipe without the Siemens scans")
     ap.add_argument("--lodo-name", required=True)
     ap.add_argument("--cv-names", nargs="*", default=[])
+    ap.add_argument("--cv-single", action="store_true",
+                    help="the CV folds are single models while the shipped model is an ensemble: their rows show no "
+                         "low_confidence (their uncertain_fraction is not on the ensemble's scale)")
     ap.add_argument("--qc-settings", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
@@ -96,14 +111,31 @@ def main() -> None:
         qc = json.loads(args.qc_settings.read_text())
         threshold, validated = qc["low_confidence_threshold"], tuple(qc["validated_volume_ml"])
         qc_how = ("the largest uncertain_fraction of a held-out success (no kidney below Dice 0.80): "
-                  "benchmarks/mr_qc_thresholds.py, rule in benchmarks/README.md")
-    dest = args.dest
+                  "benchmarks/mr_qc_thresholds.py, rule in benchmarks/README.md"
+                  + (f"; chosen on {qc['chosen_on']}" if qc.get("chosen_on") else ""))
+    dest, runs = args.dest, args.final
+    staged = dest.with_name(dest.name + ".staged")
+    if staged.exists():
+        shutil.rmtree(staged)
+    if len(runs) > 1:  # the members' weights, config.json and ensemble.json, checked by make_ensemble
+        make_ensemble(runs, staged)
+        spec = json.loads((staged / ENSEMBLE).read_text())
+        for m in spec["members"]:  # provenance without this machine's paths
+            m["source"] = _relative(str(Path(m["source"]).resolve()))
+        (staged / ENSEMBLE).write_text(json.dumps(spec, indent=2) + "\n")
+        (staged / "inference.json").unlink(missing_ok=True)  # written below
+    else:
+        staged.mkdir(parents=True)
+        shutil.copy2(runs[0] / "model.pt", staged / "model.pt")
+        shutil.copy2(runs[0] / "config.json", staged / "config.json")
+    for i, run in enumerate(runs):
+        suffix = "" if i == 0 else f"_{i}"
+        shutil.copy2(run / "training_log.csv", staged / f"training_log{suffix}.csv")
+        shutil.copy2(run / "training_summary.json", staged / f"training_summary{suffix}.json")
     if dest.exists():
         shutil.rmtree(dest)
-    dest.mkdir(parents=True)
-    for name in ("model.pt", "training_log.csv", "training_summary.json"):
-        shutil.copy2(args.final / name, dest / name)
-    cfg = json.loads((args.final / "config.json").read_text())
+    staged.rename(dest)
+    cfg = json.loads((dest / "config.json").read_text())
     cfg["dataset"] = _relative(cfg["dataset"])  # data paths relative to the repository, not this machine
     cfg["extra_datasets"] = [[_relative(d), layout] for d, layout in cfg.get("extra_datasets", [])]
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
@@ -115,9 +147,15 @@ def main() -> None:
                       f"{threshold} ({qc_how})"))
     write_inference_config(settings, dest)
     cfg = json.loads((dest / "config.json").read_text())
-    summary = json.loads((dest / "training_summary.json").read_text())
+    members = read_ensemble(dest)
+    seeds = [json.loads((run / "config.json").read_text())["seed"] for run in runs]
+    minutes = [json.loads((run / "training_summary.json").read_text())["train_seconds"] / 60 for run in runs]
     n_params = sum(v.numel() for v in torch.load(dest / "model.pt", map_location="cpu", weights_only=True).values())
-    size_mb = (dest / "model.pt").stat().st_size / 1e6
+    size_mb = sum((dest / m["weights"]).stat().st_size for m in members) / 1e6
+    files = ", ".join(f"`{m['weights']}` (seed {seed}, sha256 `{sha256(dest / m['weights'])}`)"
+                      for m, seed in zip(members, seeds))
+    what = (f"the softmax average of {len(runs)} networks of one recipe trained with seeds {', '.join(map(str, seeds))} "
+            "(`ensemble.json`; `kidneyseg ensemble`)" if len(runs) > 1 else "one network")
     ukat_whole = [r for r in lodo if r["domain"] == "ukat" and r["scope"] == "volume"]
     ukat_slices = [r for r in lodo if r["domain"] == "ukat" and r["scope"] != "volume"]
     siemens = [r for r in proxy if r["domain"] == "ukat" and r["case"].startswith("siemens")]
@@ -129,14 +167,15 @@ def main() -> None:
         "which `mr_t2_kidney` is not confident or finds no kidney; on axial T2 `mr_t2_kidney` stays the better model "
         "(see below).", "",
         f"- **Date**: {dt.date.today().isoformat()}",
-        f"- **File**: `model.pt`, {size_mb:.1f} MB, {n_params:,} parameters, sha256 `{sha256(dest / 'model.pt')}`",
+        f"- **Files**: {size_mb:.1f} MB, {n_params:,} parameters per network: {files}.",
+        f"- **Model**: {what}.",
         "- **Labels written**: 1 `kidney_right`, 2 `kidney_left` (patient's sides, from world coordinates after "
         "connected components, as `mr-t2-unet`).",
         f"- **Architecture**: MONAI `UNet` 2D, channels {tuple(cfg['channels'])}, {cfg['num_res_units']} residual unit(s), "
         "instance norm, one input slice, classes background / kidney / liver / spleen.",
         "- **Inference**: the volume is z-scored (0.5/99.5 percentile clip), cut into slices in its acquisition plane "
         "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel), each resampled to "
-        f"{cfg['target_spacing_mm']} mm; one pass, argmax; `inference.json` holds the QC settings.",
+        f"{cfg['target_spacing_mm']} mm; one pass per network, mean softmax, argmax; `inference.json` holds the QC settings.",
         f"- **Training**: {cfg['iterations']} iterations of AdamW (lr {cfg['learning_rate']}, poly decay), batch "
         f"{cfg['batch_size']} patches of {cfg['patch_size'][0]} x {cfg['patch_size'][1]} at {cfg['target_spacing_mm']} mm "
         f"isotropic, planes axial : coronal : sagittal = {cfg['plane_weights']['axial']} : {cfg['plane_weights']['coronal']} : "
@@ -146,13 +185,14 @@ def main() -> None:
         "the rest real slices (half through a random intensity curve); "
         + ("axial and coronal patches mirrored left-right half of the time; " if cfg.get("augment_flip_lr") else "")
         + "Dice + cross-entropy for partly labelled targets, "
-        f"foreground oversampling {cfg['foreground_fraction']}, seed {cfg['seed']}. Full config: `config.json`; recipe "
+        f"foreground oversampling {cfg['foreground_fraction']}, seed {', '.join(map(str, seeds))}. Full config: `config.json`; recipe "
         "`configs/mr_multiprotocol.json`.",
         "- **Training data**: CHAOS MR T2-SPIR, 14 cases (not case 39, the bundled example; CC BY-SA 4.0, Kavur et al., "
         "Medical Image Analysis 69, 2021, Zenodo 3431873) and all 23 ukat gradient-echo scans (3 with whole-kidney masks, "
         "20 with one labelled slice; UKRIN Kidney Analysis Toolbox, GPL-3.0).",
-        f"- **Training time**: {summary['train_seconds'] / 60:.1f} min on {platform.machine()} CPU, torch {torch.__version__}, "
-        f"{cfg['num_threads']} intra-op thread(s), other jobs sharing the machine's 2 cores.", "",
+        f"- **Training time**: {' and '.join(f'{m:.1f}' for m in minutes)} min on {platform.machine()} CPU, torch "
+        f"{torch.__version__}, {cfg['num_threads']} intra-op thread(s), other jobs sharing the machine's 2 cores"
+        + (" (logs: `training_log*.csv`, `training_summary*.json`)." if len(runs) > 1 else "."), "",
         "## How it was validated (`benchmarks/mr_generalisation.py`)", "",
         "No test touches a scan the scored model was trained on. Models of this recipe, differing only in data:", "",
         f"1. **Leave-one-domain-out** (`{args.lodo_name}`: CHAOS only, no ukat) on the ukat gradient-echo scans: "
@@ -177,13 +217,17 @@ def main() -> None:
                   f"{', '.join(r['case'] for r in cv)}): Dice right {_mean(cv, 'dice_kidney_right')}, left "
                   f"{_mean(cv, 'dice_kidney_left')}, against {_mean(same, 'dice_kidney_right')} / "
                   f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`)."
-                  + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")]
+                  + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")
+                  + (" Each fold is one network (seed 0), not an ensemble; an ensemble's CV was not run."
+                     if args.cv_single else "")]
     lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
               f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
         lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy, threshold, validated)
     for name in args.cv_names:
-        lines += ["", f"`{name}` (cross-validation fold, this recipe):", ""] + _table(_latest(rows, name), threshold, validated)
+        lines += ["", f"`{name}` (cross-validation fold, this recipe"
+                  + (", one network: its uncertain_fraction is not on the ensemble's scale" if args.cv_single else "")
+                  + "):", ""] + _table(_latest(rows, name), threshold, validated, confidence=not args.cv_single)
     lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, threshold, validated)
     lines += [
         "", "## Domain checks", "",

@@ -75,3 +75,18 @@ def test_one_case_command_with_a_warm_cache_does_not_import_monai(cache, tmp_pat
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().splitlines()[-1] == "False"
     assert (tmp_path / "out" / "image_39_seg.nii.gz").is_file()
+
+
+def test_a_softmax_ensemble_is_traced_as_one_network(cache):
+    """The shipped multiprotocol model is a two-seed ensemble: its second load reads one traced
+    file holding both networks and their softmax average, with the same output."""
+    from kidneyseg.models.store import SoftmaxEnsemble
+
+    folder = default_model_dir("mr_multiprotocol_kidney")
+    first = load_model(folder, "cpu", "mr-multiprotocol-unet")
+    assert isinstance(first.network, SoftmaxEnsemble) and len(first.network.members) == 2
+    second = load_model(folder, "cpu", "mr-multiprotocol-unet")
+    assert isinstance(second.network, torch.jit.ScriptModule) and len(list(cache.glob("*.ts"))) == 1
+    with torch.inference_mode():
+        x = torch.randn(2, 1, 96, 128, generator=torch.Generator().manual_seed(0))
+        torch.testing.assert_close(second.network(x), first.network(x), atol=1e-5, rtol=0)

@@ -334,9 +334,10 @@ def test_multiprotocol_pipeline_is_registered():
 
 
 def test_shipped_multiprotocol_model_on_the_bundled_case():
-    """The shipped mr_multiprotocol_kidney on CHAOS case 39 (never trained on): the mask keeps the
-    input's grid and both kidneys are found (Dice 0.875 / 0.842 when shipped on 2026-12-03; the
-    model it replaced found only half the left kidney, 0.445), with no QC flag raised."""
+    """The shipped mr_multiprotocol_kidney (two seeds, softmax average) on CHAOS case 39 (never
+    trained on): the mask keeps the input's grid and both kidneys are found (Dice 0.909 / 0.860
+    when shipped; its seed-0 network alone 0.875 / 0.842; the first recipe found only half the left
+    kidney, 0.445), with no QC flag raised."""
     from kidneyseg.api import segment
     from kidneyseg.io import read_image
 
@@ -434,3 +435,17 @@ def test_left_right_mirror_of_multiplane_patches():
     x, y = sample_plane_batch([vol], cfg, np.random.default_rng(1), None)
     inside = x[:, 0] > 0
     assert torch.equal(inside, y[:, 0] == 1)
+
+
+def test_shipped_multiprotocol_model_is_an_intact_two_seed_ensemble():
+    """Each weight file of the shipped ensemble is the one its ensemble.json and model card name
+    (a packaging step that drops or swaps a member fails here, not on a user's scan)."""
+    from kidneyseg.models.store import default_model_dir, read_ensemble, sha256
+
+    folder = default_model_dir("mr_multiprotocol_kidney")
+    members = read_ensemble(folder)
+    card = (folder / "model_card.md").read_text()
+    assert [m["seed"] for m in members] == [0, 1]
+    for m in members:
+        assert sha256(folder / m["weights"]) == m["sha256"]
+        assert m["sha256"] in card

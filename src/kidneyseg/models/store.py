@@ -149,7 +149,7 @@ def resolve_device(device: str = "auto") -> torch.device:
 def load_model(folder: str | Path | None = None, device: str = "auto", pipeline: str = "mr-t2-unet") -> ModelBundle:
     """Load a trained model folder (default: the shipped MRI model).
 
-    A 2D single-network model is read from the traced-network cache when an earlier load
+    A 2D model (one network or a softmax ensemble) is read from the traced-network cache when an earlier load
     wrote it there (same weights, config, torch and kidneyseg versions, device type): the
     same logits without importing MONAI (:mod:`kidneyseg.models.compiled`); otherwise the
     MONAI network is built, loaded, and its traced copy cached for the next load.
@@ -174,8 +174,8 @@ def load_model(folder: str | Path | None = None, device: str = "auto", pipeline:
     dev = resolve_device(device)
     members = read_ensemble(folder)
     key = None
-    if config.spatial_dims == 2 and len(members) == 1:  # the traced copy, without MONAI (compiled.py)
-        key = cache_key([sha256(folder / members[0]["weights"])], config.to_dict(), dev)
+    if config.spatial_dims == 2:  # the traced copy (an ensemble's as one network), without MONAI (compiled.py)
+        key = cache_key([sha256(folder / m["weights"]) for m in members], config.to_dict(), dev)
         traced = load_traced(key, dev)
         if traced is not None:
             return ModelBundle(traced, config, folder, dev, read_inference_config(folder))
