@@ -191,7 +191,7 @@ def main() -> None:
         "Medical Image Analysis 69, 2021, Zenodo 3431873) and all 23 ukat gradient-echo scans (3 with whole-kidney masks, "
         "20 with one labelled slice; UKRIN Kidney Analysis Toolbox, GPL-3.0).",
         f"- **Training time**: {' and '.join(f'{m:.1f}' for m in minutes)} min on {platform.machine()} CPU, torch "
-        f"{torch.__version__}, {cfg['num_threads']} intra-op thread(s), other jobs sharing the machine's 2 cores"
+        f"{torch.__version__}, {cfg['num_threads']} intra-op thread(s) on a 2-core machine whose speed and load varied between runs"
         + (" (logs: `training_log*.csv`, `training_summary*.json`)." if len(runs) > 1 else "."), "",
         "## How it was validated (`benchmarks/mr_generalisation.py`)", "",
         "No test touches a scan the scored model was trained on. Models of this recipe, differing only in data:", "",
