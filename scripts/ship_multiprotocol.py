@@ -148,8 +148,9 @@ def main() -> None:
     write_inference_config(settings, dest)
     cfg = json.loads((dest / "config.json").read_text())
     members = read_ensemble(dest)
-    seeds = [json.loads((run / "config.json").read_text())["seed"] for run in runs]
-    minutes = [json.loads((run / "training_summary.json").read_text())["train_seconds"] / 60 for run in runs]
+    seeds = [m.get("seed", cfg["seed"]) for m in members]  # ensemble.json records each member's seed
+    minutes = [json.loads((dest / f"training_summary{'' if i == 0 else f'_{i}'}.json").read_text())["train_seconds"] / 60
+               for i in range(len(members))]
     n_params = sum(v.numel() for v in torch.load(dest / "model.pt", map_location="cpu", weights_only=True).values())
     size_mb = sum((dest / m["weights"]).stat().st_size for m in members) / 1e6
     files = ", ".join(f"`{m['weights']}` (seed {seed}, sha256 `{sha256(dest / m['weights'])}`)"
