@@ -96,6 +96,8 @@ def main() -> None:
     ap.add_argument("--cv-single", action="store_true",
                     help="the CV folds are single models while the shipped model is an ensemble: their rows show no "
                          "low_confidence (their uncertain_fraction is not on the ensemble's scale)")
+    ap.add_argument("--cv-iterations", type=int, default=None,
+                    help="training length of the CV folds when it differs from the shipped model's (the card says so)")
     ap.add_argument("--qc-settings", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
@@ -159,6 +161,9 @@ def main() -> None:
             "(`ensemble.json`; `kidneyseg ensemble`)" if len(runs) > 1 else "one network")
     ukat_whole = [r for r in lodo if r["domain"] == "ukat" and r["scope"] == "volume"]
     ukat_slices = [r for r in lodo if r["domain"] == "ukat" and r["scope"] != "volume"]
+    ukat_all = ukat_whole + ukat_slices
+    weak, strong = (("left", "right") if float(_mean(ukat_all, "dice_kidney_left")) <= float(_mean(ukat_all, "dice_kidney_right"))
+                    else ("right", "left"))
     siemens = [r for r in proxy if r["domain"] == "ukat" and r["case"].startswith("siemens")]
     lines = [
         "# Model card: `mr_multiprotocol_kidney` (pipeline `mr-multiprotocol-unet`)", "",
@@ -220,7 +225,10 @@ def main() -> None:
                   f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`)."
                   + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")
                   + (" Each fold is one network (seed 0), not an ensemble; an ensemble's CV was not run."
-                     if args.cv_single else "")]
+                     if args.cv_single else "")
+                  + (f" The folds were trained for {args.cv_iterations} iterations, this model for {cfg['iterations']}; "
+                     "the CV of this training length was not run."
+                     if args.cv_iterations not in (None, cfg["iterations"]) else "")]
     lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
               f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
@@ -239,10 +247,10 @@ def main() -> None:
         "## Intended use and limits", "",
         "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
         "gradient-echo (ukat, three vendors) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
-        "T1-weighted, Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. **The left "
-        "kidney is its weak side** (leave-one-domain-out on the ukat scans: left Dice "
-        f"{_mean(ukat_whole + ukat_slices, 'dice_kidney_left')} against {_mean(ukat_whole + ukat_slices, 'dice_kidney_right')} "
-        "on the right). On axial T2 it is less accurate than `mr-t2-unet`. Check the overlay of every case; trust no volume "
+        "T1-weighted, Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. "
+        f"**The {weak} kidney is its weak side** (leave-one-domain-out on the ukat scans: {weak} Dice "
+        f"{_mean(ukat_all, f'dice_kidney_{weak}')} against {_mean(ukat_all, f'dice_kidney_{strong}')} "
+        f"on the {strong}). On axial T2 it is less accurate than `mr-t2-unet`. Check the overlay of every case; trust no volume "
         "with a QC flag raised.",
     ]
     (dest / "model_card.md").write_text("\n".join(lines) + "\n")
