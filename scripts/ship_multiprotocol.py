@@ -105,6 +105,8 @@ def main() -> None:
     final, lodo = _latest(rows, args.final_name), _latest(rows, args.lodo_name)
     proxy = _latest(rows, args.proxy_name) if args.proxy_name else []
     cv = [r for name in args.cv_names for r in _latest(rows, name)]
+    if not any(r["domain"] == "ukat" for r in lodo):  # before the shipped folder is touched
+        raise SystemExit(f"{args.rows}: {args.lodo_name!r} has no ukat rows to quote as leave-one-domain-out")
     whole = [r for r in lodo + final + cv if r.get("kidney_right_ref_ml") is not None]
     vols = [r[k] for r in whole for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
     validated = (round(min(vols), 1), round(max(vols), 1))
