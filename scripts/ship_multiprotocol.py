@@ -35,9 +35,14 @@ from kidneyseg.postprocess.quality import outside_range
 from kidneyseg.training.ensemble import make_ensemble
 
 
-def _mean(rows: list[dict], key: str) -> str:
+def _average(rows: list[dict], key: str) -> float | None:
     vals = [r[key] for r in rows if r.get(key) is not None]
-    return f"{np.mean(vals):.3f}" if vals else "-"
+    return float(np.mean(vals)) if vals else None
+
+
+def _mean(rows: list[dict], key: str) -> str:
+    value = _average(rows, key)
+    return "-" if value is None else f"{value:.3f}"
 
 
 def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[str, str]:
@@ -164,7 +169,7 @@ def main() -> None:
     ukat_whole = [r for r in lodo if r["domain"] == "ukat" and r["scope"] == "volume"]
     ukat_slices = [r for r in lodo if r["domain"] == "ukat" and r["scope"] != "volume"]
     ukat_all = ukat_whole + ukat_slices
-    weak, strong = (("left", "right") if float(_mean(ukat_all, "dice_kidney_left")) <= float(_mean(ukat_all, "dice_kidney_right"))
+    weak, strong = (("left", "right") if _average(ukat_all, "dice_kidney_left") <= _average(ukat_all, "dice_kidney_right")
                     else ("right", "left"))
     siemens = [r for r in proxy if r["domain"] == "ukat" and r["case"].startswith("siemens")]
     lines = [
