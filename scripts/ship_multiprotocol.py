@@ -1,7 +1,7 @@
 """Ship a ``recipe="multiplane"`` model as ``mr_multiprotocol_kidney`` with its model card.
 
 Usage: python scripts/ship_multiprotocol.py --final RUN_DIR [RUN_DIR ...] --rows benchmarks/results/mr_generalisation.jsonl \
-           --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] \
+           --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] [--cv-final-names NAME ...] \
            [--qc-settings QC.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
 
 ``--final`` is the training run folder of the model to ship; with two or more (seeds of one
@@ -10,7 +10,9 @@ each member's training log kept beside its weights. ``--final-name`` / ``--proxy
 ``benchmarks/mr_generalisation.py`` rows: the final model (all data), the same recipe without the
 Siemens scans (scored on them: a held-out scanner), and the recipe without any ukat scan
 (leave-one-domain-out). ``--cv-names`` are the row names of this recipe's CHAOS
-cross-validation folds (each scored on its held-out cases). ``--qc-settings`` is the JSON that
+cross-validation folds (each scored on its held-out cases); ``--cv-final-names`` those of the
+shipped model itself (same training length and seeds, as the same ensemble), which may be fewer
+than five folds: the card says how many. ``--qc-settings`` is the JSON that
 ``benchmarks/mr_qc_thresholds.py`` prints (``low_confidence_threshold``, ``validated_volume_ml``);
 without it the range is taken from the whole-volume rows and the threshold is 1.0. The card
 quotes only those rows, with the QC flags as the shipped settings raise them.
@@ -103,6 +105,9 @@ def main() -> None:
                          "low_confidence (their uncertain_fraction is not on the ensemble's scale)")
     ap.add_argument("--cv-iterations", type=int, default=None,
                     help="training length of the CV folds when it differs from the shipped model's (the card says so)")
+    ap.add_argument("--cv-final-names", nargs="*", default=[],
+                    help="CHAOS CV folds of the shipped model's own recipe, length and seeds (the same ensemble); "
+                         "any number of the 5 folds")
     ap.add_argument("--qc-settings", type=Path, default=None)
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
@@ -110,9 +115,10 @@ def main() -> None:
     final, lodo = _latest(rows, args.final_name), _latest(rows, args.lodo_name)
     proxy = _latest(rows, args.proxy_name) if args.proxy_name else []
     cv = [r for name in args.cv_names for r in _latest(rows, name)]
+    cv_final = [r for name in args.cv_final_names for r in _latest(rows, name)]
     if not any(r["domain"] == "ukat" for r in lodo):  # before the shipped folder is touched
         raise SystemExit(f"{args.rows}: {args.lodo_name!r} has no ukat rows to quote as leave-one-domain-out")
-    whole = [r for r in lodo + final + cv if r.get("kidney_right_ref_ml") is not None]
+    whole = [r for r in lodo + final + cv + cv_final if r.get("kidney_right_ref_ml") is not None]
     vols = [r[k] for r in whole for k in ("kidney_right_ref_ml", "kidney_left_ref_ml")]
     validated = (round(min(vols), 1), round(max(vols), 1))
     threshold, qc_how = 1.0, "as many uncertain voxels as confident ones"
@@ -221,21 +227,32 @@ def main() -> None:
         f"{_mean([r for r in final if r['domain'] == 'chaos'], 'dice_kidney_right')}, left "
         f"{_mean([r for r in final if r['domain'] == 'chaos'], 'dice_kidney_left')}.",
     ]
+    t2 = {c["case"]: c for c in json.loads((Path(__file__).resolve().parents[1] / "src/kidneyseg/assets/models/"
+                                            "mr_t2_kidney/cv_summary.json").read_text())["cases"]}
+    item = 4 if proxy else 3
     if cv:
-        t2 = {c["case"]: c for c in json.loads((Path(__file__).resolve().parents[1] / "src/kidneyseg/assets/models/"
-                                                "mr_t2_kidney/cv_summary.json").read_text())["cases"]}
         same = [t2[r["case"]] for r in cv if r["case"] in t2]
-        lines += [f"{4 if proxy else 3}. **CHAOS cross-validation** of this recipe (CHAOS and all ukat scans in training, "
+        lines += [f"{item}. **CHAOS cross-validation** of this recipe (CHAOS and all ukat scans in training, "
                   f"the fold's CHAOS cases held out; folds {', '.join(args.cv_names)} of 5, {len(cv)} cases: "
                   f"{', '.join(r['case'] for r in cv)}): Dice right {_mean(cv, 'dice_kidney_right')}, left "
                   f"{_mean(cv, 'dice_kidney_left')}, against {_mean(same, 'dice_kidney_right')} / "
                   f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`)."
                   + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")
-                  + (" Each fold is one network (seed 0), not an ensemble; an ensemble's CV was not run."
+                  + (" Each fold is one network (seed 0), not an ensemble"
+                     + ("." if cv_final else "; an ensemble's CV was not run.")
                      if args.cv_single else "")
-                  + (f" The folds were trained for {args.cv_iterations} iterations, this model for {cfg['iterations']}; "
-                     "the CV of this training length was not run."
+                  + (f" The folds were trained for {args.cv_iterations} iterations, this model for {cfg['iterations']}"
+                     + ("; the CV of this training length follows." if cv_final else "; the CV of this training length was not run.")
                      if args.cv_iterations not in (None, cfg["iterations"]) else "")]
+        item += 1
+    if cv_final:
+        same = [t2[r["case"]] for r in cv_final if r["case"] in t2]
+        lines += [f"{item}. **CHAOS cross-validation of this model's training** (same recipe, {cfg['iterations']} iterations, "
+                  f"{what.split(' (')[0]}; the fold's CHAOS cases held out; {len(args.cv_final_names)} of 5 folds "
+                  f"({', '.join(args.cv_final_names)}), {len(cv_final)} cases: {', '.join(r['case'] for r in cv_final)}): Dice right "
+                  f"{_mean(cv_final, 'dice_kidney_right')}, left {_mean(cv_final, 'dice_kidney_left')}, against "
+                  f"{_mean(same, 'dice_kidney_right')} / {_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases."
+                  + ("" if len(cv_final) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")]
     lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
               f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
@@ -244,6 +261,8 @@ def main() -> None:
         lines += ["", f"`{name}` (cross-validation fold, this recipe"
                   + (", one network: its uncertain_fraction is not on the ensemble's scale" if args.cv_single else "")
                   + "):", ""] + _table(_latest(rows, name), threshold, validated, confidence=not args.cv_single)
+    for name in args.cv_final_names:
+        lines += ["", f"`{name}` (cross-validation fold of this model's training):", ""] + _table(_latest(rows, name), threshold, validated)
     lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, threshold, validated)
     lines += [
         "", "## Domain checks", "",
