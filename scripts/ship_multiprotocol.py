@@ -109,6 +109,9 @@ def main() -> None:
                     help="CHAOS CV folds of the shipped model's own recipe, length and seeds (the same ensemble); "
                          "any number of the 5 folds")
     ap.add_argument("--qc-settings", type=Path, default=None)
+    ap.add_argument("--inference-settings", type=Path, default=None,
+                    help="JSON with tta_shifts_px, kidney_threshold and chosen_by (benchmarks/mr_multiprotocol_settings.py); "
+                         "without it: one plain pass and the argmax")
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
     rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
@@ -154,8 +157,12 @@ def main() -> None:
     cfg["dataset"] = _relative(cfg["dataset"])  # data paths relative to the repository, not this machine
     cfg["extra_datasets"] = [[_relative(d), layout] for d, layout in cfg.get("extra_datasets", [])]
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
+    chosen = (json.loads(args.inference_settings.read_text()) if args.inference_settings else
+              {"tta_shifts_px": [[0, 0]], "kidney_threshold": None,
+               "chosen_by": "one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)"})
     settings = InferenceConfig(
-        chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)",
+        tta_shifts_px=tuple(tuple(v) for v in chosen["tta_shifts_px"]), kidney_threshold=chosen["kidney_threshold"],
+        chosen_by=chosen["chosen_by"],
         validated_volume_ml=validated, low_confidence_threshold=threshold,
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
                       "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
@@ -194,7 +201,13 @@ def main() -> None:
         "instance norm, one input slice, classes background / kidney / liver / spleen.",
         "- **Inference**: the volume is z-scored (0.5/99.5 percentile clip), cut into slices in its acquisition plane "
         "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel), each resampled to "
-        f"{cfg['target_spacing_mm']} mm; one pass per network, mean softmax, argmax; `inference.json` holds the QC settings.",
+        f"{cfg['target_spacing_mm']} mm; "
+        + (f"{len(settings.tta_shifts_px)} passes per network (in-plane shifts {', '.join(str(tuple(v)) for v in settings.tta_shifts_px)} px), "
+           if len(settings.tta_shifts_px) > 1 else "one pass per network, ")
+        + "mean softmax, "
+        + ("argmax" if settings.kidney_threshold is None else
+           f"kidney where the kidney probability is >= {settings.kidney_threshold}")
+        + f"; `inference.json` holds these and the QC settings (chosen by: {settings.chosen_by}).",
         f"- **Training**: {cfg['iterations']} iterations of AdamW (lr {cfg['learning_rate']}, poly decay), batch "
         f"{cfg['batch_size']} patches of {cfg['patch_size'][0]} x {cfg['patch_size'][1]} at {cfg['target_spacing_mm']} mm "
         f"isotropic, planes axial : coronal : sagittal = {cfg['plane_weights']['axial']} : {cfg['plane_weights']['coronal']} : "
