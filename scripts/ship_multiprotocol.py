@@ -2,7 +2,7 @@
 
 Usage: python scripts/ship_multiprotocol.py --final RUN_DIR [RUN_DIR ...] --rows benchmarks/results/mr_generalisation.jsonl \
            --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] [--cv-final-names NAME ...] \
-           [--qc-settings QC.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
+           [--qc-settings QC.json] [--inference-settings SETTINGS.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
 
 ``--final`` is the training run folder of the model to ship; with two or more (seeds of one
 recipe) the shipped folder is their softmax ensemble (:func:`kidneyseg.training.ensemble.make_ensemble`),
@@ -14,7 +14,10 @@ cross-validation folds (each scored on its held-out cases); ``--cv-final-names``
 shipped model itself (same training length and seeds, as the same ensemble), which may be fewer
 than five folds: the card says how many. ``--qc-settings`` is the JSON that
 ``benchmarks/mr_qc_thresholds.py`` prints (``low_confidence_threshold``, ``validated_volume_ml``);
-without it the range is taken from the whole-volume rows and the threshold is 1.0. The card
+without it the range is taken from the whole-volume rows and the threshold is 1.0.
+``--inference-settings`` holds the chosen ``tta_shifts_px``, ``kidney_threshold`` and ``chosen_by``
+(``benchmarks/mr_multiprotocol_settings.py``); the rows named above must have been scored with
+them. The card
 quotes only those rows, with the QC flags as the shipped settings raise them.
 """
 
