@@ -75,6 +75,15 @@ def _table(rows: list[dict], threshold: float, validated: tuple[float, float], c
     return out
 
 
+def _against_t2(rows: list[dict], t2: dict[str, dict], source: str = "") -> str:
+    """The CV sentence's figures: Dice of ``rows`` against ``mr-t2-unet``'s CV on the same cases
+    (``t2``: its ``cv_summary.json`` cases by id), and whether all 14 CHAOS CV cases are in."""
+    same = [t2[r["case"]] for r in rows if r["case"] in t2]
+    return (f"Dice right {_mean(rows, 'dice_kidney_right')}, left {_mean(rows, 'dice_kidney_left')}, against "
+            f"{_mean(same, 'dice_kidney_right')} / {_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases"
+            f"{source}." + ("" if len(rows) >= 14 else " The other folds were not run yet, so there is no 5-fold figure."))
+
+
 def _relative(path: str) -> str:
     """An absolute data path as seen from the repository root (``../shared/data/...``)."""
     return os.path.relpath(path, Path(__file__).resolve().parents[1]) if os.path.isabs(path) else path
@@ -160,12 +169,10 @@ def main() -> None:
     cfg["dataset"] = _relative(cfg["dataset"])  # data paths relative to the repository, not this machine
     cfg["extra_datasets"] = [[_relative(d), layout] for d, layout in cfg.get("extra_datasets", [])]
     (dest / "config.json").write_text(json.dumps(cfg, indent=2) + "\n")
-    chosen = (json.loads(args.inference_settings.read_text()) if args.inference_settings else
-              {"tta_shifts_px": [[0, 0]], "kidney_threshold": None,
-               "chosen_by": "one plain pass and the argmax (no test-time augmentation or threshold was selected for this model)"})
-    settings = InferenceConfig(
-        tta_shifts_px=tuple(tuple(v) for v in chosen["tta_shifts_px"]), kidney_threshold=chosen["kidney_threshold"],
-        chosen_by=chosen["chosen_by"],
+    chosen = (InferenceConfig.from_dict(json.loads(args.inference_settings.read_text())) if args.inference_settings else
+              InferenceConfig(chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was "
+                                        "selected for this model)"))
+    settings = chosen.replace(
         validated_volume_ml=validated, low_confidence_threshold=threshold,
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
                       "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
@@ -180,8 +187,9 @@ def main() -> None:
     size_mb = sum((dest / m["weights"]).stat().st_size for m in members) / 1e6
     files = ", ".join(f"`{m['weights']}` (seed {seed}, sha256 `{sha256(dest / m['weights'])}`)"
                       for m, seed in zip(members, seeds))
-    what = (f"the softmax average of {len(runs)} networks of one recipe trained with seeds {', '.join(map(str, seeds))} "
-            "(`ensemble.json`; `kidneyseg ensemble`)" if len(runs) > 1 else "one network")
+    members_text = (f"the softmax average of {len(runs)} networks of one recipe trained with seeds {', '.join(map(str, seeds))}"
+                    if len(runs) > 1 else "one network")
+    what = members_text + (" (`ensemble.json`; `kidneyseg ensemble`)" if len(runs) > 1 else "")
     ukat_whole = [r for r in lodo if r["domain"] == "ukat" and r["scope"] == "volume"]
     ukat_slices = [r for r in lodo if r["domain"] == "ukat" and r["scope"] != "volume"]
     ukat_all = ukat_whole + ukat_slices
@@ -247,13 +255,9 @@ def main() -> None:
                                             "mr_t2_kidney/cv_summary.json").read_text())["cases"]}
     item = 4 if proxy else 3
     if cv:
-        same = [t2[r["case"]] for r in cv if r["case"] in t2]
         lines += [f"{item}. **CHAOS cross-validation** of this recipe (CHAOS and all ukat scans in training, "
                   f"the fold's CHAOS cases held out; folds {', '.join(args.cv_names)} of 5, {len(cv)} cases: "
-                  f"{', '.join(r['case'] for r in cv)}): Dice right {_mean(cv, 'dice_kidney_right')}, left "
-                  f"{_mean(cv, 'dice_kidney_left')}, against {_mean(same, 'dice_kidney_right')} / "
-                  f"{_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases (its `cv_summary.json`)."
-                  + ("" if len(cv) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")
+                  f"{', '.join(r['case'] for r in cv)}): {_against_t2(cv, t2, ' (its `cv_summary.json`)')}"
                   + (" Each fold is one network (seed 0), not an ensemble"
                      + ("." if cv_final else "; an ensemble's CV was not run.")
                      if args.cv_single else "")
@@ -262,13 +266,10 @@ def main() -> None:
                      if args.cv_iterations not in (None, cfg["iterations"]) else "")]
         item += 1
     if cv_final:
-        same = [t2[r["case"]] for r in cv_final if r["case"] in t2]
         lines += [f"{item}. **CHAOS cross-validation of this model's training** (same recipe, {cfg['iterations']} iterations, "
-                  f"{what.split(' (')[0]}; the fold's CHAOS cases held out; {len(args.cv_final_names)} of 5 folds "
-                  f"({', '.join(args.cv_final_names)}), {len(cv_final)} cases: {', '.join(r['case'] for r in cv_final)}): Dice right "
-                  f"{_mean(cv_final, 'dice_kidney_right')}, left {_mean(cv_final, 'dice_kidney_left')}, against "
-                  f"{_mean(same, 'dice_kidney_right')} / {_mean(same, 'dice_kidney_left')} for `mr-t2-unet` on the same cases."
-                  + ("" if len(cv_final) >= 14 else " The other folds were not run yet, so there is no 5-fold figure.")]
+                  f"{members_text}; the fold's CHAOS cases held out; {len(args.cv_final_names)} of 5 folds "
+                  f"({', '.join(args.cv_final_names)}), {len(cv_final)} cases: {', '.join(r['case'] for r in cv_final)}): "
+                  + _against_t2(cv_final, t2)]
     lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
               f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
     if proxy:
