@@ -37,19 +37,17 @@ sys.path.insert(0, str(ROOT / "src"))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from mr_generalisation import DATA, RESULTS, load_pipeline, score_case  # noqa: E402
+from mr_inference_settings import THRESHOLDS, TTA  # noqa: E402  (the same grid as the T2 model's)
 
 from kidneyseg.datasets.layouts import chaos_cases, ukat_cases  # noqa: E402
 from kidneyseg.labels import MR_KIDNEYS  # noqa: E402
 
-TTA_SHIFTS = {"none": ((0, 0),), "shift4": ((0, 0), (4, 0), (-4, 0), (0, 4), (0, -4)),
-              "shift8": ((0, 0), (8, 0), (0, 8), (8, 8))}
-THRESHOLDS = (None, 0.5, 0.45, 0.4, 0.35, 0.3)
 CHAOS_MARGIN, TIE, SHIP_MARGIN = 0.01, 0.005, 0.02
 OUT = RESULTS / "mr_multiprotocol_settings.jsonl"
 
 
 def candidates() -> list[tuple[str, float | None]]:
-    return [(tta, thr) for tta in TTA_SHIFTS for thr in THRESHOLDS]
+    return [(tta, thr) for tta in TTA for thr in THRESHOLDS]
 
 
 def label(tta: str, thr: float | None) -> str:
@@ -58,7 +56,7 @@ def label(tta: str, thr: float | None) -> str:
 
 def apply_setting(pipe, tta: str, thr: float | None) -> None:
     """Replace the loaded pipeline's inference settings (QC settings kept)."""
-    inf = dataclasses.replace(pipe.bundle.inference, tta_shifts_px=TTA_SHIFTS[tta], kidney_threshold=thr)
+    inf = pipe.bundle.inference.replace(tta_shifts_px=TTA[tta].shifts_px, kidney_threshold=thr)
     pipe.bundle = dataclasses.replace(pipe.bundle, inference=inf)
 
 
@@ -76,7 +74,7 @@ def choose(philips: dict[str, float], chaos: dict[str, float]) -> str:
     allowed = [c for c in candidates() if chaos[label(*c)] >= chaos[plain] - CHAOS_MARGIN]
     best = max(philips[label(*c)] for c in allowed)
     tied = [c for c in allowed if philips[label(*c)] >= best - TIE]
-    tied.sort(key=lambda c: (len(TTA_SHIFTS[c[0]]), -(1.0 if c[1] is None else c[1])))
+    tied.sort(key=lambda c: (TTA[c[0]].passes, -(1.0 if c[1] is None else c[1])))
     return label(*tied[0])
 
 
@@ -145,7 +143,7 @@ def main() -> None:
         key = label(tta, thr)
         rs = c_rows[key]
         sides = " / ".join(f"{np.mean([r[f'dice_{s}'] for r in rs]):.3f}" for s in ("kidney_right", "kidney_left"))
-        lines.append(f"| {key}{' (winner)' if key == winner else ''} | {len(TTA_SHIFTS[tta])} | {p_score[key]:.3f} | "
+        lines.append(f"| {key}{' (winner)' if key == winner else ''} | {TTA[tta].passes} | {p_score[key]:.3f} | "
                      f"{c_score[key]:.3f} | {sides} |")
     gain = p_score[winner] - p_score[plain]
     lines += ["", f"Winner: **{winner}**, Philips {p_score[winner]:.3f} against the plain pass's {p_score[plain]:.3f} "
