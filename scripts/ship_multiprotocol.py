@@ -15,6 +15,8 @@ shipped model itself (same training length and seeds, as the same ensemble), whi
 than five folds: the card says how many. ``--qc-settings`` is the JSON that
 ``benchmarks/mr_qc_thresholds.py`` prints (``low_confidence_threshold``, ``validated_volume_ml``);
 without it the range is taken from the whole-volume rows and the threshold is 1.0.
+``--qc-settings-no-tta`` is the same JSON derived on rows made with one plain pass at the shipped
+kidney threshold (what ``kidneyseg segment --fast`` runs); it becomes ``low_confidence_threshold_no_tta``.
 ``--inference-settings`` holds the chosen ``tta_shifts_px``, ``kidney_threshold`` and ``chosen_by``
 (``benchmarks/mr_multiprotocol_settings.py``); the rows named above must have been scored with
 them. The card
@@ -121,6 +123,9 @@ def main() -> None:
                     help="CHAOS CV folds of the shipped model's own recipe, length and seeds (the same ensemble); "
                          "any number of the 5 folds")
     ap.add_argument("--qc-settings", type=Path, default=None)
+    ap.add_argument("--qc-settings-no-tta", type=Path, default=None,
+                    help="benchmarks/mr_qc_thresholds.py JSON from rows made with one plain pass (--fast); "
+                         "without it --fast applies the threshold above")
     ap.add_argument("--inference-settings", type=Path, default=None,
                     help="JSON with tta_shifts_px, kidney_threshold and chosen_by (benchmarks/mr_multiprotocol_settings.py); "
                          "without it: one plain pass and the argmax")
@@ -143,6 +148,7 @@ def main() -> None:
         qc_how = ("the largest uncertain_fraction of a held-out success (no kidney below Dice 0.80): "
                   "benchmarks/mr_qc_thresholds.py, rule in benchmarks/README.md"
                   + (f"; chosen on {qc['chosen_on']}" if qc.get("chosen_on") else ""))
+    fast = json.loads(args.qc_settings_no_tta.read_text()) if args.qc_settings_no_tta else None
     dest, runs = args.dest, args.final
     staged = dest.with_name(dest.name + ".staged")
     if staged.exists():
@@ -172,11 +178,15 @@ def main() -> None:
     chosen = (InferenceConfig.from_dict(json.loads(args.inference_settings.read_text())) if args.inference_settings else
               InferenceConfig(chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was "
                                         "selected for this model)"))
+    fast_how = "" if fast is None else (
+        f"; low_confidence_threshold_no_tta = {fast['low_confidence_threshold']} (the same rule on the same cases predicted "
+        "with one plain pass, as --fast runs" + (f": {fast['chosen_on']}" if fast.get("chosen_on") else "") + ")")
     settings = chosen.replace(
         validated_volume_ml=validated, low_confidence_threshold=threshold,
+        low_confidence_threshold_no_tta=None if fast is None else fast["low_confidence_threshold"],
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
                       "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
-                      f"{threshold} ({qc_how})"))
+                      f"{threshold} ({qc_how})" + fast_how))
     write_inference_config(settings, dest)
     cfg = json.loads((dest / "config.json").read_text())
     members = read_ensemble(dest)
@@ -286,7 +296,13 @@ def main() -> None:
         f"- `volume_outside_validated_range`: a kidney outside **{validated[0]}-{validated[1]} mL**, the smallest and largest "
         "expert single-kidney volume of the whole-volume cases above. The ukat single-slice scans cover 45-55 mm, so "
         "their whole-scan volumes are small and raise it even where the labelled slice is right.",
-        f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how}).", "",
+        f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how})."]
+    if fast is not None:
+        lines += [f"- With `--fast` (one plain pass per network): `uncertain_fraction` above "
+                  f"**{fast['low_confidence_threshold']}**, the same rule on the same held-out cases predicted with one pass "
+                  f"({fast['chosen_on']})."]
+    lines += [
+        "",
         "## Intended use and limits", "",
         "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
         "gradient-echo (ukat, three vendors) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "

@@ -104,6 +104,21 @@ def test_inference_config_round_trip_and_errors(tmp_path):
             read_inference_config(tmp_path)
 
 
+def test_no_tta_swaps_in_the_one_pass_qc_threshold(tmp_path):
+    s = InferenceConfig(((0, 0), (8, 8)), False, 0.35, "test", low_confidence_threshold=1.466,
+                        low_confidence_threshold_no_tta=0.9)
+    write_inference_config(s, tmp_path)
+    assert read_inference_config(tmp_path) == s
+    fast = s.without_tta()
+    assert fast.tta_shifts_px == ((0, 0),) and fast.kidney_threshold == 0.35
+    assert fast.low_confidence_threshold == 0.9
+    # a folder without the one-pass threshold keeps its only one, as before the field existed
+    assert InferenceConfig(((0, 0), (8, 8)), low_confidence_threshold=1.466).without_tta().low_confidence_threshold == 1.466
+    (tmp_path / "inference.json").write_text(json.dumps({"low_confidence_threshold_no_tta": -1}))
+    with pytest.raises(InputError, match="low_confidence_threshold_no_tta"):
+        read_inference_config(tmp_path)
+
+
 def test_model_folder_with_bad_inference_json_is_refused(tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(default_model_dir(), folder)

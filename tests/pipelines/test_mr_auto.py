@@ -115,6 +115,20 @@ def test_provenance_records_both_shipped_models():
     assert "mr-multiprotocol-unet/model.pt" in run["model"]["sha256"]
 
 
+def test_fast_gives_the_shipped_multiprotocol_model_its_one_pass_qc_threshold():
+    """``--fast`` runs one pass; the shipped folder carries a low_confidence threshold derived on
+    one-pass predictions (benchmarks/README.md, "The QC threshold of --fast"), used in its place."""
+    from kidneyseg.pipelines import configure_pipeline
+
+    pipe = get_pipeline("mr-auto", device="cpu")
+    shipped = pipe.multiprotocol.bundle.inference
+    assert shipped.tta.passes > 1 and shipped.low_confidence_threshold_no_tta is not None
+    configure_pipeline(pipe, tta=False)
+    fast = pipe.multiprotocol.bundle.inference
+    assert fast.tta.passes == 1 and fast.kidney_threshold == shipped.kidney_threshold
+    assert fast.low_confidence_threshold == shipped.low_confidence_threshold_no_tta
+
+
 def test_real_coronal_scan_gets_the_multiprotocol_models_mask():
     """A coronal gradient-echo ukat scan through the shipped models: the mask is the
     multiprotocol pipeline's, bit for bit."""

@@ -72,7 +72,12 @@ class InferenceConfig(SpecConfig):
         low_confidence_threshold: the QC flag ``low_confidence`` is raised when the share of
             uncertain kidney voxels (:func:`kidneyseg.postprocess.uncertain_fraction`) exceeds
             it. ``None``: the flag is not computed.
-        qc_chosen_by: free text recording how the two QC settings were chosen.
+        low_confidence_threshold_no_tta: the same threshold derived on predictions made with
+            one plain pass (``kidneyseg segment --fast``/``--no-tta``), whose probabilities are
+            less averaged than those of the test-time augmentation; :meth:`without_tta` puts it
+            in place of ``low_confidence_threshold``. ``None``: ``--fast`` keeps
+            ``low_confidence_threshold``.
+        qc_chosen_by: free text recording how the QC settings were chosen.
         planes: ``recipe="multiplane"`` models only: ``"acquisition"`` segments in the plane
             across the thickest voxel side (all three for a near-isotropic voxel,
             :func:`kidneyseg.io.orientation.acquisition_axes`); ``"all"`` always averages the
@@ -93,6 +98,7 @@ class InferenceConfig(SpecConfig):
     low_confidence_threshold: float | None = None
     qc_chosen_by: str = ""
     planes: str = "acquisition"
+    low_confidence_threshold_no_tta: float | None = None
 
     def __post_init__(self) -> None:
         if self.planes not in ("acquisition", "all"):
@@ -111,8 +117,10 @@ class InferenceConfig(SpecConfig):
             if not 0.0 <= lo < hi:
                 raise ValueError(f"validated_volume_ml: expected [low, high] with 0 <= low < high, got {self.validated_volume_ml!r}")
             object.__setattr__(self, "validated_volume_ml", (lo, hi))
-        if self.low_confidence_threshold is not None and not 0.0 < float(self.low_confidence_threshold):
-            raise ValueError(f"low_confidence_threshold: expected > 0 or null, got {self.low_confidence_threshold!r}")
+        for name in ("low_confidence_threshold", "low_confidence_threshold_no_tta"):
+            value = getattr(self, name)
+            if value is not None and not 0.0 < float(value):
+                raise ValueError(f"{name}: expected > 0 or null, got {value!r}")
 
     @property
     def tta(self) -> TestTimeAugmentation:
@@ -120,8 +128,13 @@ class InferenceConfig(SpecConfig):
         return TestTimeAugmentation(self.tta_shifts_px, self.tta_mirror_x)
 
     def without_tta(self) -> "InferenceConfig":
-        """The same threshold with one plain pass (``kidneyseg segment --no-tta``)."""
-        return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False)
+        """The same kidney threshold with one plain pass (``kidneyseg segment --no-tta``), and
+        the QC threshold derived for one pass when the folder has one
+        (``low_confidence_threshold_no_tta``)."""
+        low = self.low_confidence_threshold
+        if self.low_confidence_threshold_no_tta is not None:
+            low = self.low_confidence_threshold_no_tta
+        return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False, low_confidence_threshold=low)
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:
