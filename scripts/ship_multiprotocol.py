@@ -19,8 +19,7 @@ without it the range is taken from the whole-volume rows and the threshold is 1.
 kidney threshold (what ``kidneyseg segment --fast`` runs); it becomes ``low_confidence_threshold_no_tta``.
 ``--inference-settings`` holds the chosen ``tta_shifts_px``, ``kidney_threshold`` and ``chosen_by``
 (``benchmarks/mr_multiprotocol_settings.py``); the rows named above must have been scored with
-them. The card
-quotes only those rows, with the QC flags as the shipped settings raise them.
+them. The card quotes only those rows, with the QC flags as the shipped settings raise them.
 """
 
 from __future__ import annotations
@@ -149,6 +148,7 @@ def main() -> None:
                   "benchmarks/mr_qc_thresholds.py, rule in benchmarks/README.md"
                   + (f"; chosen on {qc['chosen_on']}" if qc.get("chosen_on") else ""))
     fast = json.loads(args.qc_settings_no_tta.read_text()) if args.qc_settings_no_tta else None
+    fast_threshold, fast_on = (None, "") if fast is None else (fast["low_confidence_threshold"], fast.get("chosen_on", ""))
     dest, runs = args.dest, args.final
     staged = dest.with_name(dest.name + ".staged")
     if staged.exists():
@@ -179,11 +179,11 @@ def main() -> None:
               InferenceConfig(chosen_by="one plain pass and the argmax (no test-time augmentation or threshold was "
                                         "selected for this model)"))
     fast_how = "" if fast is None else (
-        f"; low_confidence_threshold_no_tta = {fast['low_confidence_threshold']} (the same rule on the same cases predicted "
-        "with one plain pass, as --fast runs" + (f": {fast['chosen_on']}" if fast.get("chosen_on") else "") + ")")
+        f"; low_confidence_threshold_no_tta = {fast_threshold} (the same rule on the same cases predicted "
+        "with one plain pass, as --fast runs" + (f": {fast_on}" if fast_on else "") + ")")
     settings = chosen.replace(
         validated_volume_ml=validated, low_confidence_threshold=threshold,
-        low_confidence_threshold_no_tta=None if fast is None else fast["low_confidence_threshold"],
+        low_confidence_threshold_no_tta=fast_threshold,
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
                       "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
                       f"{threshold} ({qc_how})" + fast_how))
@@ -299,8 +299,8 @@ def main() -> None:
         f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how})."]
     if fast is not None:
         lines += [f"- With `--fast` (one plain pass per network): `uncertain_fraction` above "
-                  f"**{fast['low_confidence_threshold']}**, the same rule on the same held-out cases predicted with one pass "
-                  f"({fast['chosen_on']})."]
+                  f"**{fast_threshold}**, the same rule on the same held-out cases predicted with one pass"
+                  + (f" ({fast_on})." if fast_on else ".")]
     lines += [
         "",
         "## Intended use and limits", "",
