@@ -115,18 +115,23 @@ def test_provenance_records_both_shipped_models():
     assert "mr-multiprotocol-unet/model.pt" in run["model"]["sha256"]
 
 
-def test_fast_gives_the_shipped_multiprotocol_model_its_one_pass_qc_threshold():
-    """``--fast`` runs one pass; the shipped folder carries a low_confidence threshold derived on
-    one-pass predictions (benchmarks/README.md, "The QC threshold of --fast"), used in its place."""
+def test_fast_gives_both_shipped_models_their_one_pass_qc_thresholds():
+    """``--fast`` runs one pass; each shipped folder carries a low_confidence threshold derived on
+    one-pass predictions (benchmarks/README.md, "The QC threshold of --fast" and "The T2 model's QC
+    threshold under --fast"), used in its place. The T2 model's decides mr-auto's axial routing."""
     from kidneyseg.pipelines import configure_pipeline
 
     pipe = get_pipeline("mr-auto", device="cpu")
-    shipped = pipe.multiprotocol.bundle.inference
-    assert shipped.tta.passes > 1 and shipped.low_confidence_threshold_no_tta is not None
+    models = (pipe.t2, pipe.multiprotocol)
+    shipped = [m.bundle.inference for m in models]
+    for s in shipped:
+        assert s.tta.passes > 1 and s.low_confidence_threshold_no_tta is not None
+        assert s.low_confidence_threshold_no_tta != s.low_confidence_threshold
     configure_pipeline(pipe, tta=False)
-    fast = pipe.multiprotocol.bundle.inference
-    assert fast.tta.passes == 1 and fast.kidney_threshold == shipped.kidney_threshold
-    assert fast.low_confidence_threshold == shipped.low_confidence_threshold_no_tta
+    for m, s in zip(models, shipped):
+        fast = m.bundle.inference
+        assert fast.tta.passes == 1 and fast.kidney_threshold == s.kidney_threshold
+        assert fast.low_confidence_threshold == s.low_confidence_threshold_no_tta
 
 
 def test_real_coronal_scan_gets_the_multiprotocol_models_mask():
