@@ -17,7 +17,7 @@ from kidneyseg.preprocess.modality import ct_evidence
 from kidneyseg.specs.mr_unet import TrainConfig
 from kidneyseg.training.multiplane import partial_dice_ce
 from kidneyseg.training.synth import (IGNORE, NOT_KIDNEY, SynthesisRanges, generation_map, intensity_classes,
-                                      synthesise_slice)
+                                      organ_outline, synthesise_slice)
 
 from ..conftest import UKAT, ellipsoid, save_nifti, write_dicom_series
 
@@ -43,6 +43,52 @@ def test_synthesis_gives_each_class_one_intensity_and_keeps_the_label_map():
     values = [np.unique(img[lab[0] == v]) for v in range(4)]
     assert all(len(v) == 1 for v in values)  # one intensity per class
     assert len({float(v[0]) for v in values}) == 4  # and the classes differ
+
+
+def test_organ_outline_is_a_one_pixel_dark_line_and_the_labels_stay():
+    """The opposed-phase border line: the ring just outside each organ and one row where two
+    organs touch; in the synthesised slice every outline pixel gets one dark value (<= 0.2 before
+    gamma, which is 1 here), the rest keeps its class intensity; the label map is unchanged."""
+    organs = np.zeros((1, 12, 12), np.uint8)
+    organs[0, 3:7, 3:7] = 1            # kidney
+    organs[0, 3:7, 7:10] = 2           # liver, touching it
+    line = organ_outline(organs)
+    ring = np.zeros_like(line)
+    ring[0, 2:8, 2:11] = True
+    ring[0, 3:7, 3:10] = False         # the ring outside both organs
+    ring[0, 3:7, 6] = True             # the kidney's column along the liver
+    np.testing.assert_array_equal(line, ring)
+    assert not organ_outline(np.zeros((1, 5, 5), np.uint8)).any()
+    lab = tiny_label_map()
+    before = lab.copy()
+    outline = organ_outline((lab == 1).astype(np.uint8))
+    img = synthesise_slice(lab, np.random.default_rng(4), 1.5, PLAIN, outline)
+    np.testing.assert_array_equal(lab, before)
+    assert len(np.unique(img[outline[0]])) == 1 and img[outline[0]][0] <= 0.2 * img.max() + 1e-6
+    plain = synthesise_slice(lab, np.random.default_rng(4), 1.5, PLAIN)
+    inner = (lab[0] == 1) & ~outline[0]
+    assert len(np.unique(img[inner])) == 1 and not np.array_equal(img, plain)
+
+
+def test_outline_fraction_zero_leaves_the_batches_unchanged():
+    """``synth_outline_fraction`` 0 (every model before 2026-12-04) draws nothing extra: the same
+    seed gives the same batch as before; 1 changes the synthesised patches only."""
+    from kidneyseg.training.multiplane import sample_plane_batch
+    from kidneyseg.training.synth import PlaneVolume
+
+    shape = (30, 28, 26)
+    kid = ellipsoid(shape, (2.0, 2.0, 2.0), (30, 28, 26), (8, 6, 10))
+    vol = PlaneVolume("p", (kid * 2.0 - 1).astype(np.float32), kid.astype(np.uint8), (1 + kid).astype(np.uint8),
+                      np.argwhere(kid))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, patch_size=(32, 32), batch_size=6, synth_fraction=1.0,
+                      foreground_fraction=1.0, auxiliary_labels=())
+    a, ya = sample_plane_batch([vol], cfg, np.random.default_rng(3), None)
+    b, yb = sample_plane_batch([vol], dataclasses.replace(cfg, synth_outline_fraction=0.0), np.random.default_rng(3), None)
+    c, yc = sample_plane_batch([vol], dataclasses.replace(cfg, synth_outline_fraction=1.0), np.random.default_rng(3), None)
+    assert torch.equal(a, b) and torch.equal(ya, yb)
+    assert torch.equal(ya[:1], yc[:1]) and not torch.equal(a, c)
+    with pytest.raises(ValueError, match="synth_outline_fraction"):
+        TrainConfig(recipe="multiplane", context_slices=0, synth_outline_fraction=1.5)
 
 
 def test_synthesis_is_seeded_and_contrast_changes_between_samples():

@@ -110,6 +110,10 @@ class TrainConfig(SpecConfig):
             (:func:`kidneyseg.training.synth.random_intensity_curve`), so that the order of
             organ intensities in the training scans is not a cue; 0.5 in every model made
             before 2026-12-03.
+        synth_outline_fraction: ``multiplane``, 2D: share of the synthesised patches whose organ
+            borders get a one-pixel dark line (opposed-phase India-ink artefact,
+            :func:`kidneyseg.training.synth.organ_outline`); 0 in every model made before
+            2026-12-04.
         plane_weights: ``multiplane``: relative frequency of ``axial``, ``coronal`` and
             ``sagittal`` training patches.
         extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
@@ -155,6 +159,7 @@ class TrainConfig(SpecConfig):
     kidney_subclasses: int = 2
     generation_smoothing_px: int = 0
     intensity_curve_fraction: float = 0.5
+    synth_outline_fraction: float = 0.0
     plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
     extra_datasets: tuple[tuple[str, str], ...] = ()
 
@@ -170,6 +175,8 @@ class TrainConfig(SpecConfig):
                              f"len(channels) - 1 = {len(self.channels) - 1}, got {self.z_pool_levels}")
         if not 0.0 <= self.intensity_curve_fraction <= 1.0:
             raise ValueError(f"intensity_curve_fraction: expected in [0, 1], got {self.intensity_curve_fraction}")
+        if not 0.0 <= self.synth_outline_fraction <= 1.0:
+            raise ValueError(f"synth_outline_fraction: expected in [0, 1], got {self.synth_outline_fraction}")
         if not 0.0 <= self.synth_fraction <= 1.0:
             raise ValueError(f"synth_fraction: expected in [0, 1], got {self.synth_fraction}")
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \

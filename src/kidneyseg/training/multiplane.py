@@ -15,7 +15,7 @@ from ..preprocess import resample_isotropic, zscore_percentile
 from ..specs.mr_unet import TrainConfig
 from .data import foreground_slots
 from .synth import (IGNORE, NOT_KIDNEY, PlaneVolume, SynthesisRanges, body_mask, generation_map, normalise_slice,
-                    random_intensity_curve, synthesise_slice, synthesise_volume, take_plane)
+                    organ_outline, random_intensity_curve, synthesise_slice, synthesise_volume, take_plane)
 
 
 def case_target(case: Case, image: Image, ref: Image, config: TrainConfig) -> np.ndarray:
@@ -134,7 +134,9 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
     oversampling; else any labelled voxel); then with probability ``config.synth_fraction``
     an image synthesised from the generation map over a random slab thickness, otherwise the
     real slice, a share ``config.intensity_curve_fraction`` of the time through a random
-    intensity curve; with ``config.augment_flip_lr`` an axial or coronal patch is mirrored
+    intensity curve; a share ``config.synth_outline_fraction`` of the synthesised patches get a
+    dark line along the organ borders (:func:`~kidneyseg.training.synth.organ_outline`); with
+    ``config.augment_flip_lr`` an axial or coronal patch is mirrored
     left-right half the time. ``transform`` (MONAI, from
     :func:`kidneyseg.training.data.augmentation`) adds rotation, zoom, noise and gamma.
 
@@ -166,7 +168,11 @@ def sample_plane_batch(volumes: list[PlaneVolume], config: TrainConfig, rng: np.
             thick = rng.uniform(*ranges.thickness_mm)
             half = int(round((thick / config.target_spacing_mm - 1) / 2))
             slab = take_plane(v.generation, axis, int(centre[axis]), half)
-            img = normalise_slice(synthesise_slice(slab, rng, config.target_spacing_mm, ranges))
+            outline = None
+            if config.synth_outline_fraction > 0 and rng.random() < config.synth_outline_fraction:
+                organs = take_plane(v.target, axis, int(centre[axis]), half)
+                outline = organ_outline(np.where(organs < NOT_KIDNEY, organs, 0))
+            img = normalise_slice(synthesise_slice(slab, rng, config.target_spacing_mm, ranges, outline))
         else:
             img = take_plane(v.image, axis, int(centre[axis]))[0]
             if rng.random() < config.intensity_curve_fraction:
