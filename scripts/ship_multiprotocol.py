@@ -237,6 +237,7 @@ def main() -> None:
         "tissue classes; random contrast, slab thickness 1.5-8 mm, in-plane resolution 1.5-3.5 mm, bias, gamma, noise), "
         "the rest real slices (half through a random intensity curve); "
         + ("axial and coronal patches mirrored left-right half of the time; " if cfg.get("augment_flip_lr") else "")
+        + (f"an elastic deformation with probability {cfg['augment_elastic_prob']}; " if cfg.get("augment_elastic_prob") else "")
         + "Dice + cross-entropy for partly labelled targets, "
         f"foreground oversampling {cfg['foreground_fraction']}, seed {', '.join(map(str, seeds))}. Full config: `config.json`; recipe "
         "`configs/mr_multiprotocol.json`.",

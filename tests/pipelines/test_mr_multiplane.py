@@ -91,6 +91,41 @@ def test_outline_fraction_zero_leaves_the_batches_unchanged():
         TrainConfig(recipe="multiplane", context_slices=0, synth_outline_fraction=1.5)
 
 
+def test_elastic_deformation_bends_image_and_labels_together_and_is_off_by_default():
+    """``augment_elastic_prob``: with 1 every patch is deformed (MONAI ``Rand2DElasticd``), the
+    label stays a label (0/1 only, about the same area) and moves with the image; seeded; with 0
+    (every model before 2026-12-04) the transform list is the one it always was."""
+    from monai import transforms as mt
+
+    from kidneyseg.training.data import augmentation
+
+    yy, xx = np.mgrid[0:96, 0:96]
+    lab = (((yy - 48) / 20.0) ** 2 + ((xx - 44) / 12.0) ** 2 <= 1).astype(np.float32)[None]
+    img = lab * 2.0 - 1.0
+    base = TrainConfig(recipe="multiplane", context_slices=0, patch_size=(96, 96), augment_rotation_deg=0.0,
+                       augment_scale=0.0, augment_intensity="standard")
+    on = dataclasses.replace(base, augment_elastic_prob=1.0)
+    assert not any(isinstance(t, mt.Rand2DElasticd) for t in augmentation(base).transforms)
+    assert [type(t) for t in augmentation(on).transforms if not isinstance(t, mt.Rand2DElasticd)] \
+        == [type(t) for t in augmentation(base).transforms]
+    only = mt.Compose([t for t in augmentation(on).transforms if isinstance(t, mt.Rand2DElasticd)])
+    outs = []
+    for seed in (5, 5, 6):
+        only.set_random_state(seed=seed)
+        o = only({"image": img.copy(), "label": lab.copy()})
+        outs.append((np.asarray(o["image"])[0], np.asarray(o["label"])[0]))
+    (i1, l1), (i2, l2), (i3, l3) = outs
+    np.testing.assert_array_equal(l1, l2)
+    assert set(np.unique(l1)) <= {0.0, 1.0}
+    assert not np.array_equal(l1, lab[0]) and not np.array_equal(l1, l3)
+    assert abs(l1.sum() - lab.sum()) < 0.25 * lab.sum()
+    assert ((i1 > 0) == (l1 > 0.5)).mean() > 0.97  # the image moved with its label
+    with pytest.raises(ValueError, match="augment_elastic_prob"):
+        TrainConfig(augment_elastic_prob=1.5)
+    with pytest.raises(ValueError, match="augment_elastic_prob"):
+        TrainConfig(spatial_dims=3, patch_size=(64, 64, 32), augment_elastic_prob=0.5)
+
+
 def test_synthesis_is_seeded_and_contrast_changes_between_samples():
     lab = tiny_label_map()
     a = synthesise_slice(lab, np.random.default_rng(7), 1.5)

@@ -13,7 +13,7 @@ from ..datasets import Case
 from ..inference.predict import prepare
 from ..io import Image, check_volume, read_image, to_canonical
 from ..preprocess import resize_slices
-from ..specs.mr_unet import TrainConfig
+from ..specs.mr_unet import ELASTIC_MAGNITUDE_PX, ELASTIC_SPACING_PX, TrainConfig
 
 
 @dataclass
@@ -98,9 +98,12 @@ def flip_left_right(image: np.ndarray, label: np.ndarray, label_map: dict[int, s
 
 def augmentation(config: TrainConfig) -> mt.Compose:
     """MONAI dictionary transforms on ``{"image": (C, X, Y), "label": (1, X, Y)}``:
-    rotation and zoom (p 0.5), Gaussian noise (p 0.15), intensity scale (p 0.3), gamma
-    (p 0.3); with ``augment_intensity="strong"`` also a histogram shift (p 0.5) and a bias
-    field (p 0.3). Mirroring is handled by :func:`flip_left_right` because it changes labels."""
+    rotation and zoom (p 0.5); with ``augment_elastic_prob`` > 0 an elastic deformation
+    (MONAI ``Rand2DElasticd``, see :class:`TrainConfig`); Gaussian noise (p 0.15), intensity
+    scale (p 0.3), gamma (p 0.3); with ``augment_intensity="strong"`` also a histogram shift
+    (p 0.5) and a bias field (p 0.3). Mirroring is handled by :func:`flip_left_right` because
+    it changes labels. Without the elastic deformation the list (and so the random stream
+    ``set_random_state`` gives each transform) is the same as before it existed."""
     rot = np.deg2rad(config.augment_rotation_deg)
     if config.spatial_dims == 3:  # rotate about the slice axis, zoom in-plane only
         rotate, scale = (0.0, 0.0, rot), (config.augment_scale, config.augment_scale, 0.0)
@@ -110,6 +113,10 @@ def augmentation(config: TrainConfig) -> mt.Compose:
         mt.RandAffined(keys=["image", "label"], prob=0.5, rotate_range=rotate, scale_range=scale,
                        mode=("bilinear", "nearest"), padding_mode="border"),
     ]
+    if config.augment_elastic_prob > 0:
+        transforms.append(mt.Rand2DElasticd(keys=["image", "label"], spacing=(ELASTIC_SPACING_PX,) * 2,
+                                            magnitude_range=ELASTIC_MAGNITUDE_PX, prob=config.augment_elastic_prob,
+                                            mode=("bilinear", "nearest"), padding_mode="border"))
     if config.augment_intensity == "strong":
         transforms += [
             mt.RandBiasFieldd(keys=["image"], degree=3, coeff_range=(0.0, 0.3), prob=0.3),
