@@ -295,12 +295,30 @@ def predict_probabilities_3d(network: torch.nn.Module, prepared: Prepared, patch
     return resize_slices(probs, shape[:2], mode="bilinear")
 
 
+def normalise_slices(stack: np.ndarray) -> np.ndarray:
+    """Each slice ``stack[:, :, k]`` clipped at its own 0.5/99.5 percentiles and z-scored
+    (a constant slice becomes zeros), as the multiplane recipe normalises its synthesised
+    training slices (:func:`kidneyseg.training.synth.normalise_slice`).
+
+    Args:
+        stack: ``(A, B, K)`` array, K slices.
+
+    Returns:
+        float32 ``(A, B, K)``.
+    """
+    out = np.empty(stack.shape, np.float32)
+    for k in range(stack.shape[2]):
+        out[:, :, k] = zscore_percentile(stack[:, :, k], constant_ok=True)
+    return out
+
+
 @torch.inference_mode()
 def predict_multiplane(network: torch.nn.Module, image: Image, config, device: torch.device,
                        inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared, torch.Tensor]:
     """Labels of a ``recipe="multiplane"`` 2D network, applied in the acquisition plane.
 
-    The canonical volume is z-scored (0.5/99.5 percentile clip), each plane of
+    The canonical volume is z-scored (0.5/99.5 percentile clip; each slice on its own with
+    ``inference.normalise == "slice"``, :func:`normalise_slices`), each plane of
     :func:`acquisition_axes` (or all three with ``inference.planes == "all"``, leaving out a
     plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
     segmented slice by slice (with the model's test-time shifts), the softmax resampled back
@@ -333,6 +351,8 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     total = None
     for axis in axes:
         moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis
+        if inference.normalise == "slice":
+            moved = normalise_slices(np.moveaxis(canonical.array, axis, 2))
         plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
         # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a sagittal
         # plane has no left-right axis, so it gets no mirror pass

@@ -82,6 +82,11 @@ class InferenceConfig(SpecConfig):
             across the thickest voxel side (all three for a near-isotropic voxel,
             :func:`kidneyseg.io.orientation.acquisition_axes`); ``"all"`` always averages the
             softmax of the axial, coronal and sagittal passes.
+        normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole
+            volume once (0.5/99.5 percentile clip; every model before 2026-12-04); ``"slice"``
+            clips and z-scores each slice of the plane the network runs in on its own, as the
+            synthesised training slices are (:func:`kidneyseg.training.synth.normalise_slice`),
+            so a scan whose slices differ in brightness gives every slice the same scale.
 
     Raises:
         ValueError: an empty shift list, a shift larger than 64 pixels, a threshold outside
@@ -99,8 +104,11 @@ class InferenceConfig(SpecConfig):
     qc_chosen_by: str = ""
     planes: str = "acquisition"
     low_confidence_threshold_no_tta: float | None = None
+    normalise: str = "volume"
 
     def __post_init__(self) -> None:
+        if self.normalise not in ("volume", "slice"):
+            raise ValueError(f"normalise: expected 'volume' or 'slice', got {self.normalise!r}")
         if self.planes not in ("acquisition", "all"):
             raise ValueError(f"planes: expected 'acquisition' or 'all', got {self.planes!r}")
         try:
