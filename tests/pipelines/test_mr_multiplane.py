@@ -7,6 +7,7 @@ import dataclasses
 from pathlib import Path
 
 import numpy as np
+from scipy import ndimage
 import pytest
 import torch
 
@@ -167,6 +168,29 @@ def test_generation_map_orders_tissue_classes_and_keeps_organs():
     assert set(np.unique(gen[organs == 1])) <= {3, 4}
     assert set(np.unique(gen[organs == 2])) == {5}
     assert intensity_classes(np.full(100, 3.0), 4, 0).max() == 0  # one value: one class
+
+
+def test_perirenal_shell_is_a_class_of_its_own_and_off_by_default():
+    """``shell_px``: the tissue within that distance of the kidney gets one new value (after the
+    organs), whatever its mixture class; organs, the kidney and outside the body keep theirs;
+    0 gives the map it always gave."""
+    rng = np.random.default_rng(0)
+    img = np.where(rng.random((30, 30, 6)) < 0.5, 10.0, 100.0) + rng.normal(0, 1, (30, 30, 6))
+    organs = np.zeros(img.shape, np.uint8)
+    organs[10:15, 10:15, 1:5] = 1
+    organs[15:20, 10:15, 1:5] = 2  # an organ touching the kidney keeps its value
+    body = np.ones(img.shape, bool)
+    body[:2] = False
+    plain = generation_map(img, organs, body, tissue_classes=2, kidney_subclasses=2, seed=0)
+    np.testing.assert_array_equal(plain, generation_map(img, organs, body, 2, 2, 0, shell_px=0.0))
+    shelled = generation_map(img, organs, body, 2, 2, 0, shell_px=2.0)
+    dist = ndimage.distance_transform_edt(organs != 1)
+    shell = (organs == 0) & body & (dist <= 2.0)
+    assert set(np.unique(shelled[shell])) == {6}  # 1-2 tissue, 3-4 kidney, 5 the other organ, 6 the shell
+    assert set(np.unique(plain[shell])) == {1, 2}  # both mixture classes were inside the shell
+    np.testing.assert_array_equal(shelled[~shell], plain[~shell])
+    with pytest.raises(ValueError, match="perirenal_shell_mm"):
+        TrainConfig(recipe="multiplane", context_slices=0, perirenal_shell_mm=-1.0)
 
 
 def test_partial_label_loss_ignores_unlabelled_slices():

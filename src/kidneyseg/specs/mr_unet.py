@@ -121,6 +121,13 @@ class TrainConfig(SpecConfig):
         kidney_subclasses: ``multiplane``: Gaussian-mixture classes inside the kidneys.
         generation_smoothing_px: ``multiplane``: radius (voxels) of the majority filter that
             cleans the tissue classes of the generation maps; 0 for none.
+        perirenal_shell_mm: ``multiplane``: the tissue within this distance (mm) of the kidneys
+            becomes a class of its own in the generation maps
+            (:func:`kidneyseg.training.synth.generation_map` ``shell_px``), so synthesised
+            images show the perirenal fat at any intensity (bright as in T1-weighted, HASTE and
+            gradient-echo scans) independently of the muscle it is merged with in the
+            fat-suppressed training scans. Kidneys drawn on one slice only (ukat) get their shell
+            on that slice. 0 (off) in every model made before 2026-12-04.
         intensity_curve_fraction: ``multiplane``: share of the real (not synthesised) patches
             remapped through a random, not necessarily monotone, intensity curve
             (:func:`kidneyseg.training.synth.random_intensity_curve`), so that the order of
@@ -175,6 +182,7 @@ class TrainConfig(SpecConfig):
     tissue_classes: int = 8
     kidney_subclasses: int = 2
     generation_smoothing_px: int = 0
+    perirenal_shell_mm: float = 0.0
     intensity_curve_fraction: float = 0.5
     synth_outline_fraction: float = 0.0
     plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
@@ -199,6 +207,8 @@ class TrainConfig(SpecConfig):
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \
                 or sum(self.plane_weights.values()) <= 0:
             raise ValueError(f"plane_weights: expected non-negative axial, coronal, sagittal weights, got {self.plane_weights}")
+        if self.perirenal_shell_mm < 0:
+            raise ValueError(f"perirenal_shell_mm: expected >= 0, got {self.perirenal_shell_mm}")
         if self.generation_smoothing_px < 0:
             raise ValueError(f"generation_smoothing_px: expected >= 0, got {self.generation_smoothing_px}")
         if self.tissue_classes < 1 or self.kidney_subclasses < 1:

@@ -80,7 +80,7 @@ def load_plane_volume(case: Case, config: TrainConfig, read: tuple[Image, Image]
     body = body_mask(vol)
     organs = np.where(tgt < NOT_KIDNEY, tgt, 0).astype(np.uint8)
     gen = generation_map(vol, organs, body | (organs > 0), config.tissue_classes, config.kidney_subclasses,
-                         config.seed, config.generation_smoothing_px)
+                         config.seed, config.generation_smoothing_px, config.perirenal_shell_mm / iso)
     index = axis = None
     if (tgt == IGNORE).any():  # partly labelled: sample the labelled slices only, in their plane
         labelled = tgt != IGNORE

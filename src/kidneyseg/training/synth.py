@@ -100,7 +100,7 @@ def intensity_classes(values: np.ndarray, n_classes: int, seed: int, max_samples
 
 
 def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tissue_classes: int,
-                   kidney_subclasses: int, seed: int, smoothing_px: int = 0) -> np.ndarray:
+                   kidney_subclasses: int, seed: int, smoothing_px: int = 0, shell_px: float = 0.0) -> np.ndarray:
     """The label map images are synthesised from.
 
     Args:
@@ -114,10 +114,16 @@ def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tiss
             this radius in voxels (``scipy.ndimage`` rank filter on each class's indicator), so
             the background is made of anatomy-sized regions rather than intensity speckle, as
             SynthSeg's label maps are. Organ labels are never changed.
+        shell_px: if > 0, the tissue within this distance (voxels, Euclidean,
+            ``scipy.ndimage.distance_transform_edt``) of a kidney voxel becomes one class of its
+            own, whatever its mixture class: the perirenal fat, dark in the fat-suppressed
+            training scans like the muscle beside it, but bright in T1-weighted, HASTE and
+            gradient-echo scans, so it must be free to take any intensity apart from the rest.
 
     Returns:
         uint8 ``(X, Y, Z)``: 0 outside the body; ``1..tissue_classes`` tissue;
-        then ``kidney_subclasses`` kidney classes; then one value per other organ.
+        then ``kidney_subclasses`` kidney classes; then one value per other organ; then, with
+        ``shell_px``, the perirenal shell.
     """
     out = np.zeros(image.shape, dtype=np.uint8)
     tissue = body & (organs == 0)
@@ -132,8 +138,12 @@ def generation_map(image: np.ndarray, organs: np.ndarray, body: np.ndarray, tiss
     if kid.any():
         out[kid] = 1 + tissue_classes + intensity_classes(image[kid], kidney_subclasses, seed)
     base = 1 + tissue_classes + kidney_subclasses
-    for j, v in enumerate(v for v in np.unique(organs) if v > 1):
+    others = [v for v in np.unique(organs) if v > 1]
+    for j, v in enumerate(others):
         out[organs == v] = base + j
+    if shell_px > 0 and kid.any():
+        shell = tissue & (ndimage.distance_transform_edt(~kid) <= shell_px)
+        out[shell] = base + len(others)
     return out
 
 
