@@ -238,6 +238,8 @@ def main() -> None:
         "the rest real slices (half through a random intensity curve); "
         + ("axial and coronal patches mirrored left-right half of the time; " if cfg.get("augment_flip_lr") else "")
         + (f"an elastic deformation with probability {cfg['augment_elastic_prob']}; " if cfg.get("augment_elastic_prob") else "")
+        + (f"the tissue within {cfg['perirenal_shell_mm']} mm of the kidneys a class of its own in the label maps; "
+           if cfg.get("perirenal_shell_mm") else "")
         + "Dice + cross-entropy for partly labelled targets, "
         f"foreground oversampling {cfg['foreground_fraction']}, seed {', '.join(map(str, seeds))}. Full config: `config.json`; recipe "
         "`configs/mr_multiprotocol.json`.",
