@@ -323,14 +323,12 @@ def random_intensity_curve(image: np.ndarray, rng: np.random.Generator, points: 
 
 
 def normalise_slice(img: np.ndarray) -> np.ndarray:
-    """Clip at the 0.5/99.5 percentiles and z-score (what inference does per volume,
-    :func:`kidneyseg.preprocess.zscore_percentile`)."""
+    """Clip at the 0.5/99.5 percentiles and z-score, float32 (what inference does per volume,
+    :func:`kidneyseg.preprocess.zscore_percentile`; per slice with
+    :func:`kidneyseg.inference.predict.normalise_slices`)."""
     from ..preprocess import zscore_percentile
 
-    try:
-        return zscore_percentile(img).astype(np.float32)
-    except ValueError:  # a constant slice
-        return np.zeros_like(img, dtype=np.float32)
+    return zscore_percentile(img, constant_ok=True)  # a constant slice: zeros
 
 
 def take_plane(vol: np.ndarray, axis: int, index: int, half: int = 0) -> np.ndarray:
