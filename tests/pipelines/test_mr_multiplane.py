@@ -590,3 +590,58 @@ def test_shipped_multiprotocol_model_is_an_intact_two_seed_ensemble():
     for m in members:
         assert sha256(folder / m["weights"]) == m["sha256"]
         assert m["sha256"] in card
+
+
+def test_gamma_test_time_augmentation_averages_the_same_passes_at_each_gamma():
+    """``InferenceConfig(tta_gamma=...)``: every pass is repeated on the volume at each gamma
+    (:func:`gamma_zscore`) and the softmax is the mean of the single-gamma predictions; gamma 1
+    alone is the plain input, bit for bit; ``--fast`` (:meth:`without_tta`) drops the gammas."""
+    from kidneyseg.inference.predict import predict_labels
+    from kidneyseg.inference.settings import InferenceConfig
+    from kidneyseg.preprocess import zscore_percentile
+    from kidneyseg.preprocess.normalise import gamma_zscore
+
+    spacing = (1.5, 5.0, 1.5)
+    shape = (64, 12, 80)
+    kidney = ellipsoid(shape, spacing, (48, 30, 60), (18, 14, 40))
+    body = ellipsoid(shape, spacing, (48, 30, 60), (40, 60, 55))
+    rng = np.random.default_rng(0)
+    arr = (60 * body + 40 * kidney + rng.normal(0, 3, shape)).astype(np.float32)
+    image = Image(arr, np.diag(list(spacing) + [1.0]))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, target_spacing_mm=1.5)
+    cpu = torch.device("cpu")
+
+    one = _PlaneProbe()
+    plain = predict_multiplane(one, image, cfg, cpu)[2]
+    assert torch.equal(predict_multiplane(_PlaneProbe(), image, cfg, cpu, InferenceConfig(tta_gamma=[1.0]))[2], plain)
+    singles = [predict_multiplane(_PlaneProbe(), image, cfg, cpu, InferenceConfig(tta_gamma=[g]))[2] for g in (0.5, 1.0, 2.5)]
+    # the probe thresholds the z-score, so another gamma moves what it calls kidney
+    assert not torch.equal(singles[0], singles[1]) and not torch.equal(singles[2], singles[1])
+    net = _PlaneProbe()
+    labels, _, fused = predict_multiplane(net, image, cfg, cpu, InferenceConfig(tta_gamma=[0.5, 1.0, 2.5]))
+    assert len(net.shapes) == 3 * len(one.shapes)  # every batch of passes once per gamma
+    assert torch.allclose(fused, sum(singles) / 3, atol=1e-6) and labels.shape == shape
+
+    # gamma_zscore: gamma 1 is zscore_percentile exactly; another gamma keeps the order of the
+    # intensities, changes their spacing, and is z-scored
+    assert np.array_equal(gamma_zscore(arr, 1.0), zscore_percentile(arr))
+    g = gamma_zscore(arr, 2.0)
+    assert g.dtype == np.float32 and abs(float(g.mean())) < 1e-4 and abs(float(g.std()) - 1) < 1e-3
+    flat = arr.ravel()[:2000]
+    order = np.argsort(flat, kind="stable")
+    assert np.all(np.diff(gamma_zscore(flat, 2.0)[order]) >= -1e-6)
+    assert not np.allclose(g, zscore_percentile(arr), atol=1e-2)
+    with pytest.raises(ValueError, match="gamma"):
+        gamma_zscore(arr, 0.0)
+    with pytest.raises(ValueError, match="constant"):
+        gamma_zscore(np.ones((4, 4, 4)), 2.0)
+
+    # settings: validated, kept through JSON, dropped by --fast; refused by a non-multiplane model
+    for bad in ([], [1.0, 1.0], [0.1], [1.0, 5.0], ["x"]):
+        with pytest.raises(ValueError, match="tta_gamma"):
+            InferenceConfig(tta_gamma=bad)
+    s = InferenceConfig(tta_gamma=[0.67, 1, 1.5])
+    assert s.tta_gamma == (0.67, 1.0, 1.5) and InferenceConfig.from_dict(s.to_dict()) == s
+    assert s.without_tta().tta_gamma == (1.0,)
+    with pytest.raises(ValueError, match="multiplane"):
+        predict_labels(_PlaneProbe(), image, TrainConfig(), cpu, s)

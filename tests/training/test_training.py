@@ -136,6 +136,34 @@ def test_checkpoint_with_other_config_is_refused(nnunet_dataset, tmp_path, monke
         train(cfg.replace(seed=5), tmp_path / "m", progress=False)
 
 
+def test_compiled_training_saves_the_plain_network_and_may_resume_an_eager_run(nnunet_dataset, tmp_path, monkeypatch):
+    """``TrainConfig.compile``: the steps run through ``torch.compile``; the saved weights carry
+    the plain network's names, and a run may switch it on when it resumes (a runtime field,
+    like ``num_threads``), reaching the eager run's weights to float tolerance."""
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
+    full = train(cfg, tmp_path / "full", progress=False)
+    _train_killed_at_batch(cfg, tmp_path / "resumed", monkeypatch, kill_at=3)
+    compiled = []
+    real_compile = torch.compile
+    monkeypatch.setattr(torch, "compile", lambda m, **k: compiled.append(m) or real_compile(m, **k))
+    resumed = train(cfg.replace(compile=True), tmp_path / "resumed", progress=False)
+    assert len(compiled) == 1
+    a = torch.load(full / "model.pt", weights_only=True)
+    b = torch.load(resumed / "model.pt", weights_only=True)
+    assert a.keys() == b.keys() and not any("_orig_mod" in k for k in b)
+    # a conv bias followed by instance norm has no gradient in exact arithmetic, so AdamW moves it
+    # by float noise that differs between the two; the networks' outputs are what must agree
+    from kidneyseg.models.store import build_network
+
+    x = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    nets = [build_network(cfg).eval() for _ in range(2)]
+    for net, state in zip(nets, (a, b)):
+        net.load_state_dict(state)
+    with torch.inference_mode():
+        ya, yb = (net(x) for net in nets)
+    assert torch.allclose(ya, yb, atol=1e-3) and not torch.allclose(ya, torch.zeros_like(ya), atol=1e-3)
+
+
 @needs_chaos
 def test_chaos_reader_maps_labels_by_name():
     cases = chaos_cases(CHAOS, MR_KIDNEYS)

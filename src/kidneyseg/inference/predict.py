@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from ..errors import InputError
 from ..io import Image, Reorientation, acquisition_axes, to_canonical
 from ..preprocess import resize_slices, zscore_percentile
-from ..preprocess.normalise import body_ratio, clip_body_ratio
+from ..preprocess.normalise import body_ratio, clip_body_ratio, gamma_zscore
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
 
 
@@ -318,11 +318,12 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     """Labels of a ``recipe="multiplane"`` 2D network, applied in the acquisition plane.
 
     The canonical volume is z-scored (0.5/99.5 percentile clip; each slice on its own with
-    ``inference.normalise == "slice"``, :func:`normalise_slices`), each plane of
+    ``inference.normalise == "slice"``, :func:`normalise_slices`; once per gamma of
+    ``inference.tta_gamma``, :func:`~kidneyseg.preprocess.normalise.gamma_zscore`), each plane of
     :func:`acquisition_axes` (or all three with ``inference.planes == "all"``, leaving out a
     plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
     segmented slice by slice (with the model's test-time shifts), the softmax resampled back
-    (bilinear) and averaged over planes.
+    (bilinear) and averaged over planes (and gammas).
 
     Returns:
         ``(labels, prepared, probabilities)``: uint8 ``(X, Y, Z)`` labels on
@@ -349,19 +350,25 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
     total = None
-    for axis in axes:
-        moved = np.moveaxis(vol, axis, 2)  # slices of this plane along the last axis
-        if inference.normalise == "slice":
-            moved = normalise_slices(np.moveaxis(canonical.array, axis, 2))
-        plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
-        # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a sagittal
-        # plane has no left-right axis, so it gets no mirror pass
-        tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
-        out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
-        probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
-        probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
-        total = probs if total is None else total + probs
-    probs = total / len(axes)
+    for gamma in inference.tta_gamma:
+        if gamma == 1.0:
+            view, raw = vol, canonical.array
+        else:  # intensity test-time augmentation: the same scan at another gamma
+            view = gamma_zscore(canonical.array, gamma)
+            raw = view
+        for axis in axes:
+            moved = np.moveaxis(view, axis, 2)  # slices of this plane along the last axis
+            if inference.normalise == "slice":
+                moved = normalise_slices(np.moveaxis(raw, axis, 2))
+            plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
+            # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a
+            # sagittal plane has no left-right axis, so it gets no mirror pass
+            tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
+            out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
+            probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
+            probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
+            total = probs if total is None else total + probs
+    probs = total / (len(axes) * len(inference.tta_gamma))
     labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
     return labels, Prepared(vol, canonical, reo), probs
 
@@ -377,8 +384,13 @@ def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.
         vol = zscore_percentile(canonical.array)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    iso = resample_isotropic(vol, canonical.spacing_mm, config.target_spacing_mm)
-    probs = predict_probabilities_3d(network, Prepared(iso, canonical, reo), config.patch_size, device)
+    probs = None
+    for gamma in inference.tta_gamma:
+        view = vol if gamma == 1.0 else gamma_zscore(canonical.array, gamma)
+        iso = resample_isotropic(view, canonical.spacing_mm, config.target_spacing_mm)
+        p = predict_probabilities_3d(network, Prepared(iso, canonical, reo), config.patch_size, device)
+        probs = p if probs is None else probs + p
+    probs = probs / len(inference.tta_gamma)
     labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
     return labels, Prepared(vol, canonical, reo), probs
 
@@ -408,8 +420,11 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         if with_probability:
             return labels, prepared, probs[1: config.kidney_classes + 1].sum(0).numpy()
         return labels, prepared
-    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     inference = inference or InferenceConfig()
+    if inference.tta_gamma != (1.0,):
+        raise ValueError(f"tta_gamma {list(inference.tta_gamma)}: only models of recipe 'multiplane' take intensity "
+                         "test-time augmentation")
+    prepared = prepare(image, config.target_spacing_mm, config.clip_ratio, config.normalisation)
     if config.spatial_dims == 3:
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
         labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()

@@ -87,9 +87,14 @@ class InferenceConfig(SpecConfig):
             clips and z-scores each slice of the plane the network runs in on its own, as the
             synthesised training slices are (:func:`kidneyseg.training.synth.normalise_slice`),
             so a scan whose slices differ in brightness gives every slice the same scale.
+        tta_gamma: ``recipe="multiplane"`` models only: intensity test-time augmentation; every
+            test-time pass is repeated on the volume at each of these gamma exponents
+            (:func:`kidneyseg.preprocess.normalise.gamma_zscore`) and the softmax averaged over
+            all of them; ``(1.0,)`` (the default) is the plain input.
 
     Raises:
-        ValueError: an empty shift list, a shift larger than 64 pixels, a threshold outside
+        ValueError: an empty shift list, a shift larger than 64 pixels, an empty or repeated
+            gamma list or a gamma outside [0.25, 4], a threshold outside
             (0, 1), a volume range that is not ``low < high`` with ``low >= 0``.
     """
 
@@ -105,8 +110,16 @@ class InferenceConfig(SpecConfig):
     planes: str = "acquisition"
     low_confidence_threshold_no_tta: float | None = None
     normalise: str = "volume"
+    tta_gamma: tuple[float, ...] = (1.0,)
 
     def __post_init__(self) -> None:
+        try:
+            gammas = tuple(float(g) for g in self.tta_gamma)
+        except (TypeError, ValueError):
+            raise ValueError(f"tta_gamma: expected a list of numbers, got {self.tta_gamma!r}") from None
+        if not gammas or len(set(gammas)) != len(gammas) or not all(0.25 <= g <= 4.0 for g in gammas):
+            raise ValueError(f"tta_gamma: expected distinct values in [0.25, 4], got {self.tta_gamma!r}")
+        object.__setattr__(self, "tta_gamma", gammas)
         if self.normalise not in ("volume", "slice"):
             raise ValueError(f"normalise: expected 'volume' or 'slice', got {self.normalise!r}")
         if self.planes not in ("acquisition", "all"):
@@ -142,7 +155,8 @@ class InferenceConfig(SpecConfig):
         low = self.low_confidence_threshold
         if self.low_confidence_threshold_no_tta is not None:
             low = self.low_confidence_threshold_no_tta
-        return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False, low_confidence_threshold=low)
+        return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False, tta_gamma=(1.0,),
+                                   low_confidence_threshold=low)
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:

@@ -38,6 +38,41 @@ def zscore_percentile(array: np.ndarray, lower: float = 0.5, upper: float = 99.5
     return a
 
 
+def gamma_zscore(array: np.ndarray, gamma: float, lower: float = 0.5, upper: float = 99.5) -> np.ndarray:
+    """Clip to percentiles, scale to 0..1, raise to ``gamma``, then z-score: the same scan
+    at another contrast curve, for intensity test-time augmentation
+    (``InferenceConfig.tta_gamma``). ``gamma == 1`` is exactly :func:`zscore_percentile`
+    (the z-score undoes the linear scaling, so that path is taken unchanged).
+
+    The gamma step is the one of MONAI's ``AdjustContrast`` (min-max scaled intensities to
+    the power gamma), after the percentile clip.
+
+    Args:
+        array: any real array (e.g. ``(X, Y, Z)``), not modified.
+        gamma: the exponent, > 0 (< 1 brightens the dark end, > 1 darkens it).
+        lower, upper: clipping percentiles, as :func:`zscore_percentile`.
+
+    Returns:
+        float32 array of the same shape.
+
+    Raises:
+        ValueError: ``gamma <= 0``, or the array is constant after clipping.
+    """
+    if not gamma > 0:
+        raise ValueError(f"gamma_zscore: gamma must be > 0, got {gamma!r}")
+    if gamma == 1.0:
+        return zscore_percentile(array, lower, upper)
+    a = np.array(array, dtype=np.float32, copy=True)
+    lo, hi = np.percentile(a, [lower, upper])
+    if hi <= lo:
+        raise ValueError("gamma_zscore: array is constant after percentile clipping")
+    np.clip(a, lo, hi, out=a)
+    a -= lo
+    a /= hi - lo
+    np.power(a, np.float32(gamma), out=a)
+    return zscore_percentile(a, 0.0, 100.0)
+
+
 def body_median(array: np.ndarray) -> float:
     """Median intensity of the body: the voxels above an Otsu threshold on log intensity.
 

@@ -109,6 +109,10 @@ class TrainConfig(SpecConfig):
             (for a seed ensemble measured by cross-validation).
         num_threads: torch intra-op threads (0 = torch's default).
         checkpoint_every: iterations between resumable checkpoints.
+        compile: train through ``torch.compile`` (TorchInductor): the same network and weights,
+            about 25 % shorter steps on a 2D network on CPU (0.137 -> 0.102 s per 12 x 128 x 128
+            step, AMD EPYC, 1 thread, 2026-12-04) after a compilation of about 30 s; needs a C
+            compiler. Like ``num_threads`` it says how a run executes, not what it trains.
         device: ``"auto"``, ``"cpu"`` or ``"cuda"``.
         recipe: ``"slices"`` (2.5D axial slices of the real images; every model made before
             2026-12-02) or ``"multiplane"``: a 2D network (``context_slices`` 0) on isotropic
@@ -176,6 +180,7 @@ class TrainConfig(SpecConfig):
     split_seed: int | None = None
     num_threads: int = 0
     checkpoint_every: int = 100
+    compile: bool = False
     device: str = "auto"
     recipe: str = "slices"
     synth_fraction: float = 0.0

@@ -85,7 +85,7 @@ def read_checkpoint(path: str | Path, config: dict | None = None) -> dict | None
     return ck
 
 
-RUNTIME_FIELDS = ("num_threads", "device")
+RUNTIME_FIELDS = ("num_threads", "device", "compile")
 """Config fields that say how a run executes, not what it trains: a run may resume with other
 values (more threads, another machine), as nnU-Net continues a training elsewhere."""
 

@@ -151,6 +151,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         log.info("resuming from iteration %d", start)
     model = net  # the plain network: saved, validated
     net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
+    step_net = torch.compile(net) if config.compile else net  # same parameters; `model` is saved
     if ctx.is_main:
         (out / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     log_path = out / "training_log.csv"
@@ -176,7 +177,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         for g in opt.param_groups:
             g["lr"] = _poly_lr(config, it)
         opt.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x), y)
+        loss = loss_fn(step_net(x), y)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 12.0)
         opt.step()
