@@ -10,6 +10,7 @@ from pathlib import Path
 from ..errors import InputError
 from ..models.store import CONFIG, ENSEMBLE, WEIGHTS, sha256
 from ..specs.mr_unet import TrainConfig
+from .checkpoint import RUNTIME_FIELDS
 
 
 def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
@@ -41,7 +42,7 @@ def make_ensemble(members: list[str | Path], folder: str | Path) -> Path:
     for src in srcs:
         opened = ModelFolder.open(src, "mr-t2-unet", weights=(WEIGHTS,), accepts=("mr-t2-unet", "mr-multiprotocol-unet"))
         configs.append(opened.config(TrainConfig.from_dict))
-    free = ("seed", "split_seed", "fold", "num_threads", "device", "dataset")  # may differ between members
+    free = ("seed", "split_seed", "fold", "dataset", *RUNTIME_FIELDS)  # may differ between members
     first = {k: v for k, v in configs[0].to_dict().items() if k not in free}
     for src, cfg in zip(srcs[1:], configs[1:]):
         diff = sorted(k for k, v in cfg.to_dict().items() if k not in free and first[k] != v)
