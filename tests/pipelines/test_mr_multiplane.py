@@ -285,6 +285,19 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
         InferenceConfig(planes="diagonal")
 
 
+def _coronal_body_phantom(body_value: float, kidney_value: float):
+    """A coronal scan (1.5 x 5 x 1.5 mm, 64 x 12 x 80): a body ellipsoid at ``body_value`` with a
+    kidney ellipsoid adding ``kidney_value``, noise sd 3. Returns ``(array, kidney mask, spacing,
+    the generator after the noise)``."""
+    spacing = (1.5, 5.0, 1.5)
+    shape = (64, 12, 80)
+    kidney = ellipsoid(shape, spacing, (48, 30, 60), (18, 14, 40))
+    body = ellipsoid(shape, spacing, (48, 30, 60), (40, 60, 55))
+    rng = np.random.default_rng(0)
+    arr = (body_value * body + kidney_value * kidney + rng.normal(0, 3, shape)).astype(np.float32)
+    return arr, kidney, spacing, rng
+
+
 def test_slice_normalisation_gives_each_acquired_slice_its_own_scale():
     """``InferenceConfig(normalise="slice")``: a coronal scan whose slices differ in brightness
     (every other slice at 25 %, as ge_01's slices differ) loses the kidney on the dim slices
@@ -292,12 +305,8 @@ def test_slice_normalisation_gives_each_acquired_slice_its_own_scale():
     from kidneyseg.inference.predict import normalise_slices
     from kidneyseg.inference.settings import InferenceConfig
 
-    spacing = (1.5, 5.0, 1.5)
-    shape = (64, 12, 80)
-    kidney = ellipsoid(shape, spacing, (48, 30, 60), (18, 14, 40))
-    body = ellipsoid(shape, spacing, (48, 30, 60), (40, 60, 55))
-    rng = np.random.default_rng(0)
-    arr = (100 * body + 100 * kidney + rng.normal(0, 3, shape)).astype(np.float32)
+    arr, kidney, spacing, rng = _coronal_body_phantom(100, 100)
+    shape = arr.shape
     gain = np.where(np.arange(shape[1]) % 2 == 0, 1.0, 0.25).astype(np.float32)
     arr *= gain[None, :, None]
     image = Image(arr, np.diag(list(spacing) + [1.0]))
@@ -601,12 +610,8 @@ def test_gamma_test_time_augmentation_averages_the_same_passes_at_each_gamma():
     from kidneyseg.preprocess import zscore_percentile
     from kidneyseg.preprocess.normalise import gamma_zscore
 
-    spacing = (1.5, 5.0, 1.5)
-    shape = (64, 12, 80)
-    kidney = ellipsoid(shape, spacing, (48, 30, 60), (18, 14, 40))
-    body = ellipsoid(shape, spacing, (48, 30, 60), (40, 60, 55))
-    rng = np.random.default_rng(0)
-    arr = (60 * body + 40 * kidney + rng.normal(0, 3, shape)).astype(np.float32)
+    arr, kidney, spacing, _ = _coronal_body_phantom(60, 40)
+    shape = arr.shape
     image = Image(arr, np.diag(list(spacing) + [1.0]))
     cfg = TrainConfig(recipe="multiplane", context_slices=0, target_spacing_mm=1.5)
     cpu = torch.device("cpu")

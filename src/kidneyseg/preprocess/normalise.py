@@ -45,7 +45,8 @@ def gamma_zscore(array: np.ndarray, gamma: float, lower: float = 0.5, upper: flo
     (the z-score undoes the linear scaling, so that path is taken unchanged).
 
     The gamma step is the one of MONAI's ``AdjustContrast`` (min-max scaled intensities to
-    the power gamma), after the percentile clip.
+    the power gamma), after the percentile clip; written out here because inference does not
+    import MONAI (a cached network loads without it, :mod:`kidneyseg.models.compiled`).
 
     Args:
         array: any real array (e.g. ``(X, Y, Z)``), not modified.
