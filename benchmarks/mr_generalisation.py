@@ -143,6 +143,9 @@ def main() -> None:
     ap.add_argument("--no-ukat", action="store_true", help="skip the ukat scans (models trained on them)")
     ap.add_argument("--ukat-cases", nargs="*", default=None,
                     help="only these ukat scans (e.g. a scanner held out of the model's training)")
+    ap.add_argument("--member-agreement", action="store_true",
+                    help="ensembles: also record member_dice_right / member_dice_left (the networks' agreement)")
+    ap.add_argument("--fast", action="store_true", help="one plain pass per network, as `kidneyseg segment --fast`")
     ap.add_argument("--tag", default="", help="free text stored with the rows (e.g. the training run)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_generalisation.jsonl")
@@ -162,6 +165,12 @@ def main() -> None:
         for spec in ([] if args.summarise else args.model):
             name, _, folder = spec.partition("=")
             pipe = load_pipeline(folder)
+            if (args.fast or args.member_agreement) and not isinstance(pipe, MRKidneyPipeline):
+                ap.error(f"--fast / --member-agreement: not for {folder} (mr-auto)")
+            if args.fast:
+                pipe.disable_tta()
+            if args.member_agreement:
+                pipe.member_agreement = True
             for domain, cases in (("ukat", ukat), ("chaos", chaos)):
                 for case in cases:
                     row = {"model": name, "tag": args.tag, "date": when, "machine": machine,

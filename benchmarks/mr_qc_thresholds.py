@@ -44,6 +44,18 @@ def threshold(rows: list[dict], min_dice: float) -> float:
     return max((r["uncertain_fraction"] for r in rows if not is_failure(r, min_dice)), default=0.0)
 
 
+def member_dice(row: dict) -> float | None:
+    """The smaller of the two kidneys' member agreement (``member_dice_right`` / ``_left``), or
+    ``None`` for a row without it (a single network, or scored without ``--member-agreement``)."""
+    values = [row.get("member_dice_right"), row.get("member_dice_left")]
+    return None if None in values else min(values)
+
+
+def member_threshold(rows: list[dict], min_dice: float) -> float:
+    """The smallest ``member_dice`` of a success (flag: ``member_dice`` below it; 0.0 without one)."""
+    return min((member_dice(r) for r in rows if not is_failure(r, min_dice)), default=0.0)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--rows", action="append", required=True, metavar="MODEL[:DOMAIN]=TAG_PREFIX")
@@ -89,6 +101,13 @@ def main() -> None:
 
     def either(xs):  # flagged by low_confidence or by the new volume range
         return sum(bool(f or v) for _, _, f, v in xs)
+    agreement = all(member_dice(r) is not None for r in rows)
+    member_loo = {}
+    if agreement:  # rule: benchmarks/README.md, "QC from the two networks' agreement"
+        m_all = member_threshold(rows, args.min_dice)
+        for i, r in enumerate(rows):
+            t = member_threshold(rows[:i] + rows[i + 1:], args.min_dice)
+            member_loo[i] = (t, member_dice(r) < t)
     settings = {"low_confidence_threshold": round(t_all, 3),
                 "validated_volume_ml": [min(vols), max(vols)] if vols else None,
                 "chosen_on": f"{len(rows)} held-out predictions ({len(wins)} successes): " + ", ".join(args.rows)}
@@ -106,13 +125,30 @@ def main() -> None:
           f"rows without recorded scan volumes count by `low_confidence` only): failures {either(fails)} of "
           f"{len(fails)}, successes {either(wins)} of {len(wins)}", "",
           "| model | domain | case | Dice right | Dice left | scan volume R / L (mL) | uncertain_fraction | failure | "
-          "threshold without it | low_confidence | volume flag |",
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-    for r, t, flagged, vflag in loo:
+          "threshold without it | low_confidence | volume flag |" + (" member_dice R / L | member threshold without it | member flag |" if agreement else ""),
+          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if agreement else "")]
+    if agreement:
+        settings["member_dice_threshold"] = round(m_all, 3)
+        idx = {id(r): i for i, r in enumerate(rows)}
+
+        def caught(xs, new_only=False):
+            return sum(member_loo[idx[id(r)]][1] and not (new_only and (f or v)) for r, _, f, v in xs)
+
+        def any_flag(xs):
+            return sum(bool(f or v or member_loo[idx[id(r)]][1]) for r, _, f, v in xs)
+        md[6:6] = [f"- `member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag below "
+                   f"it) chosen on all rows: {m_all:.3f}; leave-one-case-out, failures flagged: {caught(fails)} of "
+                   f"{len(fails)} ({caught(fails, True)} that neither other flag catches), successes flagged: "
+                   f"{caught(wins)} of {len(wins)} ({caught(wins, True)} that neither other flag flags)",
+                   f"- any of the three: failures {any_flag(fails)} of {len(fails)}, successes {any_flag(wins)} of "
+                   f"{len(wins)}"]
+    for i, (r, t, flagged, vflag) in enumerate(loo):
         md.append(f"| {r['model']} | {r['domain']} | {r['case']} | {r.get('dice_kidney_right', '-')} | "
                   f"{r.get('dice_kidney_left', '-')} | {r.get('scan_kidney_right_ml', '-')} / "
                   f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {is_failure(r, args.min_dice)} | "
-                  f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |")
+                  f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |"
+                  + (f" {r['member_dice_right']} / {r['member_dice_left']} | {member_loo[i][0]:.3f} | {member_loo[i][1]} |"
+                     if agreement else ""))
     args.out.write_text("\n".join(md) + "\n")
     print(json.dumps(settings))
 

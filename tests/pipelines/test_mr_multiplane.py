@@ -650,3 +650,62 @@ def test_gamma_test_time_augmentation_averages_the_same_passes_at_each_gamma():
     assert s.without_tta().tta_gamma == (1.0,)
     with pytest.raises(ValueError, match="multiplane"):
         predict_labels(_PlaneProbe(), image, TrainConfig(), cpu, s)
+
+
+class _LevelProbe(torch.nn.Module):
+    """A stand-in network that calls kidney where the z-scored slice is above ``level``."""
+
+    def __init__(self, level: float):
+        super().__init__()
+        self.level = level
+
+    def forward(self, x):
+        k = (x[:, :1] > self.level).float() * 20 - 10
+        return torch.cat([-k, k, torch.full_like(k, -10), torch.full_like(k, -10)], 1)
+
+
+def test_ensemble_members_run_one_by_one_give_the_fused_result_and_their_own_masks():
+    """``predict_labels(..., with_members=True)`` on a softmax ensemble: the fused probability is
+    the ensemble network's (mean softmax) up to float rounding, and each network's own kidney
+    mask comes back; a single network gives none."""
+    from kidneyseg.inference.predict import predict_labels
+    from kidneyseg.models.store import SoftmaxEnsemble
+
+    arr, kidney, spacing, _ = _coronal_body_phantom(60, 40)
+    image = Image(arr, np.diag(list(spacing) + [1.0]))
+    cfg = TrainConfig(recipe="multiplane", context_slices=0, target_spacing_mm=1.5)
+    cpu = torch.device("cpu")
+    pair = SoftmaxEnsemble([_LevelProbe(0.5), _LevelProbe(1.0e9)])  # the second network finds nothing
+    labels, _, fused = predict_labels(pair, image, cfg, cpu, with_probability=True)
+    labels_m, _, fused_m, members = predict_labels(pair, image, cfg, cpu, with_probability=True, with_members=True)
+    assert np.allclose(fused, fused_m, atol=1e-6) and np.array_equal(labels, labels_m)
+    assert len(members) == 2 and members[0].dtype == bool and members[0].shape == arr.shape
+    single = predict_labels(_LevelProbe(0.5), image, cfg, cpu, with_probability=True, with_members=True)
+    assert single[3] is None
+    assert np.array_equal(members[0], single[0] == 1) and not members[1].any()
+    # mean softmax at the argmax: 0.5 kidney where one of two networks says kidney -> ties go to background
+    assert 0.49 < float(fused[kidney].mean()) < 0.51
+
+
+def test_member_dice_per_side_of_the_midline():
+    from kidneyseg.postprocess.quality import member_dice
+
+    shape = (40, 10, 10)
+    affine = np.diag([2.0, 2.0, 2.0, 1.0])  # world x = 2 * i; the midline at x = 40 mm (i = 20)
+    right = np.zeros(shape, bool)
+    right[25:35, 3:7, 3:7] = True  # world x above the midline: the right side, as assign_kidneys names it
+    left = np.zeros(shape, bool)
+    left[5:15, 3:7, 3:7] = True
+    both = right | left
+    assert member_dice([both, both.copy()], affine, 40.0) == {"kidney_right": 1.0, "kidney_left": 1.0}
+    d = member_dice([both, left], affine, 40.0)  # the second network misses the right kidney
+    assert d == {"kidney_right": 0.0, "kidney_left": 1.0}
+    half = left.copy()
+    half[10:15] = False  # half the left kidney
+    assert member_dice([both, right | half], affine, 40.0)["kidney_left"] == pytest.approx(2 * 80 / (160 + 80))
+    empty = np.zeros(shape, bool)
+    assert member_dice([empty, empty], affine, 40.0) == {"kidney_right": 1.0, "kidney_left": 1.0}
+    three = member_dice([both, both, left], affine, 40.0)  # pairs: 1, 0, 0 on the right
+    assert three["kidney_right"] == pytest.approx(1 / 3)
+    with pytest.raises(ValueError, match="two or more"):
+        member_dice([both], affine, 40.0)

@@ -395,8 +395,35 @@ def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.
     return labels, Prepared(vol, canonical, reo), probs
 
 
+def ensemble_members(network: torch.nn.Module) -> list[torch.nn.Module]:
+    """The member networks of a softmax ensemble
+    (:class:`kidneyseg.models.store.SoftmaxEnsemble`, or its traced copy, which keeps the
+    ``members`` submodules), or ``[]`` for a single network."""
+    members = getattr(network, "members", None)
+    nets = list(members.children()) if members is not None else []  # a traced ModuleList has no len()
+    return nets if len(nets) > 1 else []
+
+
+def _predict_multiplane_members(members: list[torch.nn.Module], image: Image, config, device: torch.device,
+                                inference: InferenceConfig | None):
+    """:func:`predict_multiplane` of each member, fused as the ensemble's forward fuses them
+    (mean softmax; every pass and the plane resampling are linear in it, so the result equals
+    the fused network's up to float32 rounding). Returns ``(labels, prepared, probs, member_kidney)``
+    with ``member_kidney`` a list of bool ``(X, Y, Z)`` masks: each member's own kidney decision."""
+    outs = [predict_multiplane(m, image, config, device, inference) for m in members]
+    probs = sum(o[2] for o in outs) / len(outs)
+    threshold = (inference or InferenceConfig()).kidney_threshold
+    labels = decide_labels(probs[None], config.kidney_classes, threshold)[0].to(torch.uint8).numpy()
+    member_kidney = []
+    for _, _, p in outs:
+        own = decide_labels(p[None], config.kidney_classes, threshold)[0]
+        member_kidney.append(((own >= 1) & (own <= config.kidney_classes)).numpy())
+    return labels, outs[0][1], probs, member_kidney
+
+
 def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
-                   inference: InferenceConfig | None = None, with_probability: bool = False):
+                   inference: InferenceConfig | None = None, with_probability: bool = False,
+                   with_members: bool = False):
     """Labels on the canonical grid (no post-processing).
 
     Args:
@@ -408,17 +435,30 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         inference: test-time augmentation and decision threshold (2D networks); ``None``
             for one plain pass and the argmax.
         with_probability: also return the summed kidney probability.
+        with_members: with ``with_probability``, also return each ensemble member's own kidney
+            mask (multiplane ensembles; ``None`` otherwise), for
+            :func:`kidneyseg.postprocess.quality.member_dice`. The members are then run one
+            after the other instead of inside the fused network: the same passes, the same
+            fused result up to float32 rounding.
 
     Returns:
-        ``(labels, prepared)``, or with ``with_probability`` ``(labels, prepared, kidney_probability)``:
+        ``(labels, prepared)``, or with ``with_probability`` ``(labels, prepared, kidney_probability)``
+        (and ``member_kidney`` after it with ``with_members``):
         uint8 ``(X, Y, Z)`` labels on ``prepared.canonical``'s grid (map them to the input grid
-        with :func:`kidneyseg.io.from_canonical`) and float32 ``(X, Y, Z)`` probability on the
-        same grid.
+        with :func:`kidneyseg.io.from_canonical`), float32 ``(X, Y, Z)`` probability on the
+        same grid, and a list of bool ``(X, Y, Z)`` masks, one per member, or ``None``.
     """
     if getattr(config, "recipe", "slices") == "multiplane":
-        labels, prepared, probs = predict_multiplane(network, image, config, device, inference)
+        members = ensemble_members(network) if with_members and with_probability else []
+        if members:
+            labels, prepared, probs, member_kidney = _predict_multiplane_members(members, image, config, device,
+                                                                                 inference)
+        else:
+            labels, prepared, probs = predict_multiplane(network, image, config, device, inference)
+            member_kidney = None
         if with_probability:
-            return labels, prepared, probs[1: config.kidney_classes + 1].sum(0).numpy()
+            kidney = probs[1: config.kidney_classes + 1].sum(0).numpy()
+            return (labels, prepared, kidney, member_kidney) if with_members else (labels, prepared, kidney)
         return labels, prepared
     inference = inference or InferenceConfig()
     if inference.tta_gamma != (1.0,):
@@ -429,10 +469,13 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         probs = predict_probabilities_3d(network, prepared, config.patch_size, device)
         labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
         if with_probability:
-            return labels, prepared, probs[1: config.kidney_classes + 1].sum(0).numpy()
+            kidney = probs[1: config.kidney_classes + 1].sum(0).numpy()
+            return (labels, prepared, kidney, None) if with_members else (labels, prepared, kidney)
         return labels, prepared
     kidney = np.empty(prepared.canonical.shape, np.float32) if with_probability else None
     labels = predict_labels_2d(network, prepared, config.context_slices, device, levels=len(config.channels),
                                tta=inference.tta, kidney_classes=config.kidney_classes,
                                threshold=inference.kidney_threshold, kidney_probability=kidney)
-    return (labels, prepared, kidney) if with_probability else (labels, prepared)
+    if with_probability:
+        return (labels, prepared, kidney, None) if with_members else (labels, prepared, kidney)
+    return labels, prepared

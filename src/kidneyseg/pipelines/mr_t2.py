@@ -20,7 +20,7 @@ from ..inference import Prepared, predict_labels
 from ..io import Image, check_volume, from_canonical
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
-from ..postprocess.quality import outside_range, uncertain_fraction
+from ..postprocess.quality import member_dice, outside_range, uncertain_fraction
 from ..preprocess.modality import ct_evidence
 from .result import Result, volumetric_result
 
@@ -40,6 +40,9 @@ class MRKidneyPipeline:
     name = "mr-t2-unet"
     keep_largest: bool = True
     allow_ct: bool = False
+    member_agreement: bool = False
+    """Run an ensemble's networks one after the other and report their agreement per kidney
+    (``member_dice_right`` / ``member_dice_left``); a single network has none."""
 
     def __init__(self, bundle: ModelBundle, keep_largest: bool = True,
                  core_depth_mm: float | None = CORE_DEPTH_MM, allow_ct: bool = False) -> None:
@@ -88,12 +91,13 @@ class MRKidneyPipeline:
                                  "(--allow-ct to segment it anyway)")
         if image.array.dtype != np.float32:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
-        labels_c, prepared, kidney_p = predict_labels(self.bundle.network, image, self.bundle.config,
-                                                      self.bundle.device, self.bundle.inference, with_probability=True)
-        return self.finish(image, labels_c, prepared, t0, kidney_p)
+        out = predict_labels(self.bundle.network, image, self.bundle.config, self.bundle.device,
+                             self.bundle.inference, with_probability=True, with_members=self.member_agreement)
+        labels_c, prepared, kidney_p = out[:3]
+        return self.finish(image, labels_c, prepared, t0, kidney_p, out[3] if len(out) > 3 else None)
 
     def finish(self, image: Image, labels_c: np.ndarray, prepared: Prepared, t0: float | None = None,
-               kidney_probability: np.ndarray | None = None) -> Result:
+               kidney_probability: np.ndarray | None = None, member_kidney: list[np.ndarray] | None = None) -> Result:
         """Post-process the network's labels and build the :class:`Result` (the second half
         of :meth:`segment`; benchmarks that score cached probabilities call it directly).
 
@@ -105,6 +109,9 @@ class MRKidneyPipeline:
             t0: ``time.perf_counter()`` at the start, for ``Result.seconds``.
             kidney_probability: float32 ``(X, Y, Z)`` summed kidney probability on the same grid,
                 for the ``uncertain_fraction`` / ``low_confidence`` QC flags (left out without it).
+            member_kidney: an ensemble's per-network bool ``(X, Y, Z)`` kidney masks on the same
+                grid, for ``member_dice_right`` / ``member_dice_left``
+                (:func:`kidneyseg.postprocess.quality.member_dice`; left out without them).
 
         QC flags added to the geometry flags: ``volume_outside_validated_range`` (when the
         model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction`` and
@@ -125,6 +132,10 @@ class MRKidneyPipeline:
             "removed_voxels": assigned.removed_voxels,
         }
         settings = self.bundle.inference
+        if member_kidney is not None:
+            agreement = member_dice(member_kidney, prepared.canonical.affine, midline)
+            for name in ("kidney_right", "kidney_left"):
+                qc[f"member_dice_{name.split('_')[1]}"] = round(agreement[name], 3)
         if kidney_probability is not None:
             qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
             if settings.low_confidence_threshold is not None:
