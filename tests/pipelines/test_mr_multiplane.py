@@ -709,3 +709,42 @@ def test_member_dice_per_side_of_the_midline():
     assert three["kidney_right"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="two or more"):
         member_dice([both], affine, 40.0)
+
+
+def test_member_disagreement_raises_low_confidence(shipped_pipeline, two_kidney_phantom):
+    """With ``member_dice_threshold``, ``low_confidence`` is also raised when the ensemble's
+    networks disagree on a kidney, though every voxel is confident; ``--fast`` swaps in the
+    one-pass threshold."""
+    from kidneyseg.inference import prepare
+    from kidneyseg.inference.settings import InferenceConfig
+
+    pipe = shipped_pipeline
+    image, labels, affine = two_kidney_phantom
+    img = Image(image, affine)
+    cfg = pipe.bundle.config
+    prepared = prepare(img, cfg.target_spacing_mm, cfg.clip_ratio, cfg.normalisation)
+    settings = dataclasses.replace(pipe.bundle.inference, low_confidence_threshold=1.0, member_dice_threshold=0.8,
+                                   member_dice_threshold_no_tta=0.6)
+    assert settings.without_tta().member_dice_threshold == 0.6
+    with pytest.raises(ValueError, match="member_dice_threshold"):
+        InferenceConfig(member_dice_threshold=1.5)
+    old = pipe.bundle
+    pipe.bundle = dataclasses.replace(old, inference=settings)
+    try:
+        from kidneyseg.io import to_canonical
+
+        canon = to_canonical(Image(labels, affine))[0].array > 0
+        big = canon.astype(np.uint8)
+        sure = np.where(canon, 0.99, 0.01).astype(np.float32)
+        agree = pipe.finish(img, big.copy(), prepared, kidney_probability=sure, member_kidney=[canon, canon.copy()])
+        assert agree.qc["member_dice_right"] == 1.0 and agree.qc["member_dice_left"] == 1.0
+        assert agree.qc["low_confidence"] is False
+        one_side = canon.copy()
+        one_side[: canon.shape[0] // 2] = False  # the second network finds one kidney only
+        split = pipe.finish(img, big.copy(), prepared, kidney_probability=sure, member_kidney=[canon, one_side])
+        assert min(split.qc["member_dice_right"], split.qc["member_dice_left"]) == 0.0
+        assert split.qc["low_confidence"] is True and split.qc["uncertain_fraction"] < 1.0
+        plain = pipe.finish(img, big.copy(), prepared, kidney_probability=sure)  # a single network: no columns
+        assert "member_dice_right" not in plain.qc and plain.qc["low_confidence"] is False
+    finally:
+        pipe.bundle = old
