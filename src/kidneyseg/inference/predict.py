@@ -335,6 +335,16 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     inference = inference or InferenceConfig()
     if config.spatial_dims == 3:
         return _predict_isotropic_3d(network, canonical, reo, config, device, inference, src)
+    vol, (probs,) = _multiplane_probabilities([network], image, canonical, config, device, inference, src)
+    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
+    return labels, Prepared(vol, canonical, reo), probs
+
+
+def _multiplane_probabilities(networks: list[torch.nn.Module], image: Image, canonical: Image, config,
+                              device: torch.device, inference: InferenceConfig, src: str):
+    """The averaged softmax of :func:`predict_multiplane` for each of ``networks`` (2D), the
+    normalisation and plane resampling done once for all of them. Returns ``(normalised
+    canonical volume, [float32 (C, X, Y, Z) per network])``."""
     acquisition = acquisition_axes(canonical.spacing_mm)
     sizes = {}
     for axis in ([0, 1, 2] if inference.planes == "all" else acquisition):
@@ -349,7 +359,7 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
         vol = zscore_percentile(canonical.array)
     except ValueError as exc:
         raise InputError(f"{src}: {exc}") from None
-    total = None
+    totals = [None] * len(networks)
     for gamma in inference.tta_gamma:
         if gamma == 1.0:
             view, raw = vol, canonical.array
@@ -364,13 +374,12 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
             # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a
             # sagittal plane has no left-right axis, so it gets no mirror pass
             tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
-            out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
-            probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
-            probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
-            total = probs if total is None else total + probs
-    probs = total / (len(axes) * len(inference.tta_gamma))
-    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
-    return labels, Prepared(vol, canonical, reo), probs
+            for n, network in enumerate(networks):
+                out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
+                probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
+                probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
+                totals[n] = probs if totals[n] is None else totals[n] + probs
+    return vol, [t / (len(axes) * len(inference.tta_gamma)) for t in totals]
 
 
 def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.device, inference: InferenceConfig,
@@ -404,21 +413,25 @@ def ensemble_members(network: torch.nn.Module) -> list[torch.nn.Module]:
     return nets if len(nets) > 1 else []
 
 
+@torch.inference_mode()
 def _predict_multiplane_members(members: list[torch.nn.Module], image: Image, config, device: torch.device,
                                 inference: InferenceConfig | None):
-    """:func:`predict_multiplane` of each member, fused as the ensemble's forward fuses them
+    """:func:`predict_multiplane` of each member (2D), fused as the ensemble's forward fuses them
     (mean softmax; every pass and the plane resampling are linear in it, so the result equals
     the fused network's up to float32 rounding). Returns ``(labels, prepared, probs, member_kidney)``
     with ``member_kidney`` a list of bool ``(X, Y, Z)`` masks: each member's own kidney decision."""
-    outs = [predict_multiplane(m, image, config, device, inference) for m in members]
-    probs = sum(o[2] for o in outs) / len(outs)
-    threshold = (inference or InferenceConfig()).kidney_threshold
+    inference = inference or InferenceConfig()
+    canonical, reo = to_canonical(image, copy=False)
+    src = image.source if image.source is not None else "image"
+    vol, outs = _multiplane_probabilities(members, image, canonical, config, device, inference, src)
+    probs = sum(outs) / len(outs)
+    threshold = inference.kidney_threshold
     labels = decide_labels(probs[None], config.kidney_classes, threshold)[0].to(torch.uint8).numpy()
     member_kidney = []
-    for _, _, p in outs:
+    for p in outs:
         own = decide_labels(p[None], config.kidney_classes, threshold)[0]
         member_kidney.append(((own >= 1) & (own <= config.kidney_classes)).numpy())
-    return labels, outs[0][1], probs, member_kidney
+    return labels, Prepared(vol, canonical, reo), probs, member_kidney
 
 
 def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
@@ -436,7 +449,7 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
             for one plain pass and the argmax.
         with_probability: also return the summed kidney probability.
         with_members: with ``with_probability``, also return each ensemble member's own kidney
-            mask (multiplane ensembles; ``None`` otherwise), for
+            mask (2D multiplane ensembles; ``None`` otherwise), for
             :func:`kidneyseg.postprocess.quality.member_dice`. The members are then run one
             after the other instead of inside the fused network: the same passes, the same
             fused result up to float32 rounding.
@@ -449,7 +462,7 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
         same grid, and a list of bool ``(X, Y, Z)`` masks, one per member, or ``None``.
     """
     if getattr(config, "recipe", "slices") == "multiplane":
-        members = ensemble_members(network) if with_members and with_probability else []
+        members = ensemble_members(network) if with_members and with_probability and config.spatial_dims == 2 else []
         if members:
             labels, prepared, probs, member_kidney = _predict_multiplane_members(members, image, config, device,
                                                                                  inference)
