@@ -77,13 +77,6 @@ class InferenceConfig(SpecConfig):
             less averaged than those of the test-time augmentation; :meth:`without_tta` puts it
             in place of ``low_confidence_threshold``. ``None``: ``--fast`` keeps
             ``low_confidence_threshold``.
-        member_dice_threshold: ensembles only: ``low_confidence`` is also raised when the
-            networks of the ensemble agree on a kidney less than this (the smaller of
-            ``member_dice_right`` / ``member_dice_left``,
-            :func:`kidneyseg.postprocess.quality.member_dice`); the networks are then run one
-            after the other (the same passes). ``None``: not computed.
-        member_dice_threshold_no_tta: the same for one plain pass (``--fast``), put in place of
-            ``member_dice_threshold`` by :meth:`without_tta`.
         qc_chosen_by: free text recording how the QC settings were chosen.
         planes: ``recipe="multiplane"`` models only: ``"acquisition"`` segments in the plane
             across the thickest voxel side (all three for a near-isotropic voxel,
@@ -102,7 +95,7 @@ class InferenceConfig(SpecConfig):
     Raises:
         ValueError: an empty shift list, a shift larger than 64 pixels, an empty or repeated
             gamma list or a gamma outside [0.25, 4], a threshold outside
-            (0, 1), a member Dice threshold outside (0, 1], a volume range that is not ``low < high`` with ``low >= 0``.
+            (0, 1), a volume range that is not ``low < high`` with ``low >= 0``.
     """
 
     STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
@@ -118,8 +111,6 @@ class InferenceConfig(SpecConfig):
     low_confidence_threshold_no_tta: float | None = None
     normalise: str = "volume"
     tta_gamma: tuple[float, ...] = (1.0,)
-    member_dice_threshold: float | None = None
-    member_dice_threshold_no_tta: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -151,10 +142,6 @@ class InferenceConfig(SpecConfig):
             value = getattr(self, name)
             if value is not None and not 0.0 < float(value):
                 raise ValueError(f"{name}: expected > 0 or null, got {value!r}")
-        for name in ("member_dice_threshold", "member_dice_threshold_no_tta"):
-            value = getattr(self, name)
-            if value is not None and not 0.0 < float(value) <= 1.0:
-                raise ValueError(f"{name}: expected a Dice in (0, 1] or null, got {value!r}")
 
     @property
     def tta(self) -> TestTimeAugmentation:
@@ -163,16 +150,13 @@ class InferenceConfig(SpecConfig):
 
     def without_tta(self) -> "InferenceConfig":
         """The same kidney threshold with one plain pass (``kidneyseg segment --no-tta``), and
-        the QC thresholds derived for one pass when the folder has them
-        (``low_confidence_threshold_no_tta``, ``member_dice_threshold_no_tta``)."""
+        the QC threshold derived for one pass when the folder has one
+        (``low_confidence_threshold_no_tta``)."""
         low = self.low_confidence_threshold
         if self.low_confidence_threshold_no_tta is not None:
             low = self.low_confidence_threshold_no_tta
-        member = self.member_dice_threshold
-        if self.member_dice_threshold_no_tta is not None:
-            member = self.member_dice_threshold_no_tta
         return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False, tta_gamma=(1.0,),
-                                   low_confidence_threshold=low, member_dice_threshold=member)
+                                   low_confidence_threshold=low)
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:

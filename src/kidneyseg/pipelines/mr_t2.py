@@ -91,9 +91,8 @@ class MRKidneyPipeline:
                                  "(--allow-ct to segment it anyway)")
         if image.array.dtype != np.float32:
             image = image.with_array(np.asarray(image.array, dtype=np.float32))
-        members = self.member_agreement or self.bundle.inference.member_dice_threshold is not None
         out = predict_labels(self.bundle.network, image, self.bundle.config, self.bundle.device,
-                             self.bundle.inference, with_probability=True, with_members=members)
+                             self.bundle.inference, with_probability=True, with_members=self.member_agreement)
         labels_c, prepared, kidney_p = out[:3]
         return self.finish(image, labels_c, prepared, t0, kidney_p, out[3] if len(out) > 3 else None)
 
@@ -116,8 +115,7 @@ class MRKidneyPipeline:
 
         QC flags added to the geometry flags: ``volume_outside_validated_range`` (when the
         model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction`` and
-        ``low_confidence`` (with a probability, and ``low_confidence_threshold`` for the flag;
-        with member masks and ``member_dice_threshold`` also raised when the networks disagree).
+        ``low_confidence`` (with a probability, and ``low_confidence_threshold`` for the flag).
         """
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
@@ -134,19 +132,14 @@ class MRKidneyPipeline:
             "removed_voxels": assigned.removed_voxels,
         }
         settings = self.bundle.inference
-        disagree = None  # the networks of an ensemble disagree on a kidney (member_dice_threshold)
         if member_kidney is not None:
             agreement = member_dice(member_kidney, prepared.canonical.affine, midline)
             for name in ("kidney_right", "kidney_left"):
                 qc[f"member_dice_{name.split('_')[1]}"] = round(agreement[name], 3)
-            if settings.member_dice_threshold is not None:
-                disagree = min(agreement.values()) < settings.member_dice_threshold
         if kidney_probability is not None:
             qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
             if settings.low_confidence_threshold is not None:
                 qc["low_confidence"] = bool(qc["uncertain_fraction"] > settings.low_confidence_threshold)
-        if disagree is not None:
-            qc["low_confidence"] = bool(qc.get("low_confidence", False) or disagree)
         result = volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
                                    t0, from_canonical(labels_c, prepared.reorientation))
         if settings.validated_volume_ml is not None:
