@@ -709,3 +709,34 @@ def test_member_dice_per_side_of_the_midline():
     assert three["kidney_right"] == pytest.approx(1 / 3)
     with pytest.raises(ValueError, match="two or more"):
         member_dice([both], affine, 40.0)
+
+
+def test_member_agreement_is_reported_and_leaves_the_flags_alone(shipped_pipeline, two_kidney_phantom):
+    """``finish(..., member_kidney=...)`` (``MRKidneyPipeline.member_agreement``, used by
+    ``benchmarks/mr_generalisation.py --member-agreement``) adds ``member_dice_right`` /
+    ``member_dice_left``; ``low_confidence`` stays the uncertain fraction's alone (the agreement
+    was not adopted as a flag: benchmarks/README.md, "QC from the two networks' agreement")."""
+    from kidneyseg.inference import prepare
+    from kidneyseg.io import to_canonical
+
+    pipe = shipped_pipeline
+    image, labels, affine = two_kidney_phantom
+    img = Image(image, affine)
+    cfg = pipe.bundle.config
+    prepared = prepare(img, cfg.target_spacing_mm, cfg.clip_ratio, cfg.normalisation)
+    canon = to_canonical(Image(labels, affine))[0].array > 0
+    sure = np.where(canon, 0.99, 0.01).astype(np.float32)
+    one_side = canon.copy()
+    one_side[: canon.shape[0] // 2] = False  # the second network finds one kidney only
+    r = pipe.finish(img, canon.astype(np.uint8), prepared, kidney_probability=sure, member_kidney=[canon, one_side])
+    from kidneyseg.postprocess import body_midline_x_mm
+    from kidneyseg.postprocess.quality import member_dice
+
+    expected = member_dice([canon, one_side], prepared.canonical.affine,
+                           body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine))
+    assert r.qc["member_dice_right"] == round(expected["kidney_right"], 3)
+    assert r.qc["member_dice_left"] == round(expected["kidney_left"], 3)
+    assert min(r.qc["member_dice_right"], r.qc["member_dice_left"]) == 0.0
+    assert "low_confidence" not in r.qc or r.qc["low_confidence"] is False
+    plain = pipe.finish(img, canon.astype(np.uint8), prepared, kidney_probability=sure)
+    assert "member_dice_right" not in plain.qc
