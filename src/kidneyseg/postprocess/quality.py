@@ -51,9 +51,9 @@ def member_dice(member_masks: list[np.ndarray], affine: np.ndarray, midline_x_mm
     on each side of the body midline.
 
     Where the networks of an ensemble, trained alike from different seeds, disagree, the recipe
-    does not know the answer. This is the structure-wise agreement of Monte Carlo samples used as a
-    segmentation QC measure by Roy et al. (NeuroImage 186, 2019, "Dice agreement in MC samples"),
-    with ensemble members in place of dropout samples.
+    does not know the answer. This is the structure-wise Dice agreement of Monte Carlo samples
+    that Roy et al. use for segmentation QC (Bayesian QuickNAT, NeuroImage 195, 2019), with
+    ensemble members in place of dropout samples.
 
     Args:
         member_masks: two or more bool ``(X, Y, Z)`` kidney masks on one grid, one per network
