@@ -107,7 +107,7 @@ def main() -> None:
         m_all = member_threshold(rows, args.min_dice)
         for i, r in enumerate(rows):
             t = member_threshold(rows[:i] + rows[i + 1:], args.min_dice)
-            member_loo[i] = (t, member_dice(r) < t)
+            member_loo[id(r)] = (t, member_dice(r) < t)
     settings = {"low_confidence_threshold": round(t_all, 3),
                 "validated_volume_ml": [min(vols), max(vols)] if vols else None,
                 "chosen_on": f"{len(rows)} held-out predictions ({len(wins)} successes): " + ", ".join(args.rows)}
@@ -129,25 +129,24 @@ def main() -> None:
           "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if agreement else "")]
     if agreement:
         settings["member_dice_threshold"] = round(m_all, 3)
-        idx = {id(r): i for i, r in enumerate(rows)}
 
         def caught(xs, new_only=False):
-            return sum(member_loo[idx[id(r)]][1] and not (new_only and (f or v)) for r, _, f, v in xs)
+            return sum(member_loo[id(r)][1] and not (new_only and (f or v)) for r, _, f, v in xs)
 
         def any_flag(xs):
-            return sum(bool(f or v or member_loo[idx[id(r)]][1]) for r, _, f, v in xs)
+            return sum(bool(f or v or member_loo[id(r)][1]) for r, _, f, v in xs)
         md[6:6] = [f"- `member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag below "
                    f"it) chosen on all rows: {m_all:.3f}; leave-one-case-out, failures flagged: {caught(fails)} of "
                    f"{len(fails)} ({caught(fails, True)} that neither other flag catches), successes flagged: "
                    f"{caught(wins)} of {len(wins)} ({caught(wins, True)} that neither other flag flags)",
                    f"- any of the three: failures {any_flag(fails)} of {len(fails)}, successes {any_flag(wins)} of "
                    f"{len(wins)}"]
-    for i, (r, t, flagged, vflag) in enumerate(loo):
+    for r, t, flagged, vflag in loo:
         md.append(f"| {r['model']} | {r['domain']} | {r['case']} | {r.get('dice_kidney_right', '-')} | "
                   f"{r.get('dice_kidney_left', '-')} | {r.get('scan_kidney_right_ml', '-')} / "
                   f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {is_failure(r, args.min_dice)} | "
                   f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |"
-                  + (f" {r['member_dice_right']} / {r['member_dice_left']} | {member_loo[i][0]:.3f} | {member_loo[i][1]} |"
+                  + (f" {r['member_dice_right']} / {r['member_dice_left']} | {member_loo[id(r)][0]:.3f} | {member_loo[id(r)][1]} |"
                      if agreement else ""))
     args.out.write_text("\n".join(md) + "\n")
     print(json.dumps(settings))

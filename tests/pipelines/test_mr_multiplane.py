@@ -718,6 +718,8 @@ def test_member_agreement_is_reported_and_leaves_the_flags_alone(shipped_pipelin
     was not adopted as a flag: benchmarks/README.md, "QC from the two networks' agreement")."""
     from kidneyseg.inference import prepare
     from kidneyseg.io import to_canonical
+    from kidneyseg.postprocess import body_midline_x_mm
+    from kidneyseg.postprocess.quality import member_dice
 
     pipe = shipped_pipeline
     image, labels, affine = two_kidney_phantom
@@ -729,9 +731,6 @@ def test_member_agreement_is_reported_and_leaves_the_flags_alone(shipped_pipelin
     one_side = canon.copy()
     one_side[: canon.shape[0] // 2] = False  # the second network finds one kidney only
     r = pipe.finish(img, canon.astype(np.uint8), prepared, kidney_probability=sure, member_kidney=[canon, one_side])
-    from kidneyseg.postprocess import body_midline_x_mm
-    from kidneyseg.postprocess.quality import member_dice
-
     expected = member_dice([canon, one_side], prepared.canonical.affine,
                            body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine))
     assert r.qc["member_dice_right"] == round(expected["kidney_right"], 3)

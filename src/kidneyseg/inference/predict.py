@@ -330,21 +330,29 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
         ``prepared.canonical``'s grid, the :class:`Prepared` (its ``volume`` is the normalised
         canonical volume, not resampled), and the float32 ``(C, X, Y, Z)`` averaged softmax.
     """
-    canonical, reo = to_canonical(image, copy=False)
-    src = image.source if image.source is not None else "image"
     inference = inference or InferenceConfig()
     if config.spatial_dims == 3:
+        canonical, reo = to_canonical(image, copy=False)
+        src = image.source if image.source is not None else "image"
         return _predict_isotropic_3d(network, canonical, reo, config, device, inference, src)
-    vol, (probs,) = _multiplane_probabilities([network], image, canonical, config, device, inference, src)
-    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
-    return labels, Prepared(vol, canonical, reo), probs
+    return _predict_multiplane_2d([network], image, config, device, inference)[:3]
 
 
-def _multiplane_probabilities(networks: list[torch.nn.Module], image: Image, canonical: Image, config,
-                              device: torch.device, inference: InferenceConfig, src: str):
-    """The averaged softmax of :func:`predict_multiplane` for each of ``networks`` (2D), the
-    normalisation and plane resampling done once for all of them. Returns ``(normalised
-    canonical volume, [float32 (C, X, Y, Z) per network])``."""
+@torch.inference_mode()
+def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config, device: torch.device,
+                           inference: InferenceConfig):
+    """:func:`predict_multiplane` of one or more 2D networks, the normalisation and plane
+    resampling done once for all of them. Their softmax is averaged before the decision, as a
+    :class:`~kidneyseg.models.store.SoftmaxEnsemble`'s forward averages it (every pass and the
+    plane resampling are linear in it, so the result equals the fused network's up to float32
+    rounding; for one network it is that network's, bit for bit).
+
+    Returns:
+        ``(labels, prepared, probs, per_network)``: as :func:`predict_multiplane`, and the list of
+        each network's own float32 ``(C, X, Y, Z)`` softmax.
+    """
+    canonical, reo = to_canonical(image, copy=False)
+    src = image.source if image.source is not None else "image"
     acquisition = acquisition_axes(canonical.spacing_mm)
     sizes = {}
     for axis in ([0, 1, 2] if inference.planes == "all" else acquisition):
@@ -379,7 +387,10 @@ def _multiplane_probabilities(networks: list[torch.nn.Module], image: Image, can
                 probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
                 probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
                 totals[n] = probs if totals[n] is None else totals[n] + probs
-    return vol, [t / (len(axes) * len(inference.tta_gamma)) for t in totals]
+    per_network = [t / (len(axes) * len(inference.tta_gamma)) for t in totals]
+    probs = per_network[0] if len(per_network) == 1 else sum(per_network) / len(per_network)
+    labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
+    return labels, Prepared(vol, canonical, reo), probs, per_network
 
 
 def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.device, inference: InferenceConfig,
@@ -413,25 +424,10 @@ def ensemble_members(network: torch.nn.Module) -> list[torch.nn.Module]:
     return nets if len(nets) > 1 else []
 
 
-@torch.inference_mode()
-def _predict_multiplane_members(members: list[torch.nn.Module], image: Image, config, device: torch.device,
-                                inference: InferenceConfig | None):
-    """:func:`predict_multiplane` of each member (2D), fused as the ensemble's forward fuses them
-    (mean softmax; every pass and the plane resampling are linear in it, so the result equals
-    the fused network's up to float32 rounding). Returns ``(labels, prepared, probs, member_kidney)``
-    with ``member_kidney`` a list of bool ``(X, Y, Z)`` masks: each member's own kidney decision."""
-    inference = inference or InferenceConfig()
-    canonical, reo = to_canonical(image, copy=False)
-    src = image.source if image.source is not None else "image"
-    vol, outs = _multiplane_probabilities(members, image, canonical, config, device, inference, src)
-    probs = sum(outs) / len(outs)
-    threshold = inference.kidney_threshold
-    labels = decide_labels(probs[None], config.kidney_classes, threshold)[0].to(torch.uint8).numpy()
-    member_kidney = []
-    for p in outs:
-        own = decide_labels(p[None], config.kidney_classes, threshold)[0]
-        member_kidney.append(((own >= 1) & (own <= config.kidney_classes)).numpy())
-    return labels, Prepared(vol, canonical, reo), probs, member_kidney
+def _kidney_mask(probs: torch.Tensor, kidney_classes: int, threshold: float | None) -> np.ndarray:
+    """Bool ``(X, Y, Z)``: where :func:`decide_labels` of ``(C, X, Y, Z)`` probabilities says kidney."""
+    labels = decide_labels(probs[None], kidney_classes, threshold)[0]
+    return ((labels >= 1) & (labels <= kidney_classes)).numpy()
 
 
 def predict_labels(network: torch.nn.Module, image: Image, config, device: torch.device,
@@ -464,8 +460,9 @@ def predict_labels(network: torch.nn.Module, image: Image, config, device: torch
     if getattr(config, "recipe", "slices") == "multiplane":
         members = ensemble_members(network) if with_members and with_probability and config.spatial_dims == 2 else []
         if members:
-            labels, prepared, probs, member_kidney = _predict_multiplane_members(members, image, config, device,
-                                                                                 inference)
+            inference = inference or InferenceConfig()
+            labels, prepared, probs, per_network = _predict_multiplane_2d(members, image, config, device, inference)
+            member_kidney = [_kidney_mask(p, config.kidney_classes, inference.kidney_threshold) for p in per_network]
         else:
             labels, prepared, probs = predict_multiplane(network, image, config, device, inference)
             member_kidney = None

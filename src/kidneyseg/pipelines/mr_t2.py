@@ -134,8 +134,8 @@ class MRKidneyPipeline:
         settings = self.bundle.inference
         if member_kidney is not None:
             agreement = member_dice(member_kidney, prepared.canonical.affine, midline)
-            for name in ("kidney_right", "kidney_left"):
-                qc[f"member_dice_{name.split('_')[1]}"] = round(agreement[name], 3)
+            qc["member_dice_right"] = round(agreement["kidney_right"], 3)
+            qc["member_dice_left"] = round(agreement["kidney_left"], 3)
         if kidney_probability is not None:
             qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
             if settings.low_confidence_threshold is not None:

@@ -7,6 +7,8 @@ report): ``volume_outside_validated_range`` and ``low_confidence`` (the model fo
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 
 UNCERTAIN_BAND = (0.2, 0.8)
@@ -71,19 +73,14 @@ def member_dice(member_masks: list[np.ndarray], affine: np.ndarray, midline_x_mm
     Raises:
         ValueError: fewer than two masks, or masks of different shapes.
     """
+    from ..metrics.overlap import dice  # here: the metrics package is not needed at import time
+
     masks = [np.asarray(m, dtype=bool) for m in member_masks]
     if len(masks) < 2 or any(m.shape != masks[0].shape for m in masks) or masks[0].ndim != 3:
         raise ValueError(f"member_dice: expected two or more 3D masks of one shape, got {[m.shape for m in masks]}")
     i, j, k = np.ogrid[tuple(slice(0, n) for n in masks[0].shape)]
     world_x = affine[0, 0] * i + affine[0, 1] * j + affine[0, 2] * k + affine[0, 3]
     right = np.broadcast_to(world_x > midline_x_mm, masks[0].shape)
-    out = {}
-    for name, side in (("kidney_right", right), ("kidney_left", ~right)):
-        scores = []
-        for a in range(len(masks)):
-            for b in range(a + 1, len(masks)):
-                ma, mb = masks[a] & side, masks[b] & side
-                total = int(np.count_nonzero(ma)) + int(np.count_nonzero(mb))
-                scores.append(1.0 if total == 0 else 2.0 * np.count_nonzero(ma & mb) / total)
-        out[name] = float(np.mean(scores))
-    return out
+    pairs = list(itertools.combinations(range(len(masks)), 2))
+    return {name: float(np.mean([dice(masks[a] & side, masks[b] & side) for a, b in pairs]))
+            for name, side in (("kidney_right", right), ("kidney_left", ~right))}
