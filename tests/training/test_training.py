@@ -164,6 +164,34 @@ def test_compiled_training_saves_the_plain_network_and_may_resume_an_eager_run(n
     assert torch.allclose(ya, yb, atol=1e-3) and not torch.allclose(ya, torch.zeros_like(ya), atol=1e-3)
 
 
+def test_weight_averaging_saves_the_mean_of_the_chosen_iterates_and_resumes(nnunet_dataset, tmp_path, monkeypatch):
+    """``weight_average_from`` (SWA): with 4 iterations, from 0.25 and every 2nd step, the saved
+    model is the mean of the weights after steps 2 and 4, across a kill and resume; the last
+    iterate, saved beside it, is the plain run's model (averaging does not steer training)."""
+    from kidneyseg.training.trainer import LAST_ITERATE
+
+    cfg = TrainConfig(dataset=str(nnunet_dataset), layout="nnunet", target_spacing_mm=1.5, **TINY)
+    plain = torch.load(train(cfg, tmp_path / "plain", progress=False) / "model.pt", weights_only=True)
+    swa = cfg.replace(weight_average_from=0.25, weight_average_every=2)
+    _train_killed_at_batch(swa, tmp_path / "swa", monkeypatch, kill_at=3)
+    ck = torch.load(tmp_path / "swa" / "checkpoint.pt", weights_only=True)
+    assert ck["iteration"] == 2 and int(ck["averaged_model"]["n_averaged"]) == 1
+    w2 = ck["model"]
+    out = train(swa, tmp_path / "swa", progress=False)
+    last = torch.load(out / LAST_ITERATE / "model.pt", weights_only=True)
+    mean = torch.load(out / "model.pt", weights_only=True)
+    assert mean.keys() == plain.keys() == last.keys()
+    assert all(torch.equal(last[k], plain[k]) for k in plain)
+    floats = [k for k in mean if mean[k].is_floating_point()]
+    assert all(torch.allclose(mean[k], (w2[k] + last[k]) / 2, atol=1e-6) for k in floats)
+    assert any(not torch.allclose(mean[k], last[k]) for k in floats)
+    assert json.loads((out / "training_summary.json").read_text())["weights_averaged"] == 2
+    with pytest.raises(ValueError, match="weight_average_from"):
+        TrainConfig(weight_average_from=1.0)
+    with pytest.raises(ValueError, match="no step after"):
+        train(cfg.replace(weight_average_from=0.5, weight_average_every=8), tmp_path / "none", progress=False)
+
+
 @needs_chaos
 def test_chaos_reader_maps_labels_by_name():
     cases = chaos_cases(CHAOS, MR_KIDNEYS)

@@ -145,6 +145,15 @@ class TrainConfig(SpecConfig):
             ``sagittal`` training patches.
         extra_datasets: more ``(folder, layout)`` training datasets (e.g. ukat); their cases
             join the training set and are never in a validation fold.
+        weight_average_from: stochastic weight averaging (SWA; Izmailov et al., UAI 2018; as a
+            domain-generalisation method, SWAD, Cha et al., NeurIPS 2021): from this fraction of
+            ``iterations`` on, the weights after every ``weight_average_every``-th step are
+            averaged with equal weight (``torch.optim.swa_utils.AveragedModel``), and the average
+            is the saved model; the last iterate is saved beside it in ``last_iterate/``.
+            ``None`` (every model made before 2026-12-04): the last iterate is the model. The
+            networks use instance normalisation (no running statistics), so the average needs
+            no batch-norm update.
+        weight_average_every: iterations between two weights that enter the average.
     """
 
     STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
@@ -192,6 +201,8 @@ class TrainConfig(SpecConfig):
     synth_outline_fraction: float = 0.0
     plane_weights: dict[str, float] = field(default_factory=lambda: {"axial": 1.0, "coronal": 1.0, "sagittal": 0.5})
     extra_datasets: tuple[tuple[str, str], ...] = ()
+    weight_average_from: float | None = None
+    weight_average_every: int = 10
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "extra_datasets", tuple((str(a), str(b)) for a, b in self.extra_datasets))
@@ -207,6 +218,10 @@ class TrainConfig(SpecConfig):
             raise ValueError(f"intensity_curve_fraction: expected in [0, 1], got {self.intensity_curve_fraction}")
         if not 0.0 <= self.synth_outline_fraction <= 1.0:
             raise ValueError(f"synth_outline_fraction: expected in [0, 1], got {self.synth_outline_fraction}")
+        if self.weight_average_from is not None and not 0.0 <= self.weight_average_from < 1.0:
+            raise ValueError(f"weight_average_from: expected None or in [0, 1), got {self.weight_average_from}")
+        if self.weight_average_every < 1:
+            raise ValueError(f"weight_average_every: expected >= 1, got {self.weight_average_every}")
         if not 0.0 <= self.synth_fraction <= 1.0:
             raise ValueError(f"synth_fraction: expected in [0, 1], got {self.synth_fraction}")
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \

@@ -22,6 +22,8 @@ from .data import augmentation, load_volume, read_case, sample_batch
 
 log = logging.getLogger(__name__)
 CHECKPOINT = "checkpoint.pt"
+LAST_ITERATE = "last_iterate"
+"""Sub-folder of a model folder trained with weight averaging: the last iterate's model."""
 
 
 def split_folds(case_ids: list[str], folds: int, seed: int) -> list[list[str]]:
@@ -91,7 +93,8 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
     Args:
         config: the training configuration.
         out_dir: model folder to create (``config.json``, ``model.pt``, ``training_log.csv``,
-            and for a fold ``validation.json``).
+            and for a fold ``validation.json``; with ``config.weight_average_from`` the
+            averaged weights in ``model.pt`` and the last iterate in ``last_iterate/``).
         progress: show a tqdm progress bar.
         validate: for a fold, called as ``validate(out_dir, held_out_cases, device)`` once the
             model is saved; its rows go to ``training_summary.json`` under ``"validation"``
@@ -150,6 +153,17 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         start, elapsed_before = ck["iteration"], ck["seconds"]
         log.info("resuming from iteration %d", start)
     model = net  # the plain network: saved, validated
+    averaged = None
+    if config.weight_average_from is not None:
+        from torch.optim.swa_utils import AveragedModel
+
+        averaged = AveragedModel(model, use_buffers=True)
+        if ck is not None and "averaged_model" in ck:
+            averaged.load_state_dict(ck["averaged_model"])
+    average_start = config.iterations * (config.weight_average_from or 0.0)
+    if averaged is not None and config.iterations // config.weight_average_every * config.weight_average_every <= average_start:
+        raise ValueError(f"weight averaging: no step after iteration {average_start:g} of {config.iterations} is a "
+                         f"multiple of weight_average_every {config.weight_average_every}")
     net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
     step_net = torch.compile(net) if config.compile else net  # same parameters; `model` is saved
     if ctx.is_main:
@@ -185,12 +199,17 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         running = lv if running is None else 0.95 * running + 0.05 * lv
         bar.set_postfix(loss=f"{running:.3f}")
         done = it + 1
+        if averaged is not None and done > average_start and done % config.weight_average_every == 0:
+            averaged.update_parameters(model)
         if ctx.is_main and (done % config.checkpoint_every == 0 or done == config.iterations):
             secs = elapsed_before + time.perf_counter() - t_loop
             writer.writerow([done, round(running, 5), _poly_lr(config, it), round(secs, 1)])
             logf.flush()
-            save_checkpoint(ckpt_path, {"config": config.to_dict(), "model": model.state_dict(),
-                                        "optimizer": opt.state_dict(), "iteration": done, "seconds": secs})
+            state = {"config": config.to_dict(), "model": model.state_dict(),
+                     "optimizer": opt.state_dict(), "iteration": done, "seconds": secs}
+            if averaged is not None:
+                state["averaged_model"] = averaged.state_dict()
+            save_checkpoint(ckpt_path, state)
     logf.close()
     train_seconds = elapsed_before + time.perf_counter() - t_loop
     in_sync = ddp.ranks_in_sync(net, ctx)
@@ -200,11 +219,16 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
     if not ctx.is_main:
         return out
     net = model
+    if averaged is not None:
+        save_model(model.eval(), config, out / LAST_ITERATE)
+        net = averaged.module
     net.eval()
     save_model(net, config, out)
     summary = {"train_seconds": round(train_seconds, 1), "load_seconds": round(t_loop - t_start, 1),
                "iterations": config.iterations, "train_cases": [c.case_id for c in train_cases],
                "world_size": ctx.world_size, "ranks_in_sync": in_sync}
+    if averaged is not None:
+        summary["weights_averaged"] = int(averaged.n_averaged)
     if val_cases and validate is not None:
         summary["validation"] = validate(out, val_cases, config.device)
     (out / "training_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
