@@ -17,7 +17,8 @@ For every model (``shipped`` = the package's model; a folder from ``kidneyseg tr
   every shipped and benchmark model).
 
 Every row also carries the QC values (``uncertain_fraction``, ``low_confidence``,
-``volume_outside_validated_range``) so the flags can be checked against the failures. Rows are appended to
+``volume_outside_validated_range``) and the whole scan's kidney lengths and split (``scan_kidney_*_length_mm``,
+``scan_split_right_pct``) so the flags can be checked against the failures. Rows are appended to
 ``benchmarks/results/mr_generalisation.jsonl``; a Markdown summary is written to
 ``benchmarks/results/mr_generalisation.md`` (all rows in the file, grouped by model and tag).
 """
@@ -67,6 +68,7 @@ def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
            **{("routed_model" if k == "model" else k): v for k, v in result.qc.items() if k != "removed_voxels"}}
     for name in MR_KIDNEYS.values():  # the whole scan's predicted volume, what the volume QC flag judges
         row[f"scan_{name}_ml"] = round(float(result.volumes_ml[f"{name}_ml"]), 1)
+    row.update({f"scan_{k}": v for k, v in result.measures.items()})  # lengths (mm) and the split (%)
     if case.labelled_slices is not None:
         axis, idx = case.labelled_slices
         sl = [slice(None)] * 3
