@@ -16,7 +16,15 @@ A row is a *failure* when either kidney scored there has Dice below ``--min-dice
 - ``validated_volume_ml``: the smallest and largest expert single-kidney volume of the
   whole-volume rows (a labelled-slice row has no volume).
 
-Writes ``benchmarks/results/mr_qc_thresholds.md`` and prints the two settings as JSON.
+Signals judged as candidates, when every row carries them:
+
+- the member agreement of an ensemble's networks (``member_dice_right`` / ``_left``; rule
+  "QC from the two networks' agreement"): threshold the smallest of a success, leave-one-case-out;
+- the kidney length (``scan_kidney_*_length_mm``; rule "QC from the kidney's length"): a kidney
+  shorter than ``LENGTH_MIN_MM`` or the two sides' lengths more than ``LENGTH_DIFF_MAX_MM`` apart,
+  limits fixed from anatomy (nothing fitted).
+
+Writes ``benchmarks/results/mr_qc_thresholds.md`` and prints the settings as JSON.
 """
 
 from __future__ import annotations
@@ -54,6 +62,22 @@ def member_dice(row: dict) -> float | None:
 def member_threshold(rows: list[dict], min_dice: float) -> float:
     """The smallest ``member_dice`` of a success (flag: ``member_dice`` below it; 0.0 without one)."""
     return min((member_dice(r) for r in rows if not is_failure(r, min_dice)), default=0.0)
+
+
+LENGTH_MIN_MM = 80.0
+"""Shortest plausible adult kidney (mean about 110 mm: Emamian et al., AJR 160, 1993)."""
+LENGTH_DIFF_MAX_MM = 20.0
+"""Largest side difference in length not worth a look (the usual 2 cm radiological rule)."""
+
+
+def length_flag(row: dict) -> bool | None:
+    """A found kidney shorter than ``LENGTH_MIN_MM``, or both found and more than
+    ``LENGTH_DIFF_MAX_MM`` apart; ``None`` for a row without the lengths."""
+    lengths = [row.get(f"scan_{s}_length_mm") for s in SIDES]
+    if None in lengths:
+        return None
+    found = [v for v in lengths if v > 0]
+    return any(v < LENGTH_MIN_MM for v in found) or (len(found) == 2 and abs(found[0] - found[1]) > LENGTH_DIFF_MAX_MM)
 
 
 def main() -> None:
@@ -101,16 +125,31 @@ def main() -> None:
 
     def either(xs):  # flagged by low_confidence or by the new volume range
         return sum(bool(f or v) for _, _, f, v in xs)
-    agreement = all(member_dice(r) is not None for r in rows)
-    member_loo = {}
-    if agreement:  # rule: benchmarks/README.md, "QC from the two networks' agreement"
-        m_all = member_threshold(rows, args.min_dice)
-        for i, r in enumerate(rows):
-            t = member_threshold(rows[:i] + rows[i + 1:], args.min_dice)
-            member_loo[id(r)] = (t, member_dice(r) < t)
+    candidates: dict[str, dict[int, bool]] = {}  # signal -> id(row) -> flagged (leave-one-case-out)
+    columns: list[tuple[str, callable]] = []
     settings = {"low_confidence_threshold": round(t_all, 3),
                 "validated_volume_ml": [min(vols), max(vols)] if vols else None,
                 "chosen_on": f"{len(rows)} held-out predictions ({len(wins)} successes): " + ", ".join(args.rows)}
+    notes = []
+    if all(member_dice(r) is not None for r in rows):  # rule: "QC from the two networks' agreement"
+        m_all = member_threshold(rows, args.min_dice)
+        settings["member_dice_threshold"] = round(m_all, 3)
+        member_t = {id(r): member_threshold(rows[:i] + rows[i + 1:], args.min_dice) for i, r in enumerate(rows)}
+        candidates["member agreement"] = {id(r): member_dice(r) < member_t[id(r)] for r in rows}
+        columns.append(("member_dice R / L | member threshold without it",
+                        lambda r: f"{r['member_dice_right']} / {r['member_dice_left']} | {member_t[id(r)]:.3f}"))
+        notes.append(f"`member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag below "
+                     f"it) chosen on all rows: {m_all:.3f}")
+    if all(length_flag(r) is not None for r in rows):  # rule: "QC from the kidney's length"
+        candidates["kidney length"] = {id(r): length_flag(r) for r in rows}
+        columns.append(("scan length R / L (mm)",
+                        lambda r: f"{r['scan_kidney_right_length_mm']} / {r['scan_kidney_left_length_mm']}"))
+        notes.append(f"`kidney_length_implausible`: a kidney shorter than {LENGTH_MIN_MM:g} mm or the sides more than "
+                     f"{LENGTH_DIFF_MAX_MM:g} mm apart (fixed limits)")
+
+    def count(xs, name, new_only=False):
+        return sum(candidates[name][id(r)] and not (new_only and (f or v)) for r, _, f, v in xs)
+
     md = ["# QC settings from held-out predictions", "",
           f"Written by `benchmarks/mr_qc_thresholds.py` from {len(rows)} rows of `{args.jsonl.name}`: "
           + ", ".join(f"`{s}`" for s in args.rows) + f". Failure: either kidney Dice < {args.min_dice}.", "",
@@ -123,31 +162,26 @@ def main() -> None:
           + ("" if args.volume_rows is None else ": " + ", ".join(f"`{s}`" for s in args.volume_rows)) + ")",
           f"- either flag (`low_confidence` leave-one-case-out, or a whole-scan kidney volume outside that range; "
           f"rows without recorded scan volumes count by `low_confidence` only): failures {either(fails)} of "
-          f"{len(fails)}, successes {either(wins)} of {len(wins)}", "",
-          "| model | domain | case | Dice right | Dice left | scan volume R / L (mL) | uncertain_fraction | failure | "
-          "threshold without it | low_confidence | volume flag |" + (" member_dice R / L | member threshold without it | member flag |" if agreement else ""),
-          "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |" + (" --- | --- | --- |" if agreement else "")]
-    if agreement:
-        settings["member_dice_threshold"] = round(m_all, 3)
-
-        def caught(xs, new_only=False):
-            return sum(member_loo[id(r)][1] and not (new_only and (f or v)) for r, _, f, v in xs)
-
+          f"{len(fails)}, successes {either(wins)} of {len(wins)}"]
+    for name, note in zip(candidates, notes):
+        md.append(f"- {note}; leave-one-case-out, failures flagged: {count(fails, name)} of {len(fails)} "
+                  f"({count(fails, name, True)} that neither other flag catches), successes flagged: "
+                  f"{count(wins, name)} of {len(wins)} ({count(wins, name, True)} that neither other flag flags)")
+    if candidates:
         def any_flag(xs):
-            return sum(bool(f or v or member_loo[id(r)][1]) for r, _, f, v in xs)
-        md[6:6] = [f"- `member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag below "
-                   f"it) chosen on all rows: {m_all:.3f}; leave-one-case-out, failures flagged: {caught(fails)} of "
-                   f"{len(fails)} ({caught(fails, True)} that neither other flag catches), successes flagged: "
-                   f"{caught(wins)} of {len(wins)} ({caught(wins, True)} that neither other flag flags)",
-                   f"- any of the three: failures {any_flag(fails)} of {len(fails)}, successes {any_flag(wins)} of "
-                   f"{len(wins)}"]
+            return sum(bool(f or v or any(c[id(r)] for c in candidates.values())) for r, _, f, v in xs)
+        md.append(f"- any flag: failures {any_flag(fails)} of {len(fails)}, successes {any_flag(wins)} of {len(wins)}")
+    extra = "".join(f" {head} |" for head, _ in columns) + "".join(f" {name} flag |" for name in candidates)
+    md += ["", "| model | domain | case | Dice right | Dice left | scan volume R / L (mL) | uncertain_fraction | failure | "
+           "threshold without it | low_confidence | volume flag |" + extra,
+           "| --- " * (11 + sum(head.count("|") + 1 for head, _ in columns) + len(candidates)) + "|"]
     for r, t, flagged, vflag in loo:
         md.append(f"| {r['model']} | {r['domain']} | {r['case']} | {r.get('dice_kidney_right', '-')} | "
                   f"{r.get('dice_kidney_left', '-')} | {r.get('scan_kidney_right_ml', '-')} / "
                   f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {is_failure(r, args.min_dice)} | "
                   f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |"
-                  + (f" {r['member_dice_right']} / {r['member_dice_left']} | {member_loo[id(r)][0]:.3f} | {member_loo[id(r)][1]} |"
-                     if agreement else ""))
+                  + "".join(f" {cell(r)} |" for _, cell in columns)
+                  + "".join(f" {c[id(r)]} |" for c in candidates.values()))
     args.out.write_text("\n".join(md) + "\n")
     print(json.dumps(settings))
 
