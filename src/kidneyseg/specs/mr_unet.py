@@ -222,6 +222,10 @@ class TrainConfig(SpecConfig):
             raise ValueError(f"weight_average_from: expected None or in [0, 1), got {self.weight_average_from}")
         if self.weight_average_every < 1:
             raise ValueError(f"weight_average_every: expected >= 1, got {self.weight_average_every}")
+        if self.weight_average_from is not None and \
+                self.iterations // self.weight_average_every * self.weight_average_every <= self.iterations * self.weight_average_from:
+            raise ValueError(f"weight averaging: no step after {100 * self.weight_average_from:g} % of {self.iterations} "
+                             f"iterations is a multiple of weight_average_every {self.weight_average_every}")
         if not 0.0 <= self.synth_fraction <= 1.0:
             raise ValueError(f"synth_fraction: expected in [0, 1], got {self.synth_fraction}")
         if set(self.plane_weights) != {"axial", "coronal", "sagittal"} or min(self.plane_weights.values()) < 0 \

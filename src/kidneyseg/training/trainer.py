@@ -161,9 +161,6 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         if ck is not None and "averaged_model" in ck:
             averaged.load_state_dict(ck["averaged_model"])
     average_start = config.iterations * (config.weight_average_from or 0.0)
-    if averaged is not None and config.iterations // config.weight_average_every * config.weight_average_every <= average_start:
-        raise ValueError(f"weight averaging: no step after iteration {average_start:g} of {config.iterations} is a "
-                         f"multiple of weight_average_every {config.weight_average_every}")
     net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
     step_net = torch.compile(net) if config.compile else net  # same parameters; `model` is saved
     if ctx.is_main:
