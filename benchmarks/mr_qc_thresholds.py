@@ -125,30 +125,31 @@ def main() -> None:
 
     def either(xs):  # flagged by low_confidence or by the new volume range
         return sum(bool(f or v) for _, _, f, v in xs)
-    candidates: dict[str, dict[int, bool]] = {}  # signal -> id(row) -> flagged (leave-one-case-out)
-    columns: list[tuple[str, callable]] = []
     settings = {"low_confidence_threshold": round(t_all, 3),
                 "validated_volume_ml": [min(vols), max(vols)] if vols else None,
                 "chosen_on": f"{len(rows)} held-out predictions ({len(wins)} successes): " + ", ".join(args.rows)}
-    notes = []
+    signals = []  # candidate signals: (note, column heads, per row: (cells, flagged)), rows in `loo` order
     if all(member_dice(r) is not None for r in rows):  # rule: "QC from the two networks' agreement"
         m_all = member_threshold(rows, args.min_dice)
         settings["member_dice_threshold"] = round(m_all, 3)
-        member_t = {id(r): member_threshold(rows[:i] + rows[i + 1:], args.min_dice) for i, r in enumerate(rows)}
-        candidates["member agreement"] = {id(r): member_dice(r) < member_t[id(r)] for r in rows}
-        columns.append(("member_dice R / L | member threshold without it",
-                        lambda r: f"{r['member_dice_right']} / {r['member_dice_left']} | {member_t[id(r)]:.3f}"))
-        notes.append(f"`member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag below "
-                     f"it) chosen on all rows: {m_all:.3f}")
+        per_row = []
+        for i, r in enumerate(rows):
+            t = member_threshold(rows[:i] + rows[i + 1:], args.min_dice)
+            per_row.append(([f"{r['member_dice_right']} / {r['member_dice_left']}", f"{t:.3f}"], member_dice(r) < t))
+        signals.append((f"`member_dice_threshold` (the smaller kidney's agreement of the ensemble's networks; flag "
+                        f"below it) chosen on all rows: {m_all:.3f}",
+                        ["member_dice R / L", "member threshold without it", "member agreement flag"], per_row))
     if all(length_flag(r) is not None for r in rows):  # rule: "QC from the kidney's length"
-        candidates["kidney length"] = {id(r): length_flag(r) for r in rows}
-        columns.append(("scan length R / L (mm)",
-                        lambda r: f"{r['scan_kidney_right_length_mm']} / {r['scan_kidney_left_length_mm']}"))
-        notes.append(f"`kidney_length_implausible`: a kidney shorter than {LENGTH_MIN_MM:g} mm or the sides more than "
-                     f"{LENGTH_DIFF_MAX_MM:g} mm apart (fixed limits)")
+        signals.append((f"`kidney_length_implausible`: a kidney shorter than {LENGTH_MIN_MM:g} mm or the sides more "
+                        f"than {LENGTH_DIFF_MAX_MM:g} mm apart (fixed limits)",
+                        ["scan length R / L (mm)", "kidney length flag"],
+                        [([f"{r['scan_kidney_right_length_mm']} / {r['scan_kidney_left_length_mm']}"], length_flag(r))
+                         for r in rows]))
+    failed = [is_failure(r, args.min_dice) for r in rows]
 
-    def count(xs, name, new_only=False):
-        return sum(candidates[name][id(r)] and not (new_only and (f or v)) for r, _, f, v in xs)
+    def count(per_row, failure, new_only=False):  # rows of one outcome the signal flags (new: no other flag does)
+        return sum(flag and not (new_only and (f or v)) for (_, flag), (_, _, f, v), bad in zip(per_row, loo, failed)
+                   if bad == failure)
 
     md = ["# QC settings from held-out predictions", "",
           f"Written by `benchmarks/mr_qc_thresholds.py` from {len(rows)} rows of `{args.jsonl.name}`: "
@@ -163,25 +164,23 @@ def main() -> None:
           f"- either flag (`low_confidence` leave-one-case-out, or a whole-scan kidney volume outside that range; "
           f"rows without recorded scan volumes count by `low_confidence` only): failures {either(fails)} of "
           f"{len(fails)}, successes {either(wins)} of {len(wins)}"]
-    for name, note in zip(candidates, notes):
-        md.append(f"- {note}; leave-one-case-out, failures flagged: {count(fails, name)} of {len(fails)} "
-                  f"({count(fails, name, True)} that neither other flag catches), successes flagged: "
-                  f"{count(wins, name)} of {len(wins)} ({count(wins, name, True)} that neither other flag flags)")
-    if candidates:
-        def any_flag(xs):
-            return sum(bool(f or v or any(c[id(r)] for c in candidates.values())) for r, _, f, v in xs)
-        md.append(f"- any flag: failures {any_flag(fails)} of {len(fails)}, successes {any_flag(wins)} of {len(wins)}")
-    extra = "".join(f" {head} |" for head, _ in columns) + "".join(f" {name} flag |" for name in candidates)
-    md += ["", "| model | domain | case | Dice right | Dice left | scan volume R / L (mL) | uncertain_fraction | failure | "
-           "threshold without it | low_confidence | volume flag |" + extra,
-           "| --- " * (11 + sum(head.count("|") + 1 for head, _ in columns) + len(candidates)) + "|"]
-    for r, t, flagged, vflag in loo:
+    for note, _, per_row in signals:
+        md.append(f"- {note}; leave-one-case-out, failures flagged: {count(per_row, True)} of {len(fails)} "
+                  f"({count(per_row, True, True)} that neither other flag catches), successes flagged: "
+                  f"{count(per_row, False)} of {len(wins)} ({count(per_row, False, True)} that neither other flag flags)")
+    if signals:
+        flagged_any = [bool(f or v or any(per_row[i][1] for _, _, per_row in signals)) for i, (_, _, f, v) in enumerate(loo)]
+        md.append(f"- any flag: failures {sum(a for a, bad in zip(flagged_any, failed) if bad)} of {len(fails)}, "
+                  f"successes {sum(a for a, bad in zip(flagged_any, failed) if not bad)} of {len(wins)}")
+    heads = ["model", "domain", "case", "Dice right", "Dice left", "scan volume R / L (mL)", "uncertain_fraction",
+             "failure", "threshold without it", "low_confidence", "volume flag"] + [h for _, hs, _ in signals for h in hs]
+    md += ["", "| " + " | ".join(heads) + " |", "| --- " * len(heads) + "|"]
+    for i, (r, t, flagged, vflag) in enumerate(loo):
         md.append(f"| {r['model']} | {r['domain']} | {r['case']} | {r.get('dice_kidney_right', '-')} | "
                   f"{r.get('dice_kidney_left', '-')} | {r.get('scan_kidney_right_ml', '-')} / "
-                  f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {is_failure(r, args.min_dice)} | "
+                  f"{r.get('scan_kidney_left_ml', '-')} | {r['uncertain_fraction']} | {failed[i]} | "
                   f"{t:.3f} | {flagged} | {'-' if vflag is None else vflag} |"
-                  + "".join(f" {cell(r)} |" for _, cell in columns)
-                  + "".join(f" {c[id(r)]} |" for c in candidates.values()))
+                  + "".join(f" {c} |" for _, _, per_row in signals for c in [*per_row[i][0], per_row[i][1]]))
     args.out.write_text("\n".join(md) + "\n")
     print(json.dumps(settings))
 

@@ -240,7 +240,7 @@ def main() -> None:
         + (f"an elastic deformation with probability {cfg['augment_elastic_prob']}; " if cfg.get("augment_elastic_prob") else "")
         + (f"the tissue within {cfg['perirenal_shell_mm']} mm of the kidneys a class of its own in the label maps; "
            if cfg.get("perirenal_shell_mm") else "")
-        + (f"the saved weights the equal-weight average (SWA) of every {cfg.get('weight_average_every', 10)}th step from "
+        + (f"the saved weights the equal-weight average (SWA) of every {cfg['weight_average_every']}th step from "
            f"{100 * cfg['weight_average_from']:.0f} % of the iterations on; " if cfg.get("weight_average_from") is not None else "")
         + "Dice + cross-entropy for partly labelled targets, "
         f"foreground oversampling {cfg['foreground_fraction']}, seed {', '.join(map(str, seeds))}. Full config: `config.json`; recipe "

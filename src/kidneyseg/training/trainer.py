@@ -158,7 +158,7 @@ def train(config: TrainConfig, out_dir: str | Path, progress: bool = True,
         from torch.optim.swa_utils import AveragedModel
 
         averaged = AveragedModel(model, use_buffers=True)
-        if ck is not None and "averaged_model" in ck:
+        if ck is not None:  # same config, so the checkpoint holds the average
             averaged.load_state_dict(ck["averaged_model"])
     average_start = config.iterations * (config.weight_average_from or 0.0)
     net = ddp.wrap(net, ctx, device)  # gradients averaged across processes under torchrun
