@@ -50,15 +50,21 @@ DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 
 
-def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
-    """Segment one case and score it (whole volume, or the labelled slice only)."""
-    image, ref_img = read_case(case)
-    raw = np.asarray(ref_img.array).astype(np.int64).reshape(image.shape)
+def expert_labels(case, ref_img) -> np.ndarray:
+    """The case's reference as kidneyseg label values (uint8 ``(X, Y, Z)``; values the case's
+    ``label_values`` do not list become 0)."""
+    raw = np.asarray(ref_img.array).astype(np.int64).reshape(ref_img.shape[:3])
     full = np.zeros(int(raw.max()) + 1, np.uint8)
     for src, dst in case.label_values.items():
         if src < full.size:
             full[src] = dst
-    ref = full[raw]
+    return full[raw]
+
+
+def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
+    """Segment one case and score it (whole volume, or the labelled slice only)."""
+    image, ref_img = read_case(case)
+    ref = expert_labels(case, ref_img)
     t0 = time.perf_counter()
     result = pipe.segment(image)
     seconds = time.perf_counter() - t0
