@@ -2,7 +2,7 @@
 
 Usage: python scripts/ship_multiprotocol.py --final RUN_DIR [RUN_DIR ...] --rows benchmarks/results/mr_generalisation.jsonl \
            --final-name NAME --lodo-name NAME [--proxy-name NAME] [--cv-names NAME ...] [--cv-final-names NAME ...] \
-           [--qc-settings QC.json] [--inference-settings SETTINGS.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
+           [--cv-scoring TEXT] [--qc-settings QC.json] [--inference-settings SETTINGS.json] [--dest src/kidneyseg/assets/models/mr_multiprotocol_kidney]
 
 ``--final`` is the training run folder of the model to ship; with two or more (seeds of one
 recipe) the shipped folder is their softmax ensemble (:func:`kidneyseg.training.ensemble.make_ensemble`),
@@ -118,6 +118,9 @@ def main() -> None:
                          "low_confidence (their uncertain_fraction is not on the ensemble's scale)")
     ap.add_argument("--cv-iterations", type=int, default=None,
                     help="training length of the CV folds when it differs from the shipped model's (the card says so)")
+    ap.add_argument("--cv-scoring", default=None,
+                    help="how the CV rows were predicted when not with the shipped settings, e.g. 'one plain pass and "
+                         "the argmax' (the card says so)")
     ap.add_argument("--cv-final-names", nargs="*", default=[],
                     help="CHAOS CV folds of the shipped model's own recipe, length and seeds (the same ensemble); "
                          "any number of the 5 folds")
@@ -278,7 +281,9 @@ def main() -> None:
                      if args.cv_single else "")
                   + (f" The folds were trained for {args.cv_iterations} iterations, this model for {cfg['iterations']}"
                      + ("; the CV of this training length follows." if cv_final else "; the CV of this training length was not run.")
-                     if args.cv_iterations not in (None, cfg["iterations"]) else "")]
+                     if args.cv_iterations not in (None, cfg["iterations"]) else "")
+                  + (f" The folds were predicted with {args.cv_scoring}, not this model's inference settings."
+                     if args.cv_scoring else "")]
         item += 1
     if cv_final:
         lines += [f"{item}. **CHAOS cross-validation of this model's training** (same recipe, {cfg['iterations']} iterations, "
