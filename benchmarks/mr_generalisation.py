@@ -53,12 +53,7 @@ RESULTS = ROOT / "benchmarks" / "results"
 def expert_labels(case, ref_img) -> np.ndarray:
     """The case's reference as kidneyseg label values (uint8 ``(X, Y, Z)``; values the case's
     ``label_values`` do not list become 0)."""
-    raw = np.asarray(ref_img.array).astype(np.int64).reshape(ref_img.shape[:3])
-    full = np.zeros(int(raw.max()) + 1, np.uint8)
-    for src, dst in case.label_values.items():
-        if src < full.size:
-            full[src] = dst
-    return full[raw]
+    return case.kidneyseg_labels(np.asarray(ref_img.array).reshape(ref_img.shape[:3]))
 
 
 def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:

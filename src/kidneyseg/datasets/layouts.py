@@ -11,6 +11,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
+
 from ..errors import InputError
 from ..labels import CHAOS_MR, KITS, remap
 
@@ -42,6 +44,23 @@ class Case:
     file_labels: dict[int, str] = field(default_factory=dict)
     label_parts: tuple[tuple[Path, int], ...] = ()
     labelled_slices: tuple[int, tuple[int, ...]] | None = None
+
+    def kidneyseg_labels(self, mask) -> np.ndarray:
+        """The case's label mask with its file values replaced by kidneyseg label values.
+
+        Args:
+            mask: integer label array as read from ``label`` (any shape, any axis order: the
+                values are mapped one by one, so the shape and axes are kept).
+
+        Returns:
+            ``uint8`` array of the same shape; file values that ``label_values`` does not list
+            (including values above all of them) become 0 (background).
+        """
+        raw = np.asarray(mask).astype(np.int64)
+        lut = np.zeros(max(int(raw.max(initial=0)), max(self.label_values, default=0)) + 1, np.uint8)
+        for src, dst in self.label_values.items():
+            lut[src] = dst
+        return lut[raw]
 
 
 def check_label_values(case: Case, values) -> None:

@@ -55,11 +55,7 @@ def load_volume(case: Case, config: TrainConfig, read: tuple[Image, Image] | Non
 
     ``read``: the case's :func:`read_case` result when the caller already has it."""
     image, ref = read if read is not None else read_case(case)
-    lut = np.zeros(int(ref.array.max()) + 1, dtype=np.uint8)
-    for src, dst in case.label_values.items():
-        if src < lut.size:
-            lut[src] = dst
-    label = lut[np.asarray(ref.array).astype(np.int64).reshape(image.shape)]
+    label = case.kidneyseg_labels(np.asarray(ref.array).reshape(image.shape))
     if config.merge_sides:
         label = (label > 0).astype(np.uint8)
     raw = None
