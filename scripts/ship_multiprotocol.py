@@ -196,6 +196,7 @@ def main() -> None:
     seeds = [m.get("seed", cfg["seed"]) for m in members]  # ensemble.json records each member's seed
     minutes = [json.loads((dest / f"training_summary{'' if i == 0 else f'_{i}'}.json").read_text())["train_seconds"] / 60
                for i in range(len(members))]
+    threads = [json.loads((run / "config.json").read_text()).get("num_threads", cfg["num_threads"]) for run in runs]
     n_params = sum(v.numel() for v in torch.load(dest / "model.pt", map_location="cpu", weights_only=True).values())
     size_mb = sum((dest / m["weights"]).stat().st_size for m in members) / 1e6
     files = ", ".join(f"`{m['weights']}` (seed {seed}, sha256 `{sha256(dest / m['weights'])}`)"
@@ -252,7 +253,7 @@ def main() -> None:
         "Medical Image Analysis 69, 2021, Zenodo 3431873) and all 23 ukat gradient-echo scans (3 with whole-kidney masks, "
         "20 with one labelled slice; UKRIN Kidney Analysis Toolbox, GPL-3.0).",
         f"- **Training time**: {' and '.join(f'{m:.1f}' for m in minutes)} min on {platform.machine()} CPU, torch "
-        f"{torch.__version__}, {cfg['num_threads']} intra-op thread(s) on a 2-core machine whose speed and load varied between runs"
+        f"{torch.__version__}, {' and '.join(str(n) for n in threads)} intra-op thread(s) on a 2-core machine whose speed and load varied between runs"
         + (" (logs: `training_log*.csv`, `training_summary*.json`)." if len(runs) > 1 else "."), "",
         "## How it was validated (`benchmarks/mr_generalisation.py`)", "",
         "No test touches a scan the scored model was trained on. Models of this recipe, differing only in data:", "",
