@@ -54,13 +54,12 @@ class Case:
 
         Returns:
             ``uint8`` array of the same shape; file values that ``label_values`` does not list
-            (including values above all of them) become 0 (background).
+            become 0 (background). Source: ``skimage.util.map_array``.
         """
-        raw = np.asarray(mask).astype(np.int64)
-        lut = np.zeros(max(int(raw.max(initial=0)), max(self.label_values, default=0)) + 1, np.uint8)
-        for src, dst in self.label_values.items():
-            lut[src] = dst
-        return lut[raw]
+        from skimage.util import map_array
+
+        return map_array(np.asarray(mask).astype(np.int64), np.array(list(self.label_values), np.int64),
+                         np.array(list(self.label_values.values()), np.uint8))
 
 
 def check_label_values(case: Case, values) -> None:
