@@ -90,10 +90,13 @@ def two_kidney_phantom():
     return image, labels, affine
 
 
-def write_dicom_series(nifti_path: Path, folder: Path, modality: str = "MR", series_uid: str | None = None) -> Path:
+def write_dicom_series(nifti_path: Path, folder: Path, modality: str = "MR", series_uid: str | None = None,
+                       extra_tags: dict | None = None, prefix: str = "slice", first_instance: int = 1) -> Path:
     """Write a NIfTI volume as a DICOM series (one file per slice, SimpleITK), with the
     attributes a DICOM SEG needs of its source (SOP class, frame of reference, patient,
-    study): real anatomy for DICOM tests."""
+    study): real anatomy for DICOM tests. ``extra_tags`` (``"gggg|eeee"`` -> value), ``prefix``
+    (file names) and ``first_instance`` (InstanceNumber and SOPInstanceUID suffix) let several
+    volumes share one series (echoes, magnitude and phase)."""
     import SimpleITK as sitk
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -106,16 +109,17 @@ def write_dicom_series(nifti_path: Path, folder: Path, modality: str = "MR", ser
     for k in range(itk.GetDepth()):
         sl = itk[:, :, k]
         tags = {"0008|0060": modality, "0008|0016": sop_class, "0020|000e": series_uid, "0020|000d": series_uid + ".0",
-                "0020|0052": series_uid + ".9", "0008|0018": f"{series_uid}.{k + 1}", "0020|0013": str(k + 1),
+                "0020|0052": series_uid + ".9", "0008|0018": f"{series_uid}.{k + first_instance}",
+                "0020|0013": str(k + first_instance),
                 "0010|0010": "Test^Kidney", "0010|0020": "KS0001", "0008|0020": "20261124", "0008|0030": "120000",
                 "0008|0050": "1", "0020|0010": "1", "0020|0011": "1", "0010|0030": "", "0010|0040": "O",
                 "0008|0090": "", "0028|0030": "\\".join(f"{v:.6f}" for v in itk.GetSpacing()[1::-1]),
                 "0018|0050": f"{itk.GetSpacing()[2]:.6f}",
                 "0020|0032": "\\".join(f"{v:.6f}" for v in itk.TransformIndexToPhysicalPoint((0, 0, k))),
                 "0020|0037": "\\".join(f"{v:.6f}" for v in direction[:, :2].T.ravel())}
-        for tag, value in tags.items():
+        for tag, value in {**tags, **(extra_tags or {})}.items():
             sl.SetMetaData(tag, value)
-        writer.SetFileName(str(folder / f"slice_{k:03d}.dcm"))
+        writer.SetFileName(str(folder / f"{prefix}_{k:03d}.dcm"))
         writer.Execute(sl)
     return folder
 

@@ -152,7 +152,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
                   series: str | None = None, manifest: str | Path | None = None,
                   resume: bool = False, report: bool = False, engine: str = "local", address: str | None = None,
                   workers: int = 2, tta: bool = True, allow_ct: bool = False,
-                  save_probabilities: bool = False) -> SegmentSummary:
+                  save_probabilities: bool = False, volume: int | None = None) -> SegmentSummary:
     """Segment files and folders into ``out_dir``: ``run_segment(SegmentRequest(...))`` with
     these arguments (:class:`kidneyseg.runner.SegmentRequest` documents each).
 
@@ -181,6 +181,10 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
 
     ``series`` picks the series of DICOM folders that hold several: a SeriesInstanceUID,
     ``"largest"`` or ``"description:TEXT"`` (:func:`kidneyseg.io.readers.resolve_series`).
+    ``volume`` (1-based) picks the volume of 4D NIfTI inputs, and the image set of a DICOM
+    series holding several images per slice position (echoes, magnitude and phase, inversion
+    times); without it a 4D file is refused and a multi-echo series gives the magnitude of
+    its first echo (:mod:`kidneyseg.io.image_sets`).
 
     ``output_type``: ``"nifti"`` (default), ``"dicom-seg"`` (a DICOM Segmentation object
     ``<case>_seg.dcm`` referencing the input series; DICOM series inputs only), ``"both"``, or
@@ -203,7 +207,7 @@ def segment_files(inputs: list[str | Path] | None, out_dir: str | Path, pipeline
         model=model, device=device, overwrite=overwrite, overlay=overlay, keep_largest=keep_largest,
         progress=progress, threads=threads, secondary=secondary, pixel_spacing_mm=pixel_spacing_mm,
         output_type=output_type, series=series, resume=resume, report=report, engine=engine, address=address,
-        workers=workers, tta=tta, allow_ct=allow_ct, save_probabilities=save_probabilities)
+        workers=workers, tta=tta, allow_ct=allow_ct, save_probabilities=save_probabilities, volume=volume)
     return run_segment(request)
 
 

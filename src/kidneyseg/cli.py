@@ -98,6 +98,10 @@ def _add_segment_parser(sub) -> None:
                    help="also write report.html: three-plane pictures, volume table with QC flags, cohort plot")
     s.add_argument("--series", default=None, metavar="UID|largest|description:TEXT",
                    help="which series of a DICOM folder holding several")
+    s.add_argument("--volume", type=_count(1), default=None, metavar="N",
+                   help="volume N (from 1) of a 4D NIfTI input, or image set N of a DICOM series holding several "
+                        "images per slice position (echoes, magnitude/phase, inversion times); default: 4D files are "
+                        "refused, a multi-echo series gives the magnitude of its first echo")
     s.add_argument("--output-type", default="nifti", choices=["nifti", "dicom-seg", "both", "rtstruct"],
                    help="mask format: NIfTI, a DICOM SEG referencing the input series (DICOM input only), both, or an RT Structure Set (DICOM input only; pip install kidneyseg[rtstruct])")
     s.add_argument("--pixel-spacing-mm", type=float, default=None,
@@ -248,7 +252,7 @@ def _cmd_segment(args) -> int:
         pipeline=args.pipeline or default_pipeline(args.model), model=args.model, device=args.device, overwrite=args.overwrite,
         overlay=not args.no_overlay, keep_largest=not args.keep_all_components, progress=not args.quiet,
         threads=args.threads, secondary=args.secondary, pixel_spacing_mm=args.pixel_spacing_mm,
-        output_type=args.output_type, series=args.series, resume=args.resume, report=args.report,
+        output_type=args.output_type, series=args.series, volume=args.volume, resume=args.resume, report=args.report,
         engine=args.engine, address=args.address, workers=args.workers, tta=not args.no_tta, allow_ct=args.allow_ct,
         save_probabilities=args.save_probabilities, preset=args.preset,
     ))
@@ -376,6 +380,24 @@ def suggest_pipeline(modality: str, ndim: int) -> str:
     return f"none: modality {modality!r} is not supported"
 
 
+def _dicom_image_sets(p: Path) -> list:
+    """The image sets of the one DICOM series in folder ``p`` (:mod:`kidneyseg.io.image_sets`);
+    ``[]`` for a file, or a folder that is not one series (``read_image`` then says why)."""
+    if not p.is_dir():
+        return []
+    from .errors import InputError
+    from .io.image_sets import image_sets
+    from .io.readers import resolve_series
+
+    try:
+        import SimpleITK as sitk
+
+        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), resolve_series(p)))
+        return image_sets(files, p)
+    except InputError:
+        return []
+
+
 def _cmd_info(args) -> int:
     import numpy as np
 
@@ -392,7 +414,8 @@ def _cmd_info(args) -> int:
               f"range: {f.array.min():.3f} .. {f.array.max():.3f} (scaled to [0, 1])\n"
               f"pipeline: {suggest_pipeline('US', 2)}")
         return 0
-    img = read_image(args.input)
+    sets = _dicom_image_sets(p)
+    img = read_image(args.input, volume=1 if len(sets) > 1 else None)
     a = np.asarray(img.array)
     codes = axcodes(img.affine) if img.ndim >= 3 else None
     orientation = "n/a (2D)" if codes is None else (
@@ -401,6 +424,10 @@ def _cmd_info(args) -> int:
           f"{tuple(round(s, 4) for s in img.spacing_mm)}\norientation: {orientation}")
     if a.dtype.kind in "biuf":
         print(f"range: {a.min()} .. {a.max()}")
+    if len(sets) > 1:
+        listing = "; ".join(f"{s.index}: {', '.join(f'{k} {v}' for k, v in s.attributes.items())}" for s in sets)
+        print(f"image sets: {len(sets)} images at each slice position ({listing}); shown: set 1; segment reads "
+              "set 1 for echoes or magnitude/phase, else asks for --volume N")
     print(f"modality: {img.modality or 'not recorded'}\npipeline: {suggest_pipeline(img.modality, img.ndim)}")
     if img.ndim == 3 and img.modality in ("MR", "") and None not in (codes or (None,)):
         from .io import acquisition_plane_name, to_canonical

@@ -200,7 +200,7 @@ def _segment_into(files: list[Path], cases: list[str] | None, secondary: Image |
         status.settings = {"pipeline": name, "model_sha256": run["model"]["sha256"],
                            **{k: v for k, v in run["options"].items() if k != "device"}}
     opts = CaseOptions(out, request.overlay, request.output_type, request.series, report, run,
-                       request.save_probabilities, request.pixel_spacing_mm)
+                       request.save_probabilities, request.pixel_spacing_mm, volume=request.volume)
     process = process_case if volumetric else process_frame
     pictures: dict[str, str] = {}
     summary = SegmentSummary()

@@ -9,6 +9,7 @@ ultrasound frames (:func:`process_frame`).
 from __future__ import annotations
 
 import json
+import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,8 @@ import numpy as np
 from .errors import InputError
 from .io import AtomicOutputs, Image, check_volume, mask_to_nifti, read_image
 from .pipelines import DEFAULT_PIPELINE
+
+log = logging.getLogger(__name__)
 
 if TYPE_CHECKING:  # the ultrasound pipeline imports torch: only its frame loop loads it, not `import kidneyseg`
     from .pipelines.us_ensemble import USResult
@@ -62,7 +65,7 @@ OUTPUT_TYPES = ("nifti", "dicom-seg", "both", "rtstruct")
 class CaseWrite:
     """What a case writer gets: the case name, the image as read (its grid is the output's),
     the pipeline's result, the input path (``source``: a DICOM folder, possibly extracted from
-    ``original``), the DICOM series UID read, the pipeline's name and the provenance record."""
+    ``original``), the DICOM series UID and image set read, the pipeline's name and the provenance record."""
 
     case: str
     image: Image
@@ -72,6 +75,7 @@ class CaseWrite:
     series_uid: str | None
     pipeline: str
     record: dict
+    volume: int | None = None
 
     @property
     def algorithm(self) -> str:
@@ -89,14 +93,14 @@ def _write_dicom_seg(w: CaseWrite, path: Path) -> None:
     from . import __version__
     from .io.dicom_seg import write_dicom_seg
 
-    write_dicom_seg(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
+    write_dicom_seg(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid, volume=w.volume,
                     algorithm_name=w.algorithm, algorithm_version=__version__)
 
 
 def _write_rtstruct(w: CaseWrite, path: Path) -> None:
     from .io.rtstruct import write_rtstruct
 
-    write_rtstruct(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid,
+    write_rtstruct(w.result.mask, w.result.label_map, w.source, path, series_uid=w.series_uid, volume=w.volume,
                    description=w.algorithm)
 
 
@@ -200,6 +204,9 @@ class SegmentRequest:
         pixel_spacing_mm: 2D frames without a spacing of their own (``us-ensemble``).
         output_type: one of :data:`OUTPUT_TYPES`.
         series: DICOM series choice (UID, ``"largest"``, ``"description:TEXT"``).
+        volume: 1-based volume of a 4D NIfTI input, or image set of a DICOM series holding
+            several images per slice position (:func:`kidneyseg.io.read_image`); ``None``:
+            4D files are refused, multi-echo series give the magnitude of the first echo.
         resume: keep ``status.csv`` and skip cases already done under the same settings.
         report: write ``report.html``.
         engine: ``"local"`` or ``"ray"``; ``address`` and ``workers`` for Ray.
@@ -226,6 +233,7 @@ class SegmentRequest:
     pixel_spacing_mm: float | None = None
     output_type: str = "nifti"
     series: str | None = None
+    volume: int | None = None
     resume: bool = False
     report: bool = False
     engine: str = "local"
@@ -256,11 +264,14 @@ class SegmentRequest:
 
         if self.engine not in ("local", "ray"):
             raise InputError(f"--engine: expected local or ray, got {self.engine!r}")
+        if self.volume is not None and (isinstance(self.volume, bool) or not isinstance(self.volume, int)
+                                        or self.volume < 1):
+            raise InputError(f"--volume: expected a whole number from 1, got {self.volume!r}")
         if self.output_type not in OUTPUT_TYPES:
             raise InputError(f"--output-type: expected one of {', '.join(OUTPUT_TYPES)}, got {self.output_type!r}")
         check_segment_options(self.pipeline, tta=self.tta, keep_largest=self.keep_largest,
                               secondary=self.secondary is not None, allow_ct=self.allow_ct, report=self.report,
-                              resume=self.resume, engine=self.engine, series=self.series,
+                              resume=self.resume, engine=self.engine, series=self.series, volume=self.volume,
                               output_type=self.output_type, manifest=self.manifest is not None,
                               pixel_spacing=self.pixel_spacing_mm is not None,
                               save_probabilities=self.save_probabilities, preset=self.preset)
@@ -282,7 +293,8 @@ class SegmentRequest:
         return {"tta": self.tta, "keep_largest": self.keep_largest, "allow_ct": self.allow_ct, "device": self.device,
                 "output_type": self.output_type, "secondary": self.secondary is not None,
                 "save_probabilities": self.save_probabilities,
-                **({"preset": self.preset} if self.preset else {})}  # absent by default: older runs resume
+                **({"preset": self.preset} if self.preset else {}),
+                **({"volume": self.volume} if self.volume is not None else {})}  # absent by default: older runs resume
 
 
 @dataclass(frozen=True)
@@ -298,6 +310,7 @@ class CaseOptions:
     save_probabilities: bool = False
     pixel_spacing_mm: float | None = None  # 2D frames without a spacing of their own
     progress_bar: bool = False  # a bar over the stages of a single case on a terminal (kidneyseg.progress)
+    volume: int | None = None  # 4D NIfTI volume / DICOM image set (kidneyseg.io.read_image)
 
 
 def process_case(pipe_or_loader, f: Path, case: str, opts: CaseOptions, secondary: Image | None = None):
@@ -333,19 +346,24 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
     if opts.output_type != "nifti" and not f.is_dir():
         raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
                          "(a SEG references its source images)")
-    uid = None
+    uid = image_set = None
     if f.is_dir():
-        from .io.readers import resolve_series
+        from .io.readers import dicom_image_set
 
         try:
-            uid = resolve_series(f, opts.series)
+            uid, image_set = dicom_image_set(f, opts.series, opts.volume)
         except InputError as exc:
             raise InputError(str(exc).replace(str(f), str(original))) from None
-    image = check_volume(read_image(f, dtype=np.float32, series_uid=uid))
+        if image_set.count > 1 and opts.volume is None:
+            log.warning("warning: %s: the series holds %d images at each slice position; segmenting %s (choose "
+                        "another with --volume N)", original, image_set.count, image_set.describe())
+    elif opts.volume is not None:
+        image_set = opts.volume
+    image = check_volume(read_image(f, dtype=np.float32, series_uid=uid, volume=opts.volume))
     if opts.output_type != "nifti":
         from .io.dicom_seg import check_seg_sources
 
-        check_seg_sources(f, uid, original)
+        check_seg_sources(f, uid, original, volume=opts.volume)
     if callable(pipe_or_loader) and getattr(pipe_or_loader, "pipeline", None) is None:
         progress.stage("load model")
     pipe = _loaded(pipe_or_loader)
@@ -360,9 +378,12 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
     run = opts.run if opts.run is not None else run_record(name, None, {})
     try:
         record = case_record(run, case, original, [p.name for p in paths.values()])  # hashes the input
+        if image_set is not None:  # which volume of a multi-volume input was segmented
+            record["input"]["volume"] = (image_set if isinstance(image_set, int) else
+                                         {"index": image_set.index, "of": image_set.count, **image_set.attributes})
         if "route" in result.qc:  # a pipeline that picks its model per scan (mr-auto) says which one, and why
             record["model"] = {**record["model"], "used": result.qc["model"], "route": result.qc["route"]}
-        job = CaseWrite(case, image, result, f, original, uid, name, record)
+        job = CaseWrite(case, image, result, f, original, uid, name, record, opts.volume)
         with AtomicOutputs(overwrite=True) as outs:
             for kind, path in paths.items():
                 CASE_WRITERS[kind][1](job, outs.stage(path))

@@ -37,14 +37,19 @@ SEGMENT_CODES: dict[str, tuple[tuple[str, str, str], tuple[str, str, str]]] = {
 """kidneyseg structure name -> (category, type), each ``(code value, scheme, meaning)``."""
 
 
-def source_files(folder: str | Path, series_uid: str | None = None) -> list[Path]:
+def source_files(folder: str | Path, series_uid: str | None = None, volume: int | None = None) -> list[Path]:
     """The files of a DICOM series in the order SimpleITK/GDCM reads them (the slice order of
-    :func:`~kidneyseg.io.read_image` on the folder, i.e. the array's last axis).
+    :func:`~kidneyseg.io.read_image` on the folder, i.e. the array's last axis); of a series
+    holding several images per slice position, those of the image set read
+    (``volume``, :func:`~kidneyseg.io.readers.dicom_image_set`).
 
     Raises:
-        InputError: no series, or several and no ``series_uid``.
+        InputError: no series, or several and no ``series_uid``; ``volume`` as in
+            :func:`~kidneyseg.io.readers.dicom_image_set`.
     """
     import SimpleITK as sitk
+
+    from .readers import dicom_image_set
 
     folder = Path(folder)
     uids = list(sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(folder))) if folder.is_dir() else []
@@ -54,10 +59,11 @@ def source_files(folder: str | Path, series_uid: str | None = None) -> list[Path
         if len(uids) > 1:
             raise InputError(f"{folder}: holds {len(uids)} DICOM series; choose one by SeriesInstanceUID")
         series_uid = uids[0]
-    return [Path(f) for f in sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid)]
+    return [Path(f) for f in dicom_image_set(folder, series_uid, volume)[1].files]
 
 
-def check_seg_sources(folder: str | Path, series_uid: str | None = None, original: str | Path | None = None) -> None:
+def check_seg_sources(folder: str | Path, series_uid: str | None = None, original: str | Path | None = None,
+                      volume: int | None = None) -> None:
     """Refuse, before any segmentation, a series a DICOM SEG cannot reference: every slice
     needs one shared FrameOfReferenceUID (the SEG's frame of reference must be its source's,
     or viewers cannot overlay it), a StudyInstanceUID and a SOPInstanceUID.
@@ -70,7 +76,7 @@ def check_seg_sources(folder: str | Path, series_uid: str | None = None, origina
     """
     import pydicom
 
-    files = source_files(folder, series_uid)
+    files = source_files(folder, series_uid, volume)
     check_source_datasets([pydicom.dcmread(f, stop_before_pixels=True) for f in files], files, original or folder)
 
 
@@ -89,7 +95,8 @@ def check_source_datasets(datasets, files, where) -> None:
 
 
 def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str | Path, path: str | Path,
-                    series_uid: str | None = None, algorithm_name: str = "kidneyseg", algorithm_version: str = "0") -> Path:
+                    series_uid: str | None = None, algorithm_name: str = "kidneyseg", algorithm_version: str = "0",
+                    volume: int | None = None) -> Path:
     """Write ``mask`` as a DICOM SEG file referencing the series in ``source_folder``.
 
     Args:
@@ -98,6 +105,8 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
         label_map: label value -> kidneyseg name; each name must be in :data:`SEGMENT_CODES`.
         source_folder: the DICOM series the mask was computed from.
         path: output file (``.dcm``).
+        volume: the image set of a series with several images per slice position (the SEG
+            references that set's images only; :func:`source_files`).
 
     Returns:
         ``path``. Only labels present in the mask get a segment, numbered 1.. in label
@@ -113,7 +122,7 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
     import highdicom as hd
     import pydicom
 
-    files = source_files(source_folder, series_uid)
+    files = source_files(source_folder, series_uid, volume)
     sources = [pydicom.dcmread(f) for f in files]
     check_source_datasets(sources, files, source_folder)  # read once: the runner checked the headers before the model
     arr = np.asarray(mask.array)
@@ -153,7 +162,8 @@ def write_dicom_seg(mask: Image, label_map: dict[int, str], source_folder: str |
     return Path(path)
 
 
-def read_dicom_seg(path: str | Path, source_folder: str | Path, series_uid: str | None = None) -> tuple[np.ndarray, dict[int, str]]:
+def read_dicom_seg(path: str | Path, source_folder: str | Path, series_uid: str | None = None,
+                   volume: int | None = None) -> tuple[np.ndarray, dict[int, str]]:
     """Read a DICOM SEG back onto the source series' grid.
 
     Returns:
@@ -171,7 +181,7 @@ def read_dicom_seg(path: str | Path, source_folder: str | Path, series_uid: str 
         seg = hd.seg.segread(str(path))
     except Exception as exc:
         raise InputError(f"{path}: not a readable DICOM SEG ({exc.__class__.__name__}: {exc})") from None
-    files = source_files(source_folder, series_uid)
+    files = source_files(source_folder, series_uid, volume)
     uids = [str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in files]
     try:
         stack = seg.get_pixels_by_source_instance(source_sop_instance_uids=uids, combine_segments=True,

@@ -23,7 +23,8 @@ from .orientation import LPS_TO_RAS
 log = logging.getLogger(__name__)
 
 
-def read_image(path: str | Path, dtype: type | None = None, series_uid: str | None = None) -> Image:
+def read_image(path: str | Path, dtype: type | None = None, series_uid: str | None = None,
+               volume: int | None = None) -> Image:
     """Read a NIfTI file, a DICOM series folder or a PAR/REC file.
 
     Args:
@@ -34,6 +35,11 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
             converted directly, never through a float64 copy when it is stored narrower.
         series_uid: which series of a DICOM folder with several: a SeriesInstanceUID or a
             rule, ``"largest"`` or ``"description:TEXT"`` (see :func:`resolve_series`).
+        volume: 1-based; the volume of a 4D NIfTI file (its last axis), or the image set of
+            a DICOM series holding several images per slice position (echoes, magnitude and
+            phase, inversion times: :mod:`kidneyseg.io.image_sets`). ``None``: a 4D file is
+            returned 4D (:func:`check_volume` refuses it); a multi-echo DICOM series gives
+            image set 1, the magnitude of the shortest echo.
 
     Returns:
         :class:`Image` with the array in the file's own voxel axis order (``(X, Y, Z)`` for
@@ -41,33 +47,41 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
         affine in mm and ``source=path``.
 
     Raises:
-        InputError: missing path, unsupported type, unreadable, truncated or corrupt file.
+        InputError: missing path, unsupported type, unreadable, truncated or corrupt file;
+            ``volume`` out of range or given for a file with one volume.
     """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: no such file or folder")
+    if volume is not None and volume < 1:
+        raise InputError(f"{p}: --volume {volume}: volumes are numbered from 1")
     if p.is_dir():
-        return _read_dicom_series(p, dtype, series_uid)
+        return _read_dicom_series(p, dtype, series_uid, volume)
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes)")
     low = p.name.lower()
     if low.endswith((".nii", ".nii.gz")):
-        return _read_nifti(p, dtype)
+        return _read_nifti(p, dtype, volume)
+    if volume not in (None, 1) and not low.endswith(".dcm"):
+        raise InputError(f"{p}: --volume {volume}: the file holds one volume")
     if low.endswith((".par", ".rec")):
         return _read_parrec(p, dtype)
     if low.endswith(".dcm"):
-        return _read_dicom_series(p.parent, dtype, series_uid or _dicom_file_series(p))
+        return _read_dicom_series(p.parent, dtype, series_uid or _dicom_file_series(p), volume)
     raise InputError(
         f"{p}: unsupported file type (expected .nii, .nii.gz, .PAR/.REC or a DICOM folder)"
     )
 
 
-def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None) -> np.ndarray:
+def _load_array(img: nib.spatialimages.SpatialImage, p: Path, dtype: type | None, volume: int | None = None) -> np.ndarray:
     stored = np.dtype(img.get_data_dtype())
     if stored.kind not in "biuf":
         what = "RGB/structured" if stored.kind == "V" else str(stored)
         raise InputError(f"{p}: unsupported voxel type {what} (expected integer or float intensities)")
     try:
+        if volume is not None:  # one volume of a 4D file: nibabel's proxy reads only that slab
+            data = np.asanyarray(img.dataobj[..., volume - 1])
+            return data if dtype is None else data.astype(dtype, copy=False)
         if dtype is None:
             return np.asanyarray(img.dataobj)
         if np.issubdtype(np.dtype(dtype), np.floating):
@@ -179,7 +193,7 @@ def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
                          "set the spacing in the header")
 
 
-def _read_nifti(p: Path, dtype: type | None) -> Image:
+def _read_nifti(p: Path, dtype: type | None, volume: int | None = None) -> Image:
     try:
         img = nib.load(str(p))
     except Exception as exc:  # nibabel raises many types for a non-NIfTI file
@@ -192,8 +206,17 @@ def _read_nifti(p: Path, dtype: type | None) -> Image:
         raise InputError(f"{p}: the affine ({source}) holds NaN or Inf values; no geometry to work in mm")
     check_nifti_spacing(img, p)
     warn_handedness(img, p)
-    array = _load_array(img, p, dtype)
-    return Image(array, img.affine, p, img.header.copy(), "")
+    header = img.header.copy()
+    if volume is not None:
+        count = img.shape[3] if len(img.shape) == 4 else 1
+        if len(img.shape) > 4 or volume > count:
+            raise InputError(f"{p}: --volume {volume}: the file holds {count} volume(s) (shape {tuple(img.shape)})")
+        if len(img.shape) == 4:
+            header.set_data_shape(img.shape[:3])
+        else:
+            volume = None
+    array = _load_array(img, p, dtype, volume)
+    return Image(array, img.affine, p, header, "")
 
 
 def _read_parrec(p: Path, dtype: type | None) -> Image:
@@ -397,13 +420,34 @@ def _dicom_file_series(p: Path) -> str:
     return uid
 
 
-def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None) -> Image:
+def dicom_image_set(folder: str | Path, series_uid: str | None = None, volume: int | None = None):
+    """The files of one volume of a DICOM folder: its series (:func:`resolve_series`), and of
+    a series holding several images per slice position (echoes, magnitude and phase), one
+    image set (:func:`kidneyseg.io.image_sets.choose_image_set`).
+
+    Returns:
+        ``(series_uid, ImageSet)``; ``ImageSet.files`` in the order the volume's slices are read.
+
+    Raises:
+        InputError: as :func:`resolve_series` and :func:`~kidneyseg.io.image_sets.choose_image_set`.
+    """
+    import SimpleITK as sitk
+
+    from .image_sets import choose_image_set, image_sets
+
+    folder = Path(folder)
+    series_uid = resolve_series(folder, series_uid)
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    return series_uid, choose_image_set(image_sets(files, folder), volume, folder)
+
+
+def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None, volume: int | None = None) -> Image:
     import SimpleITK as sitk
 
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
     reader = sitk.ImageSeriesReader()
-    series_uid = resolve_series(folder, series_uid)
-    files = reader.GetGDCMSeriesFileNames(str(folder), series_uid)
+    series_uid, chosen = dicom_image_set(folder, series_uid, volume)  # the runner says which set it segments
+    files = chosen.files
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
     try:
@@ -454,7 +498,8 @@ def check_volume(image: Image, what: str = "image") -> Image:
         arr = arr.reshape(arr.shape[:3])
         image = Image(arr, image.affine, image.source, image.nifti_header, image.modality)
     if arr.ndim != 3:
-        raise InputError(f"{src}: expected a 3D {what}, got {arr.ndim}D with shape {tuple(arr.shape)}")
+        hint = "; choose one volume with --volume N" if arr.ndim == 4 and what == "image" else ""
+        raise InputError(f"{src}: expected a 3D {what}, got {arr.ndim}D with shape {tuple(arr.shape)}{hint}")
     if min(arr.shape) == 0:
         raise InputError(f"{src}: {what} has an empty dimension, shape {tuple(arr.shape)}")
     if arr.dtype.kind not in "biuf":

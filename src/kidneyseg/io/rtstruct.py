@@ -22,7 +22,7 @@ from .image import Image
 
 
 def write_rtstruct(mask: Image, label_map: dict[int, str], source_folder: str | Path, path: str | Path,
-                   series_uid: str | None = None, description: str = "kidneyseg") -> Path:
+                   series_uid: str | None = None, description: str = "kidneyseg", volume: int | None = None) -> Path:
     """Write ``mask`` as an RT Structure Set referencing the series in ``source_folder``.
 
     Args:
@@ -33,6 +33,8 @@ def write_rtstruct(mask: Image, label_map: dict[int, str], source_folder: str | 
         source_folder: the DICOM series the mask was computed from.
         path: the ``.dcm`` file to write.
         series_uid: the series, when the folder holds several.
+        volume: the image set of a series with several images per slice position
+            (:func:`~kidneyseg.io.readers.dicom_image_set`).
 
     Returns:
         ``path``.
@@ -46,7 +48,7 @@ def write_rtstruct(mask: Image, label_map: dict[int, str], source_folder: str | 
     require("rt_utils", "--output-type rtstruct")
     from rt_utils import RTStructBuilder
 
-    files = source_files(source_folder, series_uid)
+    files = source_files(source_folder, series_uid, volume)
     arr = np.asarray(mask.array)
     if arr.ndim != 3 or arr.shape[2] != len(files):
         raise InputError(f"{source_folder}: {len(files)} slices do not match the mask's shape {arr.shape}")

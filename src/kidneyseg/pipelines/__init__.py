@@ -14,7 +14,7 @@ PipelineInfo = PipelineSpec
 
 def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = True, secondary: bool = False,
                           allow_ct: bool = False, report: bool = False, resume: bool = False, engine: str = "local",
-                          series: str | None = None, output_type: str = "nifti", manifest: bool = False,
+                          series: str | None = None, volume: int | None = None, output_type: str = "nifti", manifest: bool = False,
                           pixel_spacing: bool = False, save_probabilities: bool = False,
                           preset: str | None = None) -> None:
     """Refuse a ``segment`` option that pipeline ``name`` would not act on, before anything is
@@ -41,6 +41,7 @@ def check_segment_options(name: str, *, tta: bool = True, keep_largest: bool = T
         "--manifest": (manifest, info.volumetric, frames),
         "--engine ray": (engine == "ray", info.volumetric, frames),
         "--series": (series is not None, info.volumetric, frames),
+        "--volume": (volume is not None, info.volumetric, frames),
         "--output-type": (output_type != "nifti", info.volumetric, frames),
         "--save-probabilities": (save_probabilities, info.probabilities, "has no probability map to save"),
     }

@@ -1,0 +1,168 @@
+"""Series with several images at each slice position (echoes, magnitude and phase, inversion
+times) and 4D NIfTI files: one volume is read, the one asked for, and the outputs reference it.
+
+Real anatomy: a ukat gradient-echo scan (Siemens, 128 x 128 x 11, its first echo, as
+dcm2niix's ``_e1``) written as a DICOM series; the second echo is that image scaled by 0.6
+(T2* decay), so the two sets are told apart by their voxels as well as by EchoTime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+import pytest
+
+from kidneyseg.errors import InputError
+from kidneyseg.io import check_volume, read_image
+from kidneyseg.io.dicom_seg import read_dicom_seg, source_files
+from kidneyseg.io.image_sets import image_sets
+
+from ..conftest import cli, write_dicom_series
+
+UKAT = Path(__file__).resolve().parents[3] / "shared" / "data" / "ukat_kidney_masks" / "siemens_04"
+SERIES = "1.2.826.0.1.3680043.2.1125.1.4040"
+pytestmark = pytest.mark.skipif(not UKAT.is_dir(), reason="../shared/data/ukat_kidney_masks not present")
+
+
+def _echoes(tmp: Path) -> tuple[Path, Path]:
+    src = next(p for p in UKAT.glob("*_e1.nii.gz"))
+    img = nib.load(src)
+    e1 = np.rint(img.get_fdata()).astype(np.int16)
+    e1_path, e2_path = tmp / "e1.nii.gz", tmp / "e2.nii.gz"
+    nib.Nifti1Image(e1, img.affine).to_filename(e1_path)
+    nib.Nifti1Image(np.rint(0.6 * e1).astype(np.int16), img.affine).to_filename(e2_path)
+    return e1_path, e2_path
+
+
+def _total(array) -> int:
+    return int(np.asarray(array, dtype=np.int64).sum())
+
+
+def _write(folder: Path, volumes: list[tuple[Path, dict]]) -> Path:
+    """Several volumes into one series folder; later volumes get file names that sort first,
+    so the order of the files says nothing about the order of the sets."""
+    first = 1
+    for i, (path, tags) in enumerate(volumes):
+        write_dicom_series(path, folder, series_uid=SERIES, extra_tags=tags, prefix=f"{chr(ord('z') - i)}",
+                           first_instance=first)
+        first += 1000
+    return folder
+
+
+@pytest.fixture(scope="module")
+def echoes(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("echoes")
+    e1, e2 = _echoes(tmp)
+    folder = _write(tmp / "b0map", [(e1, {"0018|0081": "4.0", "0018|0086": "1"}),
+                                    (e2, {"0018|0081": "6.46", "0018|0086": "2"})])
+    single = write_dicom_series(e1, tmp / "single", series_uid=SERIES + ".1")
+    return folder, single, e1, e2
+
+
+def test_multi_echo_series_reads_the_first_echo_by_default(echoes):
+    folder, single, e1, e2 = echoes
+    sets = image_sets([str(p) for p in sorted(folder.iterdir())], folder)
+    assert [s.attributes for s in sets] == [{"EchoTime": "4.0"}, {"EchoTime": "6.46"}]
+    assert all(len(s.files) == 11 for s in sets)
+    default, alone = read_image(folder), read_image(single)
+    assert np.array_equal(default.array, alone.array)  # echo 1, voxel for voxel, as its own series
+    assert np.allclose(default.affine, alone.affine)
+    second = read_image(folder, volume=2)
+    assert np.array_equal(second.array, np.rint(0.6 * alone.array).astype(second.array.dtype))
+    with pytest.raises(InputError, match=r"b0map: --volume 3: the series holds 2 image set"):
+        read_image(folder, volume=3)
+
+
+def test_magnitude_comes_before_phase(tmp_path):
+    e1, e2 = _echoes(tmp_path)
+    folder = _write(tmp_path / "magphase", [(e2, {"0008|0008": "ORIGINAL\\PRIMARY\\P\\ND"}),
+                                            (e1, {"0008|0008": "ORIGINAL\\PRIMARY\\M\\ND"})])
+    sets = image_sets([str(p) for p in sorted(folder.iterdir())], folder)
+    assert [s.attributes["ImageType"].split("\\")[2] for s in sets] == ["M", "P"]
+    assert _total(read_image(folder).array) == _total(nib.load(e1).dataobj)  # the same voxels, in DICOM's axis order
+
+
+def test_inversion_times_need_a_choice(tmp_path):
+    e1, e2 = _echoes(tmp_path)
+    folder = _write(tmp_path / "molli", [(e1, {"0018|0082": "100"}), (e2, {"0018|0082": "1000"})])
+    with pytest.raises(InputError, match=r"molli: the series holds 2 images at each slice position \(1: InversionTime "
+                                         r"100; 2: InversionTime 1000\); choose one with --volume N"):
+        read_image(folder)
+    assert _total(read_image(folder, volume=2).array) == _total(nib.load(e2).dataobj)
+
+
+def test_duplicates_and_incomplete_sets_are_refused(tmp_path):
+    e1, e2 = _echoes(tmp_path)
+    dup = _write(tmp_path / "dup", [(e1, {}), (e1, {})])
+    with pytest.raises(InputError, match=r"dup: 22 images at 11 slice positions and no attribute tells"):
+        read_image(dup)
+    part = _write(tmp_path / "part", [(e1, {"0018|0081": "4.0"}), (e2, {"0018|0081": "6.46"})])
+    next(part.glob("y_005.dcm")).unlink()  # one slice of the second echo lost in transfer
+    with pytest.raises(InputError, match=r"part: the images with EchoTime 6.46 cover 10 of the series' 11 slice"):
+        read_image(part)
+
+
+def test_4d_nifti_needs_a_volume(tmp_path):
+    e1, e2 = _echoes(tmp_path)
+    a1, a2 = (np.asarray(nib.load(p).dataobj) for p in (e1, e2))
+    path = tmp_path / "multi.nii.gz"
+    nib.Nifti1Image(np.stack([a1, a2], axis=-1), nib.load(e1).affine).to_filename(path)
+    with pytest.raises(InputError, match=r"multi.nii.gz: expected a 3D image, got 4D .*; choose one volume with --volume N"):
+        check_volume(read_image(path))
+    second = check_volume(read_image(path, volume=2))
+    assert second.shape == a2.shape and np.array_equal(second.array, a2)
+    assert tuple(second.nifti_header.get_data_shape()) == a2.shape
+    with pytest.raises(InputError, match=r"multi.nii.gz: --volume 3: the file holds 2 volume"):
+        read_image(path, volume=3)
+    with pytest.raises(InputError, match=r"e1.nii.gz: --volume 2: the file holds 1 volume"):
+        read_image(e1, volume=2)
+
+
+def test_segment_multi_echo_series_to_dicom_seg(echoes, tmp_path):
+    """The CLI on the two-echo series: echo 1 is segmented (the same mask as on echo 1 alone),
+    the run says so, and the DICOM SEG references echo 1's images only."""
+    folder, single, _, _ = echoes
+    out, ref = tmp_path / "out", tmp_path / "ref"
+    r = cli("segment", folder, "-o", out, "--pipeline", "mr-multiprotocol-unet", "--output-type", "both",
+            "--fast", "--no-overlay", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    assert "holds 2 images at each slice position; segmenting image set 1 of 2 (EchoTime 4.0)" in r.stderr
+    r = cli("segment", single, "-o", ref, "--pipeline", "mr-multiprotocol-unet", "--fast", "--no-overlay",
+            "--threads", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    mask = np.asarray(nib.load(out / "b0map_seg.nii.gz").dataobj)
+    assert mask.any() and np.array_equal(mask, np.asarray(nib.load(ref / "single_seg.nii.gz").dataobj))
+    run = json.loads((out / "b0map_run.json").read_text())
+    assert run["input"]["volume"] == {"index": 1, "of": 2, "EchoTime": "4.0"}
+    segments, _ = read_dicom_seg(out / "b0map_seg.dcm", folder, volume=1)
+    assert np.array_equal(segments, mask)
+    referenced = {i.ReferencedSOPInstanceUID for s in pydicom.dcmread(out / "b0map_seg.dcm").ReferencedSeriesSequence
+                  for i in s.ReferencedInstanceSequence}
+    echo1 = {str(pydicom.dcmread(f, stop_before_pixels=True).SOPInstanceUID) for f in source_files(folder, SERIES, 1)}
+    assert referenced == echo1 and all(int(u.rsplit(".", 1)[1]) < 1000 for u in referenced)
+
+
+def test_volume_option_reaches_the_reader(echoes, tmp_path):
+    folder, _, _, _ = echoes
+    out = tmp_path / "out"
+    r = cli("segment", folder, "-o", out, "--pipeline", "mr-multiprotocol-unet", "--volume", "2", "--fast",
+            "--no-overlay", "--threads", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    run = json.loads((out / "b0map_run.json").read_text())
+    assert run["input"]["volume"] == {"index": 2, "of": 2, "EchoTime": "6.46"} and run["options"]["volume"] == 2
+    r = cli("segment", folder, "-o", tmp_path / "bad", "--volume", "3", "--quiet")
+    assert r.returncode == 2 and "--volume 3: the series holds 2 image set(s)" in r.stderr
+    assert not (tmp_path / "bad").exists() or not any((tmp_path / "bad").iterdir())
+    r = cli("segment", folder, "-o", tmp_path / "bad0", "--volume", "0")
+    assert r.returncode == 2 and "--volume" in r.stderr
+
+
+def test_info_lists_the_image_sets(echoes):
+    folder, _, _, _ = echoes
+    r = cli("info", folder)
+    assert r.returncode == 0, r.stderr
+    assert "image sets: 2 images at each slice position (1: EchoTime 4.0; 2: EchoTime 6.46); shown: set 1" in r.stdout
