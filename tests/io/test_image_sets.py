@@ -166,3 +166,17 @@ def test_info_lists_the_image_sets(echoes):
     r = cli("info", folder)
     assert r.returncode == 0, r.stderr
     assert "image sets: 2 images at each slice position (1: EchoTime 4.0; 2: EchoTime 6.46); shown: set 1" in r.stdout
+
+
+def test_4d_parrec_needs_a_volume():
+    """A Philips PAR/REC with three dynamics (nibabel's own test phantom, as its wheel ships it)."""
+    par = Path(nib.__file__).parent / "tests" / "data" / "phantom_EPI_asc_CLEAR_2_1.PAR"
+    if not par.exists():
+        pytest.skip("nibabel's test data not installed")
+    with pytest.raises(InputError, match=r"got 4D with shape \(64, 64, 9, 3\); choose one volume with --volume N"):
+        check_volume(read_image(par))
+    second = check_volume(read_image(par, volume=2))
+    assert second.shape == (64, 64, 9)
+    assert np.allclose(second.array, nib.load(par).get_fdata()[..., 1])
+    with pytest.raises(InputError, match=r"--volume 4: the file holds 3 volume"):
+        read_image(par, volume=4)

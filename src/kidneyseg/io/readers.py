@@ -62,10 +62,8 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
     low = p.name.lower()
     if low.endswith((".nii", ".nii.gz")):
         return _read_nifti(p, dtype, volume)
-    if volume not in (None, 1) and not low.endswith(".dcm"):
-        raise InputError(f"{p}: --volume {volume}: the file holds one volume")
     if low.endswith((".par", ".rec")):
-        return _read_parrec(p, dtype)
+        return _read_parrec(p, dtype, volume)
     if low.endswith(".dcm"):
         return _read_dicom_series(p.parent, dtype, series_uid or _dicom_file_series(p), volume)
     raise InputError(
@@ -219,12 +217,17 @@ def _read_nifti(p: Path, dtype: type | None, volume: int | None = None) -> Image
     return Image(array, img.affine, p, header, "")
 
 
-def _read_parrec(p: Path, dtype: type | None) -> Image:
+def _read_parrec(p: Path, dtype: type | None, volume: int | None = None) -> Image:
     try:
         img = nib.load(str(p))
     except Exception as exc:
         raise InputError(f"{p}: not a readable PAR/REC file ({exc.__class__.__name__}: {exc})") from None
-    array = _load_array(img, p, dtype if dtype is not None else np.float32)
+    if volume is not None:
+        count = img.shape[3] if len(img.shape) == 4 else 1
+        if volume > count:
+            raise InputError(f"{p}: --volume {volume}: the file holds {count} volume(s) (shape {tuple(img.shape)})")
+        volume = volume if len(img.shape) == 4 else None
+    array = _load_array(img, p, dtype if dtype is not None else np.float32, volume)
     return Image(array, img.affine, p, None, "MR")
 
 
