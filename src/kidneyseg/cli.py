@@ -425,8 +425,9 @@ def _cmd_info(args) -> int:
     if a.dtype.kind in "biuf":
         print(f"range: {a.min()} .. {a.max()}")
     if len(sets) > 1:
-        listing = "; ".join(f"{s.index}: {', '.join(f'{k} {v}' for k, v in s.attributes.items())}" for s in sets)
-        print(f"image sets: {len(sets)} images at each slice position ({listing}); shown: set 1; segment reads "
+        from .io.image_sets import list_image_sets
+
+        print(f"image sets: {len(sets)} images at each slice position ({list_image_sets(sets)}); shown: set 1; segment reads "
               "set 1 for echoes or magnitude/phase, else asks for --volume N")
     print(f"modality: {img.modality or 'not recorded'}\npipeline: {suggest_pipeline(img.modality, img.ndim)}")
     if img.ndim == 3 and img.modality in ("MR", "") and None not in (codes or (None,)):

@@ -171,6 +171,11 @@ def image_sets(files: list[str], where: str | Path) -> list[ImageSet]:
     return [ImageSet(fs, i, len(sets), attrs) for i, (attrs, fs) in enumerate(sets, start=1)]
 
 
+def list_image_sets(sets: list[ImageSet]) -> str:
+    """``"1: EchoTime 4.0; 2: EchoTime 6.46"``: each set's number and the values that tell it apart."""
+    return "; ".join(f"{s.index}: {', '.join(f'{k} {v}' for k, v in s.attributes.items())}" for s in sets)
+
+
 def choose_image_set(sets: list[ImageSet], volume: int | None, where: str | Path) -> ImageSet:
     """The image set to read.
 
@@ -183,7 +188,7 @@ def choose_image_set(sets: list[ImageSet], volume: int | None, where: str | Path
         InputError: ``volume`` out of range; or several sets told apart by another attribute
             (inversion time, b-value, time point) and no ``volume`` (the message lists them).
     """
-    listing = "; ".join(f"{s.index}: {', '.join(f'{k} {v}' for k, v in s.attributes.items())}" for s in sets)
+    listing = list_image_sets(sets)
     if volume is not None:
         if not 1 <= volume <= len(sets):
             extra = f" ({listing})" if len(sets) > 1 else ""
