@@ -180,3 +180,46 @@ def test_4d_parrec_needs_a_volume():
     assert np.allclose(second.array, nib.load(par).get_fdata()[..., 1])
     with pytest.raises(InputError, match=r"--volume 4: the file holds 3 volume"):
         read_image(par, volume=4)
+
+
+def _enhanced(series: Path, folder: Path) -> Path:
+    """The series as one enhanced multi-frame MR object (highdicom's legacy conversion, as PACS
+    and newer scanners export them)."""
+    import logging
+
+    import highdicom as hd
+
+    logging.getLogger("highdicom").setLevel(logging.ERROR)  # unset optional attributes, one line each
+    folder.mkdir()
+    datasets = [pydicom.dcmread(f) for f in sorted(series.iterdir())]
+    hd.legacy.LegacyConvertedEnhancedMRImage(datasets, series_instance_uid=hd.UID(), series_number=2,
+                                             sop_instance_uid=hd.UID(), instance_number=1).save_as(folder / "mf.dcm")
+    return folder
+
+
+def test_enhanced_multiframe_reads_like_the_series(echoes, tmp_path):
+    """Before: ValueError (SimpleITK's series reader made a 4D image of the one file). Now the
+    frames are read by position: the same voxels and affine as the one-file-per-slice series,
+    and a two-echo object splits into its echoes as the series does."""
+    folder, single, _, _ = echoes
+    one = _enhanced(single, tmp_path / "one")
+    for a, b in ((read_image(one), read_image(single)), (read_image(_enhanced(folder, tmp_path / "two")), read_image(folder)),
+                 (read_image(tmp_path / "two", volume=2), read_image(folder, volume=2))):
+        assert a.shape == b.shape == (128, 128, 11)
+        assert np.array_equal(a.array, b.array) and np.allclose(a.affine, b.affine, atol=1e-3)
+    sets = image_sets([str(tmp_path / "two" / "mf.dcm")], tmp_path / "two")
+    assert [(s.attributes, len(s.frames)) for s in sets] == [({"EchoTime": "4.0"}, 11), ({"EchoTime": "6.46"}, 11)]
+
+
+def test_enhanced_multiframe_segments_to_nifti_not_seg(echoes, tmp_path):
+    folder, _, _, _ = echoes
+    two = _enhanced(folder, tmp_path / "two")
+    r = cli("segment", two, "-o", tmp_path / "seg", "--output-type", "dicom-seg", "--quiet")
+    assert r.returncode == 2 and "mf.dcm is a multi-frame DICOM object; DICOM SEG and RTSTRUCT output" in r.stderr
+    assert not (tmp_path / "seg").exists() or not any((tmp_path / "seg").iterdir())
+    r = cli("segment", two, "-o", tmp_path / "out", "--pipeline", "mr-multiprotocol-unet", "--fast", "--no-overlay",
+            "--threads", "2", "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert json.loads((tmp_path / "out" / "two_run.json").read_text())["input"]["volume"] == {
+        "index": 1, "of": 2, "EchoTime": "4.0"}
+    assert np.asarray(nib.load(tmp_path / "out" / "two_seg.nii.gz").dataobj).any()

@@ -81,9 +81,15 @@ def check_seg_sources(folder: str | Path, series_uid: str | None = None, origina
 
 
 def check_source_datasets(datasets, files, where) -> None:
-    """:func:`check_seg_sources` on datasets already read (``files``: their paths, for the message)."""
+    """:func:`check_seg_sources` on datasets already read (``files``: their paths, for the message).
+    An enhanced multi-frame source is refused too: kidneyseg reads its frames by position
+    (:func:`kidneyseg.io.image_sets.read_frames`), but writes SEG and RTSTRUCT only for classic
+    one-file-per-slice series."""
     frames = set()
     for ds, f in zip(datasets, files):
+        if int(ds.get("NumberOfFrames", 1) or 1) > 1:
+            raise InputError(f"{where}: {Path(f).name} is a multi-frame DICOM object; DICOM SEG and RTSTRUCT output "
+                             "are written for one-file-per-slice series only; use --output-type nifti")
         for attr in ("FrameOfReferenceUID", "StudyInstanceUID", "SOPInstanceUID"):
             if not str(getattr(ds, attr, "") or "").strip():
                 raise InputError(f"{where}: slice {Path(f).name} has no {attr}, which a DICOM SEG needs of its source "

@@ -450,6 +450,14 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None,
     sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
     reader = sitk.ImageSeriesReader()
     series_uid, chosen = dicom_image_set(folder, series_uid, volume)  # the runner says which set it segments
+    if chosen.frames is not None:  # an enhanced multi-frame object: its frames, not GDCM's stack of them
+        import pydicom
+
+        from .image_sets import read_frames
+
+        array, lps = read_frames(chosen, folder, dtype)
+        head = pydicom.dcmread(chosen.files[0], stop_before_pixels=True, specific_tags=["Modality"])
+        return Image(array, LPS_TO_RAS @ lps, folder, None, str(head.get("Modality", "") or ""))
     files = chosen.files
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
