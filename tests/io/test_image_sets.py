@@ -223,3 +223,13 @@ def test_enhanced_multiframe_segments_to_nifti_not_seg(echoes, tmp_path):
     assert json.loads((tmp_path / "out" / "two_run.json").read_text())["input"]["volume"] == {
         "index": 1, "of": 2, "EchoTime": "4.0"}
     assert np.asarray(nib.load(tmp_path / "out" / "two_seg.nii.gz").dataobj).any()
+
+
+def test_multiframe_without_frame_positions_is_refused(echoes, tmp_path):
+    _, single, _, _ = echoes
+    ds = pydicom.dcmread(_enhanced(single, tmp_path / "mf") / "mf.dcm")
+    del ds.PerFrameFunctionalGroupsSequence  # frames without positions: a cine or a legacy multi-frame object
+    (tmp_path / "bare").mkdir()
+    ds.save_as(tmp_path / "bare" / "mf.dcm")
+    with pytest.raises(InputError, match=r"bare: mf.dcm: a multi-frame DICOM object without per-frame slice positions"):
+        read_image(tmp_path / "bare")

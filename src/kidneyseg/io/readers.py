@@ -465,6 +465,9 @@ def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None,
         sitk_img = reader.Execute()  # GDCM sorts by position and applies rescale slope/intercept
     except RuntimeError as exc:
         raise InputError(f"{folder}: unreadable DICOM series ({str(exc).strip().splitlines()[-1]})") from None
+    if sitk_img.GetDimension() != 3:  # e.g. a multi-frame object without per-frame positions (cine, legacy)
+        raise InputError(f"{folder}: {Path(files[0]).name}: a multi-frame DICOM object without per-frame slice "
+                         f"positions ({sitk_img.GetDimension()}D, size {sitk_img.GetSize()}); its geometry is unknown")
     _check_geometry_tags(folder, reader, list(files))
     _check_slice_positions(folder, reader, len(files), np.array(sitk_img.GetDirection()).reshape(3, 3)[:, 2])
     image = sitk_to_image(sitk_img, dtype)
