@@ -233,3 +233,15 @@ def test_multiframe_without_frame_positions_is_refused(echoes, tmp_path):
     ds.save_as(tmp_path / "bare" / "mf.dcm")
     with pytest.raises(InputError, match=r"bare: mf.dcm: a multi-frame DICOM object without per-frame slice positions"):
         read_image(tmp_path / "bare")
+
+
+def test_dixon_images_of_one_echo_need_a_choice(tmp_path):
+    """Water and fat images of one echo differ in ImageType only: which one to segment is the
+    user's call, not the reader's (set 1 would be whichever name sorts first)."""
+    e1, e2 = _echoes(tmp_path)
+    folder = _write(tmp_path / "dixon", [(e1, {"0008|0008": "DERIVED\\PRIMARY\\W\\DIXON"}),
+                                         (e2, {"0008|0008": "DERIVED\\PRIMARY\\F\\DIXON"})])
+    with pytest.raises(InputError, match=r"dixon: the series holds 2 images at each slice position \(1: ImageType "
+                                         r"DERIVED\\PRIMARY\\F\\DIXON; 2: ImageType DERIVED\\PRIMARY\\W\\DIXON\)"):
+        read_image(folder)
+    assert _total(read_image(folder, volume=2).array) == _total(nib.load(e1).dataobj)

@@ -361,11 +361,14 @@ def choose_image_set(sets: list[ImageSet], volume: int | None, where: str | Path
     Args:
         sets: from :func:`image_sets`.
         volume: 1-based image set number, or ``None``: the only set, or set 1 when the sets
-            differ only in :data:`DEFAULT_SET_TAGS` (echoes, magnitude / phase).
+            differ only in :data:`DEFAULT_SET_TAGS` (echoes, magnitude / phase) and set 1 is
+            the one magnitude set of the shortest echo.
 
     Raises:
-        InputError: ``volume`` out of range; or several sets told apart by another attribute
-            (inversion time, b-value, time point) and no ``volume`` (the message lists them).
+        InputError: ``volume`` out of range; or, without ``volume``, several sets told apart by
+            another attribute (inversion time, b-value, time point), or several magnitude sets
+            of one echo (Dixon water, fat, in- and opposed-phase images told apart by ImageType
+            only): the message lists them.
     """
     listing = list_image_sets(sets)
     if volume is not None:
@@ -375,7 +378,10 @@ def choose_image_set(sets: list[ImageSet], volume: int | None, where: str | Path
         return sets[volume - 1]
     if len(sets) == 1:
         return sets[0]
-    if set(sets[0].attributes) <= DEFAULT_SET_TAGS:
+    first = sets[0].attributes
+    echo = lambda a: (a.get("EchoTime", ""), a.get("EchoNumbers", ""))  # noqa: E731
+    if set(first) <= DEFAULT_SET_TAGS and _is_magnitude(first) and not any(
+            _is_magnitude(t.attributes) and echo(t.attributes) == echo(first) for t in sets[1:]):
         return sets[0]
     raise InputError(f"{where}: the series holds {len(sets)} images at each slice position ({listing}); choose one "
                      "with --volume N")
