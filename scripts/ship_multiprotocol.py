@@ -316,7 +316,9 @@ def main() -> None:
         "",
         "## Intended use and limits", "",
         "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
-        "gradient-echo (ukat, three vendors) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
+        "gradient-echo (ukat, three vendors: the first echo of dual-echo B0-map magnitude series, TE 2.2 ms at 1.5 T "
+        "and 4.0 ms at 3 T; `kidneyseg segment` reads the magnitude of a multi-echo series' shortest echo, the same "
+        "contrast, unless told otherwise with `--volume N`) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
         "T1-weighted, Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. "
         f"**The {weak} kidney is its weak side** (leave-one-domain-out on the ukat scans: {weak} Dice "
         f"{_mean(ukat_all, f'dice_kidney_{weak}')} against {_mean(ukat_all, f'dice_kidney_{strong}')} "
