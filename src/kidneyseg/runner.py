@@ -359,7 +359,10 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
                         "another with --volume N)", original, image_set.count, image_set.describe())
     elif opts.volume is not None:
         image_set = opts.volume
-    image = check_volume(read_image(f, dtype=np.float32, series_uid=uid, volume=opts.volume))
+    try:
+        image = check_volume(read_image(f, dtype=np.float32, series_uid=uid, volume=opts.volume))
+    except InputError as exc:  # a zip or an export tree is read from a temporary folder: name the input
+        raise InputError(str(exc).replace(str(f), str(original))) from None
     if opts.output_type != "nifti":
         from .io.dicom_seg import check_seg_sources
 

@@ -245,3 +245,28 @@ def test_dixon_images_of_one_echo_need_a_choice(tmp_path):
                                          r"DERIVED\\PRIMARY\\F\\DIXON; 2: ImageType DERIVED\\PRIMARY\\W\\DIXON\)"):
         read_image(folder)
     assert _total(read_image(folder, volume=2).array) == _total(nib.load(e1).dataobj)
+
+
+def test_cd_export_tree_is_read_as_its_series(echoes, tmp_path):
+    """A CD / PACS export: DICOMDIR at the top, the files two folders down without extensions.
+    GDCM scans one folder and found nothing; the tree's files are now read as a zip's are."""
+    import shutil
+
+    folder, single, _, _ = echoes
+    root = tmp_path / "export"
+    deep = root / "DICOM" / "S0001"
+    deep.mkdir(parents=True)
+    for i, f in enumerate(sorted(single.iterdir())):
+        shutil.copyfile(f, deep / f"I{i:04d}")
+    (root / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM")  # a stand-in: not an image, must be skipped
+    image = read_image(root)
+    assert image.source == root and np.array_equal(image.array, read_image(single).array)
+    out = tmp_path / "out"
+    r = cli("segment", root, "-o", out, "--pipeline", "mr-multiprotocol-unet", "--fast", "--no-overlay", "--threads", "2",
+            "--quiet")
+    assert r.returncode == 0, r.stderr
+    assert np.asarray(nib.load(out / "export_seg.nii.gz").dataobj).any()
+    assert sorted(p.name for p in deep.iterdir()) == [f"I{i:04d}" for i in range(11)]  # nothing written into the input
+    shutil.copytree(folder, root / "DICOM" / "S0002")  # a second series: the user must choose, as in a flat folder
+    r = cli("segment", root, "-o", tmp_path / "two", "--quiet")
+    assert r.returncode == 2 and f"{root}: holds 2 DICOM series" in r.stderr and "kidneyseg-tree" not in r.stderr

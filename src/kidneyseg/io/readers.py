@@ -56,7 +56,12 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
     if volume is not None and volume < 1:
         raise InputError(f"{p}: --volume {volume}: volumes are numbered from 1")
     if p.is_dir():
-        return _read_dicom_series(p, dtype, series_uid, volume)
+        with dicom_folder(p) as folder:  # a CD/PACS export tree: its files side by side
+            try:
+                image = _read_dicom_series(folder, dtype, series_uid, volume)
+            except InputError as exc:
+                raise InputError(str(exc).replace(str(folder), str(p))) from None
+        return Image(image.array, image.affine, p, None, image.modality)
     if p.stat().st_size == 0:
         raise InputError(f"{p}: file is empty (0 bytes)")
     low = p.name.lower()
@@ -235,20 +240,49 @@ ZIP_MEMBER_MAX_BYTES = 2 * 2 ** 30
 """Largest unpacked member of a DICOM ``.zip`` that is extracted (2 GiB)."""
 
 
+def _nested_dicom_tree(p: Path) -> bool:
+    """True for a folder whose DICOM files lie in its subfolders only (a CD or PACS export:
+    ``DICOMDIR`` beside ``DICOM/``, ``IMAGES/`` or one folder per series), which GDCM, scanning
+    one folder, would call empty."""
+    import SimpleITK as sitk
+
+    if not p.is_dir() or not any(q.is_dir() for q in p.iterdir()):
+        return False
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)
+    try:
+        return not sitk.ImageSeriesReader.GetGDCMSeriesIDs(str(p))
+    except RuntimeError:
+        return True
+
+
 @contextlib.contextmanager
 def dicom_folder(path: str | Path):
-    """A DICOM folder for ``path``: the folder itself, or the files of a ``.zip`` (at any
-    depth of its folders) extracted side by side into a temporary folder, removed
-    afterwards. An archive with absolute or ``..`` member names is refused.
+    """A DICOM folder for ``path``: the folder itself; for a folder whose DICOM files lie in
+    subfolders only (a CD or PACS export), its files at any depth linked side by side into a
+    temporary folder; or the files of a ``.zip`` (at any depth of its folders) extracted side
+    by side into a temporary folder. Temporary folders are removed afterwards. An archive with
+    absolute or ``..`` member names is refused. The files themselves are never modified.
 
     Raises:
         InputError: a corrupt zip, or an unsafe member name.
     """
+    import os
     import shutil
     import tempfile
     import zipfile
 
     p = Path(path)
+    if _nested_dicom_tree(p):
+        with tempfile.TemporaryDirectory(prefix="kidneyseg-tree-") as tmp:
+            files = sorted(q for q in p.rglob("*") if q.is_file() and not q.name.startswith("."))
+            for i, q in enumerate(files):  # flattened: series are told apart by UID, as in a zip
+                link = Path(tmp) / f"{i:06d}_{q.name}"
+                try:
+                    os.symlink(q.resolve(), link)
+                except OSError:  # no symlinks on this file system: a copy, the source untouched
+                    shutil.copyfile(q, link)
+            yield Path(tmp)
+        return
     if not (p.is_file() and p.suffix.lower() == ".zip"):
         yield p
         return
