@@ -270,3 +270,10 @@ def test_cd_export_tree_is_read_as_its_series(echoes, tmp_path):
     shutil.copytree(folder, root / "DICOM" / "S0002")  # a second series: the user must choose, as in a flat folder
     r = cli("segment", root, "-o", tmp_path / "two", "--quiet")
     assert r.returncode == 2 and f"{root}: holds 2 DICOM series" in r.stderr and "kidneyseg-tree" not in r.stderr
+
+
+def test_slice_positions_cluster_without_rounding_boundaries():
+    from kidneyseg.io.image_sets import slice_positions
+
+    # 10.004 and 10.006 straddle a 0.01 mm rounding boundary; they are one slice, 15.0 another
+    assert slice_positions([10.004, 15.0, 10.006, 14.99]) == [10.004, 14.99, 10.004, 14.99]

@@ -129,6 +129,26 @@ def _order(attrs: dict[str, str]) -> tuple:
     return (not _is_magnitude(attrs), *rest, attrs.get("ImageType", ""), attrs.get("FrameType", ""))
 
 
+POSITION_TOLERANCE_MM = 0.05
+"""Images whose positions along the slice normal differ by less than this share a slice position
+(scanners write the echoes of one slice with rounding noise in ImagePositionPatient)."""
+
+
+def slice_positions(along: list[float]) -> list[float]:
+    """Each position along the normal replaced by its cluster's first value: sorted positions
+    closer than :data:`POSITION_TOLERANCE_MM` to the previous one join its cluster (no rounding
+    boundary can split two echoes of one slice)."""
+    order = sorted(range(len(along)), key=lambda i: along[i])
+    out = [0.0] * len(along)
+    start = prev = None
+    for i in order:
+        if prev is None or along[i] - prev > POSITION_TOLERANCE_MM:
+            start = along[i]
+        out[i] = start
+        prev = along[i]
+    return out
+
+
 def _split(pos: list[float], values: list[dict[str, str]], names: list[str], where, what: str):
     """Group images (or frames) by the fewest attributes that make (position, key) unique.
 
@@ -198,7 +218,7 @@ def image_sets(files: list[str], where: str | Path) -> list[ImageSet]:
     try:
         iop = np.array([float(v) for v in heads[0].ImageOrientationPatient], float)
         normal = np.cross(iop[:3], iop[3:])
-        pos = [round(float(np.dot(normal, [float(v) for v in h.ImagePositionPatient])), 2) for h in heads]
+        pos = slice_positions([float(np.dot(normal, [float(v) for v in h.ImagePositionPatient])) for h in heads])
     except (AttributeError, ValueError, TypeError):
         return [ImageSet(list(files))]  # no geometry: the geometry checks of the reader say so
     if len(set(pos)) == len(files):
@@ -273,7 +293,7 @@ def frame_sets(path: str | Path, where: str | Path) -> list[ImageSet]:
         return [ImageSet([str(path)])]
     positions, iop, _ = frame_geometry(ds, where)
     normal = np.cross(iop[:3], iop[3:])
-    pos = [round(float(np.dot(normal, p)), 2) for p in positions]
+    pos = slice_positions([float(np.dot(normal, p)) for p in positions])
     values = []
     for i in range(n):
         row = {}
