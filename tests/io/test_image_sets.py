@@ -277,3 +277,20 @@ def test_slice_positions_cluster_without_rounding_boundaries():
 
     # 10.004 and 10.006 straddle a 0.01 mm rounding boundary; they are one slice, 15.0 another
     assert slice_positions([10.004, 15.0, 10.006, 14.99]) == [10.004, 14.99, 10.004, 14.99]
+
+
+def test_order_and_default_choice_on_attributes():
+    """GE marks phase in a private tag, enhanced objects in ComplexImageComponent: magnitude first,
+    then the shortest echo; an inversion-time series is never chosen for the user."""
+    from kidneyseg.io.image_sets import ImageSet, _order, choose_image_set
+
+    ge = [{"GE image kind": "1", "EchoTime": "2.2"}, {"GE image kind": "0", "EchoTime": "4.4"},
+          {"GE image kind": "0", "EchoTime": "2.2"}]
+    assert sorted(ge, key=_order) == [ge[2], ge[1], ge[0]]
+    frames = [{"ComplexImageComponent": "PHASE", "EchoTime": "1.0"}, {"ComplexImageComponent": "MAGNITUDE", "EchoTime": "5.0"}]
+    assert sorted(frames, key=_order)[0] == frames[1]
+    sets = [ImageSet([], i, 2, a) for i, a in enumerate(sorted(ge[:2], key=_order), start=1)]
+    assert choose_image_set(sets, None, "x").attributes == {"GE image kind": "0", "EchoTime": "4.4"}
+    with pytest.raises(InputError, match="choose one with --volume N"):
+        choose_image_set([ImageSet([], 1, 2, {"InversionTime": "100"}), ImageSet([], 2, 2, {"InversionTime": "900"})],
+                         None, "x")
