@@ -347,11 +347,12 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
         raise InputError(f"{original}: --output-type {opts.output_type} needs a DICOM series folder (or zip) as input "
                          "(a SEG references its source images)")
     uid = image_set = None
-    if f.is_dir():
-        from .io.readers import dicom_image_set
+    if f.is_dir() or f.suffix.lower() == ".dcm":  # a series folder, or one file of a series: read as its series
+        from .io.readers import dicom_file_series, dicom_image_set
 
         try:
-            uid, image_set = dicom_image_set(f, opts.series, opts.volume)
+            folder, rule = (f, opts.series) if f.is_dir() else (f.parent, dicom_file_series(f))
+            uid, image_set = dicom_image_set(folder, rule, opts.volume)
         except InputError as exc:
             raise InputError(str(exc).replace(str(f), str(original))) from None
         if image_set.count > 1 and opts.volume is None:

@@ -294,3 +294,15 @@ def test_order_and_default_choice_on_attributes():
     with pytest.raises(InputError, match="choose one with --volume N"):
         choose_image_set([ImageSet([], 1, 2, {"InversionTime": "100"}), ImageSet([], 2, 2, {"InversionTime": "900"})],
                          None, "x")
+
+
+def test_one_file_of_a_multi_echo_series_is_read_as_its_series(echoes, tmp_path):
+    """A `.dcm` file given as input stands for its series: the run records and warns about the
+    image set as for the folder."""
+    folder, _, _, _ = echoes
+    r = cli("segment", folder / "z_000.dcm", "-o", tmp_path / "out", "--pipeline", "mr-multiprotocol-unet", "--fast",
+            "--no-overlay", "--threads", "2")
+    assert r.returncode == 0, r.stderr
+    assert "z_000.dcm: the series holds 2 images at each slice position; segmenting image set 1 of 2" in r.stderr
+    run = json.loads((tmp_path / "out" / "z_000_run.json").read_text())
+    assert run["input"]["volume"] == {"index": 1, "of": 2, "EchoTime": "4.0"}

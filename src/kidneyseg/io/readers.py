@@ -70,7 +70,7 @@ def read_image(path: str | Path, dtype: type | None = None, series_uid: str | No
     if low.endswith((".par", ".rec")):
         return _read_parrec(p, dtype, volume)
     if low.endswith(".dcm"):
-        return _read_dicom_series(p.parent, dtype, series_uid or _dicom_file_series(p), volume)
+        return _read_dicom_series(p.parent, dtype, series_uid or dicom_file_series(p), volume)
     raise InputError(
         f"{p}: unsupported file type (expected .nii, .nii.gz, .PAR/.REC or a DICOM folder)"
     )
@@ -433,7 +433,7 @@ def _check_slice_positions(folder: Path, reader, n: int, normal: np.ndarray) -> 
                          f"others {step:.3g} mm")
 
 
-def _dicom_file_series(p: Path) -> str:
+def dicom_file_series(p: Path) -> str:
     """The SeriesInstanceUID of one ``.dcm`` file given as input (its series is read, not
     whichever series its folder holds).
 
