@@ -386,14 +386,10 @@ def _dicom_image_sets(p: Path) -> list:
     if not p.is_dir():
         return []
     from .errors import InputError
-    from .io.image_sets import image_sets
-    from .io.readers import resolve_series
+    from .io.readers import dicom_image_sets
 
     try:
-        import SimpleITK as sitk
-
-        files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(p), resolve_series(p)))
-        return image_sets(files, p)
+        return dicom_image_sets(p)[1]
     except InputError:
         return []
 

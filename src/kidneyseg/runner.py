@@ -361,13 +361,21 @@ def _process_source(pipe_or_loader, f: Path, original: Path, case: str, opts: Ca
     elif opts.volume is not None:
         image_set = opts.volume
     try:
-        image = check_volume(read_image(f, dtype=np.float32, series_uid=uid, volume=opts.volume))
+        if uid is not None:  # the image set chosen above, read without a second look at the folder
+            from .io.readers import read_dicom_image_set
+
+            image = check_volume(read_dicom_image_set(folder, image_set, np.float32))
+        else:
+            image = check_volume(read_image(f, dtype=np.float32, volume=opts.volume))
     except InputError as exc:  # a zip or an export tree is read from a temporary folder: name the input
         raise InputError(str(exc).replace(str(f), str(original))) from None
     if opts.output_type != "nifti":
-        from .io.dicom_seg import check_seg_sources
+        import pydicom
 
-        check_seg_sources(f, uid, original, volume=opts.volume)
+        from .io.dicom_seg import check_source_datasets
+
+        check_source_datasets([pydicom.dcmread(p, stop_before_pixels=True) for p in image_set.files],
+                              image_set.files, original)
     if callable(pipe_or_loader) and getattr(pipe_or_loader, "pipeline", None) is None:
         progress.stage("load model")
     pipe = _loaded(pipe_or_loader)

@@ -62,26 +62,11 @@ def source_files(folder: str | Path, series_uid: str | None = None, volume: int 
     return [Path(f) for f in dicom_image_set(folder, series_uid, volume)[1].files]
 
 
-def check_seg_sources(folder: str | Path, series_uid: str | None = None, original: str | Path | None = None,
-                      volume: int | None = None) -> None:
+def check_source_datasets(datasets, files, where) -> None:
     """Refuse, before any segmentation, a series a DICOM SEG cannot reference: every slice
     needs one shared FrameOfReferenceUID (the SEG's frame of reference must be its source's,
-    or viewers cannot overlay it), a StudyInstanceUID and a SOPInstanceUID.
-
-    Args:
-        original: the path the user gave (e.g. a zip), for the message.
-
-    Raises:
-        InputError: one line naming the folder and the missing attribute.
-    """
-    import pydicom
-
-    files = source_files(folder, series_uid, volume)
-    check_source_datasets([pydicom.dcmread(f, stop_before_pixels=True) for f in files], files, original or folder)
-
-
-def check_source_datasets(datasets, files, where) -> None:
-    """:func:`check_seg_sources` on datasets already read (``files``: their paths, for the message).
+    or viewers cannot overlay it), a StudyInstanceUID and a SOPInstanceUID. ``datasets``: the
+    headers, already read; ``files``: their paths and ``where``: the input, for the message.
     An enhanced multi-frame source is refused too: kidneyseg reads its frames by position
     (:func:`kidneyseg.io.image_sets.read_frames`), but writes SEG and RTSTRUCT only for classic
     one-file-per-slice series."""

@@ -322,10 +322,11 @@ def read_frames(chosen: ImageSet, where: str | Path, dtype: type | None = None):
             else the stored type.
 
     Returns:
-        ``(array, lps_affine)``: the array ``(columns, rows, slices)`` (the order of the series
-        reader), slices in ascending position along the normal, each frame's
+        ``(array, lps_affine, modality)``: the array ``(columns, rows, slices)`` (the order of
+        the series reader), slices in ascending position along the normal, each frame's
         RescaleSlope / RescaleIntercept applied (PixelValueTransformationSequence); the
-        voxel-to-LPS affine in mm, its slice column the mean step between the frames.
+        voxel-to-LPS affine in mm, its slice column the mean step between the frames; the
+        object's Modality (``""`` when absent).
 
     Raises:
         InputError: undecodable pixel data, or frames not evenly spaced (a missing slice).
@@ -367,7 +368,7 @@ def read_frames(chosen: ImageSet, where: str | Path, dtype: type | None = None):
     lps[:3, 2] = ((positions[frames[-1]] - positions[frames[0]]) / (len(frames) - 1) if len(frames) > 1
                   else normal * float(_group_item(ds, 0, "PixelMeasuresSequence").get("SliceThickness", 1) or 1))
     lps[:3, 3] = positions[frames[0]]
-    return np.ascontiguousarray(out.transpose(2, 1, 0)), lps
+    return np.ascontiguousarray(out.transpose(2, 1, 0)), lps, str(ds.get("Modality", "") or "")
 
 
 def list_image_sets(sets: list[ImageSet]) -> str:

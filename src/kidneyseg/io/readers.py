@@ -196,6 +196,21 @@ def check_nifti_spacing(img: nib.spatialimages.SpatialImage, p: Path) -> None:
                          "set the spacing in the header")
 
 
+def _volume_index(img: nib.spatialimages.SpatialImage, p: Path, volume: int | None) -> int | None:
+    """``volume`` (1-based) checked against a nibabel image's last axis: the volume to slice
+    out of a 4D file, ``None`` for no choice or a 3D file asked for its one volume.
+
+    Raises:
+        InputError: more volumes asked for than the file holds, or a file of more than 4D.
+    """
+    if volume is None:
+        return None
+    count = img.shape[3] if len(img.shape) == 4 else 1
+    if len(img.shape) > 4 or volume > count:
+        raise InputError(f"{p}: --volume {volume}: the file holds {count} volume(s) (shape {tuple(img.shape)})")
+    return volume if len(img.shape) == 4 else None
+
+
 def _read_nifti(p: Path, dtype: type | None, volume: int | None = None) -> Image:
     try:
         img = nib.load(str(p))
@@ -210,14 +225,9 @@ def _read_nifti(p: Path, dtype: type | None, volume: int | None = None) -> Image
     check_nifti_spacing(img, p)
     warn_handedness(img, p)
     header = img.header.copy()
+    volume = _volume_index(img, p, volume)
     if volume is not None:
-        count = img.shape[3] if len(img.shape) == 4 else 1
-        if len(img.shape) > 4 or volume > count:
-            raise InputError(f"{p}: --volume {volume}: the file holds {count} volume(s) (shape {tuple(img.shape)})")
-        if len(img.shape) == 4:
-            header.set_data_shape(img.shape[:3])
-        else:
-            volume = None
+        header.set_data_shape(img.shape[:3])
     array = _load_array(img, p, dtype, volume)
     return Image(array, img.affine, p, header, "")
 
@@ -227,12 +237,7 @@ def _read_parrec(p: Path, dtype: type | None, volume: int | None = None) -> Imag
         img = nib.load(str(p))
     except Exception as exc:
         raise InputError(f"{p}: not a readable PAR/REC file ({exc.__class__.__name__}: {exc})") from None
-    if volume is not None:
-        count = img.shape[3] if len(img.shape) == 4 else 1
-        if volume > count:
-            raise InputError(f"{p}: --volume {volume}: the file holds {count} volume(s) (shape {tuple(img.shape)})")
-        volume = volume if len(img.shape) == 4 else None
-    array = _load_array(img, p, dtype if dtype is not None else np.float32, volume)
+    array = _load_array(img, p, dtype if dtype is not None else np.float32, _volume_index(img, p, volume))
     return Image(array, img.affine, p, None, "MR")
 
 
@@ -457,6 +462,26 @@ def dicom_file_series(p: Path) -> str:
     return uid
 
 
+def dicom_image_sets(folder: str | Path, series_uid: str | None = None):
+    """The image sets of one series of a DICOM folder (:func:`resolve_series`, then
+    :func:`kidneyseg.io.image_sets.image_sets`).
+
+    Returns:
+        ``(series_uid, [ImageSet, ...])``: one set for an ordinary series.
+
+    Raises:
+        InputError: as :func:`resolve_series` and :func:`~kidneyseg.io.image_sets.image_sets`.
+    """
+    import SimpleITK as sitk
+
+    from .image_sets import image_sets
+
+    folder = Path(folder)
+    series_uid = resolve_series(folder, series_uid)
+    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
+    return series_uid, image_sets(files, folder)
+
+
 def dicom_image_set(folder: str | Path, series_uid: str | None = None, volume: int | None = None):
     """The files of one volume of a DICOM folder: its series (:func:`resolve_series`), and of
     a series holding several images per slice position (echoes, magnitude and phase), one
@@ -468,30 +493,35 @@ def dicom_image_set(folder: str | Path, series_uid: str | None = None, volume: i
     Raises:
         InputError: as :func:`resolve_series` and :func:`~kidneyseg.io.image_sets.choose_image_set`.
     """
-    import SimpleITK as sitk
+    from .image_sets import choose_image_set
 
-    from .image_sets import choose_image_set, image_sets
-
-    folder = Path(folder)
-    series_uid = resolve_series(folder, series_uid)
-    files = list(sitk.ImageSeriesReader.GetGDCMSeriesFileNames(str(folder), series_uid))
-    return series_uid, choose_image_set(image_sets(files, folder), volume, folder)
+    series_uid, sets = dicom_image_sets(folder, series_uid)
+    return series_uid, choose_image_set(sets, volume, folder)
 
 
 def _read_dicom_series(folder: Path, dtype: type | None, series_uid: str | None, volume: int | None = None) -> Image:
+    return read_dicom_image_set(folder, dicom_image_set(folder, series_uid, volume)[1], dtype)
+
+
+def read_dicom_image_set(folder: str | Path, chosen, dtype: type | None = None) -> Image:
+    """Read one image set chosen by :func:`dicom_image_set` (no second look at the folder).
+
+    Returns:
+        :class:`Image` ``(columns, rows, slices)``, voxel-to-RAS+ affine, ``source=folder``.
+
+    Raises:
+        InputError: unreadable pixel data, missing or inconsistent geometry, uneven slices.
+    """
     import SimpleITK as sitk
 
-    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
-    reader = sitk.ImageSeriesReader()
-    series_uid, chosen = dicom_image_set(folder, series_uid, volume)  # the runner says which set it segments
+    folder = Path(folder)
     if chosen.frames is not None:  # an enhanced multi-frame object: its frames, not GDCM's stack of them
-        import pydicom
-
         from .image_sets import read_frames
 
-        array, lps = read_frames(chosen, folder, dtype)
-        head = pydicom.dcmread(chosen.files[0], stop_before_pixels=True, specific_tags=["Modality"])
-        return Image(array, LPS_TO_RAS @ lps, folder, None, str(head.get("Modality", "") or ""))
+        array, lps, modality = read_frames(chosen, folder, dtype)
+        return Image(array, LPS_TO_RAS @ lps, folder, None, modality)
+    sitk.ProcessObject_SetGlobalWarningDisplay(False)  # failures surface as InputError below
+    reader = sitk.ImageSeriesReader()
     files = chosen.files
     reader.SetFileNames(files)
     reader.MetaDataDictionaryArrayUpdateOn()
