@@ -61,6 +61,27 @@ def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[s
     return low, vol
 
 
+def _peer_table(path: Path, model: str = "mr-multiprotocol-unet") -> list[str]:
+    """Latest row per case of ``model`` (no tag) in ``peer_examples.jsonl``, as a Markdown table."""
+    latest: dict[str, dict] = {}
+    for r in (json.loads(line) for line in path.read_text().splitlines() if line.strip()):
+        if r["model"] == model and not r.get("tag"):
+            latest[r["case"]] = r
+    if not latest:
+        raise SystemExit(f"{path}: no untagged rows of {model}")
+    lines = ["Real scans two peer tools ship in their PyPI packages, scored against those tools' own results "
+             "(not expert masks): Renal Segmentor 2.0.0's two test subjects (GPL-3.0) against the total kidney volume "
+             "its tests expect; TotalSegmentator 2.18.0's MR example (Apache-2.0) against its `total_mr` output. "
+             f"Measured {max(r['date'] for r in latest.values())}.", "",
+             "| scan | protocol | Dice right / left vs peer | TKV mL (peer's) | QC flags |", "| --- | --- | --- | --- | --- |"]
+    for r in latest.values():
+        flags = [k for k in ("low_confidence", "volume_outside_validated_range", "laterality_conflict") if r.get(k)]
+        d = f"{r['dice_kidney_right']:.3f} / {r['dice_kidney_left']:.3f}" if "dice_kidney_right" in r else "- (TKV only)"
+        lines.append(f"| {r['case']} ({r['source']}) | {r['protocol']} | {d} | {r['tkv_ml']:.1f} ({r['peer_tkv_ml']:.1f}; "
+                     f"{r['tkv_difference_pct']:+.1f} %) | {', '.join(flags) or 'none'} |")
+    return lines
+
+
 def _table(rows: list[dict], threshold: float, validated: tuple[float, float], confidence: bool = True) -> list[str]:
     """Markdown rows; ``confidence=False`` leaves ``low_confidence`` out (rows of a model whose
     ``uncertain_fraction`` is not on the shipped threshold's scale, e.g. one seed of an ensemble)."""
@@ -131,6 +152,9 @@ def main() -> None:
     ap.add_argument("--inference-settings", type=Path, default=None,
                     help="JSON with tta_shifts_px, kidney_threshold and chosen_by (benchmarks/mr_multiprotocol_settings.py); "
                          "without it: one plain pass and the argmax")
+    ap.add_argument("--peer-rows", type=Path, default=None,
+                    help="benchmarks/results/peer_examples.jsonl: the card quotes its latest rows of "
+                         "`mr-multiprotocol-unet` (this model on the peers' example scans)")
     ap.add_argument("--dest", type=Path, default=Path("src/kidneyseg/assets/models/mr_multiprotocol_kidney"))
     args = ap.parse_args()
     rows = [json.loads(line) for line in args.rows.read_text().splitlines() if line.strip()]
@@ -302,6 +326,8 @@ def main() -> None:
     for name in args.cv_final_names:
         lines += ["", f"`{name}` (cross-validation fold of this model's training):", ""] + _table(_latest(rows, name), threshold, validated)
     lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, threshold, validated)
+    if args.peer_rows is not None:
+        lines += ["", "### Peers' example scans (`benchmarks/peer_examples.py`)", ""] + _peer_table(args.peer_rows)
     lines += [
         "", "## Domain checks", "",
         f"- `volume_outside_validated_range`: a kidney outside **{validated[0]}-{validated[1]} mL**, the smallest and largest "
@@ -318,8 +344,12 @@ def main() -> None:
         "Research volumetry of native adult kidneys on abdominal MRI acquired in any plane. Validated only as above: "
         "gradient-echo (ukat, three vendors: the first echo of dual-echo B0-map magnitude series, TE 2.2 ms at 1.5 T "
         "and 4.0 ms at 3 T; `kidneyseg segment` reads the magnitude of a multi-echo series' shortest echo, the same "
-        "contrast, unless told otherwise with `--volume N`) and axial T2-SPIR (CHAOS). **Not validated** on coronal T2 HASTE, "
-        "T1-weighted, Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. "
+        "contrast, unless told otherwise with `--volume N`) and axial T2-SPIR (CHAOS). "
+        + ("Coronal T2-weighted single-shot TSE and T1-weighted scans: only the three peers' example scans above, against "
+           "the peers' results, not expert masks. " if args.peer_rows is not None else "")
+        + "**Not validated** on "
+        + ("" if args.peer_rows is not None else "coronal T2 HASTE, T1-weighted, ")
+        + "Dixon, contrast-enhanced or diffusion scans, children, transplanted or diseased kidneys. "
         f"**The {weak} kidney is its weak side** (leave-one-domain-out on the ukat scans: {weak} Dice "
         f"{_mean(ukat_all, f'dice_kidney_{weak}')} against {_mean(ukat_all, f'dice_kidney_{strong}')} "
         f"on the {strong}). On axial T2 it is less accurate than `mr-t2-unet`. Check the overlay of every case; trust no volume "
