@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from kidneyseg.inference.predict import PLANES_COVERAGE_MM
 from kidneyseg.inference.settings import InferenceConfig, write_inference_config
 from kidneyseg.models.store import ENSEMBLE, read_ensemble, sha256
 from kidneyseg.postprocess.quality import outside_range
@@ -249,8 +250,13 @@ def main() -> None:
         f"- **Architecture**: MONAI `UNet` 2D, channels {tuple(cfg['channels'])}, {cfg['num_res_units']} residual unit(s), "
         "instance norm, one input slice, classes background / kidney / liver / spleen.",
         "- **Inference**: the volume is z-scored (0.5/99.5 percentile clip), cut into slices in its acquisition plane "
-        "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel), each resampled to "
-        f"{cfg['target_spacing_mm']} mm; "
+        "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel"
+        + ({"all": "; all three planes averaged for every scan",
+            "coverage": f"; all three planes averaged for a scan covering at least {PLANES_COVERAGE_MM:.0f} mm along its "
+                        "slice axis, e.g. an axial abdomen, the acquisition plane alone for a thinner slab such as a "
+                        "coronal kidney scan (`\"planes\": \"coverage\"`; the added planes skip the test-time passes on "
+                        "slices without kidney and are cut at the model's spacing)"}.get(settings.planes, ""))
+        + f"), each resampled to {cfg['target_spacing_mm']} mm; "
         + (f"{len(settings.tta_shifts_px)} passes per network (in-plane shifts {', '.join(str(tuple(v)) for v in settings.tta_shifts_px)} px), "
            if len(settings.tta_shifts_px) > 1 else "one pass per network, ")
         + "mean softmax, "

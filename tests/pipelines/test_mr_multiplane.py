@@ -285,6 +285,30 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
         InferenceConfig(planes="diagonal")
 
 
+def test_planes_by_coverage_adds_planes_only_to_scans_that_are_not_slabs():
+    from kidneyseg.inference.predict import PLANES_COVERAGE_MM, planes_used
+    from kidneyseg.io.orientation import acquisition_axes
+
+    def axes(shape, spacing, planes="coverage"):
+        canonical = Image(np.zeros(shape, np.float32), np.diag(list(spacing) + [1.0]))
+        return planes_used(canonical, acquisition_axes(spacing), planes)
+
+    # geometries of the scans the rule was written for (benchmarks/README.md, "Planes by coverage")
+    assert axes((128, 11, 128), (3.0, 5.5, 3.0)) == [1]  # ukat Philips: coronal slab, 60.5 mm A-P
+    assert axes((256, 18, 256), (1.56, 5.0, 1.56)) == [1]  # ukat GE: 90 mm
+    assert axes((256, 17, 256), (1.5, 5.5, 1.5)) == [1]  # Renal Segmentor test_sub_02: 93.5 mm
+    assert axes((256, 256, 31), (1.25, 1.25, 7.7)) == [0, 1, 2]  # CHAOS, fewest slices: 238.7 mm
+    assert axes((117, 91, 20), (3.0, 3.0, 3.0)) == [0, 1, 2]  # near isotropic: three planes whatever the extent
+    # the threshold itself, along whichever axis the slices run
+    n = int(np.ceil(PLANES_COVERAGE_MM / 5.0))
+    assert axes((100, 100, n), (1.5, 1.5, 5.0)) == [0, 1, 2]
+    assert axes((100, 100, n - 1), (1.5, 1.5, 5.0)) == [2]
+    assert axes((n - 1, 100, 100), (5.0, 1.5, 1.5)) == [0]
+    assert axes((128, 11, 128), (3.0, 5.5, 3.0), "acquisition") == [1]
+    assert axes((128, 11, 128), (3.0, 5.5, 3.0), "all") == [0, 1, 2]
+    assert axes((256, 256, 40), (1.25, 1.25, 7.7), "acquisition") == [2]
+
+
 def _coronal_body_phantom(body_value: float, kidney_value: float):
     """A coronal scan (1.5 x 5 x 1.5 mm, 64 x 12 x 80): a body ellipsoid at ``body_value`` with a
     kidney ellipsoid adding ``kidney_value``, noise sd 3. Returns ``(array, kidney mask, spacing,

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import Image, Reorientation, acquisition_axes, to_canonical
-from ..preprocess import resize_slices, zscore_percentile
+from ..preprocess import resize_slice_axis, resize_slices, zscore_percentile
 from ..preprocess.normalise import body_ratio, clip_body_ratio, gamma_zscore
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
 
@@ -37,6 +37,9 @@ class Prepared:
 
 
 MIN_FOV_MM = 32.0
+# ``planes="coverage"``: a scan covering at least this along its acquisition (slice) axis gets all
+# three planes; a whole kidney (100-130 mm) and its neighbours then fit in each plane
+PLANES_COVERAGE_MM = 150.0
 """Smallest in-plane field of view (mm) accepted: a kidney is longer than this."""
 MAX_SLICE_PX = 1024
 """Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
@@ -312,6 +315,27 @@ def normalise_slices(stack: np.ndarray) -> np.ndarray:
     return out
 
 
+def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[int]:
+    """Canonical axes whose planes a ``recipe="multiplane"`` 2D model segments (before a plane
+    too narrow for a kidney is left out): ``acquisition`` (:func:`acquisition_axes`) for
+    ``planes="acquisition"``, all three for ``"all"``, and for ``"coverage"`` all three when the
+    extent ``shape * spacing_mm`` along the acquisition axis is at least
+    :data:`PLANES_COVERAGE_MM`, else ``acquisition``.
+
+    Args:
+        canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).
+        acquisition: :func:`acquisition_axes` of its spacing.
+        planes: :attr:`~kidneyseg.inference.settings.InferenceConfig.planes`.
+    """
+    if planes == "all" or len(acquisition) == 3:
+        return [0, 1, 2]
+    if planes == "coverage":
+        a = acquisition[0]
+        if canonical.shape[a] * canonical.spacing_mm[a] >= PLANES_COVERAGE_MM:
+            return [0, 1, 2]
+    return list(acquisition)
+
+
 @torch.inference_mode()
 def predict_multiplane(network: torch.nn.Module, image: Image, config, device: torch.device,
                        inference: InferenceConfig | None = None) -> tuple[np.ndarray, Prepared, torch.Tensor]:
@@ -320,8 +344,8 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     The canonical volume is z-scored (0.5/99.5 percentile clip; each slice on its own with
     ``inference.normalise == "slice"``, :func:`normalise_slices`; once per gamma of
     ``inference.tta_gamma``, :func:`~kidneyseg.preprocess.normalise.gamma_zscore`), each plane of
-    :func:`acquisition_axes` (or all three with ``inference.planes == "all"``, leaving out a
-    plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
+    :func:`acquisition_axes` (or the planes :func:`planes_used` gives for ``inference.planes``,
+    leaving out a plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
     segmented slice by slice (with the model's test-time shifts), the softmax resampled back
     (bilinear) and averaged over planes (and gammas).
 
@@ -355,7 +379,7 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
     src = image.source if image.source is not None else "image"
     acquisition = acquisition_axes(canonical.spacing_mm)
     sizes = {}
-    for axis in ([0, 1, 2] if inference.planes == "all" else acquisition):
+    for axis in planes_used(canonical, acquisition, inference.planes):
         try:
             sizes[axis] = plane_size(image, canonical, axis, config.target_spacing_mm, "acquisition-plane")
         except InputError:
@@ -378,13 +402,25 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
             moved = np.moveaxis(view, axis, 2)  # slices of this plane along the last axis
             if inference.normalise == "slice":
                 moved = normalise_slices(np.moveaxis(raw, axis, 2))
-            plane = resize_slices(np.ascontiguousarray(moved), sizes[axis], mode="bilinear").numpy()
+            # an added plane whose slices are finer than the model's grid is cut at the model's
+            # spacing (e.g. CHAOS's 1.25 mm columns at 2 mm), its softmax resampled back linearly
+            k = moved.shape[2]
+            sp = canonical.spacing_mm[axis]
+            k_net = max(1, round(k * sp / config.target_spacing_mm)) if axis not in acquisition and sp < config.target_spacing_mm else k
+            cut = moved if k_net == k else resize_slice_axis(np.ascontiguousarray(moved), k_net).numpy()
+            plane = resize_slices(np.ascontiguousarray(cut), sizes[axis], mode="bilinear").numpy()
             # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a
             # sagittal plane has no left-right axis, so it gets no mirror pass
             tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
+            # a plane added to the acquisition plane(s) (planes "all" / "coverage") skips the
+            # test-time passes on slices where the first pass finds no kidney, as the T2 model does:
+            # most of its slices hold none, and the acquisition plane's output stays as it was
+            skip = config.kidney_classes if axis not in acquisition else None
             for n, network in enumerate(networks):
-                out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
+                out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta, skip)]
                 probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
+                if k_net != k:
+                    probs = resize_slice_axis(probs, k)
                 probs = probs.permute(0, *[1 + a for a in np.argsort([*(a for a in range(3) if a != axis), axis])])
                 totals[n] = probs if totals[n] is None else totals[n] + probs
     per_network = [t / (len(axes) * len(inference.tta_gamma)) for t in totals]

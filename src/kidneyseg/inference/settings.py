@@ -81,7 +81,11 @@ class InferenceConfig(SpecConfig):
         planes: ``recipe="multiplane"`` models only: ``"acquisition"`` segments in the plane
             across the thickest voxel side (all three for a near-isotropic voxel,
             :func:`kidneyseg.io.orientation.acquisition_axes`); ``"all"`` always averages the
-            softmax of the axial, coronal and sagittal passes.
+            softmax of the axial, coronal and sagittal passes; ``"coverage"`` averages all three
+            when the scan covers at least
+            :data:`~kidneyseg.inference.predict.PLANES_COVERAGE_MM` along its acquisition axis and
+            is ``"acquisition"`` on a thinner slab (``benchmarks/README.md``, "Planes by coverage":
+            the other planes help on whole-abdomen scans and fail on slabs).
         normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole
             volume once (0.5/99.5 percentile clip; every model before 2026-12-04); ``"slice"``
             clips and z-scores each slice of the plane the network runs in on its own, as the
@@ -122,8 +126,8 @@ class InferenceConfig(SpecConfig):
         object.__setattr__(self, "tta_gamma", gammas)
         if self.normalise not in ("volume", "slice"):
             raise ValueError(f"normalise: expected 'volume' or 'slice', got {self.normalise!r}")
-        if self.planes not in ("acquisition", "all"):
-            raise ValueError(f"planes: expected 'acquisition' or 'all', got {self.planes!r}")
+        if self.planes not in ("acquisition", "all", "coverage"):
+            raise ValueError(f"planes: expected 'acquisition', 'all' or 'coverage', got {self.planes!r}")
         try:
             tta = TestTimeAugmentation(self.tta_shifts_px, bool(self.tta_mirror_x))
         except (TypeError, ValueError) as exc:

@@ -8,6 +8,30 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 
+def resize_slice_axis(volume: np.ndarray | torch.Tensor, n: int) -> torch.Tensor:
+    """Resample a volume along its last (slice) axis to ``n`` slices, linearly; the other axes
+    are untouched.
+
+    Args:
+        volume: ``(X, Y, Z)`` array, or ``(C, X, Y, Z)`` for several channels.
+        n: slices wanted.
+
+    Returns:
+        float32 tensor ``(X, Y, n)`` or ``(C, X, Y, n)``; unchanged values when ``n == Z``.
+
+    Source: ``torch.nn.functional.interpolate`` (``mode="linear"``, ``align_corners=False``:
+    the first and last slice centres of both grids span the same extent, as
+    :func:`resize_slices` does in plane).
+    """
+    t = torch.as_tensor(volume, dtype=torch.float32)
+    if t.shape[-1] == n:
+        return t
+    lead = t.shape[:-2]
+    flat = t.reshape(-1, t.shape[-2], t.shape[-1])  # (C*X, Y, Z): Y as channels, Z as length
+    out = F.interpolate(flat, size=int(n), mode="linear", align_corners=False)
+    return out.reshape(*lead, t.shape[-2], int(n)).contiguous()
+
+
 def resize_slices(volume: np.ndarray | torch.Tensor, size_xy: tuple[int, int], mode: str = "bilinear") -> torch.Tensor:
     """Resize every axial slice of a volume to ``size_xy``; the slice axis is untouched.
 
