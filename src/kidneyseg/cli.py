@@ -374,8 +374,8 @@ def suggest_pipeline(modality: str, ndim: int) -> str:
         return ("kits-unet3d (kidney, tumour, cyst on contrast CT) or c2f-cascade (kidney, tumour); each needs --model "
                 "from kidneyseg train --pipeline NAME, no CT model is shipped")
     if modality in ("MR", ""):
-        return ("mr-auto (shipped models: the T2 model for axial scans it is confident on, the multiprotocol model "
-                "for coronal, sagittal, near-isotropic and other-contrast scans; volumes.csv says which it used)"
+        return ("mr-auto (shipped models: the multiprotocol model for whole-abdomen axial, coronal, sagittal and "
+                "near-isotropic scans, the T2 model for axial slabs it is confident on; volumes.csv says which it used)"
                 + ("" if modality else "; the file does not say its modality"))
     return f"none: modality {modality!r} is not supported"
 
@@ -428,10 +428,12 @@ def _cmd_info(args) -> int:
     print(f"modality: {img.modality or 'not recorded'}\npipeline: {suggest_pipeline(img.modality, img.ndim)}")
     if img.ndim == 3 and img.modality in ("MR", "") and None not in (codes or (None,)):
         from .io import acquisition_plane_name, to_canonical
+        from .pipelines.mr_routes import acquisition_route
 
         plane = acquisition_plane_name(to_canonical(img, copy=False)[0].spacing_mm)
+        route = acquisition_route(img)
         model = ("mr_t2_kidney (mr_multiprotocol_kidney if that model is not confident or finds no kidney)"
-                 if plane == "axial" else "mr_multiprotocol_kidney")
+                 if route is None else f"mr_multiprotocol_kidney ({route})")
         print(f"acquisition plane: {plane}\nmr-auto model: {model}")
     return 0
 

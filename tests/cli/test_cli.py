@@ -176,7 +176,8 @@ def test_list_models_and_info():
     assert proc.returncode == 0 and "mr-auto (default)" in proc.stdout
     proc = run("info", str(EXAMPLE))
     assert proc.returncode == 0 and "orientation: LAS" in proc.stdout and "(256, 256, 31)" in proc.stdout
-    assert "acquisition plane: axial\nmr-auto model: mr_t2_kidney" in proc.stdout
+    # the bundled axial T2 scan covers 239 mm along S-I: the multiprotocol pair, all three planes
+    assert "acquisition plane: axial\nmr-auto model: mr_multiprotocol_kidney (axial acquisition covering 239 mm)" in proc.stdout
 
 
 def test_info_names_the_model_mr_auto_uses_on_a_coronal_scan():
@@ -249,8 +250,9 @@ def test_each_case_records_what_made_it(example_run):
     assert record["model"]["sha256"]["mr-t2-unet/model.pt"] == file_sha256(weights)
     other = default_model_dir("mr_multiprotocol_kidney") / "model.pt"
     assert record["model"]["sha256"]["mr-multiprotocol-unet/model.pt"] == file_sha256(other)
-    # the bundled axial T2 scan goes to the T2 model, and the record says so
-    assert record["model"]["used"] == "mr_t2_kidney" and record["model"]["route"].startswith("axial acquisition")
+    # the bundled axial T2 scan covers the abdomen: it goes to the multiprotocol pair, and the record says so
+    assert record["model"]["used"] == "mr_multiprotocol_kidney"
+    assert record["model"]["route"] == "axial acquisition covering 239 mm"
     assert file_sha256(weights) in (default_model_dir() / "model_card.md").read_text()
     assert record["options"]["tta"] is True and "image_39_seg.nii.gz" in record["outputs"]
 

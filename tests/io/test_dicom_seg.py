@@ -41,7 +41,7 @@ def test_segment_writes_dicom_seg_equal_to_the_nifti_mask(series, tmp_path):
 
     assert ds.SoftwareVersions == __version__  # was "0" (issue 25: provenance)
     algorithm = ds.SegmentSequence[0].SegmentationAlgorithmIdentificationSequence[0]
-    assert algorithm.AlgorithmName == "kidneyseg mr-auto mr_t2_kidney" and algorithm.AlgorithmVersion == __version__
+    assert algorithm.AlgorithmName == "kidneyseg mr-auto mr_multiprotocol_kidney" and algorithm.AlgorithmVersion == __version__
     codes = [(s.SegmentLabel, s.SegmentedPropertyTypeCodeSequence[0].CodeValue,
               s.SegmentedPropertyCategoryCodeSequence[0].CodeMeaning) for s in ds.SegmentSequence]
     assert codes == [("kidney_right", "9846003", "Anatomical Structure"), ("kidney_left", "18639004", "Anatomical Structure")]

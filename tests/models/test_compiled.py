@@ -64,6 +64,8 @@ def test_changed_weights_get_their_own_entry(cache, tmp_path):
 def test_one_case_command_with_a_warm_cache_does_not_import_monai(cache, tmp_path):
     """A fresh process (what a user runs): with the cache written, segment never imports MONAI."""
     load_model(None, "cpu")
+    # mr-auto gives the bundled axial abdomen to the multiprotocol pair: write its traced copy too
+    load_model(default_model_dir("mr_multiprotocol_kidney"), "cpu", "mr-multiprotocol-unet")
     code = ("import sys; from kidneyseg.cli import main\n"
             "try:\n    main(['segment', sys.argv[1], '-o', sys.argv[2]])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
             "print('monai' in sys.modules)")

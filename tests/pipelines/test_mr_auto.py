@@ -31,7 +31,8 @@ def _image(spacing, stored=(0, 1, 2)) -> Image:
 
 
 @pytest.mark.parametrize("spacing,route", [
-    ((1.2, 1.2, 6.0), None),
+    ((1.2, 1.2, 6.0), None),  # an axial slab: 18 slices, 108 mm
+    ((1.2, 1.2, 9.0), "axial acquisition covering 162 mm"),  # past PLANES_COVERAGE_MM (150 mm)
     ((1.5, 5.5, 1.5), "coronal acquisition"),
     ((5.0, 1.0, 1.0), "sagittal acquisition"),
     ((3.0, 3.0, 3.0), "near-isotropic voxels"),
@@ -70,6 +71,21 @@ def test_confident_axial_scan_stays_with_the_t2_model_and_never_loads_the_other(
     result = pipe.segment(_image((1.2, 1.2, 6.0)))
     assert (t2.calls, multi.calls, loads) == (1, 0, [])
     assert result.qc["model"] == "mr_t2_kidney" and result.qc["route"].startswith("axial")
+
+
+def test_axial_whole_abdomen_scan_goes_straight_to_the_multiprotocol_model():
+    pipe, t2, multi, loads = _auto(0.2)
+    result = pipe.segment(_image((1.2, 1.2, 9.0)))
+    assert t2.calls == 0 and multi.calls == 1 and loads == [1]
+    assert result.qc["model"] == "mr_multiprotocol_kidney" and result.qc["route"] == "axial acquisition covering 162 mm"
+    assert "t2_uncertain_fraction" not in result.qc
+
+
+def test_the_shipped_multiprotocol_model_averages_planes_where_mr_auto_sends_whole_abdomen_scans():
+    from kidneyseg.inference.settings import read_inference_config
+    from kidneyseg.models.store import default_model_dir
+
+    assert read_inference_config(default_model_dir("mr_multiprotocol_kidney")).planes == "coverage"
 
 
 def test_low_confidence_axial_scan_goes_to_the_multiprotocol_model():

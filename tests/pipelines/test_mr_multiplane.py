@@ -286,7 +286,8 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
 
 
 def test_planes_by_coverage_adds_planes_only_to_scans_that_are_not_slabs():
-    from kidneyseg.inference.predict import PLANES_COVERAGE_MM, planes_used
+    from kidneyseg.inference.predict import planes_used
+    from kidneyseg.io.orientation import PLANES_COVERAGE_MM
     from kidneyseg.io.orientation import acquisition_axes
 
     def axes(shape, spacing, planes="coverage"):

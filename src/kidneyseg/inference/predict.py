@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import Image, Reorientation, acquisition_axes, to_canonical
+from ..io.orientation import PLANES_COVERAGE_MM
 from ..preprocess import resize_slice_axis, resize_slices, zscore_percentile
 from ..preprocess.normalise import body_ratio, clip_body_ratio, gamma_zscore
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
@@ -37,9 +38,6 @@ class Prepared:
 
 
 MIN_FOV_MM = 32.0
-# ``planes="coverage"``: a scan covering at least this along its acquisition (slice) axis gets all
-# three planes; a whole kidney (100-130 mm) and its neighbours then fit in each plane
-PLANES_COVERAGE_MM = 150.0
 """Smallest in-plane field of view (mm) accepted: a kidney is longer than this."""
 MAX_SLICE_PX = 1024
 """Largest resampled in-plane size (pixels per side): 1.28 m at 1.25 mm, more than any body."""
@@ -320,7 +318,7 @@ def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[i
     too narrow for a kidney is left out): ``acquisition`` (:func:`acquisition_axes`) for
     ``planes="acquisition"``, all three for ``"all"``, and for ``"coverage"`` all three when the
     extent ``shape * spacing_mm`` along the acquisition axis is at least
-    :data:`PLANES_COVERAGE_MM`, else ``acquisition``.
+    :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM`, else ``acquisition``.
 
     Args:
         canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).

@@ -83,7 +83,7 @@ class InferenceConfig(SpecConfig):
             :func:`kidneyseg.io.orientation.acquisition_axes`); ``"all"`` always averages the
             softmax of the axial, coronal and sagittal passes; ``"coverage"`` averages all three
             when the scan covers at least
-            :data:`~kidneyseg.inference.predict.PLANES_COVERAGE_MM` along its acquisition axis and
+            :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM` along its acquisition axis and
             is ``"acquisition"`` on a thinner slab (``benchmarks/README.md``, "Planes by coverage":
             the other planes help on whole-abdomen scans and fail on slabs).
         normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole

@@ -104,6 +104,12 @@ PLANE_AXES: dict[str, int] = {"sagittal": 0, "coronal": 1, "axial": 2}
 ISOTROPIC_RATIO = 1.5
 """A voxel whose largest side is under this multiple of its smallest has no acquisition plane."""
 
+PLANES_COVERAGE_MM = 150.0
+"""A scan covering at least this along its acquisition (slice) axis is not a slab: a whole kidney
+(100-130 mm) and its neighbours fit in every plane, so a 2D model may average all three planes
+(``"planes": "coverage"``, :func:`kidneyseg.inference.predict.planes_used`; benchmarks/README.md,
+"Planes by coverage")."""
+
 
 def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
     """Canonical axes a scan's slices run along: the thickest axis (the acquisition's slice

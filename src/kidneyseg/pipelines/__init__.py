@@ -78,9 +78,9 @@ def _mr_multiprotocol_factory(model: str | None = None, device: str = "auto"):
 PIPELINES: dict[str, PipelineSpec] = {
     "mr-auto": PipelineSpec(
         "mr-auto", "MR",
-        "MR kidneys with the shipped model chosen per scan: mr-t2-unet's for axial scans it is confident on, "
-        "mr-multiprotocol-unet's for coronal, sagittal and near-isotropic scans and the rest (each case records "
-        "which model and why)",
+        "MR kidneys with the shipped model chosen per scan: mr-multiprotocol-unet's for axial scans covering the "
+        "abdomen (>= 150 mm) and coronal, sagittal and near-isotropic scans, mr-t2-unet's for axial slabs it is "
+        "confident on (each case records which model and why)",
         "kidneyseg.pipelines.mr_auto:MRAutoPipeline", MR_KIDNEYS, trainable=False, tta=True, allow_ct=True,
         probabilities=True, routes=("mr-t2-unet", "mr-multiprotocol-unet"),
     ),

@@ -1,13 +1,16 @@
 """Pipeline ``mr-auto``: MR kidneys with the shipped model chosen per scan.
 
-The T2 model (``mr-t2-unet``, trained and validated on axial T2-SPIR) segments a scan acquired
-axially; if its own result is ``low_confidence`` (the share of uncertain kidney voxels above its
-model's threshold, as on gradient-echo contrast) or holds no kidney at all (a confident "no kidney"
-has no uncertain voxels, so only this catches it), or the acquisition is coronal,
-sagittal or near-isotropic, the multiprotocol model (``mr-multiprotocol-unet``, synthesised
-contrasts in three planes) segments it instead. Each result says which model it got and why
-(``qc["model"]``, ``qc["route"]``). The rule and its measurement: benchmarks/README.md, "A
-default that sends each scan to the model made for it".
+The multiprotocol model (``mr-multiprotocol-unet``, synthesised contrasts in three planes)
+segments every scan but an axial slab: coronal, sagittal and near-isotropic acquisitions, and
+axial scans covering at least 150 mm along S-I (there it averages all three planes and beats the
+T2 model on axial T2 in cross-validation). An axial slab goes to the T2 model (``mr-t2-unet``,
+trained and validated on axial T2-SPIR) first, and to the multiprotocol model if the T2 result is
+``low_confidence`` (the share of uncertain kidney voxels above its model's threshold, as on
+gradient-echo contrast) or holds no kidney at all (a confident "no kidney" has no uncertain
+voxels, so only this catches it). Each result says which model it got and why
+(``qc["model"]``, ``qc["route"]``). The rules and their measurements: benchmarks/README.md, "A
+default that sends each scan to the model made for it" and "`mr-auto`: axial whole-abdomen scans
+to the multiprotocol pair".
 """
 
 from __future__ import annotations
@@ -17,20 +20,10 @@ from pathlib import Path
 from typing import Callable
 
 from ..errors import InputError
-from ..io import Image, acquisition_plane_name, check_volume, to_canonical
+from ..io import Image, check_volume
 from .mr_t2 import MRKidneyPipeline
+from .mr_routes import acquisition_route
 from .result import Result
-
-
-def acquisition_route(image: Image) -> str | None:
-    """Why a scan skips the T2 model, from its geometry alone: ``None`` for an axial
-    acquisition (the thickest voxel side along S-I), else ``"coronal acquisition"``,
-    ``"sagittal acquisition"`` or ``"near-isotropic voxels"``
-    (:func:`kidneyseg.io.acquisition_plane_name` of the RAS-canonical spacing)."""
-    plane = acquisition_plane_name(to_canonical(image, copy=False)[0].spacing_mm)
-    if plane == "axial":
-        return None
-    return "near-isotropic voxels" if plane == "near-isotropic" else f"{plane} acquisition"
 
 
 _SHARED_OPTIONS = ("keep_largest", "allow_ct")
@@ -53,7 +46,7 @@ def _option_of_both(name: str) -> property:
 
 
 class MRAutoPipeline:
-    """The T2 model for confident axial scans, the multiprotocol model for the rest.
+    """The T2 model for axial slabs it is confident on, the multiprotocol model for the rest.
 
     Build with :meth:`load`; call :meth:`segment` per image. The multiprotocol model is loaded
     on first use, so a run of axial T2 scans never loads it.
