@@ -23,7 +23,8 @@ from ..conftest import cli
 
 
 def _run(*args, timeout=600):
-    return cli("segment", *args, "--threads", "2")
+    # --fast (one pass): the batch bookkeeping is tested here, not the test-time passes
+    return cli("segment", *args, "--threads", "2", "--fast")
 
 
 @pytest.fixture
@@ -76,14 +77,15 @@ def test_manifest_batch_status_and_resume(cohort, tmp_path):
     nib.save(nib.Nifti1Image(np.asarray(img.dataobj)[::-1].copy(), img.affine, img.header), str(src_c))
     r = _run("--manifest", cohort, "-o", out, "--no-overlay")
     assert "2 case(s) already done, skipped: patient_a, patient_b" in r.stdout
-    r = _run("--manifest", cohort, "-o", out, "--no-overlay", "--no-tta")
-    assert "already done" not in r.stdout and _status(out)["patient_a"]["settings"]["tta"] is False
+    r = _run("--manifest", cohort, "-o", out, "--no-overlay", "--keep-all-components")
+    assert "already done" not in r.stdout and _status(out)["patient_a"]["settings"]["keep_largest"] is False
 
 
 def test_killed_batch_keeps_finished_cases(cohort, tmp_path):
     out = tmp_path / "out"
     proc = subprocess.Popen([sys.executable, "-m", "kidneyseg.cli", "segment", "--manifest", str(cohort), "-o", str(out),
-                             "--no-overlay", "--quiet", "--threads", "2"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             "--no-overlay", "--quiet", "--threads", "2", "--fast"], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
     t0 = time.monotonic()
     while time.monotonic() - t0 < 300 and proc.poll() is None:
         try:
