@@ -4,7 +4,7 @@
 
 Rows (written to benchmarks/results/segment_speed.{jsonl,md}):
 1. per volume with the model loaded: `kidneyseg.Segmenter` on the 15 CHAOS T2 volumes of
-   ../shared/data/chaos_t2 (axial: mr-auto keeps them with the T2 model), with the model's
+   ../shared/data/chaos_t2 (axial, covering the abdomen: mr-auto gives them to the multiprotocol pair), with the model's
    test-time augmentation and with one pass (`--fast`); and on the three whole-kidney coronal
    ukat scans (../shared/data/ukat_kidney_masks ge_01, philips_01, siemens_01: mr-auto sends them
    to the multiprotocol model without running the T2 model);
@@ -72,7 +72,7 @@ def loaded(threads: int) -> list[dict]:
 
     torch.set_num_threads(threads)
     rows = []
-    for data, files in (("CHAOS axial T2 (T2 model)", chaos_images()),
+    for data, files in (("CHAOS axial T2 (multiprotocol pair, all three planes)", chaos_images()),
                         ("ukat coronal GRE (multiprotocol model)", ukat_images())):
         for fast in (False, True):
             seg = Segmenter(device="cpu", tta=not fast)

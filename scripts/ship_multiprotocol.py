@@ -254,8 +254,8 @@ def main() -> None:
         + ({"all": "; all three planes averaged for every scan",
             "coverage": f"; all three planes averaged for a scan covering at least {PLANES_COVERAGE_MM:.0f} mm along its "
                         "slice axis, e.g. an axial abdomen, the acquisition plane alone for a thinner slab such as a "
-                        "coronal kidney scan (`\"planes\": \"coverage\"`; the added planes skip the test-time passes on "
-                        "slices without kidney and are cut at the model's spacing)"}.get(settings.planes, ""))
+                        "coronal kidney scan (`\"planes\": \"coverage\"`; the added planes get one plain pass and are cut at "
+                        "the model's spacing)"}.get(settings.planes, ""))
         + f"), each resampled to {cfg['target_spacing_mm']} mm; "
         + (f"{len(settings.tta_shifts_px)} passes per network (in-plane shifts {', '.join(str(tuple(v)) for v in settings.tta_shifts_px)} px), "
            if len(settings.tta_shifts_px) > 1 else "one pass per network, ")

@@ -410,12 +410,14 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
             # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a
             # sagittal plane has no left-right axis, so it gets no mirror pass
             tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
-            # a plane added to the acquisition plane(s) (planes "all" / "coverage") skips the
-            # test-time passes on slices where the first pass finds no kidney, as the T2 model does:
-            # most of its slices hold none, and the acquisition plane's output stays as it was
-            skip = config.kidney_classes if axis not in acquisition else None
+            if axis not in acquisition:
+                # a plane added to the acquisition plane(s) (planes "all" / "coverage") gets one
+                # plain pass: averaging planes already does what the shifted passes do, and the
+                # added planes hold 3-5 times the acquisition plane's slices (benchmarks/README.md,
+                # "Planes by coverage"); the acquisition plane's output stays as it was
+                tta = NO_TTA
             for n, network in enumerate(networks):
-                out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta, skip)]
+                out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
                 probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")
                 if k_net != k:
                     probs = resize_slice_axis(probs, k)
