@@ -344,8 +344,10 @@ def predict_multiplane(network: torch.nn.Module, image: Image, config, device: t
     ``inference.tta_gamma``, :func:`~kidneyseg.preprocess.normalise.gamma_zscore`), each plane of
     :func:`acquisition_axes` (or the planes :func:`planes_used` gives for ``inference.planes``,
     leaving out a plane whose field of view is too small for a kidney) is resampled in-plane to ``config.target_spacing_mm`` and
-    segmented slice by slice (with the model's test-time shifts), the softmax resampled back
-    (bilinear) and averaged over planes (and gammas).
+    segmented slice by slice (the acquisition plane with the model's test-time shifts; a plane
+    added to it with one plain pass, its slices cut at ``config.target_spacing_mm`` when finer,
+    :func:`~kidneyseg.preprocess.resize_slice_axis`), the softmax resampled back (bilinear, and
+    linearly across cut slices) and averaged over planes (and gammas).
 
     Returns:
         ``(labels, prepared, probabilities)``: uint8 ``(X, Y, Z)`` labels on
@@ -404,7 +406,8 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
             # spacing (e.g. CHAOS's 1.25 mm columns at 2 mm), its softmax resampled back linearly
             k = moved.shape[2]
             sp = canonical.spacing_mm[axis]
-            k_net = max(1, round(k * sp / config.target_spacing_mm)) if axis not in acquisition and sp < config.target_spacing_mm else k
+            finer = axis not in acquisition and sp < config.target_spacing_mm
+            k_net = max(1, round(k * sp / config.target_spacing_mm)) if finer else k
             cut = moved if k_net == k else resize_slice_axis(np.ascontiguousarray(moved), k_net).numpy()
             plane = resize_slices(np.ascontiguousarray(cut), sizes[axis], mode="bilinear").numpy()
             # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a

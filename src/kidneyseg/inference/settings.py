@@ -85,7 +85,9 @@ class InferenceConfig(SpecConfig):
             when the scan covers at least
             :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM` along its acquisition axis and
             is ``"acquisition"`` on a thinner slab (``benchmarks/README.md``, "Planes by coverage":
-            the other planes help on whole-abdomen scans and fail on slabs).
+            the other planes help on whole-abdomen scans and fail on slabs). A plane added to the
+            acquisition plane gets one plain pass (``tta_shifts_px`` apply to the acquisition
+            plane) and is cut at the model's spacing.
         normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole
             volume once (0.5/99.5 percentile clip; every model before 2026-12-04); ``"slice"``
             clips and z-scores each slice of the plane the network runs in on its own, as the
