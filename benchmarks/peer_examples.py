@@ -67,10 +67,9 @@ def fetch(spec: str, cache: Path, sdist: bool) -> Path:
     found = sorted(cache.glob(pattern))
     if not found:
         cache.mkdir(parents=True, exist_ok=True)
-        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(cache), spec]
-        if sdist:
-            cmd[5:5] = ["--no-binary", ":all:"]
-        subprocess.run(cmd, check=True)
+        binary = ["--no-binary", ":all:"] if sdist else []
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", *binary, "-d", str(cache), spec],
+                       check=True)
         found = sorted(cache.glob(pattern))
     if not found:
         raise SystemExit(f"{spec}: pip left no {pattern} in {cache}")
@@ -85,7 +84,9 @@ def renal_segmentor_cases(cache: Path) -> list[dict]:
         tests = z.read("segment/tests/test_tkv.py").decode()
         for case in RENAL_SEGMENTOR_TKV_ML:
             for ext in ("PAR", "REC"):
-                z.extract(f"segment/data/test_data/{case}.{ext}", out)
+                member = f"segment/data/test_data/{case}.{ext}"
+                if not (out / member).exists():  # extracted once, as the TotalSegmentator files are
+                    z.extract(member, out)
     cases = []
     for case, tkv in RENAL_SEGMENTOR_TKV_ML.items():
         if tkv not in tests:

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import Image, Reorientation, acquisition_axes, to_canonical
-from ..io.orientation import PLANES_COVERAGE_MM
+from ..io.orientation import covers_planes
 from ..preprocess import resize_slice_axis, resize_slices, zscore_percentile
 from ..preprocess.normalise import body_ratio, clip_body_ratio, gamma_zscore
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
@@ -317,20 +317,15 @@ def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[i
     """Canonical axes whose planes a ``recipe="multiplane"`` 2D model segments (before a plane
     too narrow for a kidney is left out): ``acquisition`` (:func:`acquisition_axes`) for
     ``planes="acquisition"``, all three for ``"all"``, and for ``"coverage"`` all three when the
-    extent ``shape * spacing_mm`` along the acquisition axis is at least
-    :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM`, else ``acquisition``.
+    scan is not a slab (:func:`kidneyseg.io.orientation.covers_planes`), else ``acquisition``.
 
     Args:
         canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).
         acquisition: :func:`acquisition_axes` of its spacing.
         planes: :attr:`~kidneyseg.inference.settings.InferenceConfig.planes`.
     """
-    if planes == "all" or len(acquisition) == 3:
+    if planes == "all" or len(acquisition) == 3 or (planes == "coverage" and covers_planes(canonical)):
         return [0, 1, 2]
-    if planes == "coverage":
-        a = acquisition[0]
-        if canonical.shape[a] * canonical.spacing_mm[a] >= PLANES_COVERAGE_MM:
-            return [0, 1, 2]
     return list(acquisition)
 
 
@@ -410,15 +405,16 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
             k_net = max(1, round(k * sp / config.target_spacing_mm)) if finer else k
             cut = moved if k_net == k else resize_slice_axis(np.ascontiguousarray(moved), k_net).numpy()
             plane = resize_slices(np.ascontiguousarray(cut), sizes[axis], mode="bilinear").numpy()
-            # the mirror pass flips the first in-plane axis: x in axial and coronal planes; a
-            # sagittal plane has no left-right axis, so it gets no mirror pass
-            tta = inference.tta if axis != 0 else replace(inference.tta, mirror_x=False)
             if axis not in acquisition:
                 # a plane added to the acquisition plane(s) (planes "all" / "coverage") gets one
                 # plain pass: averaging planes already does what the shifted passes do, and the
                 # added planes hold 3-5 times the acquisition plane's slices (benchmarks/README.md,
                 # "Planes by coverage"); the acquisition plane's output stays as it was
                 tta = NO_TTA
+            elif axis == 0:  # a sagittal plane has no left-right axis to mirror
+                tta = replace(inference.tta, mirror_x=False)
+            else:  # the mirror pass flips the first in-plane axis: x in axial and coronal planes
+                tta = inference.tta
             for n, network in enumerate(networks):
                 out = [p for _, _, p in _slice_batches(network, plane, 0, device, 8, len(config.channels), tta)]
                 probs = resize_slices(torch.cat(out, 0).permute(1, 2, 3, 0), moved.shape[:2], mode="bilinear")

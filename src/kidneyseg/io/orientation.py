@@ -128,6 +128,21 @@ def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
     return [int(max((2, 1, 0), key=lambda a: sp[a]))]
 
 
+def acquisition_extent_mm(canonical: Image) -> float:
+    """How far a RAS-canonical scan reaches along its acquisition (slice) axis, mm:
+    ``shape * spacing_mm`` along the first of :func:`acquisition_axes`."""
+    a = acquisition_axes(canonical.spacing_mm)[0]
+    return float(canonical.shape[a] * canonical.spacing_mm[a])
+
+
+def covers_planes(canonical: Image) -> bool:
+    """True unless the scan is a slab: a near-isotropic voxel, or at least
+    :data:`PLANES_COVERAGE_MM` along the acquisition axis (:func:`acquisition_extent_mm`). Where
+    it holds, the shipped multiprotocol model averages all three planes and ``mr-auto`` gives it
+    axial scans too."""
+    return len(acquisition_axes(canonical.spacing_mm)) == 3 or acquisition_extent_mm(canonical) >= PLANES_COVERAGE_MM
+
+
 def acquisition_plane_name(spacing_mm: tuple[float, float, float]) -> str:
     """``"axial"``, ``"coronal"``, ``"sagittal"`` (:func:`acquisition_axes`) or
     ``"near-isotropic"`` for a scan with canonical (RAS) voxel sides ``spacing_mm``."""

@@ -4,13 +4,13 @@
 from __future__ import annotations
 
 from ..io import Image, acquisition_plane_name, to_canonical
-from ..io.orientation import PLANES_COVERAGE_MM
+from ..io.orientation import acquisition_extent_mm, covers_planes
 
 
 def acquisition_route(image: Image) -> str | None:
     """Why a scan skips the T2 model, from its geometry alone: ``None`` for an axial slab
-    (the thickest voxel side along S-I, covering less than
-    :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM` along it); ``"axial acquisition
+    (the thickest voxel side along S-I, a slab by
+    :func:`~kidneyseg.io.orientation.covers_planes`); ``"axial acquisition
     covering N mm"`` for an axial scan covering more (the multiprotocol model then averages
     all three planes, and beats the T2 model on axial T2 in cross-validation:
     benchmarks/README.md, "`mr-auto`: axial whole-abdomen scans to the multiprotocol pair");
@@ -19,8 +19,7 @@ def acquisition_route(image: Image) -> str | None:
     canonical = to_canonical(image, copy=False)[0]
     plane = acquisition_plane_name(canonical.spacing_mm)
     if plane == "axial":
-        extent = canonical.shape[2] * canonical.spacing_mm[2]
-        return f"axial acquisition covering {extent:.0f} mm" if extent >= PLANES_COVERAGE_MM else None
+        return f"axial acquisition covering {acquisition_extent_mm(canonical):.0f} mm" if covers_planes(canonical) else None
     return "near-isotropic voxels" if plane == "near-isotropic" else f"{plane} acquisition"
 
 
