@@ -85,7 +85,10 @@ class InferenceConfig(SpecConfig):
             when the scan covers at least
             :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM` along its acquisition axis and
             is ``"acquisition"`` on a thinner slab (``benchmarks/README.md``, "Planes by coverage":
-            the other planes help on whole-abdomen scans and fail on slabs). A plane added to the
+            the other planes help on whole-abdomen scans and fail on slabs); ``"fov"`` is
+            ``"coverage"`` except that a near-isotropic scan keeps only the planes whose slices
+            measure at least ``PLANES_COVERAGE_MM`` on both sides
+            (:func:`kidneyseg.inference.predict.wide_planes`). A plane added to the
             acquisition plane gets one plain pass (``tta_shifts_px`` apply to the acquisition
             plane) and is cut at the model's spacing.
         normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole
@@ -128,8 +131,8 @@ class InferenceConfig(SpecConfig):
         object.__setattr__(self, "tta_gamma", gammas)
         if self.normalise not in ("volume", "slice"):
             raise ValueError(f"normalise: expected 'volume' or 'slice', got {self.normalise!r}")
-        if self.planes not in ("acquisition", "all", "coverage"):
-            raise ValueError(f"planes: expected 'acquisition', 'all' or 'coverage', got {self.planes!r}")
+        if self.planes not in ("acquisition", "all", "coverage", "fov"):
+            raise ValueError(f"planes: expected 'acquisition', 'all', 'coverage' or 'fov', got {self.planes!r}")
         try:
             tta = TestTimeAugmentation(self.tta_shifts_px, bool(self.tta_mirror_x))
         except (TypeError, ValueError) as exc:
