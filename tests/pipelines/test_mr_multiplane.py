@@ -310,6 +310,30 @@ def test_planes_by_coverage_adds_planes_only_to_scans_that_are_not_slabs():
     assert axes((256, 256, 40), (1.25, 1.25, 7.7), "acquisition") == [2]
 
 
+def test_planes_by_field_of_view_leave_strips_out_of_near_isotropic_slabs():
+    """``"planes": "fov"``: a near-isotropic scan keeps only the planes whose slices are at least
+    ``PLANES_COVERAGE_MM`` on both sides (else its widest plane); every other geometry gets what
+    ``"coverage"`` gives it (benchmarks/README.md, "Near-isotropic slabs")."""
+    from kidneyseg.inference.predict import planes_used
+    from kidneyseg.io.orientation import PLANES_COVERAGE_MM, acquisition_axes
+
+    def axes(shape, spacing, planes="fov"):
+        canonical = Image(np.zeros(shape, np.float32), np.diag(list(spacing) + [1.0]))
+        return planes_used(canonical, acquisition_axes(spacing), planes)
+
+    for shape, spacing in [((128, 11, 128), (3.0, 5.5, 3.0)), ((256, 18, 256), (1.56, 5.0, 1.56)),
+                           ((256, 256, 31), (1.25, 1.25, 7.7)), ((100, 100, 29), (1.5, 1.5, 5.0)),
+                           ((200, 200, 200), (1.5, 1.5, 1.5))]:
+        assert axes(shape, spacing) == axes(shape, spacing, "coverage")
+    assert axes((200, 200, 200), (1.5, 1.5, 1.5)) == [0, 1, 2]  # 300 mm every way
+    assert axes((117, 91, 20), (3.0, 3.0, 3.0)) == [2]  # TotalSegmentator's T1 example: a 60 mm axial slab
+    assert axes((117, 20, 91), (3.0, 3.0, 3.0)) == [1]  # the same as a coronal slab
+    n = int(np.ceil(PLANES_COVERAGE_MM / 3.0))
+    assert axes((n, n, n), (3.0, 3.0, 3.0)) == [0, 1, 2]
+    assert axes((n, n, n - 1), (3.0, 3.0, 3.0)) == [2]  # one side short: only the plane that does not contain it
+    assert axes((40, 40, 40), (3.0, 3.0, 3.0)) == [2]  # no plane wide enough: the widest, ties to axial
+
+
 def _coronal_body_phantom(body_value: float, kidney_value: float):
     """A coronal scan (1.5 x 5 x 1.5 mm, 64 x 12 x 80): a body ellipsoid at ``body_value`` with a
     kidney ellipsoid adding ``kidney_value``, noise sd 3. Returns ``(array, kidney mask, spacing,
