@@ -250,15 +250,12 @@ def main() -> None:
         f"- **Architecture**: MONAI `UNet` 2D, channels {tuple(cfg['channels'])}, {cfg['num_res_units']} residual unit(s), "
         "instance norm, one input slice, classes background / kidney / liver / spleen.",
         "- **Inference**: the volume is z-scored (0.5/99.5 percentile clip), cut into slices in its acquisition plane "
-        "(across the thickest voxel side; "
-        + (f"for a near-isotropic voxel the planes at least {PLANES_COVERAGE_MM:.0f} mm wide on both sides averaged, the "
-           "widest plane alone if none is" if settings.planes == "fov" else "all three planes averaged for a near-isotropic voxel")
-        + ({"all": "; all three planes averaged for every scan"}.get(
-            settings.planes,
-            f"; all three planes averaged for a scan covering at least {PLANES_COVERAGE_MM:.0f} mm along its "
-            "slice axis, e.g. an axial abdomen, the acquisition plane alone for a thinner slab such as a "
-            f"coronal kidney scan (`\"planes\": \"{settings.planes}\"`; the added planes get one plain pass and are cut at "
-            "the model's spacing)" if settings.planes in ("coverage", "fov") else ""))
+        "(across the thickest voxel side; all three planes averaged for a near-isotropic voxel"
+        + ({"all": "; all three planes averaged for every scan",
+            "coverage": f"; all three planes averaged for a scan covering at least {PLANES_COVERAGE_MM:.0f} mm along its "
+                        "slice axis, e.g. an axial abdomen, the acquisition plane alone for a thinner slab such as a "
+                        "coronal kidney scan (`\"planes\": \"coverage\"`; the added planes get one plain pass and are cut at "
+                        "the model's spacing)"}.get(settings.planes, ""))
         + f"), each resampled to {cfg['target_spacing_mm']} mm; "
         + (f"{len(settings.tta_shifts_px)} passes per network (in-plane shifts {', '.join(str(tuple(v)) for v in settings.tta_shifts_px)} px), "
            if len(settings.tta_shifts_px) > 1 else "one pass per network, ")
