@@ -33,6 +33,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import kidneyseg.inference.predict as predict  # noqa: E402
+from kidneyseg.errors import InputError  # noqa: E402
 from kidneyseg.datasets.layouts import chaos_cases, ukat_cases  # noqa: E402
 from kidneyseg.io.orientation import acquisition_axes, to_canonical  # noqa: E402
 from kidneyseg.labels import MR_KIDNEYS  # noqa: E402
@@ -51,13 +52,21 @@ MIN_DICE = 0.80
 def _kidney(pipe: MRKidneyPipeline, image, axes: list[int]):
     """Bool kidney mask (canonical grid) of ``pipe``'s network run in ``axes`` only, and the
     prepared image; ``None`` if none of those planes is wide enough for a kidney."""
+    canonical, _ = to_canonical(image, copy=False)
+    wide = []
+    for axis in axes:  # the planes predict_multiplane would not leave out as too narrow for a kidney
+        try:
+            predict.plane_size(image, canonical, axis, pipe.bundle.config.target_spacing_mm, "plane")
+            wide.append(axis)
+        except InputError:
+            pass
+    if not wide:
+        return None, None
     original = predict.planes_used
-    predict.planes_used = lambda canonical, acquisition, mode: list(axes)
+    predict.planes_used = lambda canonical, acquisition, mode: list(wide)
     try:
         labels, prepared = predict.predict_labels(pipe.bundle.network, image, pipe.bundle.config,
                                                   pipe.bundle.device, pipe.bundle.inference)
-    except TypeError:  # every plane left out as too narrow: nothing to average
-        return None, None
     finally:
         predict.planes_used = original
     k = pipe.bundle.config.kidney_classes
