@@ -22,6 +22,7 @@ the summary to ``isotropic_slabs.md``. Rule and result: benchmarks/README.md, "N
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
 import datetime as dt
 import json
@@ -118,15 +119,25 @@ def with_planes(pipe: MRKidneyPipeline, planes: str) -> MRKidneyPipeline:
     return p
 
 
-def run(pipe: MRKidneyPipeline, planes: str, image: Image):
-    """Segment, with the axial plane alone when ``planes == "axial"`` (the control)."""
+@contextlib.contextmanager
+def forced_planes(axes: list[int]):
+    """Inside the block, a multiplane model runs in ``axes`` (canonical axes) whatever its
+    ``planes`` setting: :func:`kidneyseg.inference.predict.planes_used` is swapped for the block
+    (benchmarks only; no model option does this)."""
     original = predict.planes_used
-    if planes == "axial":
-        predict.planes_used = lambda canonical, acquisition, mode: [2]
+    predict.planes_used = lambda canonical, acquisition, mode: list(axes)
     try:
-        return pipe.segment(image)
+        yield
     finally:
         predict.planes_used = original
+
+
+def run(pipe: MRKidneyPipeline, planes: str, image: Image):
+    """Segment, with the axial plane alone when ``planes == "axial"`` (the control)."""
+    if planes != "axial":
+        return pipe.segment(image)
+    with forced_planes([2]):
+        return pipe.segment(image)
 
 
 def summarise(rows: list[dict]) -> list[str]:

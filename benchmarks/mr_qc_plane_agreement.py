@@ -44,15 +44,18 @@ from kidneyseg.models.store import default_model_dir  # noqa: E402
 from kidneyseg.pipelines.mr_t2 import MRKidneyPipeline  # noqa: E402
 from kidneyseg.training.data import read_case  # noqa: E402
 
+sys.path.insert(0, str(ROOT / "benchmarks"))
+from isotropic_slabs import forced_planes  # noqa: E402
+from mr_qc_thresholds import is_failure  # noqa: E402
+
 DATA = ROOT.parent / "shared" / "data"
 RESULTS = ROOT / "benchmarks" / "results"
 MIN_DICE = 0.80
 
 
-def _kidney(pipe: MRKidneyPipeline, image, axes: list[int]):
+def _kidney(pipe: MRKidneyPipeline, image, canonical, axes: list[int]):
     """Bool kidney mask (canonical grid) of ``pipe``'s network run in ``axes`` only, and the
     prepared image; ``None`` if none of those planes is wide enough for a kidney."""
-    canonical, _ = to_canonical(image, copy=False)
     wide = []
     for axis in axes:  # the planes predict_multiplane would not leave out as too narrow for a kidney
         try:
@@ -62,13 +65,9 @@ def _kidney(pipe: MRKidneyPipeline, image, axes: list[int]):
             pass
     if not wide:
         return None, None
-    original = predict.planes_used
-    predict.planes_used = lambda canonical, acquisition, mode: list(wide)
-    try:
+    with forced_planes(wide):
         labels, prepared = predict.predict_labels(pipe.bundle.network, image, pipe.bundle.config,
                                                   pipe.bundle.device, pipe.bundle.inference)
-    finally:
-        predict.planes_used = original
     k = pipe.bundle.config.kidney_classes
     return (labels >= 1) & (labels <= k), prepared
 
@@ -78,8 +77,8 @@ def plane_agreement(pipe: MRKidneyPipeline, image) -> dict:
     canonical, _ = to_canonical(image, copy=False)
     acq = acquisition_axes(canonical.spacing_mm)
     acq = [2] if len(acq) == 3 else acq
-    own, prepared = _kidney(pipe, image, acq)
-    other, _ = _kidney(pipe, image, [a for a in range(3) if a not in acq])
+    own, prepared = _kidney(pipe, image, canonical, acq)
+    other, _ = _kidney(pipe, image, canonical, [a for a in range(3) if a not in acq])
     if other is None:
         return {"plane_dice_right": None, "plane_dice_left": None}
     midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
@@ -89,10 +88,6 @@ def plane_agreement(pipe: MRKidneyPipeline, image) -> dict:
             "other_planes_kidney_ml": round(float(other.sum()) * float(np.prod(canonical.spacing_mm)) / 1000, 1)}
 
 
-def is_failure(row: dict) -> bool:
-    return any(row.get(f"dice_{s}") is not None and row[f"dice_{s}"] < MIN_DICE for s in MR_KIDNEYS.values())
-
-
 def judge(rows: list[dict]) -> tuple[list[str], dict]:
     """Leave-one-case-out flags and the counts the rule asks for."""
     md = ["| model | case | Dice R / L | failure | plane_dice R / L | threshold without it | plane flag | "
@@ -100,10 +95,10 @@ def judge(rows: list[dict]) -> tuple[list[str], dict]:
     counts = {"failures": 0, "successes": 0, "flagged_failures": 0, "flagged_successes": 0, "new_failures": 0}
     for i, r in enumerate(rows):
         others = rows[:i] + rows[i + 1:]
-        t = min((min(o["plane_dice_right"], o["plane_dice_left"]) for o in others if not is_failure(o)), default=0.0)
+        t = min((min(o["plane_dice_right"], o["plane_dice_left"]) for o in others if not is_failure(o, MIN_DICE)), default=0.0)
         pd = min(r["plane_dice_right"], r["plane_dice_left"])
         flag = pd < t
-        fail = is_failure(r)
+        fail = is_failure(r, MIN_DICE)
         old = bool(r.get("low_confidence")) or bool(r.get("volume_outside_validated_range"))
         counts["failures" if fail else "successes"] += 1
         counts[("flagged_failures" if fail else "flagged_successes")] += int(flag)
@@ -112,7 +107,7 @@ def judge(rows: list[dict]) -> tuple[list[str], dict]:
                   f"{'yes' if fail else ''} | {r['plane_dice_right']} / {r['plane_dice_left']} | {t:.3f} | "
                   f"{'FLAG' if flag else ''} | {r.get('low_confidence')} | {r.get('volume_outside_validated_range')} |")
     counts["threshold_all_rows"] = round(min(min(r["plane_dice_right"], r["plane_dice_left"])
-                                             for r in rows if not is_failure(r)), 3)
+                                             for r in rows if not is_failure(r, MIN_DICE)), 3)
     return md, counts
 
 

@@ -15,7 +15,7 @@ import torch.nn.functional as F
 
 from ..errors import InputError
 from ..io import Image, Reorientation, acquisition_axes, to_canonical
-from ..io.orientation import PLANES_COVERAGE_MM, covers_planes
+from ..io.orientation import covers_planes, extents_mm, wide_planes
 from ..preprocess import resize_slice_axis, resize_slices, zscore_percentile
 from ..preprocess.normalise import body_ratio, clip_body_ratio, gamma_zscore
 from .settings import NO_TTA, InferenceConfig, TestTimeAugmentation
@@ -53,8 +53,8 @@ def plane_size(image: Image, canonical: Image, axis: int, target_spacing_mm: flo
             spacing, e.g. metres), named by ``image.source``; ``where`` names the plane.
     """
     u, v = [a for a in range(3) if a != axis]
-    sp = canonical.spacing_mm
-    fov = (canonical.shape[u] * sp[u], canonical.shape[v] * sp[v])
+    extent = extents_mm(canonical)
+    fov = (extent[u], extent[v])
     size = (max(1, round(fov[0] / target_spacing_mm)), max(1, round(fov[1] / target_spacing_mm)))
     src = image.source if image.source is not None else "image"
     spacing = tuple(round(s, 4) for s in image.spacing_mm)
@@ -319,7 +319,7 @@ def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[i
     ``planes="acquisition"``, all three for ``"all"``, and for ``"coverage"`` all three when the
     scan is not a slab (:func:`kidneyseg.io.orientation.covers_planes`), else ``acquisition``;
     ``"fov"`` is ``"coverage"`` except on a near-isotropic scan, which gets its
-    :func:`wide_planes` instead of all three.
+    :func:`~kidneyseg.io.orientation.wide_planes` instead of all three.
 
     Args:
         canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).
@@ -331,26 +331,6 @@ def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[i
     if planes == "all" or len(acquisition) == 3 or (planes in ("coverage", "fov") and covers_planes(canonical)):
         return [0, 1, 2]
     return list(acquisition)
-
-
-def wide_planes(canonical: Image) -> list[int]:
-    """Planes of a near-isotropic scan that hold a kidney and its neighbours (``"planes": "fov"``):
-    the canonical axes whose slices measure at least
-    :data:`~kidneyseg.io.orientation.PLANES_COVERAGE_MM` on both in-plane sides; if none does,
-    the one axis whose slices have the largest smaller side (ties: axial, then coronal). On a
-    60 mm axial slab of 3 mm voxels this is the axial plane alone: its coronal and sagittal
-    slices are 60 mm strips (benchmarks/README.md, "Near-isotropic slabs").
-
-    Args:
-        canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).
-
-    Returns:
-        Sorted canonical axes, at least one.
-    """
-    extent = [n * s for n, s in zip(canonical.shape[:3], canonical.spacing_mm)]
-    smaller = {a: min(extent[u] for u in range(3) if u != a) for a in range(3)}
-    wide = [a for a in range(3) if smaller[a] >= PLANES_COVERAGE_MM]
-    return wide or [max((2, 1, 0), key=lambda a: smaller[a])]
 
 
 @torch.inference_mode()

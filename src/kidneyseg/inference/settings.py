@@ -88,7 +88,7 @@ class InferenceConfig(SpecConfig):
             the other planes help on whole-abdomen scans and fail on slabs); ``"fov"`` is
             ``"coverage"`` except that a near-isotropic scan keeps only the planes whose slices
             measure at least ``PLANES_COVERAGE_MM`` on both sides
-            (:func:`kidneyseg.inference.predict.wide_planes`). A plane added to the
+            (:func:`kidneyseg.io.orientation.wide_planes`). A plane added to the
             acquisition plane gets one plain pass (``tta_shifts_px`` apply to the acquisition
             plane) and is cut at the model's spacing.
         normalise: ``recipe="multiplane"`` 2D models only: ``"volume"`` z-scores the whole

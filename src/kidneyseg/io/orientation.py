@@ -128,11 +128,15 @@ def acquisition_axes(spacing_mm: tuple[float, float, float]) -> list[int]:
     return [int(max((2, 1, 0), key=lambda a: sp[a]))]
 
 
+def extents_mm(canonical: Image) -> list[float]:
+    """How far a scan reaches along each of its first three array axes, mm: ``shape * spacing_mm``."""
+    return [float(n * s) for n, s in zip(canonical.shape[:3], canonical.spacing_mm)]
+
+
 def acquisition_extent_mm(canonical: Image) -> float:
     """How far a RAS-canonical scan reaches along its acquisition (slice) axis, mm:
-    ``shape * spacing_mm`` along the first of :func:`acquisition_axes`."""
-    a = acquisition_axes(canonical.spacing_mm)[0]
-    return float(canonical.shape[a] * canonical.spacing_mm[a])
+    :func:`extents_mm` along the first of :func:`acquisition_axes`."""
+    return extents_mm(canonical)[acquisition_axes(canonical.spacing_mm)[0]]
 
 
 def covers_planes(canonical: Image) -> bool:
@@ -141,6 +145,26 @@ def covers_planes(canonical: Image) -> bool:
     it holds, the shipped multiprotocol model averages all three planes and ``mr-auto`` gives it
     axial scans too."""
     return len(acquisition_axes(canonical.spacing_mm)) == 3 or acquisition_extent_mm(canonical) >= PLANES_COVERAGE_MM
+
+
+def wide_planes(canonical: Image) -> list[int]:
+    """Planes of a near-isotropic scan that hold a kidney and its neighbours (``"planes": "fov"``,
+    :func:`kidneyseg.inference.predict.planes_used`): the canonical axes whose slices measure at
+    least :data:`PLANES_COVERAGE_MM` on both in-plane sides; if none does, the one axis whose
+    slices have the largest smaller side (ties: axial, then coronal). On a 60 mm axial slab of
+    3 mm voxels this is the axial plane alone: its coronal and sagittal slices are 60 mm strips
+    (benchmarks/README.md, "Near-isotropic slabs").
+
+    Args:
+        canonical: the RAS image (its ``shape`` and ``spacing_mm`` are read).
+
+    Returns:
+        Sorted canonical axes, at least one.
+    """
+    extent = extents_mm(canonical)
+    smaller = {a: min(extent[u] for u in range(3) if u != a) for a in range(3)}
+    wide = [a for a in range(3) if smaller[a] >= PLANES_COVERAGE_MM]
+    return wide or [max((2, 1, 0), key=lambda a: smaller[a])]
 
 
 def acquisition_plane_name(spacing_mm: tuple[float, float, float]) -> str:
