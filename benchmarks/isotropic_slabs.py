@@ -15,7 +15,8 @@ centred), and ``full`` (the whole resampled scan, a control). Every slab is segm
 plane alone, forced here for the control; not a model option).
 
 Scores: Dice per kidney where the slab holds at least 10 mL of it, total kidney volume error (%)
-where it holds at least 20 mL, seconds. Rows go to ``benchmarks/results/isotropic_slabs.jsonl``,
+where it holds at least 20 mL, seconds, and the QC values of the result (``uncertain_fraction``,
+``low_confidence``, ``volume_outside_validated_range``). Rows go to ``benchmarks/results/isotropic_slabs.jsonl``,
 the summary to ``isotropic_slabs.md``. Rule and result: benchmarks/README.md, "Near-isotropic slabs".
 """
 
@@ -54,6 +55,8 @@ SLABS_MM = {"c60": (60, 0.0), "up60": (60, 0.5), "down60": (60, -0.5), "c90": (9
 """Slab name -> (length mm, offset of its centre from the kidneys' S-I centre, in slab lengths)."""
 MIN_KIDNEY_ML = 10.0
 MIN_TKV_ML = 20.0
+QC_FIELDS = ("uncertain_fraction", "low_confidence", "volume_outside_validated_range")
+"""QC values recorded with each row (rule "A QC threshold of its own for three-plane predictions")."""
 
 
 def held_out_cases(folder: Path) -> list[str]:
@@ -163,6 +166,7 @@ def main() -> None:
     ap.add_argument("--planes", nargs="+", default=["coverage", "fov", "axial"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--cases", nargs="*", default=None, help="only these held-out case ids")
     ap.add_argument("--out", type=Path, default=RESULTS / "isotropic_slabs.jsonl")
     args = ap.parse_args()
     import torch
@@ -177,6 +181,8 @@ def main() -> None:
             base = MRKidneyPipeline.load(str(folder), "cpu", "mr-multiprotocol-unet")
             pipes = {pl: with_planes(base, pl) for pl in args.planes}
             for cid in held_out_cases(folder):
+                if args.cases and cid not in args.cases:
+                    continue
                 image, labels = isotropic_case(cases[cid])
                 for slab, (img, lab) in slabs(image, labels).items():
                     for pl, pipe in pipes.items():
@@ -184,7 +190,8 @@ def main() -> None:
                         result = run(pipe, pl, img)
                         row = {"model": folder.name, "case": cid, "slab": slab, "planes": pl, "shape": list(img.shape),
                                "seconds": round(time.perf_counter() - t0, 2), "tag": args.tag, "date": when,
-                               "machine": machine, **score(np.asarray(result.mask.array), lab)}
+                               "machine": machine, **score(np.asarray(result.mask.array), lab),
+                               **{k: result.qc[k] for k in QC_FIELDS if k in result.qc}}
                         f.write(json.dumps(row) + "\n")
                         f.flush()
                         new.append(row)

@@ -119,6 +119,22 @@ def test_no_tta_swaps_in_the_one_pass_qc_threshold(tmp_path):
         read_inference_config(tmp_path)
 
 
+def test_three_plane_qc_threshold_serves_only_averaged_planes_and_has_its_fast_twin(tmp_path):
+    s = InferenceConfig(((0, 0), (8, 8)), low_confidence_threshold=1.0, low_confidence_threshold_no_tta=1.3,
+                        low_confidence_threshold_three_planes=1.5, low_confidence_threshold_three_planes_no_tta=1.9)
+    write_inference_config(s, tmp_path)
+    assert read_inference_config(tmp_path) == s
+    assert s.low_confidence_threshold_for(1) == 1.0 and s.low_confidence_threshold_for(3) == 1.5
+    fast = s.without_tta()
+    assert fast.low_confidence_threshold_for(1) == 1.3 and fast.low_confidence_threshold_for(3) == 1.9
+    # without a three-plane value every prediction keeps the one threshold, as before the field
+    plain = InferenceConfig(low_confidence_threshold=1.0)
+    assert plain.low_confidence_threshold_for(3) == 1.0 and plain.without_tta().low_confidence_threshold_for(3) == 1.0
+    (tmp_path / "inference.json").write_text(json.dumps({"low_confidence_threshold_three_planes": 0}))
+    with pytest.raises(InputError, match="low_confidence_threshold_three_planes"):
+        read_inference_config(tmp_path)
+
+
 def test_model_folder_with_bad_inference_json_is_refused(tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(default_model_dir(), folder)

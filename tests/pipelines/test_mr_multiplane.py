@@ -268,6 +268,7 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
     assert labels.shape == shape and probs.shape == (4, *shape)
     # the network saw coronal slices: (X, Z) at 1.5 mm, padded to multiples of 16
     assert {s for s in net.shapes} == {(64, 80)}
+    assert prepared.planes == (1,)  # the plane the QC threshold is chosen by
     dice = 2 * np.sum((labels == 1) & kidney) / (np.sum(labels == 1) + kidney.sum())
     assert dice > 0.95
     # planes="all": axial and sagittal passes are added (60 mm A-P at 1.5 mm: 40 -> padded 48 pixels); a
@@ -275,12 +276,13 @@ def test_multiplane_inference_runs_in_the_acquisition_plane_and_keeps_the_grid()
     from kidneyseg.inference.settings import InferenceConfig
 
     net.shapes.clear()
-    labels_all, _, _ = predict_multiplane(net, image, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
+    labels_all, prepared_all, _ = predict_multiplane(net, image, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
     assert {s for s in net.shapes} == {(64, 80), (48, 80), (64, 48)} and labels_all.shape == shape
+    assert sorted(prepared_all.planes) == [0, 1, 2]
     slab = Image(np.ascontiguousarray(arr[:, 4:8]), np.diag(list(spacing) + [1.0]))
     net.shapes.clear()
-    predict_multiplane(net, slab, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
-    assert {s for s in net.shapes} == {(64, 80)}
+    _, prepared_slab, _ = predict_multiplane(net, slab, cfg, torch.device("cpu"), InferenceConfig(planes="all"))
+    assert {s for s in net.shapes} == {(64, 80)} and prepared_slab.planes == (1,)  # too narrow: left out
     with pytest.raises(ValueError, match="planes"):
         InferenceConfig(planes="diagonal")
 
@@ -421,6 +423,18 @@ def test_qc_flags_on_phantoms(shipped_pipeline, two_kidney_phantom):
         uniform = np.full(labels.shape, 0.45, np.float32)  # uniform hesitation
         r = pipe.finish(img, big.copy(), prepared, kidney_probability=uniform)
         assert r.qc["low_confidence"] is True
+        # a border of doubt: judged by the one-plane threshold it is low confidence; averaged
+        # over three planes, whose own threshold is higher, it is not
+        doubt = np.where(big > 0, 0.99, 0.01).astype(np.float32)
+        doubt[ndimage.binary_dilation(big > 0, iterations=4) & (big == 0)] = 0.45
+        share = uncertain_fraction(doubt)
+        assert 1.0 < share < 5.0
+        pipe.bundle = dataclasses.replace(old, inference=dataclasses.replace(
+            settings, low_confidence_threshold_three_planes=5.0))
+        one = pipe.finish(img, big.copy(), prepared, kidney_probability=doubt)
+        three = pipe.finish(img, big.copy(), dataclasses.replace(prepared, planes=(0, 1, 2)), kidney_probability=doubt)
+        assert one.qc["uncertain_fraction"] == three.qc["uncertain_fraction"]
+        assert one.qc["low_confidence"] is True and three.qc["low_confidence"] is False
     finally:
         pipe.bundle = old
 

@@ -30,11 +30,14 @@ class Prepared:
             was (:func:`prepare`), resampled in-plane to the model's spacing.
         canonical: the canonical (RAS) image before resampling, original intensities.
         reorientation: how to go back to the input's axes.
+        planes: the canonical axes whose planes a 2D multiplane network was applied in and
+            averaged (:func:`planes_used`); ``()`` for every other prediction.
     """
 
     volume: np.ndarray
     canonical: Image
     reorientation: Reorientation
+    planes: tuple[int, ...] = ()
 
 
 MIN_FOV_MM = 32.0
@@ -429,7 +432,7 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
     per_network = [t / (len(axes) * len(inference.tta_gamma)) for t in totals]
     probs = per_network[0] if len(per_network) == 1 else sum(per_network) / len(per_network)
     labels = decide_labels(probs[None], config.kidney_classes, inference.kidney_threshold)[0].to(torch.uint8).numpy()
-    return labels, Prepared(vol, canonical, reo), probs, per_network
+    return labels, Prepared(vol, canonical, reo, tuple(axes)), probs, per_network
 
 
 def _predict_isotropic_3d(network, canonical: Image, reo, config, device: torch.device, inference: InferenceConfig,

@@ -77,6 +77,14 @@ class InferenceConfig(SpecConfig):
             less averaged than those of the test-time augmentation; :meth:`without_tta` puts it
             in place of ``low_confidence_threshold``. ``None``: ``--fast`` keeps
             ``low_confidence_threshold``.
+        low_confidence_threshold_three_planes: ``recipe="multiplane"`` 2D models only: the
+            threshold for a prediction that averages more than one plane (``planes`` other than
+            ``"acquisition"`` on a scan that is not a slab), whose uncertain share runs higher
+            than one plane's because the planes disagree at the kidney's border
+            (``benchmarks/README.md``, "A QC threshold of its own for three-plane predictions").
+            ``None``: ``low_confidence_threshold`` serves every prediction.
+        low_confidence_threshold_three_planes_no_tta: the same for one plain pass (``--fast``);
+            :meth:`without_tta` puts it in place of ``low_confidence_threshold_three_planes``.
         qc_chosen_by: free text recording how the QC settings were chosen.
         planes: ``recipe="multiplane"`` models only: ``"acquisition"`` segments in the plane
             across the thickest voxel side (all three for a near-isotropic voxel,
@@ -120,6 +128,8 @@ class InferenceConfig(SpecConfig):
     low_confidence_threshold_no_tta: float | None = None
     normalise: str = "volume"
     tta_gamma: tuple[float, ...] = (1.0,)
+    low_confidence_threshold_three_planes: float | None = None
+    low_confidence_threshold_three_planes_no_tta: float | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -147,7 +157,8 @@ class InferenceConfig(SpecConfig):
             if not 0.0 <= lo < hi:
                 raise ValueError(f"validated_volume_ml: expected [low, high] with 0 <= low < high, got {self.validated_volume_ml!r}")
             object.__setattr__(self, "validated_volume_ml", (lo, hi))
-        for name in ("low_confidence_threshold", "low_confidence_threshold_no_tta"):
+        for name in ("low_confidence_threshold", "low_confidence_threshold_no_tta",
+                     "low_confidence_threshold_three_planes", "low_confidence_threshold_three_planes_no_tta"):
             value = getattr(self, name)
             if value is not None and not 0.0 < float(value):
                 raise ValueError(f"{name}: expected > 0 or null, got {value!r}")
@@ -164,8 +175,19 @@ class InferenceConfig(SpecConfig):
         low = self.low_confidence_threshold
         if self.low_confidence_threshold_no_tta is not None:
             low = self.low_confidence_threshold_no_tta
+        low3 = self.low_confidence_threshold_three_planes
+        if self.low_confidence_threshold_three_planes_no_tta is not None:
+            low3 = self.low_confidence_threshold_three_planes_no_tta
         return dataclasses.replace(self, tta_shifts_px=((0, 0),), tta_mirror_x=False, tta_gamma=(1.0,),
-                                   low_confidence_threshold=low)
+                                   low_confidence_threshold=low, low_confidence_threshold_three_planes=low3)
+
+    def low_confidence_threshold_for(self, planes: int) -> float | None:
+        """The ``low_confidence`` threshold for a prediction averaged over ``planes`` planes
+        (1 for a single plane or a 3D network): ``low_confidence_threshold_three_planes`` when
+        ``planes > 1`` and it is set, else ``low_confidence_threshold`` (``None``: no flag)."""
+        if planes > 1 and self.low_confidence_threshold_three_planes is not None:
+            return self.low_confidence_threshold_three_planes
+        return self.low_confidence_threshold
 
 
 def read_inference_config(folder: str | Path) -> InferenceConfig:

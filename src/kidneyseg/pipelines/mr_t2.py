@@ -115,7 +115,9 @@ class MRKidneyPipeline:
 
         QC flags added to the geometry flags: ``volume_outside_validated_range`` (when the
         model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction`` and
-        ``low_confidence`` (with a probability, and ``low_confidence_threshold`` for the flag).
+        ``low_confidence`` (with a probability, and a threshold for the flag:
+        :meth:`~kidneyseg.inference.settings.InferenceConfig.low_confidence_threshold_for` the
+        number of planes averaged, ``prepared.planes``).
         """
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
@@ -138,8 +140,9 @@ class MRKidneyPipeline:
             qc["member_dice_left"] = round(agreement["kidney_left"], 3)
         if kidney_probability is not None:
             qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
-            if settings.low_confidence_threshold is not None:
-                qc["low_confidence"] = bool(qc["uncertain_fraction"] > settings.low_confidence_threshold)
+            limit = settings.low_confidence_threshold_for(len(prepared.planes))
+            if limit is not None:
+                qc["low_confidence"] = bool(qc["uncertain_fraction"] > limit)
         result = volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
                                    t0, from_canonical(labels_c, prepared.reorientation))
         if settings.validated_volume_ml is not None:
