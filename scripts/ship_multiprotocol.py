@@ -17,6 +17,11 @@ than five folds: the card says how many. ``--qc-settings`` is the JSON that
 without it the range is taken from the whole-volume rows and the threshold is 1.0.
 ``--qc-settings-no-tta`` is the same JSON derived on rows made with one plain pass at the shipped
 kidney threshold (what ``kidneyseg segment --fast`` runs); it becomes ``low_confidence_threshold_no_tta``.
+``--qc-three-planes`` is a JSON with ``low_confidence_threshold_three_planes``, ``_no_tta`` and ``chosen_on``
+(``benchmarks/mr_qc_three_planes.py`` and its rule): the thresholds for predictions that average three
+planes; the card applies them to the CHAOS rows (axial abdomens of 239-354 mm, three planes under
+``"planes": "coverage"``). A name in ``--cv-names`` / ``--cv-final-names`` may be ``NAME=TAG_PREFIX`` to
+quote only rows whose tag starts with TAG_PREFIX.
 ``--inference-settings`` holds the chosen ``tta_shifts_px``, ``kidney_threshold`` and ``chosen_by``
 (``benchmarks/mr_multiprotocol_settings.py``); the rows named above must have been scored with
 them. The card quotes only those rows, with the QC flags as the shipped settings raise them.
@@ -52,10 +57,20 @@ def _mean(rows: list[dict], key: str) -> str:
     return "-" if value is None else f"{value:.3f}"
 
 
-def _flags(r: dict, threshold: float, validated: tuple[float, float]) -> tuple[str, str]:
+def _threshold_for(r: dict, threshold: float | tuple[float, float | None]) -> float:
+    """The ``low_confidence`` threshold for row ``r``: ``threshold`` is one value, or ``(one plane,
+    three planes)``; a CHAOS row (an axial abdomen, three planes under ``"coverage"``) takes the
+    second when it is set."""
+    if not isinstance(threshold, tuple):
+        return threshold
+    one, three = threshold
+    return three if three is not None and r.get("domain") == "chaos" else one
+
+
+def _flags(r: dict, threshold: float | tuple, validated: tuple[float, float]) -> tuple[str, str]:
     """``low_confidence`` and ``volume_outside_validated_range`` as the shipped settings raise
     them (the rows were scored with whatever settings their model folder had)."""
-    low = "-" if r.get("uncertain_fraction") is None else str(r["uncertain_fraction"] > threshold)
+    low = "-" if r.get("uncertain_fraction") is None else str(r["uncertain_fraction"] > _threshold_for(r, threshold))
     sides = ["kidney_right", "kidney_left"]
     scan = {f"{s}_ml": r.get(f"scan_{s}_ml", r.get(f"{s}_ml") if r.get("scope") == "volume" else None) for s in sides}
     vol = "-" if None in scan.values() else str(outside_range(scan, sides, validated))
@@ -83,7 +98,7 @@ def _peer_table(path: Path, model: str = "mr-multiprotocol-unet") -> list[str]:
     return lines
 
 
-def _table(rows: list[dict], threshold: float, validated: tuple[float, float], confidence: bool = True) -> list[str]:
+def _table(rows: list[dict], threshold: float | tuple, validated: tuple[float, float], confidence: bool = True) -> list[str]:
     """Markdown rows; ``confidence=False`` leaves ``low_confidence`` out (rows of a model whose
     ``uncertain_fraction`` is not on the shipped threshold's scale, e.g. one seed of an ensemble)."""
     out = ["| scan | scope | Dice right | Dice left | volume right / left, pred / ref (mL) | uncertain_fraction | low_confidence | volume_outside_validated_range |",
@@ -114,8 +129,10 @@ def _relative(path: str) -> str:
 
 def _latest(rows: list[dict], model: str) -> list[dict]:
     """The model's latest row of each case it was scored on (a model may be scored on its
-    domains in separate runs), in the order the cases were first scored."""
-    mine = [r for r in rows if r["model"] == model]
+    domains in separate runs), in the order the cases were first scored; ``model`` may be
+    ``NAME=TAG_PREFIX`` (only rows whose tag starts with TAG_PREFIX)."""
+    model, _, prefix = model.partition("=")
+    mine = [r for r in rows if r["model"] == model and r.get("tag", "").startswith(prefix)]
     if not mine:
         raise SystemExit(f"no rows of model {model!r}")
     latest: dict[tuple[str, str], dict] = {}
@@ -150,6 +167,9 @@ def main() -> None:
     ap.add_argument("--qc-settings-no-tta", type=Path, default=None,
                     help="benchmarks/mr_qc_thresholds.py JSON from rows made with one plain pass (--fast); "
                          "without it --fast applies the threshold above")
+    ap.add_argument("--qc-three-planes", type=Path, default=None,
+                    help="JSON with low_confidence_threshold_three_planes, _no_tta and chosen_on "
+                         "(benchmarks/mr_qc_three_planes.py); without it one threshold serves every prediction")
     ap.add_argument("--inference-settings", type=Path, default=None,
                     help="JSON with tta_shifts_px, kidney_threshold and chosen_by (benchmarks/mr_multiprotocol_settings.py); "
                          "without it: one plain pass and the argmax")
@@ -177,6 +197,9 @@ def main() -> None:
                   + (f"; chosen on {qc['chosen_on']}" if qc.get("chosen_on") else ""))
     fast = json.loads(args.qc_settings_no_tta.read_text()) if args.qc_settings_no_tta else None
     fast_threshold, fast_on = (None, "") if fast is None else (fast["low_confidence_threshold"], fast.get("chosen_on", ""))
+    three = json.loads(args.qc_three_planes.read_text()) if args.qc_three_planes else {}
+    three_threshold = three.get("low_confidence_threshold_three_planes")
+    three_fast = three.get("low_confidence_threshold_three_planes_no_tta")
     dest, runs = args.dest, args.final
     staged = dest.with_name(dest.name + ".staged")
     if staged.exists():
@@ -209,12 +232,17 @@ def main() -> None:
     fast_how = "" if fast is None else (
         f"; low_confidence_threshold_no_tta = {fast_threshold} (the same rule on the same cases predicted "
         "with one plain pass, as --fast runs" + (f": {fast_on}" if fast_on else "") + ")")
+    three_how = "" if three_threshold is None else (
+        f"; low_confidence_threshold_three_planes = {three_threshold}, _no_tta = {three_fast} (predictions averaged "
+        f"over three planes: {three.get('chosen_on', '')})")
     settings = chosen.replace(
         validated_volume_ml=validated, low_confidence_threshold=threshold,
         low_confidence_threshold_no_tta=fast_threshold,
+        low_confidence_threshold_three_planes=three_threshold,
+        low_confidence_threshold_three_planes_no_tta=three_fast,
         qc_chosen_by=("scripts/ship_multiprotocol.py: validated_volume_ml = smallest and largest expert single-kidney volume "
                       "of the whole-volume cases this recipe was scored on held out (model card); low_confidence_threshold = "
-                      f"{threshold} ({qc_how})" + fast_how))
+                      f"{threshold} ({qc_how})" + fast_how + three_how))
     write_inference_config(settings, dest)
     cfg = json.loads((dest / "config.json").read_text())
     members = read_ensemble(dest)
@@ -305,7 +333,7 @@ def main() -> None:
     item = 4 if proxy else 3
     if cv:
         lines += [f"{item}. **CHAOS cross-validation** of this recipe (CHAOS and all ukat scans in training, "
-                  f"the fold's CHAOS cases held out; folds {', '.join(args.cv_names)} of 5, {len(cv)} cases: "
+                  f"the fold's CHAOS cases held out; folds {', '.join(n.partition('=')[0] for n in args.cv_names)} of 5, {len(cv)} cases: "
                   f"{', '.join(r['case'] for r in cv)}): {_against_t2(cv, t2, ' (its `cv_summary.json`)')}"
                   + (" Each fold is one network (seed 0), not an ensemble"
                      + ("." if cv_final else "; an ensemble's CV was not run.")
@@ -319,19 +347,21 @@ def main() -> None:
     if cv_final:
         lines += [f"{item}. **CHAOS cross-validation of this model's training** (same recipe, {cfg['iterations']} iterations, "
                   f"{members_text}; the fold's CHAOS cases held out; {len(args.cv_final_names)} of 5 folds "
-                  f"({', '.join(args.cv_final_names)}), {len(cv_final)} cases: {', '.join(r['case'] for r in cv_final)}): "
+                  f"({', '.join(n.partition('=')[0] for n in args.cv_final_names)}), {len(cv_final)} cases: {', '.join(r['case'] for r in cv_final)}): "
                   + _against_t2(cv_final, t2)]
-    lines += ["", "### Rows", "", "QC flags as this model's settings raise them.", "",
-              f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, threshold, validated)
+    thresholds = (threshold, three_threshold)
+    lines += ["", "### Rows", "", "QC flags as this model's settings raise them"
+              + ("" if three_threshold is None else " (on CHAOS rows, axial abdomens, the three-plane threshold)") + ".", "",
+              f"`{args.lodo_name}` (no ukat in training):", ""] + _table(lodo, thresholds, validated)
     if proxy:
-        lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy, threshold, validated)
+        lines += ["", f"`{args.proxy_name}` (no Siemens scan in training):", ""] + _table(proxy, thresholds, validated)
     for name in args.cv_names:
-        lines += ["", f"`{name}` (cross-validation fold, this recipe"
+        lines += ["", f"`{name.partition('=')[0]}` (cross-validation fold, this recipe"
                   + (", one network: its uncertain_fraction is not on the ensemble's scale" if args.cv_single else "")
-                  + "):", ""] + _table(_latest(rows, name), threshold, validated, confidence=not args.cv_single)
+                  + "):", ""] + _table(_latest(rows, name), thresholds, validated, confidence=not args.cv_single)
     for name in args.cv_final_names:
-        lines += ["", f"`{name}` (cross-validation fold of this model's training):", ""] + _table(_latest(rows, name), threshold, validated)
-    lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, threshold, validated)
+        lines += ["", f"`{name.partition('=')[0]}` (cross-validation fold of this model's training):", ""] + _table(_latest(rows, name), thresholds, validated)
+    lines += ["", f"`{args.final_name}` (this model):", ""] + _table(final, thresholds, validated)
     if args.peer_rows is not None:
         lines += ["", "### Peers' example scans (`benchmarks/peer_examples.py`)", ""] + _peer_table(args.peer_rows)
     lines += [
@@ -339,10 +369,15 @@ def main() -> None:
         f"- `volume_outside_validated_range`: a kidney outside **{validated[0]}-{validated[1]} mL**, the smallest and largest "
         "expert single-kidney volume of the whole-volume cases above. The ukat single-slice scans cover 45-55 mm, so "
         "their whole-scan volumes are small and raise it even where the labelled slice is right.",
-        f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how})."]
+        f"- `low_confidence`: `uncertain_fraction` above **{threshold}** ({qc_how})"
+        + ("." if three_threshold is None else
+           f"; for a prediction that averages three planes (a scan covering at least {PLANES_COVERAGE_MM:.0f} mm along its "
+           f"slice axis, or near-isotropic) above **{three_threshold}** ({three.get('chosen_on', '')}). Averaging planes "
+           "makes a border of uncertain voxels of its own, so the one-plane threshold flagged good axial scans.")]
     if fast is not None:
         lines += [f"- With `--fast` (one plain pass per network): `uncertain_fraction` above "
-                  f"**{fast_threshold}**, the same rule on the same held-out cases predicted with one pass"
+                  f"**{fast_threshold}**" + ("" if three_fast is None else f" (three planes: **{three_fast}**)")
+                  + ", the same rule on the same held-out cases predicted with one pass"
                   + (f" ({fast_on})." if fast_on else ".")]
     lines += [
         "",
