@@ -435,6 +435,9 @@ def test_qc_flags_on_phantoms(shipped_pipeline, two_kidney_phantom):
         three = pipe.finish(img, big.copy(), dataclasses.replace(prepared, planes=(0, 1, 2)), kidney_probability=doubt)
         assert one.qc["uncertain_fraction"] == three.qc["uncertain_fraction"]
         assert one.qc["low_confidence"] is True and three.qc["low_confidence"] is False
+        # the threshold applied and the planes read are recorded beside the flag
+        assert one.qc["low_confidence_threshold"] == 1.0 and three.qc["low_confidence_threshold"] == 5.0
+        assert three.qc["planes"] == "axial+coronal+sagittal" and "planes" not in one.qc
     finally:
         pipe.bundle = old
 

@@ -18,6 +18,7 @@ import numpy as np
 from ..errors import InputError
 from ..inference import Prepared, predict_labels
 from ..io import Image, check_volume, from_canonical
+from ..io.orientation import PLANE_AXES
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
 from ..postprocess.quality import member_dice, outside_range, uncertain_fraction
@@ -114,10 +115,12 @@ class MRKidneyPipeline:
                 (:func:`kidneyseg.postprocess.quality.member_dice`; left out without them).
 
         QC flags added to the geometry flags: ``volume_outside_validated_range`` (when the
-        model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction`` and
-        ``low_confidence`` (with a probability, and a threshold for the flag:
+        model's ``inference.json`` gives ``validated_volume_ml``), ``uncertain_fraction``,
+        ``low_confidence`` and ``low_confidence_threshold`` (the value applied; with a
+        probability, and a threshold for the flag:
         :meth:`~kidneyseg.inference.settings.InferenceConfig.low_confidence_threshold_for` the
-        number of planes averaged, ``prepared.planes``).
+        number of planes averaged, ``prepared.planes``), and for a multiplane 2D model ``planes``,
+        the planes it averaged (e.g. ``"coronal"``, ``"axial+coronal+sagittal"``).
         """
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
@@ -143,6 +146,10 @@ class MRKidneyPipeline:
             limit = settings.low_confidence_threshold_for(len(prepared.planes))
             if limit is not None:
                 qc["low_confidence"] = bool(qc["uncertain_fraction"] > limit)
+                qc["low_confidence_threshold"] = limit  # the value applied: it depends on the planes averaged
+        if prepared.planes:  # a multiplane 2D model: the planes it read the scan in
+            names = {axis: name for name, axis in PLANE_AXES.items()}
+            qc["planes"] = "+".join(names[a] for a in sorted(prepared.planes, reverse=True))
         result = volumetric_result(image, from_canonical(assigned.labels, prepared.reorientation), self.label_map, qc,
                                    t0, from_canonical(labels_c, prepared.reorientation))
         if settings.validated_volume_ml is not None:
