@@ -24,25 +24,10 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mr_qc_thresholds import is_failure, threshold  # noqa: E402
+from mr_qc_thresholds import is_failure, pick_rows, threshold  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SLABS = ("c60", "up60", "down60", "c90")
-
-
-def pick(every: list[dict], specs: list[str]) -> list[dict]:
-    """Rows ``MODEL[:DOMAIN]=TAG_PREFIX``, the latest per (model, case)."""
-    out = {}
-    for spec in specs:
-        model, _, prefix = spec.partition("=")
-        model, _, domain = model.partition(":")
-        picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
-                  and domain in ("", r["domain"])]
-        if not picked:
-            raise SystemExit(f"{spec}: no such rows")
-        for r in picked:
-            out[(r["model"], r["case"])] = r
-    return list(out.values())
 
 
 def judge(rows: list[dict], present: float, min_dice: float) -> tuple[float, list[str], dict]:
@@ -81,7 +66,7 @@ def main() -> None:
           f"for three-plane predictions\". Failure: a kidney below Dice {args.min_dice}.", ""]
     out = {}
     for name, specs, present in (("shipped settings", args.rows, args.present), ("--fast", args.fast_rows, args.present_fast)):
-        rows = pick(every, specs)
+        rows = pick_rows(every, specs)
         t, table, n = judge(rows, present, args.min_dice)
         key = "low_confidence_threshold_three_planes" + ("_no_tta" if name == "--fast" else "")
         out[key] = round(t, 3)

@@ -64,6 +64,24 @@ def member_threshold(rows: list[dict], min_dice: float) -> float:
     return min((member_dice(r) for r in rows if not is_failure(r, min_dice)), default=0.0)
 
 
+def pick_rows(every: list[dict], specs: list[str]) -> list[dict]:
+    """The rows of ``every`` named by each ``MODEL[:DOMAIN]=TAG_PREFIX`` in ``specs``, in order.
+
+    Raises:
+        LookupError: a spec matches no row (the message is the spec).
+    """
+    out = []
+    for spec in specs:
+        model, _, prefix = spec.partition("=")
+        model, _, domain = model.partition(":")
+        picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
+                  and domain in ("", r["domain"])]
+        if not picked:
+            raise LookupError(spec)
+        out += picked
+    return out
+
+
 LENGTH_MIN_MM = 80.0
 """Shortest plausible adult kidney (mean about 110 mm: Emamian et al., AJR 160, 1993)."""
 LENGTH_DIFF_MAX_MM = 20.0
@@ -93,16 +111,10 @@ def main() -> None:
     every = [json.loads(line) for line in open(args.jsonl)]
 
     def pick(specs: list[str], option: str) -> list[dict]:
-        out = []
-        for spec in specs:
-            model, _, prefix = spec.partition("=")
-            model, _, domain = model.partition(":")
-            picked = [r for r in every if r["model"] == model and r.get("tag", "").startswith(prefix)
-                      and domain in ("", r["domain"])]
-            if not picked:
-                ap.error(f"{option} {spec}: no such rows in {args.jsonl}")
-            out += picked
-        return out
+        try:
+            return pick_rows(every, specs)
+        except LookupError as exc:
+            ap.error(f"{option} {exc}: no such rows in {args.jsonl}")
 
     rows = pick(args.rows, "--rows")
     volume_rows = rows if args.volume_rows is None else pick(args.volume_rows, "--volume-rows")
