@@ -166,7 +166,6 @@ def main() -> None:
     ap.add_argument("--planes", nargs="+", default=["coverage", "fov", "axial"])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--tag", default="")
-    ap.add_argument("--cases", nargs="*", default=None, help="only these held-out case ids")
     ap.add_argument("--out", type=Path, default=RESULTS / "isotropic_slabs.jsonl")
     args = ap.parse_args()
     import torch
@@ -181,8 +180,6 @@ def main() -> None:
             base = MRKidneyPipeline.load(str(folder), "cpu", "mr-multiprotocol-unet")
             pipes = {pl: with_planes(base, pl) for pl in args.planes}
             for cid in held_out_cases(folder):
-                if args.cases and cid not in args.cases:
-                    continue
                 image, labels = isotropic_case(cases[cid])
                 for slab, (img, lab) in slabs(image, labels).items():
                     for pl, pipe in pipes.items():

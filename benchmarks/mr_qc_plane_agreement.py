@@ -33,7 +33,6 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 import kidneyseg.inference.predict as predict  # noqa: E402
-from kidneyseg.errors import InputError  # noqa: E402
 from kidneyseg.datasets.layouts import chaos_cases, ukat_cases  # noqa: E402
 from kidneyseg.io.orientation import acquisition_axes, to_canonical  # noqa: E402
 from kidneyseg.labels import MR_KIDNEYS  # noqa: E402
@@ -56,13 +55,8 @@ MIN_DICE = 0.80
 def _kidney(pipe: MRKidneyPipeline, image, canonical, axes: list[int]):
     """Bool kidney mask (canonical grid) of ``pipe``'s network run in ``axes`` only, and the
     prepared image; ``None`` if none of those planes is wide enough for a kidney."""
-    wide = []
-    for axis in axes:  # the planes predict_multiplane would not leave out as too narrow for a kidney
-        try:
-            predict.plane_size(image, canonical, axis, pipe.bundle.config.target_spacing_mm, "plane")
-            wide.append(axis)
-        except InputError:
-            pass
+    # the planes predict_multiplane would not leave out as too narrow for a kidney
+    wide = list(predict.plane_sizes(image, canonical, axes, pipe.bundle.config.target_spacing_mm))
     if not wide:
         return None, None
     with forced_planes(wide):

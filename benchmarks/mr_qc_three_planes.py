@@ -24,7 +24,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
-from mr_qc_thresholds import is_failure, pick_rows, threshold  # noqa: E402
+from mr_qc_thresholds import is_failure, leave_one_out, pick_rows, threshold  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 SLABS = ("c60", "up60", "down60", "c90")
@@ -34,8 +34,7 @@ def judge(rows: list[dict], present: float, min_dice: float) -> tuple[float, lis
     """Threshold on all rows, the Markdown rows, and counts (leave-one-row-out and present)."""
     t_all = threshold(rows, min_dice)
     md, n = [], {"failures": 0, "successes": 0, "loo_false": 0, "present_false": 0, "loo_caught": 0, "present_caught": 0}
-    for i, r in enumerate(rows):
-        t = threshold(rows[:i] + rows[i + 1:], min_dice)
+    for r, t in zip(rows, leave_one_out(rows, min_dice)):
         bad = is_failure(r, min_dice)
         new, old = r["uncertain_fraction"] > t, r["uncertain_fraction"] > present
         n["failures" if bad else "successes"] += 1

@@ -52,6 +52,11 @@ def threshold(rows: list[dict], min_dice: float) -> float:
     return max((r["uncertain_fraction"] for r in rows if not is_failure(r, min_dice)), default=0.0)
 
 
+def leave_one_out(rows: list[dict], min_dice: float) -> list[float]:
+    """For each row, :func:`threshold` chosen on all the other rows."""
+    return [threshold(rows[:i] + rows[i + 1:], min_dice) for i in range(len(rows))]
+
+
 def member_dice(row: dict) -> float | None:
     """The smaller of the two kidneys' member agreement (``member_dice_right`` / ``_left``), or
     ``None`` for a row without it (a single network, or scored without ``--member-agreement``)."""
@@ -119,10 +124,7 @@ def main() -> None:
     rows = pick(args.rows, "--rows")
     volume_rows = rows if args.volume_rows is None else pick(args.volume_rows, "--volume-rows")
     t_all = threshold(rows, args.min_dice)
-    loo = []
-    for i, r in enumerate(rows):
-        t = threshold(rows[:i] + rows[i + 1:], args.min_dice)
-        loo.append((r, t, r["uncertain_fraction"] > t))
+    loo = [(r, t, r["uncertain_fraction"] > t) for r, t in zip(rows, leave_one_out(rows, args.min_dice))]
     vols = [r[f"{s}_ref_ml"] for r in volume_rows if r.get("scope") == "volume" for s in SIDES if r.get(f"{s}_ref_ml")]
     lo, hi = (min(vols), max(vols)) if vols else (None, None)
 

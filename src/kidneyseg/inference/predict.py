@@ -316,6 +316,25 @@ def normalise_slices(stack: np.ndarray) -> np.ndarray:
     return out
 
 
+def plane_sizes(image: Image, canonical: Image, axes: list[int], target_spacing_mm: float,
+                required: list[int] = ()) -> dict[int, tuple[int, int]]:
+    """:func:`plane_size` of each of ``axes`` that is wide enough for a kidney, in order; a
+    plane too narrow (e.g. the axial plane of a coronal slab under ``planes="all"``) is left out.
+
+    Raises:
+        InputError: an axis in ``required`` (the acquisition plane) is too narrow, as
+            :func:`plane_size` says.
+    """
+    sizes = {}
+    for axis in axes:
+        try:
+            sizes[axis] = plane_size(image, canonical, axis, target_spacing_mm, "acquisition-plane")
+        except InputError:
+            if axis in required:
+                raise
+    return sizes
+
+
 def planes_used(canonical: Image, acquisition: list[int], planes: str) -> list[int]:
     """Canonical axes whose planes a ``recipe="multiplane"`` 2D model segments (before a plane
     too narrow for a kidney is left out): ``acquisition`` (:func:`acquisition_axes`) for
@@ -380,14 +399,8 @@ def _predict_multiplane_2d(networks: list[torch.nn.Module], image: Image, config
     canonical, reo = to_canonical(image, copy=False)
     src = image.source if image.source is not None else "image"
     acquisition = acquisition_axes(canonical.spacing_mm)
-    sizes = {}
-    for axis in planes_used(canonical, acquisition, inference.planes):
-        try:
-            sizes[axis] = plane_size(image, canonical, axis, config.target_spacing_mm, "acquisition-plane")
-        except InputError:
-            if axis in acquisition:
-                raise
-            # planes="all": another plane too narrow for a kidney (a slab) is left out
+    sizes = plane_sizes(image, canonical, planes_used(canonical, acquisition, inference.planes),
+                        config.target_spacing_mm, required=acquisition)
     axes = list(sizes)
     try:
         vol = zscore_percentile(canonical.array)
