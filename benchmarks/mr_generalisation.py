@@ -59,10 +59,14 @@ def expert_labels(case, ref_img) -> np.ndarray:
 def score_case(pipe: MRKidneyPipeline, case, domain: str) -> dict:
     """Segment one case and score it (whole volume, or the labelled slice only)."""
     image, ref_img = read_case(case)
-    ref = expert_labels(case, ref_img)
     t0 = time.perf_counter()
     result = pipe.segment(image)
-    seconds = time.perf_counter() - t0
+    return score_result(result, time.perf_counter() - t0, case, image, expert_labels(case, ref_img), domain)
+
+
+def score_result(result, seconds: float, case, image, ref: np.ndarray, domain: str) -> dict:
+    """One row: ``result`` (a :class:`~kidneyseg.pipelines.Result` of ``image``) scored against
+    ``ref`` (kidneyseg label values on ``image``'s grid), whole volume or the labelled slice."""
     pred = np.asarray(result.mask.array)
     row = {"domain": domain, "case": case.case_id, "spacing_mm": [round(float(s), 3) for s in image.spacing_mm],
            "seconds": round(seconds, 2),

@@ -135,6 +135,17 @@ def test_three_plane_qc_threshold_serves_only_averaged_planes_and_has_its_fast_t
         read_inference_config(tmp_path)
 
 
+def test_neck_split_settings_round_trip_and_are_checked(tmp_path):
+    s = InferenceConfig(neck_split_mm=8.0, component_ranking="probability")
+    write_inference_config(s, tmp_path)
+    assert read_inference_config(tmp_path) == s
+    assert InferenceConfig().neck_split_mm is None and InferenceConfig().component_ranking == "core"
+    for bad in ({"neck_split_mm": 0}, {"component_ranking": "largest"}):
+        (tmp_path / "inference.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match=next(iter(bad))):
+            read_inference_config(tmp_path)
+
+
 def test_model_folder_with_bad_inference_json_is_refused(tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(default_model_dir(), folder)

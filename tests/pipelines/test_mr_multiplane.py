@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from kidneyseg.inference.predict import acquisition_axes, predict_multiplane
-from kidneyseg.io import Image
+from kidneyseg.io import Image, to_canonical
 from kidneyseg.postprocess.quality import outside_range, uncertain_fraction
 from kidneyseg.preprocess.modality import ct_evidence
 from kidneyseg.specs.mr_unet import TrainConfig
@@ -438,6 +438,50 @@ def test_qc_flags_on_phantoms(shipped_pipeline, two_kidney_phantom):
         # the threshold applied and the planes read are recorded beside the flag
         assert one.qc["low_confidence_threshold"] == 1.0 and three.qc["low_confidence_threshold"] == 5.0
         assert three.qc["planes"] == "axial+coronal+sagittal" and "planes" not in one.qc
+    finally:
+        pipe.bundle = old
+
+
+def test_pipeline_splits_at_necks_only_when_its_settings_say_so(shipped_pipeline, two_kidney_phantom):
+    """The neck split runs in :meth:`finish` from ``inference.json``: a blob joined to the left
+    kidney by a one-voxel bridge is kept without it and dropped with it; probability ranking
+    without a probability is refused."""
+    from kidneyseg.inference import prepare
+
+    pipe = shipped_pipeline
+    image, labels, affine = two_kidney_phantom
+    spacing = np.abs(np.diag(affine)[:3])
+    centre = (np.array(labels.shape) - 1) * spacing / 2
+    body = ellipsoid(labels.shape, spacing, centre, centre + 2 * spacing)  # air around it: a body midline
+    img = Image(np.where(body, image, 1.0).astype(np.float32), affine)
+    prepared = prepare(img, pipe.bundle.config.target_spacing_mm, pipe.bundle.config.clip_ratio,
+                       pipe.bundle.config.normalisation)
+    canon_labels = np.asarray(to_canonical(Image(labels, affine))[0].array)
+    left = canon_labels == 2
+    idx = np.argwhere(left)
+    lo = idx.min(0)
+    blob = np.zeros(left.shape, bool)  # a block below the left kidney, joined by a one-voxel bridge
+    blob[lo[0]:lo[0] + 14, lo[1]:lo[1] + 14, 0:max(lo[2] - 2, 1)] = True
+    blob &= ~ndimage.binary_dilation(left, iterations=2)
+    assert blob.sum() > 200
+    bridge = np.zeros(left.shape, bool)
+    x, y, z = idx[np.argmin(idx[:, 2])]
+    bridge[x, y, :z] = True
+    net = (canon_labels > 0) | blob | bridge
+    assert ndimage.label(net, structure=np.ones((3, 3, 3), bool))[1] == 2
+    p = np.where(canon_labels > 0, 0.95, np.where(blob | bridge, 0.5, 0.0)).astype(np.float32)
+    old = pipe.bundle
+    try:
+        kept = pipe.finish(img, net.astype(np.uint8), prepared, kidney_probability=p)
+        pipe.bundle = dataclasses.replace(old, inference=dataclasses.replace(old.inference, neck_split_mm=4.0))
+        split = pipe.finish(img, net.astype(np.uint8), prepared, kidney_probability=p)
+        assert kept.volumes_ml["kidney_left_ml"] > split.volumes_ml["kidney_left_ml"]
+        assert split.volumes_ml["kidney_left_ml"] == pytest.approx(
+            float(left.sum()) * img.voxel_volume_ml / 1.0, rel=0.02)
+        pipe.bundle = dataclasses.replace(old, inference=dataclasses.replace(old.inference, neck_split_mm=4.0,
+                                                                             component_ranking="probability"))
+        with pytest.raises(ValueError, match="probability"):
+            pipe.finish(img, net.astype(np.uint8), prepared)
     finally:
         pipe.bundle = old
 

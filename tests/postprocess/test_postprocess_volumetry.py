@@ -9,6 +9,7 @@ from kidneyseg.io import Image, to_canonical
 from kidneyseg.labels import MR_KIDNEYS
 from kidneyseg.metrics import dice
 from kidneyseg.postprocess import assign_kidneys
+from kidneyseg.postprocess.kidneys import split_at_necks
 from kidneyseg.volumetry import label_volumes_ml, touches_border
 
 from ..conftest import ellipsoid
@@ -229,3 +230,69 @@ def test_kidney_length_is_pole_to_pole_along_the_principal_axis_on_any_grid():
     assert out["split_right_pct"] == round(100 * m.sum() / (m.sum() + 125), 1)
     assert set(out) == {"kidney_right_length_mm", "kidney_left_length_mm", "split_right_pct"}
     assert kidney_measures(Image(labels, np.eye(4)), {1: "kidney", 2: "tumor"}) == {}
+
+
+def _kidneys_and_spleen_bridge():
+    """RAS grid at (2, 2, 4) mm: two ellipsoid kidneys, and a spleen-sized ellipsoid above and
+    left of the left kidney joined to it by a bridge 4 mm x 4 mm thick (the philips_01 failure)."""
+    shape, spacing = (90, 70, 40), (2.0, 2.0, 4.0)
+    affine = np.diag([*spacing, 1.0])
+    right = ellipsoid(shape, spacing, (140.0, 70.0, 60.0), (25.0, 20.0, 50.0))
+    left = ellipsoid(shape, spacing, (40.0, 70.0, 60.0), (25.0, 20.0, 50.0))
+    spleen = ellipsoid(shape, spacing, (30.0, 70.0, 135.0), (22.0, 22.0, 20.0))
+    bridge = np.zeros(shape, bool)
+    bridge[19:21, 34:36, 25:31] = True  # x 38-40 mm, y 68-70 mm, z 100-120 mm: from the left pole into the spleen
+    assert not (spleen & left).any()
+    return affine, right, left, spleen, bridge
+
+
+def test_split_at_necks_cuts_a_bridge_and_leaves_compact_shapes_whole():
+    affine, right, left, spleen, bridge = _kidneys_and_spleen_bridge()
+    joined = left | spleen | bridge
+    assert ndimage_components(joined) == 1
+    regions = split_at_necks(joined | right, affine, depth_mm=8.0)
+    assert regions.dtype == np.int32 and set(np.unique(regions)) == {0, 1, 2, 3}
+    assert np.unique(regions[left]).size == 1 and np.unique(regions[spleen]).size == 1
+    assert regions[left][0] != regions[spleen][0] != regions[right][0]
+    # a shape without a core (thinner than 2 x depth everywhere) stays one region
+    thin = np.zeros(right.shape, bool)
+    thin[10:60, 10:12, 5:20] = True
+    assert set(np.unique(split_at_necks(thin, affine, 8.0))) == {0, 1}
+    assert not split_at_necks(np.zeros((4, 4, 4), bool), affine, 8.0).any()
+    with pytest.raises(ValueError, match="depth_mm"):
+        split_at_necks(thin, affine, 0.0)
+
+
+def test_neck_split_drops_a_joined_organ_and_probability_ranking_keeps_the_kidney():
+    """Without the split the spleen stays with the left kidney; with it the spleen is a region
+    of its own, dropped. When the spleen region has the deeper core, core ranking keeps it over
+    the left kidney (and names it left), while ranking by summed kidney probability keeps the
+    kidney, which the network was surer of."""
+    affine, right, left, spleen, bridge = _kidneys_and_spleen_bridge()
+    fg = (right | left | spleen | bridge).astype(np.uint8)
+    midline = 90.0
+    whole = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=midline, core_depth_mm=5.0)
+    assert (whole.labels[spleen] == 2).all()
+    regions = split_at_necks(fg > 0, affine, 8.0)
+    split = assign_kidneys(fg, affine, MR_KIDNEYS, midline_x_mm=midline, core_depth_mm=5.0, regions=regions)
+    assert np.array_equal(split.labels == 1, right) and (split.labels[left] == 2).all()
+    assert not (split.labels[spleen] > 0).any() and split.removed_voxels >= spleen.sum()
+    # a bigger spleen: more core than the left kidney
+    big = ellipsoid(fg.shape, (2.0, 2.0, 4.0), (40.0, 70.0, 136.0), (40.0, 40.0, 21.0)) & ~left
+    fg2 = (right | left | big | bridge).astype(np.uint8)
+    regions2 = split_at_necks(fg2 > 0, affine, 8.0)
+    by_core = assign_kidneys(fg2, affine, MR_KIDNEYS, midline_x_mm=midline, core_depth_mm=5.0, regions=regions2)
+    assert (by_core.labels[big] == 2).mean() > 0.95 and not (by_core.labels[left] > 0).any()
+    probability = np.where(right | left, 0.95, 0.0) + np.where(big | bridge, 0.4, 0.0)
+    by_mass = assign_kidneys(fg2, affine, MR_KIDNEYS, midline_x_mm=midline, core_depth_mm=5.0, regions=regions2,
+                             rank_weights=probability)
+    assert np.array_equal(by_mass.labels == 1, right) and (by_mass.labels[left] == 2).all()
+    assert not (by_mass.labels[big] > 0).any()
+    with pytest.raises(ValueError, match="regions shape"):
+        assign_kidneys(fg, affine, MR_KIDNEYS, regions=regions[:-1])
+
+
+def ndimage_components(mask) -> int:
+    from scipy import ndimage
+
+    return ndimage.label(mask, structure=np.ones((3, 3, 3), bool))[1]

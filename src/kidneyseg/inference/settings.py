@@ -108,11 +108,20 @@ class InferenceConfig(SpecConfig):
             test-time pass is repeated on the volume at each of these gamma exponents
             (:func:`kidneyseg.preprocess.normalise.gamma_zscore`) and the softmax averaged over
             all of them; ``(1.0,)`` (the default) is the plain input.
+        neck_split_mm: ``None`` (the default): kidney components are kept or dropped whole.
+            A depth in mm: the kidney foreground is first cut where it narrows below twice this
+            depth (:func:`kidneyseg.postprocess.kidneys.split_at_necks`), so that a false region
+            joined to a kidney by a thin bridge is ranked, and dropped, on its own
+            (``benchmarks/README.md``, "Kidney components split at narrow necks").
+        component_ranking: how the kept components are chosen
+            (:func:`kidneyseg.postprocess.assign_kidneys`): ``"core"`` (the default, by their
+            voxels at least the pipeline's core depth inside) or ``"probability"`` (by their
+            summed kidney probability, the expected kidney volume).
 
     Raises:
         ValueError: an empty shift list, a shift larger than 64 pixels, an empty or repeated
             gamma list or a gamma outside [0.25, 4], a threshold outside
-            (0, 1), a volume range that is not ``low < high`` with ``low >= 0``.
+            (0, 1), a ``neck_split_mm`` not above 0, an unknown ``component_ranking``, a volume range that is not ``low < high`` with ``low >= 0``.
     """
 
     STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
@@ -130,8 +139,14 @@ class InferenceConfig(SpecConfig):
     tta_gamma: tuple[float, ...] = (1.0,)
     low_confidence_threshold_three_planes: float | None = None
     low_confidence_threshold_three_planes_no_tta: float | None = None
+    neck_split_mm: float | None = None
+    component_ranking: str = "core"
 
     def __post_init__(self) -> None:
+        if self.neck_split_mm is not None and not float(self.neck_split_mm) > 0.0:
+            raise ValueError(f"neck_split_mm: expected a depth in mm > 0 or null, got {self.neck_split_mm!r}")
+        if self.component_ranking not in ("core", "probability"):
+            raise ValueError(f"component_ranking: expected 'core' or 'probability', got {self.component_ranking!r}")
         try:
             gammas = tuple(float(g) for g in self.tta_gamma)
         except (TypeError, ValueError):

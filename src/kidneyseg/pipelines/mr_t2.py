@@ -21,6 +21,7 @@ from ..io import Image, check_volume, from_canonical
 from ..io.orientation import PLANE_AXES
 from ..models.store import ModelBundle, load_model
 from ..postprocess import assign_kidneys, body_midline_x_mm
+from ..postprocess.kidneys import split_at_necks
 from ..postprocess.quality import member_dice, outside_range, uncertain_fraction
 from ..preprocess.modality import ct_evidence
 from .result import Result, volumetric_result
@@ -84,6 +85,21 @@ class MRKidneyPipeline:
             GeometryError: the output grid would differ from the input's (a bug).
         """
         t0 = time.perf_counter()
+        image, labels_c, prepared, kidney_p, members = self.predict(image)
+        return self.finish(image, labels_c, prepared, t0, kidney_p, members)
+
+    def predict(self, image: Image) -> tuple[Image, np.ndarray, Prepared, np.ndarray, list[np.ndarray] | None]:
+        """The first half of :meth:`segment`: check the image and run the network(s).
+
+        Returns:
+            ``(image, labels_c, prepared, kidney_probability, member_kidney)``: the checked
+            float32 image, then the arguments :meth:`finish` takes (``member_kidney`` is
+            ``None`` unless :attr:`member_agreement`). Benchmarks that compare post-processing
+            settings predict once and call :meth:`finish` per setting (on a copy of ``labels_c``).
+
+        Raises:
+            InputError: as :meth:`segment`.
+        """
         image = check_volume(image)
         if not self.allow_ct:
             reason = ct_evidence(image)
@@ -95,7 +111,7 @@ class MRKidneyPipeline:
         out = predict_labels(self.bundle.network, image, self.bundle.config, self.bundle.device,
                              self.bundle.inference, with_probability=True, with_members=self.member_agreement)
         labels_c, prepared, kidney_p = out[:3]
-        return self.finish(image, labels_c, prepared, t0, kidney_p, out[3] if len(out) > 3 else None)
+        return image, labels_c, prepared, kidney_p, (out[3] if len(out) > 3 else None)
 
     def finish(self, image: Image, labels_c: np.ndarray, prepared: Prepared, t0: float | None = None,
                kidney_probability: np.ndarray | None = None, member_kidney: list[np.ndarray] | None = None) -> Result:
@@ -125,10 +141,17 @@ class MRKidneyPipeline:
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
         labels_c[labels_c > cfg.kidney_classes] = 0  # auxiliary organs (liver, spleen) are not output
+        settings = self.bundle.inference
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
+        regions = None
+        if settings.neck_split_mm is not None:  # a false region joined by a thin bridge is ranked on its own
+            regions = split_at_necks(labels_c > 0, prepared.canonical.affine, settings.neck_split_mm)
+        weights = kidney_probability if settings.component_ranking == "probability" else None
+        if weights is None and settings.component_ranking == "probability":
+            raise ValueError(f"{self.name}: component_ranking 'probability' needs the kidney probability")
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
                                   midline_x_mm=midline, keep_largest=self.keep_largest,
-                                  core_depth_mm=self.core_depth_mm)
+                                  core_depth_mm=self.core_depth_mm, regions=regions, rank_weights=weights)
         qc = {
             "kidney_count": assigned.kidney_count,
             "empty": bool(assigned.kidney_count == 0),
@@ -136,7 +159,6 @@ class MRKidneyPipeline:
             "laterality_conflict": assigned.laterality_conflict,
             "removed_voxels": assigned.removed_voxels,
         }
-        settings = self.bundle.inference
         if member_kidney is not None:
             agreement = member_dice(member_kidney, prepared.canonical.affine, midline)
             qc["member_dice_right"] = round(agreement["kidney_right"], 3)

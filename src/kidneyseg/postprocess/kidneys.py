@@ -92,9 +92,65 @@ def body_midline_x_mm(image: np.ndarray, affine: np.ndarray) -> float:
     return float((affine[:3, :3] @ centre + affine[:3, 3])[0])
 
 
+def split_at_necks(mask: np.ndarray, affine: np.ndarray, depth_mm: float, min_core_ml: float = 1.0) -> np.ndarray:
+    """Cut a foreground where it narrows: one region per core deeper than ``depth_mm``.
+
+    Depth is the Euclidean distance to the background in mm
+    (``scipy.ndimage.distance_transform_edt`` with the voxel sizes of ``affine``); the cores are
+    the 26-connected parts of ``depth >= depth_mm`` holding at least ``min_core_ml`` mL; a
+    marker-controlled watershed on the negated depth inside ``mask``
+    (``skimage.segmentation.watershed``) gives every foreground voxel to one core, so two bodies
+    joined by a bridge thinner than ``2 * depth_mm`` become two regions, cut at the bridge's
+    narrowest part. A connected component with no such core is one region, unchanged. Used so that
+    a false region joined to a kidney (bowel, spleen) can be dropped without the kidney
+    (benchmarks/README.md, "Kidney components split at narrow necks").
+
+    Args:
+        mask: bool 3D foreground (any orientation).
+        affine: ``(4, 4)`` voxel-to-world mm matrix of its grid (voxel sizes only are used).
+        depth_mm: core depth in mm (> 0).
+        min_core_ml: smaller cores are not markers (their voxels join a neighbouring region).
+
+    Returns:
+        int32 array of ``mask``'s shape: 0 outside ``mask``, regions numbered 1..N.
+
+    Raises:
+        ValueError: ``depth_mm`` not positive.
+    """
+    from skimage.segmentation import watershed
+
+    if not depth_mm > 0:
+        raise ValueError(f"split_at_necks: depth_mm must be > 0, got {depth_mm}")
+    mask = np.asarray(mask, dtype=bool)
+    regions = np.zeros(mask.shape, dtype=np.int32)
+    found = bounding_box(mask)
+    if found is None:
+        return regions
+    box = tuple(slice(a, b) for a, b in zip(*found))
+    m = mask[box]
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    depth = ndimage.distance_transform_edt(np.pad(m, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    full = np.ones((3, 3, 3), dtype=bool)
+    cores, n = ndimage.label(depth >= depth_mm, structure=full)
+    if n:
+        min_voxels = min_core_ml * 1000.0 / float(np.prod(spacing))
+        small = np.bincount(cores.ravel(), minlength=n + 1) < min_voxels
+        small[0] = False
+        cores[small[cores]] = 0
+    split = watershed(-depth, markers=cores, mask=m, connectivity=3) if cores.any() else np.zeros(m.shape, np.int32)
+    rest, _ = ndimage.label(m & (split == 0), structure=full)  # components without a core: whole
+    split = np.where(rest > 0, rest + int(split.max()), split)
+    ids = np.unique(split[split > 0])
+    renumber = np.zeros(int(split.max()) + 1, dtype=np.int32)
+    renumber[ids] = np.arange(1, ids.size + 1, dtype=np.int32)  # consecutive 1..N
+    regions[box] = renumber[split]
+    return regions
+
+
 def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, str],
                    midline_x_mm: float | None = None, keep_largest: bool = True,
-                   min_second_fraction: float = 0.1, core_depth_mm: float | None = None) -> KidneyAssignment:
+                   min_second_fraction: float = 0.1, core_depth_mm: float | None = None,
+                   regions: np.ndarray | None = None, rank_weights: np.ndarray | None = None) -> KidneyAssignment:
     """Keep at most two kidney components and name them right/left by world position.
 
     The union of all non-zero labels is split into 3D connected components (26-connectivity,
@@ -129,17 +185,28 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
             always has a core at 5 mm, while a thin false positive (a rim along a cyst) has
             little or none however many voxels it holds. ``min_second_fraction`` still
             compares voxel counts.
+        regions: ``None``: the components are the 26-connected components of the foreground.
+            Else an integer array of ``labels``' shape whose values (> 0 on the foreground)
+            partition the foreground into the pieces ranked and kept in their place, e.g.
+            :func:`split_at_necks`'s regions.
+        rank_weights: ``None``: rank as ``core_depth_mm`` says. Else a float array of
+            ``labels``' shape (e.g. the kidney probability): pieces are ranked by its sum over
+            their voxels (the expected kidney volume), ties by voxel count.
 
     Returns:
         :class:`KidneyAssignment`.
 
     Raises:
-        ValueError: ``label_map`` lacks ``kidney_right`` or ``kidney_left``.
+        ValueError: ``label_map`` lacks ``kidney_right`` or ``kidney_left``; ``regions`` or
+            ``rank_weights`` not of ``labels``' shape.
     """
     by_name = {n: v for v, n in label_map.items()}
     if "kidney_right" not in by_name or "kidney_left" not in by_name:
         raise ValueError(f"label_map: expected kidney_right and kidney_left, got {sorted(by_name)}")
     right, left = by_name["kidney_right"], by_name["kidney_left"]
+    for name, extra in (("regions", regions), ("rank_weights", rank_weights)):
+        if extra is not None and np.shape(extra) != labels.shape:
+            raise ValueError(f"assign_kidneys: {name} shape {np.shape(extra)} != labels shape {labels.shape}")
     # work inside the bounding box of the foreground only (exact: every component lies in it)
     found = bounding_box(labels > 0)
     if found is None:
@@ -148,7 +215,8 @@ def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, 
     shift = np.eye(4)
     shift[:3, 3] = [b.start for b in box]
     result = _assign_in_box(labels[box], affine @ shift, right, left, midline_x_mm, keep_largest, min_second_fraction,
-                            core_depth_mm)
+                            core_depth_mm, None if regions is None else np.asarray(regions)[box],
+                            None if rank_weights is None else np.asarray(rank_weights)[box])
     full = np.zeros(labels.shape, dtype=np.uint8)
     full[box] = result.labels
     result.labels = full
@@ -174,9 +242,15 @@ def _opposite_second(cc: np.ndarray, order: np.ndarray, sizes: np.ndarray, affin
 
 
 def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int, midline_x_mm: float | None,
-                   keep_largest: bool, min_second_fraction: float, core_depth_mm: float | None = None) -> KidneyAssignment:
+                   keep_largest: bool, min_second_fraction: float, core_depth_mm: float | None = None,
+                   regions: np.ndarray | None = None, rank_weights: np.ndarray | None = None) -> KidneyAssignment:
     fg = labels > 0
-    cc, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
+    if regions is None:
+        cc, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
+    else:  # the given partition, numbered 1..n on the foreground
+        ids, inverse = np.unique(np.where(fg, regions, 0), return_inverse=True)
+        cc = inverse.reshape(fg.shape).astype(np.int32) + (0 if ids[0] == 0 else 1)
+        n = int(cc.max())
     out = np.zeros(labels.shape, dtype=np.uint8)
     if n == 0:
         return KidneyAssignment(out, 0, "none", 1.0, 0)
@@ -187,6 +261,9 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
         depth = ndimage.distance_transform_edt(np.pad(fg, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
         core = np.bincount(cc[depth >= core_depth_mm], minlength=n + 1)[1:]
         order = np.lexsort((-np.arange(n), sizes, core))[::-1] + 1  # most core, then most voxels, then lowest index
+    if rank_weights is not None and n > 1:
+        mass = np.bincount(cc.ravel(), weights=np.asarray(rank_weights, dtype=np.float64).ravel(), minlength=n + 1)[1:]
+        order = np.lexsort((-np.arange(n), sizes, mass))[::-1] + 1  # most mass, then most voxels, then lowest index
     keep = [int(order[0])]
     if len(order) > 1 and sizes[order[1] - 1] >= min_second_fraction * sizes[order[0] - 1]:
         keep.append(int(order[1]))
