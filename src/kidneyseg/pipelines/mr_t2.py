@@ -146,12 +146,13 @@ class MRKidneyPipeline:
         regions = None
         if settings.neck_split_mm is not None:  # a false region joined by a thin bridge is ranked on its own
             regions = split_at_necks(labels_c > 0, prepared.canonical.affine, settings.neck_split_mm)
-        weights = kidney_probability if settings.component_ranking == "probability" else None
-        if weights is None and settings.component_ranking == "probability":
+        by_probability = settings.component_ranking == "probability"
+        if by_probability and kidney_probability is None:
             raise ValueError(f"{self.name}: component_ranking 'probability' needs the kidney probability")
         assigned = assign_kidneys(labels_c, prepared.canonical.affine, self.label_map,
                                   midline_x_mm=midline, keep_largest=self.keep_largest,
-                                  core_depth_mm=self.core_depth_mm, regions=regions, rank_weights=weights)
+                                  core_depth_mm=self.core_depth_mm, regions=regions,
+                                  rank_weights=kidney_probability if by_probability else None)
         qc = {
             "kidney_count": assigned.kidney_count,
             "empty": bool(assigned.kidney_count == 0),

@@ -117,7 +117,7 @@ def split_at_necks(mask: np.ndarray, affine: np.ndarray, depth_mm: float, min_co
     Raises:
         ValueError: ``depth_mm`` not positive.
     """
-    from skimage.segmentation import watershed
+    from skimage.segmentation import relabel_sequential, watershed
 
     if not depth_mm > 0:
         raise ValueError(f"split_at_necks: depth_mm must be > 0, got {depth_mm}")
@@ -128,8 +128,7 @@ def split_at_necks(mask: np.ndarray, affine: np.ndarray, depth_mm: float, min_co
         return regions
     box = tuple(slice(a, b) for a, b in zip(*found))
     m = mask[box]
-    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
-    depth = ndimage.distance_transform_edt(np.pad(m, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    spacing, depth = _depth_mm(m, affine)
     full = np.ones((3, 3, 3), dtype=bool)
     cores, n = ndimage.label(depth >= depth_mm, structure=full)
     if n:
@@ -140,11 +139,17 @@ def split_at_necks(mask: np.ndarray, affine: np.ndarray, depth_mm: float, min_co
     split = watershed(-depth, markers=cores, mask=m, connectivity=3) if cores.any() else np.zeros(m.shape, np.int32)
     rest, _ = ndimage.label(m & (split == 0), structure=full)  # components without a core: whole
     split = np.where(rest > 0, rest + int(split.max()), split)
-    ids = np.unique(split[split > 0])
-    renumber = np.zeros(int(split.max()) + 1, dtype=np.int32)
-    renumber[ids] = np.arange(1, ids.size + 1, dtype=np.int32)  # consecutive 1..N
-    regions[box] = renumber[split]
+    regions[box] = relabel_sequential(split)[0]  # consecutive 1..N, order kept
     return regions
+
+
+def _depth_mm(mask: np.ndarray, affine: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(voxel sizes, depth)``: each voxel's Euclidean distance in mm to the background,
+    voxels on the array's edge counted as next to background
+    (``scipy.ndimage.distance_transform_edt`` with the voxel sizes of ``affine``)."""
+    spacing = np.linalg.norm(np.asarray(affine, dtype=np.float64)[:3, :3], axis=0)
+    depth = ndimage.distance_transform_edt(np.pad(mask, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
+    return spacing, depth
 
 
 def assign_kidneys(labels: np.ndarray, affine: np.ndarray, label_map: dict[int, str],
@@ -247,23 +252,23 @@ def _assign_in_box(labels: np.ndarray, affine: np.ndarray, right: int, left: int
     fg = labels > 0
     if regions is None:
         cc, n = ndimage.label(fg, structure=np.ones((3, 3, 3), dtype=bool))
-    else:  # the given partition, numbered 1..n on the foreground
-        ids, inverse = np.unique(np.where(fg, regions, 0), return_inverse=True)
-        cc = inverse.reshape(fg.shape).astype(np.int32) + (0 if ids[0] == 0 else 1)
+    else:  # the given partition, numbered 1..n on the foreground, order kept
+        from skimage.segmentation import relabel_sequential
+
+        cc = relabel_sequential(np.where(fg, regions, 0))[0]
         n = int(cc.max())
     out = np.zeros(labels.shape, dtype=np.uint8)
     if n == 0:
         return KidneyAssignment(out, 0, "none", 1.0, 0)
     sizes = np.bincount(cc.ravel())[1:]
     order = np.argsort(sizes, kind="stable")[::-1] + 1
-    if core_depth_mm is not None and n > 1:
-        spacing = np.linalg.norm(affine[:3, :3], axis=0)
-        depth = ndimage.distance_transform_edt(np.pad(fg, 1), sampling=spacing)[1:-1, 1:-1, 1:-1]
-        core = np.bincount(cc[depth >= core_depth_mm], minlength=n + 1)[1:]
-        order = np.lexsort((-np.arange(n), sizes, core))[::-1] + 1  # most core, then most voxels, then lowest index
     if rank_weights is not None and n > 1:
         mass = np.bincount(cc.ravel(), weights=np.asarray(rank_weights, dtype=np.float64).ravel(), minlength=n + 1)[1:]
         order = np.lexsort((-np.arange(n), sizes, mass))[::-1] + 1  # most mass, then most voxels, then lowest index
+    elif core_depth_mm is not None and n > 1:
+        depth = _depth_mm(fg, affine)[1]
+        core = np.bincount(cc[depth >= core_depth_mm], minlength=n + 1)[1:]
+        order = np.lexsort((-np.arange(n), sizes, core))[::-1] + 1  # most core, then most voxels, then lowest index
     keep = [int(order[0])]
     if len(order) > 1 and sizes[order[1] - 1] >= min_second_fraction * sizes[order[0] - 1]:
         keep.append(int(order[1]))
