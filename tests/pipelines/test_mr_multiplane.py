@@ -594,10 +594,10 @@ def test_multiprotocol_pipeline_is_registered():
 
 def test_shipped_multiprotocol_model_on_the_bundled_case():
     """The shipped mr_multiprotocol_kidney (two seeds, softmax average, 20000 iterations with weight
-    averaging over the second half, four shifted passes and kidney threshold 0.35) on CHAOS case 39
-    (never trained on): the mask keeps the input's grid and both kidneys are found (Dice 0.897 /
-    0.854 with these settings; the pair without averaging shipped before it 0.905 / 0.869; the
-    first recipe found only half the left kidney, 0.445), with no QC flag raised."""
+    averaging over the second half, four shifted passes, kidney threshold 0.5, neck split) on CHAOS
+    case 39 (never trained on): the mask keeps the input's grid and both kidneys are found (Dice
+    0.936 / 0.895 with these settings, 2026-12-05; the first recipe found only half the left
+    kidney, 0.445), with no QC flag raised."""
     from kidneyseg.api import segment
     from kidneyseg.io import read_image
 
