@@ -17,6 +17,9 @@ scored as ``mr_generalisation.py`` scores them; rows, with the field ``threshold
 to ``results/mr_kidney_threshold.jsonl``. ``--peers`` adds Renal Segmentor's two coronal T2
 subjects (``peer_examples.py``; a TKV difference against that tool's own result, not an expert).
 
+``--redraw-low-confidence T`` sets ``kidney_threshold_low_confidence`` (a scan flagged
+``low_confidence`` is redrawn at T in :meth:`MRKidneyPipeline.finish`); rows record it.
+
 ``--summarise`` writes ``results/mr_kidney_threshold.md``: per (model, tag, threshold), D = the
 mean Dice and V = the mean absolute volume error (% of the expert's volume) over the kidneys of
 the ``--judged`` whole volumes, then each case on its own.
@@ -28,6 +31,7 @@ Data: ``../shared/data/chaos_t2`` (CHAOS, CC BY-SA 4.0) and ``../shared/data/uka
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import platform
@@ -98,6 +102,8 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="Renal Segmentor's two coronal T2 subjects")
     ap.add_argument("--thresholds", nargs="*", type=float, default=list(THRESHOLDS))
     ap.add_argument("--judged", nargs="*", default=list(JUDGED), metavar="DOMAIN:CASE")
+    ap.add_argument("--redraw-low-confidence", type=float, default=None, metavar="T",
+                    help="also set kidney_threshold_low_confidence T: a scan flagged low_confidence is redrawn at T")
     ap.add_argument("--tag", default="")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_kidney_threshold.jsonl")
@@ -123,6 +129,8 @@ def main() -> None:
             own = pipe.bundle.inference.kidney_threshold
             if own is None or pipe.bundle.config.kidney_classes != 1:
                 raise SystemExit(f"{folder}: needs a kidney threshold and one kidney class")
+            pipe.bundle = dataclasses.replace(pipe.bundle, inference=dataclasses.replace(
+                pipe.bundle.inference, kidney_threshold_low_confidence=args.redraw_low_confidence))
             for domain, case in items:
                 if domain == "peer":
                     image, ref = read_image(case["image"]), None
@@ -135,7 +143,8 @@ def main() -> None:
                 for t in args.thresholds:
                     t1 = time.perf_counter()
                     result = pipe.finish(image, labels_at(kidney_p, labels_c, own, t), prepared, t1, kidney_p, members)
-                    row = {"model": name, "tag": args.tag, "threshold": t, "date": when, "machine": machine,
+                    row = {"model": name, "tag": args.tag, "threshold": t,
+                           "kidney_threshold_low_confidence": args.redraw_low_confidence, "date": when, "machine": machine,
                            "predict_seconds": round(predict_s, 2)}
                     if ref is None:
                         tkv = float(result.volumes_ml["total_ml"])

@@ -146,6 +146,20 @@ def test_neck_split_settings_round_trip_and_are_checked(tmp_path):
             read_inference_config(tmp_path)
 
 
+def test_low_confidence_kidney_threshold_round_trips_and_is_checked(tmp_path):
+    s = InferenceConfig(kidney_threshold=0.5, low_confidence_threshold=1.0, kidney_threshold_low_confidence=0.35)
+    write_inference_config(s, tmp_path)
+    assert read_inference_config(tmp_path) == s
+    assert s.without_tta().kidney_threshold_low_confidence == 0.35  # --fast redraws flagged scans too
+    assert InferenceConfig().kidney_threshold_low_confidence is None
+    for bad in ({"kidney_threshold": 0.5, "low_confidence_threshold": 1.0, "kidney_threshold_low_confidence": 1.2},
+                {"low_confidence_threshold": 1.0, "kidney_threshold_low_confidence": 0.35},  # no kidney threshold
+                {"kidney_threshold": 0.5, "kidney_threshold_low_confidence": 0.35}):  # nothing raises the flag
+        (tmp_path / "inference.json").write_text(json.dumps(bad))
+        with pytest.raises(InputError, match="kidney_threshold_low_confidence"):
+            read_inference_config(tmp_path)
+
+
 def test_model_folder_with_bad_inference_json_is_refused(tmp_path):
     folder = tmp_path / "m"
     shutil.copytree(default_model_dir(), folder)

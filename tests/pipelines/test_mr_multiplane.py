@@ -486,6 +486,41 @@ def test_pipeline_splits_at_necks_only_when_its_settings_say_so(shipped_pipeline
         pipe.bundle = old
 
 
+def test_flagged_scan_is_redrawn_at_the_low_confidence_threshold(shipped_pipeline, two_kidney_phantom):
+    """``kidney_threshold_low_confidence``: a scan flagged ``low_confidence`` gets its kidney
+    redrawn from the probability at the lower threshold (the hesitant rim joins the kidney); a
+    confident scan keeps the labels drawn at ``kidney_threshold``; the threshold applied is
+    recorded; without the probability the setting is refused."""
+    from kidneyseg.inference import prepare
+
+    pipe = shipped_pipeline
+    image, labels, affine = two_kidney_phantom
+    img = Image(image, affine)
+    prepared = prepare(img, pipe.bundle.config.target_spacing_mm, pipe.bundle.config.clip_ratio,
+                       pipe.bundle.config.normalisation)
+    big = (labels > 0).astype(np.uint8)  # what the network drew at 0.5
+    settings = dataclasses.replace(pipe.bundle.inference, kidney_threshold=0.5, low_confidence_threshold=1.0,
+                                   low_confidence_threshold_three_planes=None, kidney_threshold_low_confidence=0.35)
+    old = pipe.bundle
+    pipe.bundle = dataclasses.replace(old, inference=settings)
+    try:
+        results = {}
+        for rim_voxels in (1, 4):  # a thin hesitant rim (confident scan) or a wide one (flagged)
+            p = np.where(big > 0, 0.99, 0.01).astype(np.float32)
+            p[ndimage.binary_dilation(big > 0, iterations=rim_voxels) & (big == 0)] = 0.4  # between 0.35 and 0.5
+            results[rim_voxels] = pipe.finish(img, big.copy(), prepared, kidney_probability=p)
+        thin, wide = results[1], results[4]
+        assert thin.qc["low_confidence"] is False and wide.qc["low_confidence"] is True
+        assert thin.qc["kidney_threshold"] == 0.5 and wide.qc["kidney_threshold"] == 0.35
+        expected_ml = float((labels == 2).sum()) * img.voxel_volume_ml
+        assert thin.volumes_ml["kidney_left_ml"] == pytest.approx(expected_ml, rel=1e-6)
+        assert wide.volumes_ml["kidney_left_ml"] > 1.5 * expected_ml  # the 4-voxel rim joined the kidney
+        with pytest.raises(ValueError, match="kidney_threshold_low_confidence"):
+            pipe.finish(img, big.copy(), prepared)
+    finally:
+        pipe.bundle = old
+
+
 def test_ct_series_is_refused_by_the_mr_pipeline(tmp_path, two_kidney_phantom, capsys):
     from kidneyseg.cli import main
 

@@ -117,11 +117,20 @@ class InferenceConfig(SpecConfig):
             (:func:`kidneyseg.postprocess.assign_kidneys`): ``"core"`` (the default, by their
             voxels at least the pipeline's core depth inside) or ``"probability"`` (by their
             summed kidney probability, the expected kidney volume).
+        kidney_threshold_low_confidence: ``None`` (the default): every scan is drawn at
+            ``kidney_threshold``. A probability: a scan flagged ``low_confidence`` (the threshold
+            applied for its planes and passes) has its kidney redrawn from the kidney probability
+            at this threshold before the post-processing, because a network that does not know a
+            scan's contrast under-segments it (``benchmarks/README.md``, "The kidney threshold
+            where the network is unsure"). Needs ``kidney_threshold`` and a low-confidence
+            threshold; models with more than one kidney class refuse it
+            (:meth:`kidneyseg.pipelines.mr_t2.MRKidneyPipeline.finish`).
 
     Raises:
         ValueError: an empty shift list, a shift larger than 64 pixels, an empty or repeated
             gamma list or a gamma outside [0.25, 4], a threshold outside
-            (0, 1), a ``neck_split_mm`` not above 0, an unknown ``component_ranking``, a volume range that is not ``low < high`` with ``low >= 0``.
+            (0, 1), a ``neck_split_mm`` not above 0, an unknown ``component_ranking``, a volume range that is not ``low < high`` with ``low >= 0``,
+            a ``kidney_threshold_low_confidence`` without ``kidney_threshold`` and a low-confidence threshold.
     """
 
     STRICT_KEYS: ClassVar[bool] = True  # a misspelt field in a hand-written JSON is an error
@@ -141,6 +150,7 @@ class InferenceConfig(SpecConfig):
     low_confidence_threshold_three_planes_no_tta: float | None = None
     neck_split_mm: float | None = None
     component_ranking: str = "core"
+    kidney_threshold_low_confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.neck_split_mm is not None and not float(self.neck_split_mm) > 0.0:
@@ -167,6 +177,12 @@ class InferenceConfig(SpecConfig):
         object.__setattr__(self, "tta_shifts_px", tta.shifts_px)
         if self.kidney_threshold is not None and not 0.0 < float(self.kidney_threshold) < 1.0:
             raise ValueError(f"kidney_threshold: expected a value in (0, 1) or null, got {self.kidney_threshold!r}")
+        low_t = self.kidney_threshold_low_confidence
+        if low_t is not None:
+            if not 0.0 < float(low_t) < 1.0:
+                raise ValueError(f"kidney_threshold_low_confidence: expected a value in (0, 1) or null, got {low_t!r}")
+            if self.kidney_threshold is None or self.low_confidence_threshold is None:
+                raise ValueError("kidney_threshold_low_confidence: needs kidney_threshold and low_confidence_threshold")
         if self.validated_volume_ml is not None:
             lo, hi = (float(v) for v in self.validated_volume_ml)
             if not 0.0 <= lo < hi:

@@ -57,7 +57,11 @@ class MRKidneyPipeline:
     def load(cls, model: str | None = None, device: str = "auto", pipeline: str = "mr-t2-unet") -> "MRKidneyPipeline":
         """Load the shipped model (``model=None``) or a local model folder, for ``pipeline``
         (``mr-t2-unet`` or ``mr-multiprotocol-unet``, which share this class)."""
-        pipe = cls(load_model(model, device, pipeline))
+        bundle = load_model(model, device, pipeline)
+        if bundle.inference.kidney_threshold_low_confidence is not None and bundle.config.kidney_classes != 1:
+            raise InputError(f"{bundle.folder}: inference.json kidney_threshold_low_confidence needs a model with one "
+                             f"kidney class (this one has {bundle.config.kidney_classes})")
+        pipe = cls(bundle)
         pipe.name = pipeline
         return pipe
 
@@ -136,12 +140,35 @@ class MRKidneyPipeline:
         probability, and a threshold for the flag:
         :meth:`~kidneyseg.inference.settings.InferenceConfig.low_confidence_threshold_for` the
         number of planes averaged, ``prepared.planes``), and for a multiplane 2D model ``planes``,
-        the planes it averaged (e.g. ``"coronal"``, ``"axial+coronal+sagittal"``).
+        the planes it averaged (e.g. ``"coronal"``, ``"axial+coronal+sagittal"``). With
+        ``kidney_threshold_low_confidence`` in the settings, a scan flagged ``low_confidence`` has
+        its kidney redrawn as ``kidney_probability >= kidney_threshold_low_confidence`` before
+        the post-processing, and ``kidney_threshold`` records the threshold applied.
+
+        Raises:
+            ValueError: ``component_ranking="probability"`` or ``kidney_threshold_low_confidence``
+                without ``kidney_probability``, or the latter with more than one kidney class.
         """
         t0 = time.perf_counter() if t0 is None else t0
         cfg = self.bundle.config
         labels_c[labels_c > cfg.kidney_classes] = 0  # auxiliary organs (liver, spleen) are not output
         settings = self.bundle.inference
+        confidence = {}
+        if kidney_probability is not None:
+            confidence["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
+            limit = settings.low_confidence_threshold_for(len(prepared.planes))
+            if limit is not None:
+                confidence["low_confidence"] = bool(confidence["uncertain_fraction"] > limit)
+                confidence["low_confidence_threshold"] = limit  # the value applied: it depends on the planes averaged
+        if settings.kidney_threshold_low_confidence is not None:
+            if cfg.kidney_classes != 1 or kidney_probability is None:
+                raise ValueError(f"{self.name}: kidney_threshold_low_confidence needs one kidney class and the kidney "
+                                 "probability")
+            redraw = confidence.get("low_confidence", False)
+            if redraw:  # a scan the network does not know: it under-segments, draw the kidney lower
+                labels_c[...] = kidney_probability >= settings.kidney_threshold_low_confidence
+            confidence["kidney_threshold"] = (settings.kidney_threshold_low_confidence if redraw
+                                              else settings.kidney_threshold)
         midline = body_midline_x_mm(prepared.canonical.array, prepared.canonical.affine)
         regions = None
         if settings.neck_split_mm is not None:  # a false region joined by a thin bridge is ranked on its own
@@ -164,12 +191,7 @@ class MRKidneyPipeline:
             agreement = member_dice(member_kidney, prepared.canonical.affine, midline)
             qc["member_dice_right"] = round(agreement["kidney_right"], 3)
             qc["member_dice_left"] = round(agreement["kidney_left"], 3)
-        if kidney_probability is not None:
-            qc["uncertain_fraction"] = round(uncertain_fraction(kidney_probability), 3)
-            limit = settings.low_confidence_threshold_for(len(prepared.planes))
-            if limit is not None:
-                qc["low_confidence"] = bool(qc["uncertain_fraction"] > limit)
-                qc["low_confidence_threshold"] = limit  # the value applied: it depends on the planes averaged
+        qc.update(confidence)
         if prepared.planes:  # a multiplane 2D model: the planes it read the scan in
             names = {axis: name for name, axis in PLANE_AXES.items()}
             qc["planes"] = "+".join(names[a] for a in sorted(prepared.planes, reverse=True))
