@@ -18,7 +18,8 @@ to ``results/mr_kidney_threshold.jsonl``. ``--peers`` adds Renal Segmentor's two
 subjects (``peer_examples.py``; a TKV difference against that tool's own result, not an expert).
 
 ``--redraw-low-confidence T`` sets ``kidney_threshold_low_confidence`` (a scan flagged
-``low_confidence`` is redrawn at T in :meth:`MRKidneyPipeline.finish`); rows record it.
+``low_confidence`` is redrawn at T in :meth:`MRKidneyPipeline.finish`), ``off`` clears it; without
+the flag the model's own setting applies. Rows record the value applied.
 
 ``--summarise`` writes ``results/mr_kidney_threshold.md``: per (model, tag, threshold), D = the
 mean Dice and V = the mean absolute volume error (% of the expert's volume) over the kidneys of
@@ -102,8 +103,9 @@ def main() -> None:
     ap.add_argument("--peers", action="store_true", help="Renal Segmentor's two coronal T2 subjects")
     ap.add_argument("--thresholds", nargs="*", type=float, default=list(THRESHOLDS))
     ap.add_argument("--judged", nargs="*", default=list(JUDGED), metavar="DOMAIN:CASE")
-    ap.add_argument("--redraw-low-confidence", type=float, default=None, metavar="T",
-                    help="also set kidney_threshold_low_confidence T: a scan flagged low_confidence is redrawn at T")
+    ap.add_argument("--redraw-low-confidence", default=None, metavar="T|off",
+                    help="set kidney_threshold_low_confidence to T (a scan flagged low_confidence is redrawn at T), "
+                         "or 'off'; default: the model's own inference.json")
     ap.add_argument("--tag", default="")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, default=RESULTS / "mr_kidney_threshold.jsonl")
@@ -112,8 +114,21 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(args.threads)
+    if args.model and not args.summarise:
+        score_models(args, torch.__version__)
+    rows = [json.loads(line) for line in open(args.out)] if args.out.exists() else []
+    md = ["# The kidney threshold on held-out volumes", "",
+          "Written by `benchmarks/mr_kidney_threshold.py` from every row of `mr_kidney_threshold.jsonl`"
+          + (f" (latest run {rows[-1]['date']}, {rows[-1]['machine']})" if rows else "")
+          + f". D and V over the kidneys of the judged whole volumes ({', '.join(args.judged)}); "
+          "rule and verdict in benchmarks/README.md.", ""] + summarise(rows, tuple(args.judged))
+    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
+
+
+def score_models(args, torch_version: str) -> None:
+    """Predict every case once per ``--model``, finish it at each threshold, append the rows."""
     when = f"{dt.datetime.now(dt.timezone.utc):%Y-%m-%d %H:%M} UTC"
-    machine = f"{platform.machine()}, {args.threads} thread(s), torch {torch.__version__}"
+    machine = f"{platform.machine()}, {args.threads} thread(s), torch {torch_version}"
     items = [("ukat", c) for c in ukat_cases(DATA / "ukat_kidney_masks", MR_KIDNEYS) if c.case_id in set(args.ukat_cases)]
     items += [("chaos", c) for c in chaos_cases(DATA / "chaos_t2", MR_KIDNEYS) if c.case_id in set(args.chaos_cases)]
     if args.peers:
@@ -123,14 +138,16 @@ def main() -> None:
         cache = ROOT / "benchmarks" / ".cache" / "peer_examples"
         items += [("peer", c) for c in renal_segmentor_cases(cache)]
     with open(args.out, "a") as f:
-        for spec in args.model if not args.summarise else []:
+        for spec in args.model:
             name, _, folder = spec.partition("=")
             pipe = load_pipeline(folder)
             own = pipe.bundle.inference.kidney_threshold
             if own is None or pipe.bundle.config.kidney_classes != 1:
                 raise SystemExit(f"{folder}: needs a kidney threshold and one kidney class")
-            pipe.bundle = dataclasses.replace(pipe.bundle, inference=dataclasses.replace(
-                pipe.bundle.inference, kidney_threshold_low_confidence=args.redraw_low_confidence))
+            if args.redraw_low_confidence is not None:
+                redraw = None if args.redraw_low_confidence == "off" else float(args.redraw_low_confidence)
+                pipe.bundle = dataclasses.replace(pipe.bundle, inference=dataclasses.replace(
+                    pipe.bundle.inference, kidney_threshold_low_confidence=redraw))
             for domain, case in items:
                 if domain == "peer":
                     image, ref = read_image(case["image"]), None
@@ -144,7 +161,8 @@ def main() -> None:
                     t1 = time.perf_counter()
                     result = pipe.finish(image, labels_at(kidney_p, labels_c, own, t), prepared, t1, kidney_p, members)
                     row = {"model": name, "tag": args.tag, "threshold": t,
-                           "kidney_threshold_low_confidence": args.redraw_low_confidence, "date": when, "machine": machine,
+                           "kidney_threshold_low_confidence": pipe.bundle.inference.kidney_threshold_low_confidence,
+                           "date": when, "machine": machine,
                            "predict_seconds": round(predict_s, 2)}
                     if ref is None:
                         tkv = float(result.volumes_ml["total_ml"])
@@ -159,13 +177,6 @@ def main() -> None:
                     print(json.dumps({k: row.get(k) for k in ("case", "threshold", "dice_kidney_right", "dice_kidney_left",
                                                               "total_volume_error_pct", "tkv_difference_pct")}),
                           flush=True)
-    rows = [json.loads(line) for line in open(args.out)] if args.out.exists() else []
-    md = ["# The kidney threshold on held-out volumes", "",
-          "Written by `benchmarks/mr_kidney_threshold.py` from every row of `mr_kidney_threshold.jsonl`"
-          + (f" (latest run {rows[-1]['date']}, {rows[-1]['machine']})" if rows else "")
-          + f". D and V over the kidneys of the judged whole volumes ({', '.join(args.judged)}); "
-          "rule and verdict in benchmarks/README.md.", ""] + summarise(rows, tuple(args.judged))
-    args.out.with_suffix(".md").write_text("\n".join(md) + "\n")
 
 
 if __name__ == "__main__":
