@@ -50,6 +50,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from kidneyseg.io import read_image  # noqa: E402
 from kidneyseg.labels import MR_KIDNEYS  # noqa: E402
 from kidneyseg.metrics import dice  # noqa: E402
+from kidneyseg.report.html import QC_FLAGS  # noqa: E402
 from mr_generalisation import load_pipeline  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -144,8 +145,7 @@ def summarise(rows: list[dict]) -> list[str]:
     lines = ["| model | tag | case | protocol | Dice right / left vs peer | TKV mL (peer) | TKV difference | "
              "flags | uncertain_fraction | seconds |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
     for r in rows:
-        flags = [k for k in ("empty", "low_confidence", "volume_outside_validated_range", "laterality_conflict",
-                             "touches_border") if r.get(k)]
+        flags = [k for k in QC_FLAGS if r.get(k)]
         d = (f"{r['dice_kidney_right']:.3f} / {r['dice_kidney_left']:.3f}" if "dice_kidney_right" in r else "-")
         lines.append(f"| {r['model']} | {r.get('tag', '')} | {r['case']} | {r['protocol']} | {d} | "
                      f"{r['tkv_ml']:.1f} ({r['peer_tkv_ml']:.1f}) | {r['tkv_difference_ml']:+.1f} mL "

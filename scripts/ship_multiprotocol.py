@@ -44,6 +44,7 @@ from kidneyseg.io.orientation import PLANES_COVERAGE_MM
 from kidneyseg.inference.settings import InferenceConfig, write_inference_config
 from kidneyseg.models.store import ENSEMBLE, read_ensemble, sha256
 from kidneyseg.postprocess.quality import outside_range
+from kidneyseg.report.html import QC_FLAGS
 from kidneyseg.training.ensemble import make_ensemble
 
 
@@ -91,7 +92,7 @@ def _peer_table(path: Path, model: str = "mr-multiprotocol-unet") -> list[str]:
              f"Measured {max(r['date'] for r in latest.values())}.", "",
              "| scan | protocol | Dice right / left vs peer | TKV mL (peer's) | QC flags |", "| --- | --- | --- | --- | --- |"]
     for r in latest.values():
-        flags = [k for k in ("low_confidence", "volume_outside_validated_range", "laterality_conflict", "touches_border") if r.get(k)]
+        flags = [k for k in QC_FLAGS if r.get(k)]
         d = f"{r['dice_kidney_right']:.3f} / {r['dice_kidney_left']:.3f}" if "dice_kidney_right" in r else "- (TKV only)"
         lines.append(f"| {r['case']} ({r['source']}) | {r['protocol']} | {d} | {r['tkv_ml']:.1f} ({r['peer_tkv_ml']:.1f}; "
                      f"{r['tkv_difference_pct']:+.1f} %) | {', '.join(flags) or 'none'} |")
